@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy 2.0 typed models, engine/session, queries."""

@@ -1,0 +1,278 @@
+"""Typed SQLAlchemy models: the schema every other layer reads and writes.
+
+One row per thing that happened: an answer row per arm shown (``off``, ``on``) plus ``shadow``
+rows for cloud answers fetched but never shown, one handoff decision per turn, and one vote per
+conversation round. Enough is stored to replay any policy threshold offline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+REGIONS = ("sf", "europe", "apac")
+ARMS = ("off", "on", "shadow")
+WINNERS = ("a", "b", "tie", "both_bad", "identical")
+WINNER_ARMS = ("on", "off", "tie", "both_bad", "identical")
+ROLES = ("admin", "organizer")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+        dt.datetime: DateTime(timezone=True),
+        Decimal: Numeric(12, 6),
+    }
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (CheckConstraint("region IN ('sf', 'europe', 'apac')", name="region"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str] = mapped_column(String(16))
+    city: Mapped[str] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64))
+    starts_on: Mapped[dt.date | None] = mapped_column(Date)
+    ends_on: Mapped[dt.date | None] = mapped_column(Date)
+    # handoff configuration; NULL means "use the settings default"
+    handoff_policy: Mapped[str | None] = mapped_column(String(32))
+    handoff_threshold: Mapped[float | None] = mapped_column(Float)
+    shadow_rate: Mapped[float | None] = mapped_column(Float)
+    cloud_budget: Mapped[Decimal | None]
+    cloud_spent: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    currency: Mapped[str] = mapped_column(String(8), default="USD")
+    # attendee page configuration
+    ui_language: Mapped[str] = mapped_column(String(8), default="en")
+    consent_text: Mapped[str | None] = mapped_column(Text)
+    like_tags: Mapped[list[str] | None]
+    dislike_tags: Mapped[list[str] | None]
+    ask_profile: Mapped[bool] = mapped_column(Boolean, default=False)
+    licence: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    participants: Mapped[list[Participant]] = relationship(back_populates="event")
+
+
+class Participant(Base):
+    """A pseudonymous attendee of one event; only created once consent was given."""
+
+    __tablename__ = "participants"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    pseudonym: Mapped[str] = mapped_column(String(64), unique=True)
+    consented_at: Mapped[dt.datetime]
+    ui_language: Mapped[str | None] = mapped_column(String(8))
+    profile: Mapped[dict[str, Any] | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    event: Mapped[Event] = relationship(back_populates="participants")
+
+
+class Conversation(Base):
+    """One blind comparison; ``handoff_side`` says which pane (a = left) holds the handoff arm."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (CheckConstraint("handoff_side IN ('a', 'b')", name="handoff_side"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    participant_id: Mapped[int] = mapped_column(
+        ForeignKey("participants.id", ondelete="CASCADE"), index=True
+    )
+    handoff_side: Mapped[str] = mapped_column(String(1))
+    category: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    hidden_at: Mapped[dt.datetime | None]
+    hidden_by: Mapped[str | None] = mapped_column(String(100))
+
+    turns: Mapped[list[Turn]] = relationship(
+        back_populates="conversation", order_by="Turn.index", cascade="all, delete-orphan"
+    )
+    votes: Mapped[list[Vote]] = relationship(back_populates="conversation")
+
+
+class Turn(Base):
+    __tablename__ = "turns"
+    __table_args__ = (UniqueConstraint("conversation_id", "index", name="conversation_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(16))
+    category: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="turns")
+    answers: Mapped[list[Answer]] = relationship(back_populates="turn", cascade="all, delete-orphan")
+    decision: Mapped[HandoffDecision | None] = relationship(
+        back_populates="turn", cascade="all, delete-orphan", uselist=False
+    )
+
+
+class HandoffDecision(Base):
+    """What the live policy saw and decided, with every cheap signal, so any threshold replays."""
+
+    __tablename__ = "handoff_decisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), unique=True)
+    policy: Mapped[str] = mapped_column(String(32))
+    policy_version: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[str] = mapped_column(String(8))
+    threshold: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    handed_off: Mapped[bool] = mapped_column(Boolean, index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    # why a positive decision did not reach the cloud: budget, rate_limit, cloud_error
+    blocked_by: Mapped[str | None] = mapped_column(String(32))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    signals: Mapped[dict[str, Any]]
+    shadow_propensity: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    turn: Mapped[Turn] = relationship(back_populates="decision")
+
+
+class Answer(Base):
+    """One answer as shown in one arm (``off``/``on``) or fetched as a never-shown ``shadow``."""
+
+    __tablename__ = "answers"
+    __table_args__ = (
+        UniqueConstraint("turn_id", "arm", name="turn_arm"),
+        CheckConstraint("arm IN ('off', 'on', 'shadow')", name="arm"),
+        CheckConstraint("source IN ('local', 'cloud')", name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
+    arm: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(8))
+    text: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(200))
+    model_revision: Mapped[str | None] = mapped_column(String(100))
+    dtype: Mapped[str | None] = mapped_column(String(16))
+    base_url_host: Mapped[str | None] = mapped_column(String(200))
+    tokens_in: Mapped[int | None] = mapped_column(Integer)
+    tokens_out: Mapped[int | None] = mapped_column(Integer)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    cost: Mapped[Decimal | None]
+    price_version: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    turn: Mapped[Turn] = relationship(back_populates="answers")
+
+
+class Vote(Base):
+    """A participant's verdict on a conversation, after a given turn; editable until the next prompt."""
+
+    __tablename__ = "votes"
+    __table_args__ = (
+        CheckConstraint("winner IN ('a', 'b', 'tie', 'both_bad', 'identical')", name="winner"),
+        UniqueConstraint("conversation_id", "turn_id", name="conversation_turn"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"))
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
+    winner: Mapped[str] = mapped_column(String(16))
+    # winner in arm terms (on / off / tie / both_bad / identical), so SQL aggregates need no join
+    winner_arm: Mapped[str] = mapped_column(String(16), index=True)
+    comment: Mapped[str | None] = mapped_column(Text)
+    final: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    hidden_at: Mapped[dt.datetime | None]
+    hidden_by: Mapped[str | None] = mapped_column(String(100))
+
+    conversation: Mapped[Conversation] = relationship(back_populates="votes")
+    ratings: Mapped[list[Rating]] = relationship(back_populates="vote", cascade="all, delete-orphan")
+
+
+class Rating(Base):
+    """Stars and reason tags for one arm's answer (``both`` when the panes were identical)."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (
+        UniqueConstraint("vote_id", "arm", name="vote_arm"),
+        CheckConstraint("stars IS NULL OR (stars BETWEEN 1 AND 5)", name="stars"),
+        CheckConstraint("arm IN ('off', 'on', 'both')", name="arm"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vote_id: Mapped[int] = mapped_column(ForeignKey("votes.id", ondelete="CASCADE"), index=True)
+    arm: Mapped[str] = mapped_column(String(8))
+    stars: Mapped[int | None] = mapped_column(Integer)
+    tags: Mapped[list[str] | None]
+
+    vote: Mapped[Vote] = relationship(back_populates="ratings")
+
+
+class Organizer(Base):
+    """Someone who may sign in to the organizer pages: admin of all events or organizer of one."""
+
+    __tablename__ = "organizers"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'organizer')", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None]
+    last_login_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+Index("ix_answers_arm_source", Answer.arm, Answer.source)

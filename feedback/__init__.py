@@ -1,0 +1,1 @@
+"""Capture, statistics, export and reports: plain Python, importable without Streamlit."""

@@ -1,0 +1,55 @@
+"""Plain records of what happened in a turn, handed from the inference layer to capture."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass
+class AnswerRecord:
+    arm: str  # off | on | shadow
+    source: str  # local | cloud
+    text: str
+    model: str
+    model_revision: str | None = None
+    dtype: str | None = None
+    base_url_host: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    finish_reason: str | None = None
+    retries: int = 0
+    error_kind: str | None = None
+    error: str | None = None
+    cost: Decimal | None = None
+    price_version: str | None = None
+
+
+@dataclass
+class DecisionRecord:
+    policy: str
+    policy_version: str
+    stage: str
+    threshold: float
+    score: float
+    handed_off: bool
+    latency_ms: float
+    signals: dict[str, Any]
+    reason: str | None = None
+    blocked_by: str | None = None
+    shadow_propensity: float | None = None
+
+
+@dataclass
+class TurnRecord:
+    prompt: str
+    decision: DecisionRecord
+    answers: list[AnswerRecord] = field(default_factory=list)
+    language: str | None = None
+    category: str | None = None
+
+    def answer(self, arm: str) -> AnswerRecord | None:
+        return next((a for a in self.answers if a.arm == arm), None)

@@ -1,0 +1,1 @@
+"""Streamlit pages and the inference engine: local model, cloud client, handoff policy."""

@@ -1,0 +1,29 @@
+"""The ``handoff`` command: one entry point for operators, one small module per subject."""
+
+from __future__ import annotations
+
+import typer
+
+from playground.cli import db as db_commands
+from playground.cli import events as event_commands
+from playground.cli import serve as serve_commands
+
+app = typer.Typer(help="Handoff Playground: operate the side-by-side LLM playground.", no_args_is_help=True)
+app.add_typer(db_commands.app, name="db")
+app.add_typer(event_commands.app, name="event")
+app.command("serve")(serve_commands.serve)
+app.command("standin")(serve_commands.standin)
+app.command("prepare-model")(serve_commands.prepare_model)
+
+
+def main() -> None:
+    """Console entry point: errors a person can fix are printed as one line, not a traceback."""
+    from db.queries import UnknownEvent
+    from db.session import DatabaseNotMigrated
+    from playground.engine.model_store import BundledModelMissing
+
+    try:
+        app()
+    except (DatabaseNotMigrated, UnknownEvent, BundledModelMissing) as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise SystemExit(1) from None

@@ -1,0 +1,56 @@
+"""``handoff serve``: the cloud stand-in (unless a real cloud is configured) and the Streamlit app."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from db.session import DatabaseNotMigrated, ensure_migrated
+from playground.engine import standin as standin_server
+from playground.engine.model_store import resolve_model
+from playground.settings import get_settings
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+
+
+def prepare_model() -> None:
+    """Convert the bundled GGUF model into the cache once (make run does this)."""
+    settings = get_settings()
+    typer.echo(f"Local model ready at {resolve_model(settings.local_model, settings.model_cache_dir)}")
+
+
+def standin() -> None:
+    """Run only the OpenAI-compatible cloud stand-in, in the foreground."""
+    settings = get_settings()
+    raise typer.Exit(subprocess.call(standin_server.standin_command(settings)))
+
+
+def serve() -> None:
+    """Start the cloud stand-in if needed, then the Streamlit app; Ctrl+C stops both."""
+    settings = get_settings()
+    try:
+        ensure_migrated(settings.resolved_database_url)
+    except DatabaseNotMigrated as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    prepare_model()
+    process = None
+    if settings.uses_standin and not standin_server.is_up(settings):
+        typer.echo(f"Starting the cloud stand-in on {settings.resolved_cloud_base_url} …")
+        process = standin_server.start_standin(settings, settings.data_dir / "logs" / "standin.log")
+    typer.echo(f"Cloud: {settings.resolved_cloud_base_url}")
+    typer.echo(f"Open http://localhost:{settings.port}")
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.port", str(settings.port), "--server.address", settings.host,
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    try:
+        raise typer.Exit(subprocess.call(command))
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=10)

@@ -1,0 +1,59 @@
+"""The local cloud stand-in: ``transformers serve`` on 127.0.0.1, a real OpenAI-compatible server.
+
+With no API key configured, handoff talks to this server through the real ``openai`` client, so
+the cloud path runs end to end offline.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from playground.engine.model_store import resolve_model
+from playground.settings import Settings
+
+
+class StandinFailed(RuntimeError):
+    """The stand-in server did not come up; the message carries the end of its log."""
+
+
+def standin_command(settings: Settings) -> list[str]:
+    model = resolve_model(settings.local_model, settings.model_cache_dir)
+    cli = Path(sys.executable).with_name("transformers")
+    return [
+        str(cli), "serve", model,
+        "--host", settings.standin_host, "--port", str(settings.standin_port),
+        "--dtype", settings.local_dtype, "--device", settings.local_device,
+    ]  # fmt: skip
+
+
+def is_up(settings: Settings) -> bool:
+    url = f"http://{settings.standin_host}:{settings.standin_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_standin(settings: Settings, log_path: Path, timeout_s: float = 120) -> subprocess.Popen[bytes]:
+    """Start the server and wait until it answers its health check."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(standin_command(settings), stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        if is_up(settings):
+            return process
+        time.sleep(0.3)
+    process.terminate()
+    tail = log_path.read_text(errors="replace")[-2000:]
+    raise StandinFailed(f"the cloud stand-in did not start on port {settings.standin_port}:\n{tail}")

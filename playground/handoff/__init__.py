@@ -1,0 +1,1 @@
+"""Handoff: when the local model should pass the conversation to the cloud model."""

@@ -1,0 +1,128 @@
+"""The one settings object: environment variables, then an optional TOML file, then defaults.
+
+Environment variables use the ``HANDOFF_`` prefix (``HANDOFF_PORT=8600``); ``DATABASE_URL`` and
+``OPENAI_API_KEY`` are also read under their usual names. The TOML file is ``handoff.toml`` in the
+working directory, or the path in ``HANDOFF_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+BUNDLED_MODEL = "bundled:smollm2"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("HANDOFF_CONFIG", "handoff.toml"))
+
+
+class Settings(BaseSettings):
+    """Everything an operator can change without touching code."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HANDOFF_", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    # storage
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "HANDOFF_DATABASE_URL")
+    )
+
+    # local open-weight model
+    local_model: str = BUNDLED_MODEL
+    model_cache_dir: Path = Path("data") / "models"
+    local_device: str = "cpu"
+    local_dtype: str = "bfloat16"
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    system_prompt: str = "You are a helpful assistant. Answer clearly and concisely."
+
+    # cloud side of handoff (OpenAI API or any compatible server)
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "HANDOFF_OPENAI_API_KEY")
+    )
+    cloud_base_url: str | None = None
+    cloud_model: str | None = None
+    cloud_timeout_s: float = 30.0
+    cloud_max_retries: int = 2
+    standin_host: str = "127.0.0.1"
+    standin_port: int = 8766
+
+    # handoff
+    handoff_policy: str = "confidence"
+    handoff_threshold: float = 0.5
+
+    # attendee limits
+    max_prompt_chars: int = 8000
+    max_comment_chars: int = 2000
+    max_turns: int = 10
+
+    # organizer side
+    organizer_password: SecretStr | None = None
+
+    # web
+    host: str = "0.0.0.0"
+    port: int = 8501
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return init_settings, env_settings, toml, file_secret_settings
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'playground.db').resolve()}"
+
+    @property
+    def uses_standin(self) -> bool:
+        """True when the cloud side is the local OpenAI-compatible stand-in server."""
+        if self.cloud_base_url:
+            return False
+        return self.openai_api_key is None
+
+    @property
+    def resolved_cloud_base_url(self) -> str:
+        if self.cloud_base_url:
+            return self.cloud_base_url
+        if self.openai_api_key is not None:
+            return OPENAI_BASE_URL
+        return f"http://{self.standin_host}:{self.standin_port}/v1"
+
+    @property
+    def cloud_host(self) -> str:
+        """The host part of the cloud base URL: what may be recorded (never the key)."""
+        return urlsplit(self.resolved_cloud_base_url).netloc
+
+    @property
+    def cloud_api_key(self) -> str:
+        # The stand-in ignores the key, but the openai client requires one.
+        return self.openai_api_key.get_secret_value() if self.openai_api_key else "standin-no-key"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read settings once per process."""
+    return Settings()

@@ -1,0 +1,111 @@
+"""Real parts only: SQLite and PostgreSQL databases, the bundled model, a real stand-in server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_CACHE = ROOT / "data" / "models"  # shared with `make run`: the bundled model is converted once
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+from db import session as db_session  # noqa: E402
+from playground import settings as settings_module  # noqa: E402
+from playground.settings import Settings  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def standin_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory: pytest.TempPathFactory, standin_port: int) -> Iterator[Settings]:
+    """The real OpenAI-compatible cloud stand-in (`transformers serve`) on 127.0.0.1."""
+    from playground.engine.standin import start_standin
+
+    settings = Settings(model_cache_dir=MODEL_CACHE, standin_port=standin_port)
+    process = start_standin(settings, tmp_path_factory.mktemp("standin") / "standin.log")
+    yield settings
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _postgres_database() -> Iterator[str]:
+    from sqlalchemy import create_engine, text
+
+    name = f"hp_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        db_session.get_engine(url).dispose()
+        db_session.get_engine.cache_clear()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind, private to the test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    """A migrated database of each kind."""
+    db_session.upgrade(empty_db_url)
+    return empty_db_url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'test.db'}"
+    db_session.upgrade(url)
+    return url
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings) -> Iterator[Settings]:
+    """Environment for code that reads settings itself (pages, CLI): a fresh migrated SQLite DB."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    db_session.upgrade(url)
+    env = {
+        "DATABASE_URL": url,
+        "HANDOFF_DATA_DIR": str(tmp_path),
+        "HANDOFF_MODEL_CACHE_DIR": str(MODEL_CACHE),
+        "HANDOFF_STANDIN_PORT": str(standin.standin_port),
+        "HANDOFF_MAX_NEW_TOKENS": "24",
+        "HANDOFF_CONFIG": str(tmp_path / "none.toml"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings_module.get_settings.cache_clear()
+    yield settings_module.get_settings()
+    settings_module.get_settings.cache_clear()
