@@ -21,6 +21,17 @@ _engine_lock = threading.Lock()
 _engines: dict[tuple[str, str, str], LocalEngine] = {}
 
 
+def start_loading(settings: Settings | None = None) -> None:
+    """Load and warm up the engine in the background, off the request path (call at start-up)."""
+    threading.Thread(target=local_engine, args=(settings,), name="engine-loader", daemon=True).start()
+
+
+def engine_ready(settings: Settings | None = None) -> bool:
+    """True once the engine for these settings is loaded and warmed up (the page shows "warming up")."""
+    settings = settings or get_settings()
+    return (settings.local_model, settings.local_device, settings.local_dtype) in _engines
+
+
 def local_engine(settings: Settings | None = None) -> LocalEngine:
     """The shared local engine for the configured model, loaded (and warmed up) on first use."""
     settings = settings or get_settings()

@@ -111,6 +111,9 @@ def decide(policy: Policy, threshold: float, data: PolicyInput) -> HandoffDecisi
     started = time.perf_counter()
     signals: dict[str, Any] = token_signals(data.logprobs, data.entropies)
     score, reason = policy.score(data, signals)
+    # Every policy score computed for this turn, keyed by policy name, so researchers can compare
+    # policies (AUROC, replay) on the same turns without re-running anything.
+    signals["scores"] = {policy.name: float(score)}
     handoff = score >= threshold
     return HandoffDecision(
         policy=policy.name,
