@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     handoff_policy: str = "confidence"
     handoff_threshold: float = 0.5
 
+    # researcher exports: participant ids are re-hashed with this salt; unset means a fresh random
+    # salt per export, so two releases can't be joined unless the organizer sets (and keeps) one
+    export_salt: SecretStr | None = None
+    export_licence: str = "Licence not set: the organizer sets it on the event before publishing."
+
     # attendee limits
     max_prompt_chars: int = 8000
     max_comment_chars: int = 2000
