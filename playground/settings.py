@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from playground.handoff.pricing import PriceTable
+
 BUNDLED_MODEL = "bundled:smollm2"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -62,9 +64,17 @@ class Settings(BaseSettings):
     standin_host: str = "127.0.0.1"
     standin_port: int = 8766
 
-    # handoff
+    # handoff (see README "Handoff policies"); an event's own policy/threshold/shadow rate win
     handoff_policy: str = "confidence"
     handoff_threshold: float = 0.5
+    handoff_fallback_policy: str = "confidence"  # used when the chosen policy can't run (untrained router…)
+    shadow_rate: float = Field(default=0.1, ge=0.0, le=1.0)  # ε: share of kept-local turns also sent to the cloud
+    early_handoff: bool = True  # a post policy may decide while the local draft is still being written
+    early_min_tokens: int = 8  # …but not before this many tokens
+    cloud_prices: PriceTable = PriceTable()  # versioned; the version is stored with every cost
+    cloud_rate_limit: str = "10/minute"  # cloud calls per participant (handoffs and shadows together)
+    cloud_backoff_s: float = 0.5  # first retry wait; doubles per retry up to cloud_backoff_max_s
+    cloud_backoff_max_s: float = 4.0
 
     # researcher exports: participant ids are re-hashed with this salt; unset means a fresh random
     # salt per export, so two releases can't be joined unless the organizer sets (and keeps) one
