@@ -87,7 +87,13 @@ class Settings(BaseSettings):
     max_turns: int = 10
 
     # organizer side
-    organizer_password: SecretStr | None = None
+    organizer_password: SecretStr | None = None  # bootstrap admin for offline events; only its hash is kept
+    organizer_admin_username: str = "admin"
+    organizer_session_minutes: int = 480  # a sign-in expires after this long
+    organizer_lockout_after: int = 5  # failed sign-ins before the account locks
+    organizer_lockout_base_s: float = 30.0  # first lock-out; doubles with each further failure
+    organizer_refresh_s: float = 5.0  # live overview auto-refresh
+    public_url: str | None = None  # base URL attendees open (QR codes); default http://localhost:<port>
 
     # web
     host: str = "0.0.0.0"

@@ -1,0 +1,146 @@
+"""Organizer sign-in rules on real SQLite and PostgreSQL: hashes, lock-out with back-off, expiry, roles."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from db.models import Event, Organizer
+from db.session import session_scope
+from playground.auth import (
+    SETTINGS_PASSWORD,
+    AccountLocked,
+    Identity,
+    OrganizerInvalid,
+    SignInRefused,
+    add_organizer,
+    attempt_sign_in,
+    lockout_until,
+    unlock,
+)
+from playground.settings import Settings
+
+PASSWORD = "correct horse battery"
+NOW = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(organizer_password=SecretStr("bootstrap-secret-42"), organizer_lockout_after=3,
+                    organizer_lockout_base_s=30, organizer_session_minutes=60)  # fmt: skip
+
+
+@pytest.fixture
+def event_id(db_url: str) -> int:
+    with session_scope(db_url) as session:
+        event = Event(code="SF-2026", name="SF", region="sf", city="San Francisco", timezone="America/Los_Angeles")
+        session.add(event)
+        session.flush()
+        add_organizer(session, "mia", PASSWORD, "organizer", event)
+        return event.id
+
+
+def _attempt(url: str, username: str, password: str, settings: Settings, now: dt.datetime = NOW) -> Identity:
+    return attempt_sign_in(url, username, password, settings, now)
+
+
+def _failed(url: str, username: str, password: str, settings: Settings, now: dt.datetime = NOW) -> SignInRefused:
+    with pytest.raises(SignInRefused) as caught:
+        attempt_sign_in(url, username, password, settings, now)
+    return caught.value
+
+
+def test_password_is_stored_only_as_an_argon2_hash(db_url: str, event_id: int) -> None:
+    with session_scope(db_url) as session:
+        stored = session.scalar(select(Organizer.password_hash).where(Organizer.username == "mia"))
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+
+
+def test_organizer_signs_in_for_their_event_only(db_url: str, event_id: int, settings: Settings) -> None:
+    identity = _attempt(db_url, "mia", PASSWORD, settings)
+    assert identity.role == "organizer" and identity.event_id == event_id
+    assert identity.may_see(event_id) and not identity.may_see(event_id + 1)
+    assert identity.expires_at == NOW + dt.timedelta(minutes=60)
+    assert not identity.expired(NOW + dt.timedelta(minutes=59)) and identity.expired(NOW + dt.timedelta(minutes=60))
+
+
+def test_wrong_password_and_unknown_user_get_the_same_message(db_url: str, event_id: int, settings: Settings) -> None:
+    assert str(_failed(db_url, "mia", "wrong", settings)) == "Wrong username or password."
+    assert str(_failed(db_url, "nobody", "wrong", settings)) == "Wrong username or password."
+    with session_scope(db_url) as session:
+        assert session.scalar(select(Organizer.failed_attempts).where(Organizer.username == "mia")) == 1
+
+
+def test_account_locks_after_repeated_failures_with_doubling_back_off(
+    db_url: str, event_id: int, settings: Settings
+) -> None:
+    for _ in range(2):
+        assert not isinstance(_failed(db_url, "mia", "wrong", settings), AccountLocked)
+    third = _failed(db_url, "mia", "wrong", settings)
+    assert isinstance(third, AccountLocked) and "Try again in 30 seconds" in str(third)
+    # while locked even the right password is refused, and nothing is verified
+    assert isinstance(_failed(db_url, "mia", PASSWORD, settings, NOW + dt.timedelta(seconds=29)), AccountLocked)
+    later = NOW + dt.timedelta(seconds=31)
+    fourth = _failed(db_url, "mia", "wrong", settings, later)
+    assert isinstance(fourth, AccountLocked) and "Try again in 60 seconds" in str(fourth)
+    identity = _attempt(db_url, "mia", PASSWORD, settings, later + dt.timedelta(seconds=61))
+    assert identity.username == "mia"
+    with session_scope(db_url) as session:
+        row = session.scalar(select(Organizer).where(Organizer.username == "mia"))
+        assert row.failed_attempts == 0 and row.locked_until is None and row.last_login_at is not None
+
+
+def test_back_off_is_capped_at_an_hour(settings: Settings) -> None:
+    assert lockout_until(2, NOW, settings) is None
+    assert lockout_until(3, NOW, settings) == NOW + dt.timedelta(seconds=30)
+    assert lockout_until(5, NOW, settings) == NOW + dt.timedelta(seconds=120)
+    assert lockout_until(40, NOW, settings) == NOW + dt.timedelta(hours=1)
+
+
+def test_bootstrap_admin_uses_the_settings_password_without_storing_it(db_url: str, settings: Settings) -> None:
+    refused = _failed(db_url, "admin", "bootstrap-secret-41", settings)
+    assert str(refused) == "Wrong username or password."
+    identity = _attempt(db_url, "admin", "bootstrap-secret-42", settings)
+    assert identity.is_admin and identity.event_id is None and identity.may_see(12345)
+    with session_scope(db_url) as session:
+        row = session.scalar(select(Organizer).where(Organizer.username == "admin"))
+        assert row.password_hash == SETTINGS_PASSWORD and row.failed_attempts == 0
+
+
+def test_without_a_settings_password_there_is_no_bootstrap_admin(db_url: str) -> None:
+    assert str(_failed(db_url, "admin", "", Settings(organizer_password=None))) == "Wrong username or password."
+    with session_scope(db_url) as session:
+        assert session.scalar(select(Organizer)) is None
+
+
+def test_unlock_clears_a_lock_out(db_url: str, event_id: int, settings: Settings) -> None:
+    for _ in range(3):
+        _failed(db_url, "mia", "wrong", settings)
+    with session_scope(db_url) as session:
+        assert unlock(session, "mia") and not unlock(session, "nobody")
+    assert _attempt(db_url, "mia", PASSWORD, settings).username == "mia"
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "role", "with_event", "message"),
+    [
+        ("zoe", PASSWORD, "organizer", False, "--event CODE"),
+        ("zoe", PASSWORD, "admin", True, "drop --event"),
+        ("zoe", "short", "admin", False, "at least 10 characters"),
+        ("zoe", PASSWORD, "owner", False, "Role must be one of"),
+        ("mia", PASSWORD, "admin", False, "is taken"),
+    ],
+)
+def test_invalid_accounts_are_refused_with_a_fix(
+    sqlite_url: str, username: str, password: str, role: str, with_event: bool, message: str
+) -> None:
+    with session_scope(sqlite_url) as session:
+        event = Event(code="EU-1", name="EU", region="europe", city="Paris", timezone="Europe/Paris")
+        session.add(event)
+        session.flush()
+        add_organizer(session, "mia", PASSWORD, "organizer", event)
+        with pytest.raises(OrganizerInvalid, match=message):
+            add_organizer(session, username, password, role, event if with_event else None)
