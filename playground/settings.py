@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     temperature: float = 0.7
     top_p: float = 0.9
     system_prompt: str = "You are a helpful assistant. Answer clearly and concisely."
+    # batching worker: memory bound = rows x padded cache width (SmolLM2: ~23 KB per cache position)
+    max_batch_size: int = 16
+    max_batch_tokens: int = 32768
 
     # cloud side of handoff (OpenAI API or any compatible server)
     openai_api_key: SecretStr | None = Field(
