@@ -2,7 +2,9 @@
 
 Failures never escape to the page: a timeout, rate limit, server error, refused connection or
 malformed response ends the stream and is recorded as ``error_kind`` on the result, so the caller
-can fall back to the local answer.
+can fall back to the local answer. Transient failures (timeout, connection, 429, 5xx) are retried
+with bounded exponential backoff (tenacity) while nothing has been streamed yet; the retries are
+counted on the result. The client's own hidden retries are off so every attempt is accounted for.
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
+import httpx
 import openai
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from playground.engine.model_store import resolve_model
 from playground.settings import Settings
 
 Message = dict[str, str]
+RETRYABLE = frozenset({"timeout", "connection", "rate_limited", "server_error"})
+# Kinds after which the provider produced nothing it bills for.
+NOT_BILLED = frozenset({"connection", "rate_limited", "server_error", "auth"})
 
 
 @dataclass
@@ -32,17 +40,36 @@ class CloudResult:
     retries: int
     error_kind: str | None = None
     error: str | None = None
+    cost: Decimal | None = None  # from reported usage; None when the usage is unknown
+    price_version: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error_kind is None
 
+    @property
+    def surely_unbilled(self) -> bool:
+        """True when the call certainly cost nothing (refused before any output)."""
+        return self.cost is None and not self.text and self.error_kind in NOT_BILLED
+
+
+class MalformedResponse(ValueError):
+    """The server answered, but not with a usable chat completion."""
+
+
+class _AfterFirstDelta(Exception):
+    """Wraps an error raised once text was streamed: never retried (the text is already shown)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
 
 def error_kind(error: BaseException) -> str:
     """A short, stable name for what went wrong, for storage and statistics."""
-    if isinstance(error, openai.APITimeoutError):
+    if isinstance(error, openai.APITimeoutError | httpx.TimeoutException):
         return "timeout"
-    if isinstance(error, openai.APIConnectionError):
+    if isinstance(error, openai.APIConnectionError | httpx.TransportError):
         return "connection"
     if isinstance(error, openai.RateLimitError):
         return "rate_limited"
@@ -51,8 +78,15 @@ def error_kind(error: BaseException) -> str:
     if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
         return "auth"
     if isinstance(error, openai.APIStatusError):
-        return f"http_{error.status_code}"
+        return "server_error" if error.status_code >= 500 else f"http_{error.status_code}"
     return "malformed"
+
+
+def _retryable(error: BaseException) -> bool:
+    return not isinstance(error, _AfterFirstDelta) and error_kind(error) in RETRYABLE
+
+
+CAUGHT = (openai.OpenAIError, httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError, _AfterFirstDelta)
 
 
 class CloudStream:
@@ -63,51 +97,77 @@ class CloudStream:
         self._messages = messages
         self.result: CloudResult | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def _attempt(self, parts: list[str], state: dict) -> Iterator[str]:
         client = self._client
-        started = time.perf_counter()
-        parts: list[str] = []
-        ttft_ms: float | None = None
-        usage = None
-        finish_reason = None
-        kind = message = None
+        stream = client.openai.chat.completions.create(
+            model=client.model,
+            messages=self._messages,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=client.settings.max_new_tokens,
+        )
         try:
-            stream = client.openai.chat.completions.create(
-                model=client.model,
-                messages=self._messages,  # type: ignore[arg-type]
-                stream=True,
-                stream_options={"include_usage": True},
-                max_tokens=client.settings.max_new_tokens,
-            )
             for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage
+                if getattr(chunk, "usage", None) is not None:
+                    state["usage"] = chunk.usage
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
-                finish_reason = choice.finish_reason or finish_reason
+                state["finish_reason"] = choice.finish_reason or state.get("finish_reason")
                 delta = choice.delta.content if choice.delta else None
                 if delta:
-                    if ttft_ms is None:
-                        ttft_ms = (time.perf_counter() - started) * 1000
+                    if state.get("ttft_ms") is None:
+                        state["ttft_ms"] = (time.perf_counter() - state["started"]) * 1000
                     parts.append(delta)
                     yield delta
-            if not parts:
-                raise ValueError("the cloud returned an empty answer")
-        except (openai.OpenAIError, ValueError, KeyError, TypeError, AttributeError) as error:
+        except CAUGHT as error:
+            if parts:
+                raise _AfterFirstDelta(error) from error
+            raise
+        finally:
+            stream.close()
+        if not parts:
+            raise MalformedResponse("the cloud returned no answer text")
+
+    def __iter__(self) -> Iterator[str]:
+        client = self._client
+        settings = client.settings
+        state: dict = {"started": time.perf_counter()}
+        parts: list[str] = []
+        kind = message = None
+        attempts = 0
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(settings.cloud_max_retries + 1),
+                wait=wait_exponential(multiplier=settings.cloud_backoff_s, max=settings.cloud_backoff_max_s),
+                retry=retry_if_exception(_retryable),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    yield from self._attempt(parts, state)
+        except CAUGHT as error:
+            error = error.error if isinstance(error, _AfterFirstDelta) else error
             kind, message = error_kind(error), f"{type(error).__name__}: {error}"[:500]
+        usage = state.get("usage")
+        tokens_in = getattr(usage, "prompt_tokens", None)
+        tokens_out = getattr(usage, "completion_tokens", None)
+        prices = settings.cloud_prices
+        cost = prices.cost(client.model, tokens_in, tokens_out) if tokens_in is not None and tokens_out is not None else None
         self.result = CloudResult(
             text="".join(parts),
             model=client.model,
-            base_url_host=client.settings.cloud_host,
-            tokens_in=getattr(usage, "prompt_tokens", None),
-            tokens_out=getattr(usage, "completion_tokens", None),
-            ttft_ms=ttft_ms,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            finish_reason=finish_reason,
-            retries=0,
+            base_url_host=settings.cloud_host,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            ttft_ms=state.get("ttft_ms"),
+            latency_ms=(time.perf_counter() - state["started"]) * 1000,
+            finish_reason=state.get("finish_reason"),
+            retries=max(0, attempts - 1),
             error_kind=kind,
             error=message,
+            cost=cost,
+            price_version=prices.version,
         )
 
     def wait(self) -> CloudResult:
@@ -118,7 +178,7 @@ class CloudStream:
 
 
 class CloudClient:
-    """Configured once from settings; safe to share across sessions."""
+    """Configured once from settings; safe to share across sessions and threads."""
 
     def __init__(self, settings: Settings, model: str | None = None) -> None:
         self.settings = settings
@@ -127,11 +187,15 @@ class CloudClient:
             base_url=settings.resolved_cloud_base_url,
             api_key=settings.cloud_api_key,
             timeout=settings.cloud_timeout_s,
-            max_retries=settings.cloud_max_retries,
+            max_retries=0,  # retries are ours (bounded, counted), see CloudStream
         )
 
     def stream(self, messages: list[Message]) -> CloudStream:
         return CloudStream(self, messages)
+
+    def max_cost(self, messages: list[Message]) -> Decimal:
+        """The most a call with these messages can cost: what the event budget reserves."""
+        return self.settings.cloud_prices.max_cost(self.model, messages, self.settings.max_new_tokens)
 
 
 def _default_model(settings: Settings) -> str:
