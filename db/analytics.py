@@ -1,0 +1,298 @@
+"""Aggregate queries behind the organizer's live overview and region comparison.
+
+Every number is one SQL aggregate (COUNT, SUM, GROUP BY, a percentile) over the rows in scope, so a
+refresh costs a handful of queries however many votes there are; nothing loops over rows in Python.
+Hidden votes and hidden conversations (moderation) are left out, as in exports and reports.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+
+from scipy.stats import binomtest
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, select, true
+from sqlalchemy.orm import Session
+
+from db.models import REGIONS, Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
+
+BUCKETS = ("minute", "hour", "day")
+_SQLITE_BUCKET = {"minute": "%Y-%m-%d %H:%M:00", "hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
+PERCENTILES = (0.5, 0.95)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which events a number covers: all (admins), one region, or a set of events (an organizer's one)."""
+
+    event_ids: tuple[int, ...] | None = None
+    region: str | None = None
+    since: dt.datetime | None = None  # votes and turns from this moment on (None: since the start)
+
+    def label(self) -> str:
+        if self.event_ids is not None:
+            return f"{len(self.event_ids)} event(s)"
+        return self.region.upper() if self.region else "all events"
+
+
+@dataclass(frozen=True)
+class ArmLatency:
+    arm: str
+    answers: int
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+@dataclass
+class Overview:
+    """The live overview's numbers for one scope."""
+
+    participants: int = 0
+    conversations: int = 0
+    votes: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)  # winner_arm -> votes (on, off, tie, …)
+    turns: int = 0
+    handed_off: int = 0  # turns the policy handed off
+    reached_cloud: int = 0  # … and the cloud answered (not blocked by budget, rate limit, error)
+    blocked: dict[str, int] = field(default_factory=dict)  # blocked_by -> turns
+    errors: dict[str, int] = field(default_factory=dict)  # "arm: error_kind" -> answers
+    cloud_cost: Decimal = Decimal(0)
+    cloud_budget: Decimal | None = None
+    latency: list[ArmLatency] = field(default_factory=list)
+    votes_over_time: list[tuple[dt.datetime, int]] = field(default_factory=list)
+    top_tags: list[tuple[str, str, int]] = field(default_factory=list)  # (arm, tag, count)
+    languages: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def decisive(self) -> int:
+        """Votes that preferred one arm (the win rate's denominator)."""
+        return self.verdicts.get("on", 0) + self.verdicts.get("off", 0)
+
+    @property
+    def on_win_rate(self) -> float | None:
+        return self.verdicts.get("on", 0) / self.decisive if self.decisive else None
+
+    def on_win_rate_ci(self, confidence: float = 0.95) -> tuple[float, float] | None:
+        """Wilson score interval of the handoff-on win rate over decisive votes."""
+        if not self.decisive:
+            return None
+        interval = binomtest(self.verdicts.get("on", 0), self.decisive).proportion_ci(confidence, method="wilson")
+        return float(interval.low), float(interval.high)
+
+    @property
+    def handoff_rate(self) -> float | None:
+        return self.handed_off / self.turns if self.turns else None
+
+    @property
+    def budget_used(self) -> float | None:
+        if not self.cloud_budget:
+            return None
+        return float(self.cloud_cost / self.cloud_budget)
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _event_filter(column: ColumnElement[int], scope: Scope) -> list[ColumnElement[bool]]:
+    """Conditions restricting an ``event_id`` column to the scope (none for all events)."""
+    conditions: list[ColumnElement[bool]] = []
+    if scope.event_ids is not None:
+        conditions.append(column.in_(scope.event_ids))
+    if scope.region is not None:
+        conditions.append(column.in_(select(Event.id).where(Event.region == scope.region)))
+    return conditions
+
+
+def _visible_votes(scope: Scope) -> Select:
+    """Votes in scope that are not hidden and whose conversation is not hidden."""
+    query = (
+        select(Vote.id)
+        .join(Conversation, Conversation.id == Vote.conversation_id)
+        .where(Vote.hidden_at.is_(None), Conversation.hidden_at.is_(None), *_event_filter(Vote.event_id, scope))
+    )
+    if scope.since is not None:
+        query = query.where(Vote.created_at >= scope.since)
+    return query
+
+
+def _turns_in_scope(query: Select, scope: Scope) -> Select:
+    """Restrict a query that joins Turn to visible conversations in scope."""
+    query = query.join(Conversation, Conversation.id == Turn.conversation_id).where(
+        Conversation.hidden_at.is_(None), *_event_filter(Conversation.event_id, scope)
+    )
+    if scope.since is not None:
+        query = query.where(Turn.created_at >= scope.since)
+    return query
+
+
+def counts(session: Session, scope: Scope) -> tuple[int, int]:
+    """Participants who joined and visible conversations started, in scope."""
+    participants = session.scalar(
+        select(func.count()).select_from(Participant).where(*_event_filter(Participant.event_id, scope))
+    )
+    conversations = select(func.count()).select_from(Conversation).where(
+        Conversation.hidden_at.is_(None), *_event_filter(Conversation.event_id, scope)
+    )
+    if scope.since is not None:
+        conversations = conversations.where(Conversation.created_at >= scope.since)
+    return participants or 0, session.scalar(conversations) or 0
+
+
+def verdicts(session: Session, scope: Scope) -> dict[str, int]:
+    """Visible votes per verdict in arm terms (``on`` = handoff arm won)."""
+    votes = _visible_votes(scope).with_only_columns(Vote.winner_arm, func.count()).group_by(Vote.winner_arm)
+    return {arm: n for arm, n in session.execute(votes)}
+
+
+def votes_over_time(session: Session, scope: Scope, bucket: str = "hour") -> list[tuple[dt.datetime, int]]:
+    """Visible votes per time bucket (UTC), oldest first."""
+    if bucket not in BUCKETS:
+        raise ValueError(f"bucket must be one of {BUCKETS}")
+    if _dialect(session) == "postgresql":
+        start = func.date_trunc(bucket, func.timezone("UTC", Vote.created_at))
+    else:
+        start = func.strftime(_SQLITE_BUCKET[bucket], Vote.created_at)
+    query = _visible_votes(scope).with_only_columns(start.label("start"), func.count()).group_by(start).order_by(start)
+    series = []
+    for moment, n in session.execute(query):
+        if isinstance(moment, str):
+            moment = dt.datetime.fromisoformat(moment)
+        series.append((moment.replace(tzinfo=dt.UTC), n))
+    return series
+
+
+def handoffs(session: Session, scope: Scope) -> tuple[int, int, int, dict[str, int]]:
+    """Turns decided, handed off, answered by the cloud, and blocked hand-offs per reason."""
+    reached = and_(HandoffDecision.handed_off, HandoffDecision.blocked_by.is_(None))
+    totals = _turns_in_scope(
+        select(
+            func.count(),
+            func.coalesce(func.sum(case((HandoffDecision.handed_off, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((reached, 1), else_=0)), 0),
+        ).select_from(HandoffDecision).join(Turn, Turn.id == HandoffDecision.turn_id),
+        scope,
+    )
+    turns, handed_off, reached_cloud = session.execute(totals).one()
+    blocked = _turns_in_scope(
+        select(HandoffDecision.blocked_by, func.count())
+        .select_from(HandoffDecision)
+        .join(Turn, Turn.id == HandoffDecision.turn_id)
+        .where(HandoffDecision.blocked_by.is_not(None))
+        .group_by(HandoffDecision.blocked_by),
+        scope,
+    )
+    return turns, int(handed_off), int(reached_cloud), {reason: n for reason, n in session.execute(blocked)}
+
+
+def _answers(columns: list, scope: Scope) -> Select:
+    return _turns_in_scope(select(*columns).select_from(Answer).join(Turn, Turn.id == Answer.turn_id), scope)
+
+
+def errors(session: Session, scope: Scope) -> dict[str, int]:
+    """Answers that failed, per arm and kind of error (cloud timeouts, rate limits, …)."""
+    query = _answers([Answer.arm, Answer.error_kind, func.count()], scope).where(Answer.error_kind.is_not(None))
+    rows = session.execute(query.group_by(Answer.arm, Answer.error_kind))
+    return {f"{arm}: {kind}": n for arm, kind, n in rows}
+
+
+def cloud_spend(session: Session, scope: Scope) -> tuple[Decimal, Decimal | None]:
+    """Cloud cost recorded on answers (shown and shadow) and the summed budget of the events in scope."""
+    cost = session.scalar(_answers([func.coalesce(func.sum(Answer.cost), 0)], scope).where(Answer.source == "cloud"))
+    budget = session.scalar(
+        select(func.sum(Event.cloud_budget)).where(*_event_filter(Event.id, scope))
+    )
+    return Decimal(cost or 0), (Decimal(budget) if budget is not None else None)
+
+
+def latency_percentiles(session: Session, scope: Scope) -> list[ArmLatency]:
+    """p50 and p95 total latency of the shown answers per arm (nearest rank, same on both databases)."""
+    shown = Answer.arm.in_(("off", "on")) & Answer.latency_ms.is_not(None)
+    if _dialect(session) == "postgresql":
+        columns = [func.percentile_disc(q).within_group(Answer.latency_ms) for q in PERCENTILES]
+        query = _answers([Answer.arm, func.count(), *columns], scope).where(shown).group_by(Answer.arm)
+        rows = {arm: (n, *values) for arm, n, *values in session.execute(query)}
+    else:
+        # SQLite has no percentile aggregate: rank the latency column once per arm, keep the wanted ranks.
+        ranked = _answers(
+            [
+                Answer.arm,
+                Answer.latency_ms,
+                func.row_number().over(partition_by=Answer.arm, order_by=Answer.latency_ms).label("rank"),
+                func.count().over(partition_by=Answer.arm).label("n"),
+            ],
+            scope,
+        ).where(shown).subquery()
+        wanted = [func.max(case((ranked.c.rank == _nearest_rank(q, ranked.c.n), ranked.c.latency_ms))) for q in PERCENTILES]
+        query = select(ranked.c.arm, func.max(ranked.c.n), *wanted).group_by(ranked.c.arm)
+        rows = {arm: (n, *values) for arm, n, *values in session.execute(query)}
+    return [ArmLatency(arm, *rows.get(arm, (0, None, None))) for arm in ("off", "on")]
+
+
+def _nearest_rank(q: float, n: ColumnElement[int]) -> ColumnElement[int]:
+    """ceil(q * n) in integer SQL arithmetic: the rank PostgreSQL's percentile_disc picks."""
+    ratio = Fraction(q).limit_denominator(1000)
+    return (n * ratio.numerator + ratio.denominator - 1) // ratio.denominator
+
+
+def tag_elements(session: Session, column: ColumnElement) -> tuple:
+    """A table-valued function yielding each element of a JSON list column, and a condition for lists."""
+    if _dialect(session) == "postgresql":
+        return func.json_array_elements_text(column).table_valued("value"), func.json_typeof(column) == "array"
+    return func.json_each(column).table_valued("value"), func.json_type(column) == "array"
+
+
+def top_tags(session: Session, scope: Scope, limit: int = 10) -> list[tuple[str, str, int]]:
+    """The most used reason tags, per rated arm, over visible votes."""
+    elements, is_list = tag_elements(session, Rating.tags)
+    tag = elements.c.value
+    query = (
+        select(Rating.arm, tag, func.count().label("n"))
+        .select_from(Rating)
+        .join(elements, true())
+        .where(is_list, Rating.vote_id.in_(_visible_votes(scope)))
+        .group_by(Rating.arm, tag)
+        .order_by(func.count().desc(), Rating.arm, tag)
+        .limit(limit)
+    )
+    return [(arm, value, n) for arm, value, n in session.execute(query)]
+
+
+def languages(session: Session, scope: Scope, limit: int = 10) -> list[tuple[str, int]]:
+    """Prompt languages, most frequent first (``unknown`` when detection had no answer)."""
+    language = func.coalesce(Turn.language, "unknown")
+    query = _turns_in_scope(select(language, func.count()).select_from(Turn), scope)
+    query = query.group_by(language).order_by(func.count().desc(), language).limit(limit)
+    return [(lang, n) for lang, n in session.execute(query)]
+
+
+def overview(session: Session, scope: Scope, bucket: str = "hour") -> Overview:
+    """Every number of the live overview for one scope."""
+    participants, conversations = counts(session, scope)
+    verdict_counts = verdicts(session, scope)
+    turns, handed_off, reached_cloud, blocked = handoffs(session, scope)
+    cost, budget = cloud_spend(session, scope)
+    return Overview(
+        participants=participants,
+        conversations=conversations,
+        votes=sum(verdict_counts.values()),
+        verdicts=verdict_counts,
+        turns=turns,
+        handed_off=handed_off,
+        reached_cloud=reached_cloud,
+        blocked=blocked,
+        errors=errors(session, scope),
+        cloud_cost=cost,
+        cloud_budget=budget,
+        latency=latency_percentiles(session, scope),
+        votes_over_time=votes_over_time(session, scope, bucket),
+        top_tags=top_tags(session, scope),
+        languages=languages(session, scope),
+    )
+
+
+def compare_regions(session: Session, since: dt.datetime | None = None, bucket: str = "hour") -> dict[str, Overview]:
+    """The same overview for SF, Europe and APAC, side by side."""
+    return {region: overview(session, Scope(region=region, since=since), bucket) for region in REGIONS}
