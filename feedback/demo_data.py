@@ -1,0 +1,339 @@
+"""Seeded, realistic demo data: events in the three regions, conversations, answers, handoff
+decisions with signals and per-policy scores, shadow answers, costs, votes, ratings, tags, comments.
+
+Written with bulk Core inserts in batches (ids assigned here, no ORM objects), so a million votes
+load in minutes. ``win_rate`` is the true probability that the handoff arm wins a decided vote;
+decided votes only happen where the policy handed off (otherwise both panes show the same answer).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Connection, func, insert, select, text
+
+from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
+from db.session import get_engine
+
+LOCAL_MODEL = "SmolLM2-135M-Instruct"
+CLOUD_MODEL = "gpt-4.1-mini"
+SHADOW_RATE = 0.1
+BATCH = 5_000
+# Demo events: code, name, region, city, time zone, live threshold (different thresholds make >2 arms)
+EVENTS = (
+    ("DEMO-SF", "Demo day San Francisco", "sf", "San Francisco", "America/Los_Angeles", 0.5),
+    ("DEMO-EU", "Demo day Berlin", "europe", "Berlin", "Europe/Berlin", 0.55),
+    ("DEMO-APAC", "Demo day Tokyo", "apac", "Tokyo", "Asia/Tokyo", 0.45),
+)
+# How much more (or less) the cloud answer tends to win per category; the effects sum to zero, so
+# with categories drawn uniformly the overall win rate stays the requested one.
+CATEGORY_EFFECT = {
+    "math": 0.10, "coding": 0.08, "reasoning": 0.05, "extraction": 0.0,
+    "stem": 0.0, "humanities": -0.05, "writing": -0.08, "roleplay": -0.10,
+}  # fmt: skip
+EXTRA_PROMPTS = {  # a few non-English prompts, so language segments exist in Europe and APAC
+    "fr": ["Explique la différence entre une liste et un tuple en Python.", "Écris un haïku sur la mer."],
+    "de": ["Erkläre kurz, wie ein Hash-Join funktioniert.", "Wie viele Primzahlen gibt es unter 50?"],
+    "ja": ["東京でおすすめの観光地を三つ教えてください。", "二次方程式の解の公式を説明してください。"],
+    "zh-cn": ["请解释什么是递归，并举一个例子。", "用三句话总结一下相对论。"],
+}
+REGION_LANGUAGES = {"sf": ("en",), "europe": ("en", "fr", "de"), "apac": ("en", "ja", "zh-cn")}
+LIKE_TAGS = ("accurate", "clear", "concise", "helpful")
+DISLIKE_TAGS = ("wrong", "too long", "off-topic", "vague", "repetitive")
+COMMENT_THEMES = {
+    "math": ["The local answer got the arithmetic wrong.", "Wrong result on the calculation, the other one was right."],
+    "length": ["Way too long, I only needed one line.", "Too verbose, it repeats the question."],
+    "code": ["The code does not run: missing import.", "Nice code example, it compiled first time."],
+    "tone": ["Felt robotic and generic.", "Friendly and clear explanation, thanks!"],
+    "pii": ["Contact me at jane.doe@example.com for a follow-up.", "My number is +1 415 555 0134, call me."],
+}
+
+
+class DemoDataError(RuntimeError):
+    """The demo prompts could not be found; the message says where they were looked for."""
+
+
+def prompts_path() -> Path:
+    """MT-bench questions in the shared folder next to the repo (``../shared/data`` in CI)."""
+    root = Path(__file__).resolve().parent.parent
+    for candidate in (root.parent / "shared" / "data", root / "shared" / "data", Path("/work/shared/data")):
+        path = candidate / "mt_bench_questions.jsonl"
+        if path.is_file():
+            return path
+    raise DemoDataError(
+        f"Demo prompts not found: expected mt_bench_questions.jsonl in {root.parent / 'shared' / 'data'}. "
+        "Put the shared data folder next to the repository."
+    )
+
+
+def load_prompts() -> list[dict]:
+    with prompts_path().open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@dataclass
+class _Ids:
+    participant: int
+    conversation: int
+    turn: int
+    answer: int
+    decision: int
+    vote: int
+    rating: int
+
+
+def _next_ids(connection: Connection) -> _Ids:
+    def next_id(model: type) -> int:
+        return (connection.scalar(select(func.max(model.id))) or 0) + 1
+
+    return _Ids(*(next_id(m) for m in (Participant, Conversation, Turn, Answer, HandoffDecision, Vote, Rating)))
+
+
+def _events(connection: Connection) -> list[tuple[int, str, float]]:
+    out = []
+    for code, name, region, city, timezone, threshold in EVENTS:
+        event_id = connection.scalar(select(Event.id).where(Event.code == code))
+        if event_id is None:
+            event_id = connection.execute(
+                insert(Event).returning(Event.id),
+                {
+                    "code": code, "name": name, "region": region, "city": city, "timezone": timezone,
+                    "handoff_policy": "confidence", "handoff_threshold": threshold, "shadow_rate": SHADOW_RATE,
+                    "cloud_spent": Decimal(0), "currency": "USD", "ui_language": "en", "ask_profile": False,
+                    "starts_on": dt.date(2026, 3, 1), "ends_on": dt.date(2026, 3, 2),
+                    "consent_text": "Your prompts, answers and votes are stored for research; no account, no name.",
+                },  # fmt: skip
+            ).scalar_one()
+        out.append((event_id, region, threshold))
+    return out
+
+
+def _answer_text(rng: np.random.Generator, prompt: str, quality: str) -> str:
+    topic = prompt.split(".")[0][:60]
+    openings = {
+        "good": ("Here is a clear answer.", "Short version:", "Step by step:"),
+        "weak": ("I think", "It depends, but", "Possibly"),
+    }[quality]
+    return f"{rng.choice(openings)} {topic}: " + " ".join(
+        rng.choice(["first", "then", "finally", "so", "because", "the result", "in short", "note"], size=12)
+    )
+
+
+class _Writer:
+    """Buffers rows per table and flushes them with executemany inserts."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.rows: dict[type, list[dict]] = {}
+
+    def add(self, model: type, row: dict) -> None:
+        rows = self.rows.setdefault(model, [])
+        rows.append(row)
+
+    def flush(self) -> None:
+        for model in (Participant, Conversation, Turn, HandoffDecision, Answer, Vote, Rating):
+            rows = self.rows.pop(model, None)
+            if rows:
+                self.connection.execute(insert(model), rows)
+
+
+def generate(
+    url: str, votes: int, seed: int, win_rate: float = 0.6, progress: Callable[[int], None] | None = None
+) -> int:
+    """Fill the (migrated) database with ``votes`` votes of demo data; returns the number written."""
+    if not 0.0 <= win_rate <= 1.0:
+        raise ValueError("--win-rate is a probability: give a number between 0 and 1.")
+    rng = np.random.default_rng(seed)
+    questions = load_prompts()
+    categories = sorted(CATEGORY_EFFECT)
+    engine = get_engine(url)
+    start = dt.datetime(2026, 3, 1, 16, 0, tzinfo=dt.UTC)
+    written = 0
+    with engine.begin() as connection:
+        events = _events(connection)
+        ids = _next_ids(connection)
+        writer = _Writer(connection)
+        pending = 0
+        while written < votes:
+            event_id, region, threshold = events[int(rng.integers(len(events)))]
+            participant_id = ids.participant
+            ids.participant += 1
+            when = start + dt.timedelta(seconds=float(rng.uniform(0, 2 * 86400)))
+            writer.add(Participant, {
+                "id": participant_id, "event_id": event_id, "pseudonym": f"demo-{seed}-{participant_id}",
+                "consented_at": when, "ui_language": "en", "created_at": when,
+            })  # fmt: skip
+            for _ in range(int(rng.integers(1, 4))):  # conversations per participant
+                if written >= votes:
+                    break
+                conversation_id = ids.conversation
+                ids.conversation += 1
+                handoff_side = "a" if rng.random() < 0.5 else "b"
+                category = categories[int(rng.integers(len(categories)))]
+                candidates = [q for q in questions if q["category"] == category] or questions
+                question = candidates[int(rng.integers(len(candidates)))]
+                language = rng.choice(REGION_LANGUAGES[region])
+                writer.add(Conversation, {
+                    "id": conversation_id, "event_id": event_id, "participant_id": participant_id,
+                    "handoff_side": handoff_side, "category": category, "created_at": when,
+                })  # fmt: skip
+                n_turns = min(int(rng.choice([1, 1, 1, 2, 2, 3])), votes - written)
+                for index in range(n_turns):
+                    when += dt.timedelta(seconds=float(rng.uniform(20, 120)))
+                    prompt = _prompt(rng, question, index, language)
+                    context = _Context(event_id, participant_id, conversation_id, handoff_side, category, threshold)
+                    _turn(rng, writer, ids, context, index, prompt, language, win_rate, when, seed)
+                    written += 1
+                    pending += 1
+            if pending >= BATCH:
+                writer.flush()
+                if progress is not None:
+                    progress(pending)
+                pending = 0
+        writer.flush()
+        if progress is not None and pending:
+            progress(pending)
+        if engine.dialect.name == "postgresql":  # ids were assigned here: move the sequences past them
+            for model in (Event, Participant, Conversation, Turn, Answer, HandoffDecision, Vote, Rating):
+                table = model.__tablename__
+                connection.execute(text(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT COALESCE(MAX(id), 1) FROM {table}))"
+                ))  # fmt: skip
+    return written
+
+
+def _prompt(rng: np.random.Generator, question: dict, index: int, language: str) -> str:
+    if language != "en":
+        options = EXTRA_PROMPTS[language]
+        return options[(index + int(rng.integers(len(options)))) % len(options)]
+    turns = question["turns"]
+    return turns[min(index, len(turns) - 1)]
+
+
+@dataclass(frozen=True)
+class _Context:
+    event_id: int
+    participant_id: int
+    conversation_id: int
+    handoff_side: str
+    category: str
+    threshold: float
+
+
+def _turn(
+    rng: np.random.Generator, writer: _Writer, ids: _Ids, context: _Context, index: int, prompt: str,
+    language: str, win_rate: float, when: dt.datetime, seed: int,
+) -> None:
+    """One turn with its decision, answers (plus a shadow answer on a random ε of kept-local turns), vote, ratings."""
+    conversation_id, category, threshold = context.conversation_id, context.category, context.threshold
+    handoff_side = context.handoff_side
+    turn_id = ids.turn
+    ids.turn += 1
+    writer.add(Turn, {
+        "id": turn_id, "conversation_id": conversation_id, "index": index, "prompt": prompt,
+        "language": language, "category": category, "created_at": when,
+    })  # fmt: skip
+    score = float(rng.random())
+    router = float(np.clip(score + rng.normal(0, 0.25), 0, 1))
+    handed_off = score >= threshold
+    shadow = not handed_off and rng.random() < SHADOW_RATE
+    tokens = int(rng.integers(20, 250))
+    signals = {
+        "tokens": float(tokens),
+        "min_logprob": float(-12 * score - rng.random()),
+        "p10_logprob": float(-6 * score),
+        "mean_entropy": float(3 * score * rng.uniform(0.7, 1.0)),
+        "max_entropy": float(6 * score * rng.uniform(0.7, 1.0)),
+        "scores": {"confidence": score, "router": router, "always": 1.0, "never": 0.0},
+    }
+    writer.add(HandoffDecision, {
+        "id": ids.decision, "turn_id": turn_id, "policy": "confidence", "policy_version": "1", "stage": "post",
+        "threshold": threshold, "score": score, "handed_off": handed_off,
+        "reason": "low confidence" if handed_off else None, "latency_ms": float(rng.uniform(0.05, 0.4)),
+        "signals": signals, "shadow_propensity": None if handed_off else SHADOW_RATE, "created_at": when,
+    })  # fmt: skip
+    ids.decision += 1
+    local_latency = float(rng.gamma(4, 400))
+    local_text = _answer_text(rng, prompt, "weak" if score > 0.5 else "good")
+    cloud_text = _answer_text(rng, prompt, "good")
+    local = {
+        "turn_id": turn_id, "source": "local", "text": local_text, "model": LOCAL_MODEL, "dtype": "bfloat16",
+        "tokens_in": len(prompt) // 4, "tokens_out": tokens, "ttft_ms": float(rng.gamma(2, 40)),
+        "latency_ms": local_latency, "finish_reason": "stop", "retries": 0, "created_at": when,
+        "base_url_host": None, "cost": None, "price_version": None,  # same keys in every row of a batch
+    }  # fmt: skip
+    cloud_tokens = int(rng.integers(80, 400))
+    cost = Decimal(cloud_tokens * 1.6 + len(prompt) // 4 * 0.4).scaleb(-6).quantize(Decimal("0.000001"))
+    cloud = {
+        "turn_id": turn_id, "source": "cloud", "text": cloud_text, "model": CLOUD_MODEL, "dtype": None,
+        "base_url_host": "api.openai.com", "tokens_in": len(prompt) // 4, "tokens_out": cloud_tokens,
+        "ttft_ms": float(rng.gamma(3, 150)), "latency_ms": local_latency + float(rng.gamma(4, 300)),
+        "finish_reason": "stop", "retries": 0, "cost": cost, "price_version": "2026-01", "created_at": when,
+    }  # fmt: skip
+    for arm, row in (("off", local), ("on", cloud if handed_off else local)):
+        writer.add(Answer, {**row, "id": ids.answer, "arm": arm})
+        ids.answer += 1
+    if shadow:
+        writer.add(Answer, {**cloud, "id": ids.answer, "arm": "shadow"})
+        ids.answer += 1
+    winner_arm = _verdict(rng, handed_off, score, threshold, win_rate, category)
+    winner = winner_arm
+    if winner_arm in ("on", "off"):
+        winner = handoff_side if winner_arm == "on" else ("b" if handoff_side == "a" else "a")
+    vote_id = ids.vote
+    ids.vote += 1
+    comment = None
+    if rng.random() < 0.15:
+        theme = list(COMMENT_THEMES)[int(rng.integers(len(COMMENT_THEMES)))]
+        comment = str(rng.choice(COMMENT_THEMES[theme]))
+    writer.add(Vote, {
+        "id": vote_id, "idempotency_key": f"demo-{seed}-{vote_id}", "event_id": context.event_id,
+        "conversation_id": conversation_id, "turn_id": turn_id, "participant_id": context.participant_id, "winner": winner,
+        "winner_arm": winner_arm, "comment": comment, "final": False, "created_at": when, "updated_at": when,
+    })  # fmt: skip
+    for arm, stars in _stars(rng, winner_arm).items():
+        tags = list(rng.choice(LIKE_TAGS if stars >= 4 else DISLIKE_TAGS, size=int(rng.integers(0, 3)), replace=False))
+        writer.add(Rating, {"id": ids.rating, "vote_id": vote_id, "arm": arm, "stars": stars, "tags": tags or None})
+        ids.rating += 1
+
+
+def _verdict(
+    rng: np.random.Generator, handed_off: bool, score: float, threshold: float, win_rate: float, category: str
+) -> str:
+    """Decided votes only where the panes differ; their mean win probability is ``win_rate``."""
+    if not handed_off:
+        return str(rng.choice(["identical", "tie", "both_bad"], p=[0.85, 0.1, 0.05]))
+    roll = rng.random()
+    if roll < 0.12:
+        return "tie"
+    if roll < 0.2:
+        return "both_bad"
+    # higher scores (less confident local answers) make the cloud win more often; the offset is
+    # centred on the mean handed-off score, so the average stays win_rate
+    half_range = (1 - threshold) / 2
+    room = min(win_rate, 1 - win_rate)
+    slope = min(1.0, room / half_range / 2) if half_range else 0.0
+    effect = CATEGORY_EFFECT[category] if room >= 0.2 else 0.0
+    p = win_rate + slope * (score - (1 + threshold) / 2) + effect
+    return "on" if rng.random() < min(1.0, max(0.0, p)) else "off"
+
+
+def _stars(rng: np.random.Generator, winner_arm: str) -> dict[str, int]:
+    if rng.random() < 0.4:  # many people don't rate
+        return {}
+    high, low = int(rng.integers(4, 6)), int(rng.integers(1, 4))
+    if winner_arm == "on":
+        return {"on": high, "off": low}
+    if winner_arm == "off":
+        return {"off": high, "on": low}
+    if winner_arm == "identical":
+        return {"both": int(rng.integers(2, 6))}
+    if winner_arm == "both_bad":
+        return {"on": int(rng.integers(1, 3)), "off": int(rng.integers(1, 3))}
+    return {"on": high, "off": high}

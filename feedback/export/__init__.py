@@ -1,0 +1,75 @@
+"""Researcher exports: one module per format behind one function, each with a data card beside it.
+
+``write_export(url, fmt, out, filters)`` streams consented, visible data from the database through a
+format module (``jsonl``, ``csv``, ``parquet``, ``arena``, ``dpo``) and writes ``<out>.card.md``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+
+from feedback.export.card import write_card
+from feedback.export.dataset import ConversationRow, ExportFilters, Tally, count_conversations, iter_conversations
+
+FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet", "arena", "dpo")
+
+__all__ = ["FORMATS", "ExportFilters", "ExportResult", "UnknownFormat", "count_conversations", "write_export"]
+
+
+class UnknownFormat(ValueError):
+    def __init__(self, fmt: str) -> None:
+        super().__init__(f"Unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}.")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    card_path: Path
+    rows: int
+    tally: Tally
+
+
+def write_export(
+    url: str,
+    fmt: str,
+    out: Path,
+    filters: ExportFilters,
+    *,
+    redact: bool = True,
+    progress: Callable[[int], None] | None = None,
+    salt: bytes | None = None,
+) -> ExportResult:
+    """Write one export and its data card; ``progress`` gets the number of conversations per batch.
+
+    ``salt`` re-hashes participant ids; None means the settings' ``export_salt`` or, when unset, a
+    fresh random salt (exports then can't be joined with each other).
+    """
+    if fmt not in FORMATS:
+        raise UnknownFormat(fmt)
+    from playground.settings import get_settings
+
+    settings = get_settings()
+    configured = settings.export_salt.get_secret_value().encode() if settings.export_salt else None
+    use_salt = salt or configured or secrets.token_bytes(32)
+    module = import_module(f"feedback.export.{fmt}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tally = Tally()
+
+    def batches() -> Iterator[list[ConversationRow]]:
+        for batch in iter_conversations(url, filters, salt=use_salt, redact_pii=redact, tally=tally):
+            yield batch
+            if progress is not None:
+                progress(len(batch))
+
+    rows = module.write(batches(), out, tally)
+    card = write_card(
+        url, out, fmt, module, filters, tally, rows,
+        redact=redact, salted_with_setting=salt is None and configured is not None,
+        default_licence=settings.export_licence,
+    )  # fmt: skip
+    return ExportResult(path=out, card_path=card, rows=rows, tally=tally)

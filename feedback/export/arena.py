@@ -1,0 +1,63 @@
+"""FastChat Chatbot-Arena battle records, so FastChat's Elo / Bradley-Terry notebooks run unchanged.
+
+One JSON object per line with ``question_id, model_a, model_b, winner, judge, conversation_a,
+conversation_b, turn, anony, language, tstamp``; the arms are the models. ``identical`` votes have no
+winner and are left out (counted in the data card).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from feedback.export.arms import arm_names
+from feedback.export.dataset import ConversationRow, Tally
+
+SUFFIX = ".jsonl"
+UNIT = "battle"
+WINNERS = {"a": "model_a", "b": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}
+FIELDS = {
+    "question_id": "conversation id and turn index, `<conversation>-<turn>`",
+    "model_a, model_b": "arm shown left / right: the local model, or the local model + handoff policy and threshold",
+    "winner": "model_a, model_b, tie or tie (bothbad)",
+    "judge": "participant id re-hashed with this export's salt",
+    "conversation_a, conversation_b": "OpenAI-style messages each arm showed, through the voted turn",
+    "turn": "number of user turns in the conversation at the vote",
+    "anony": "always true: arms were hidden until the vote",
+    "language": "detected prompt language (ISO 639-1 code, not FastChat's English names)",
+    "tstamp": "vote time, Unix seconds",
+}
+NOTES = ["Votes where the participant said the answers were identical are left out (no winner)."]
+
+
+def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
+    rows = 0
+    with out.open("w", encoding="utf-8") as handle:
+        for batch in batches:
+            for conversation in batch:
+                side_on = conversation.handoff_side
+                panes = {"a": "on" if side_on == "a" else "off", "b": "off" if side_on == "a" else "on"}
+                for turn in conversation.turns:
+                    off = turn.answers.get("off")
+                    names = arm_names(off.model if off else None, turn.decision)
+                    for vote in turn.votes:
+                        if vote.winner not in WINNERS:
+                            tally.skipped["identical votes (no winner)"] += 1
+                            continue
+                        record = {
+                            "question_id": f"{conversation.id}-{turn.index}",
+                            "model_a": names[panes["a"]],
+                            "model_b": names[panes["b"]],
+                            "winner": WINNERS[vote.winner],
+                            "judge": conversation.participant,
+                            "conversation_a": conversation.messages(panes["a"], turn.index),
+                            "conversation_b": conversation.messages(panes["b"], turn.index),
+                            "turn": turn.index + 1,
+                            "anony": True,
+                            "language": turn.language or "unknown",
+                            "tstamp": vote.created_at.timestamp(),
+                        }
+                        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                        rows += 1
+    return rows

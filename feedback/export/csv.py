@@ -1,0 +1,39 @@
+"""CSV: one row per vote, spreadsheet-safe (formula-looking cells are made inert)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from feedback.export.dataset import ConversationRow, Tally
+from feedback.export.flat import COLUMNS, vote_rows
+
+SUFFIX = ".csv"
+UNIT = "vote"
+FIELDS = {name: meaning for name, (meaning, _) in COLUMNS.items()}
+NOTES = [
+    "Cells that start with `=`, `+`, `-`, `@`, a tab or a carriage return are prefixed with `'` so "
+    "spreadsheets show them as text instead of running them as formulas.",
+]
+_RISKY = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: Any) -> Any:
+    """Make a text cell inert in Excel/LibreOffice/Sheets (OWASP CSV injection guidance)."""
+    if isinstance(value, str) and value.startswith(_RISKY):
+        return "'" + value
+    return value
+
+
+def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
+    rows = 0
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for row in vote_rows(batches):
+            row["created_at"] = row["created_at"].isoformat()
+            writer.writerow({key: neutralise(value) for key, value in row.items()})
+            rows += 1
+    return rows

@@ -1,0 +1,89 @@
+"""PII redaction for text that leaves the database (exports, report examples, comment themes).
+
+Patterns, not a model: emails, phone numbers, IP addresses, credit-card-like numbers (Luhn-checked),
+API-key-like tokens and URLs with credentials become ``[EMAIL]``, ``[PHONE]`` … so a reader still sees
+that something was there. Order matters: URLs with credentials before emails, cards before phones.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import Counter
+from collections.abc import Callable
+
+KINDS = ("url_credentials", "api_key", "email", "credit_card", "ip_address", "phone")
+
+_URL_CREDENTIALS = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@:]+:[^\s/@]+@[^\s]+")
+_API_KEY = re.compile(
+    r"\b(?:sk-(?:proj-)?[A-Za-z0-9_-]{16,}"  # OpenAI
+    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"  # GitHub
+    r"|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}|xox[abprs]-[A-Za-z0-9-]{10,}"  # AWS, Google, Slack
+    r"|hf_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{20,}|sk_(?:live|test)_[A-Za-z0-9]{16,})"  # HF, GitLab, Stripe
+    r"|(?i:bearer\s+)[A-Za-z0-9._~+/-]{20,}=*"
+    r"|(?i:\b(?:api[_-]?key|secret|token|password|passwd)\b\s*[:=]\s*)['\"]?[^\s'\"]{6,}"
+)
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
+_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d ().-]{6,}\d(?![\w])")
+
+
+def _luhn(digits: str) -> bool:
+    total, parity = 0, len(digits) % 2
+    for i, char in enumerate(digits):
+        d = int(char)
+        if i % 2 == parity:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _card(match: re.Match[str]) -> str | None:
+    digits = re.sub(r"\D", "", match.group())
+    return "[CREDIT_CARD]" if 13 <= len(digits) <= 19 and _luhn(digits) else None
+
+
+def _ip(match: re.Match[str]) -> str | None:
+    try:
+        ipaddress.ip_address(match.group())
+    except ValueError:
+        return None
+    return "[IP_ADDRESS]"
+
+
+def _phone(match: re.Match[str]) -> str | None:
+    text = match.group()
+    digits = re.sub(r"\D", "", text)
+    # 9–15 digits (E.164 max 15) with phone-like punctuation or a leading +; bare years/ids stay
+    if not 9 <= len(digits) <= 15 or not (text.startswith("+") or re.search(r"[ ().-]", text)):
+        return None
+    return "[PHONE]"
+
+
+_RULES: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | None]], ...] = (
+    ("url_credentials", _URL_CREDENTIALS, lambda m: "[URL_WITH_CREDENTIALS]"),
+    ("api_key", _API_KEY, lambda m: "[API_KEY]"),
+    ("email", _EMAIL, lambda m: "[EMAIL]"),
+    ("credit_card", _CARD, _card),
+    ("ip_address", _IPV4, _ip),
+    ("ip_address", _IPV6, _ip),
+    ("phone", _PHONE, _phone),
+)
+
+
+def redact(text: str, counts: Counter[str] | None = None) -> str:
+    """Replace PII-like spans with a ``[KIND]`` marker; ``counts`` (if given) tallies each kind."""
+    for kind, pattern, replace in _RULES:
+
+        def _sub(match: re.Match[str], kind: str = kind, replace=replace) -> str:  # noqa: ANN001
+            replacement = replace(match)
+            if replacement is None:
+                return match.group()
+            if counts is not None:
+                counts[kind] += 1
+            return replacement
+
+        text = pattern.sub(_sub, text)
+    return text
