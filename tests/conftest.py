@@ -109,3 +109,27 @@ def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings) 
     settings_module.get_settings.cache_clear()
     yield settings_module.get_settings()
     settings_module.get_settings.cache_clear()
+
+
+ORGANIZER_PASSWORD = "organizer-test-password"
+
+
+@pytest.fixture
+def organizer_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
+    """Environment for the organizer pages and CLI (no model, no stand-in): a fresh migrated SQLite DB
+    and the bootstrap admin password ``ORGANIZER_PASSWORD``."""
+    url = f"sqlite:///{tmp_path / 'organizer.db'}"
+    db_session.upgrade(url)
+    env = {
+        "DATABASE_URL": url,
+        "HANDOFF_DATA_DIR": str(tmp_path),
+        "HANDOFF_CONFIG": str(tmp_path / "none.toml"),
+        "HANDOFF_ORGANIZER_PASSWORD": ORGANIZER_PASSWORD,
+        "HANDOFF_ORGANIZER_LOCKOUT_AFTER": "3",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings_module.get_settings.cache_clear()
+    yield settings_module.get_settings()
+    settings_module.get_settings.cache_clear()

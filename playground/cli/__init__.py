@@ -6,11 +6,13 @@ import typer
 
 from playground.cli import db as db_commands
 from playground.cli import events as event_commands
+from playground.cli import organizers as organizer_commands
 from playground.cli import serve as serve_commands
 
 app = typer.Typer(help="Handoff Playground: operate the side-by-side LLM playground.", no_args_is_help=True)
 app.add_typer(db_commands.app, name="db")
 app.add_typer(event_commands.app, name="event")
+app.add_typer(organizer_commands.app, name="organizer")
 app.command("serve")(serve_commands.serve)
 app.command("standin")(serve_commands.standin)
 app.command("prepare-model")(serve_commands.prepare_model)

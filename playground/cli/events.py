@@ -7,11 +7,13 @@ from decimal import Decimal
 from enum import StrEnum
 
 import typer
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 
+from db.events import EventInvalid, EventSpec, create_event
 from db.models import Event
 from db.queries import list_events, normalize_code
 from db.session import ensure_migrated, session_scope
+from playground.handoff.policies import POLICY_NAMES
 from playground.settings import get_settings
 
 app = typer.Typer(help="Events.", no_args_is_help=True)
@@ -42,8 +44,8 @@ def create(
     """Create an event attendees can join by its code."""
     url = get_settings().resolved_database_url
     ensure_migrated(url)
-    event = Event(
-        code=normalize_code(code),
+    spec = EventSpec(
+        code=code,
         name=name,
         region=region.value,
         city=city,
@@ -58,12 +60,12 @@ def create(
     )
     try:
         with session_scope(url) as session:
-            session.add(event)
-    except IntegrityError:
-        if if_missing:
-            typer.echo(f"Event {event.code} exists already.")
-            return
-        typer.echo(f"An event with code {event.code} exists already.", err=True)
+            if if_missing and session.scalar(select(Event.id).where(Event.code == normalize_code(code))):
+                typer.echo(f"Event {normalize_code(code)} exists already.")
+                return
+            event = create_event(session, spec, POLICY_NAMES)
+    except EventInvalid as error:
+        typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
     typer.echo(f"Created event {event.code}: {name} ({region.value}, {city}).")
 

@@ -1,0 +1,125 @@
+"""Creating and editing events (CLI and the organizer Events page share these rules)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass, field, fields
+from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import REGIONS, Event
+from db.queries import normalize_code
+
+CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,63}$")
+
+
+class EventInvalid(ValueError):
+    """Event settings a person can fix; the message names the field and what it takes."""
+
+
+@dataclass
+class EventSpec:
+    """Everything an organizer sets on an event; ``None`` policy/threshold means the settings default."""
+
+    code: str
+    name: str
+    region: str
+    city: str
+    timezone: str = "UTC"
+    starts_on: dt.date | None = None
+    ends_on: dt.date | None = None
+    cloud_budget: Decimal | None = None
+    currency: str = "USD"
+    handoff_policy: str | None = None
+    handoff_threshold: float | None = None
+    like_tags: list[str] = field(default_factory=list)
+    dislike_tags: list[str] = field(default_factory=list)
+    consent_text: str | None = None
+    ui_language: str = "en"
+
+    @classmethod
+    def of(cls, event: Event) -> EventSpec:
+        """The spec of a stored event, to prefill an edit form."""
+        values = {f.name: getattr(event, f.name) for f in fields(cls)}
+        values["like_tags"], values["dislike_tags"] = list(event.like_tags or []), list(event.dislike_tags or [])
+        return cls(**values)
+
+
+def timezones() -> list[str]:
+    """IANA time zone names for a picker, sorted."""
+    return sorted(available_timezones())
+
+
+def parse_tags(text: str) -> list[str]:
+    """Comma- or newline-separated tags, trimmed, without duplicates, in the order given."""
+    tags: list[str] = []
+    for tag in re.split(r"[,\n]", text):
+        tag = tag.strip()
+        if tag and tag not in tags:
+            tags.append(tag)
+    return tags
+
+
+def validate(spec: EventSpec, policies: tuple[str, ...] | None = None) -> EventSpec:
+    """A normalized copy of the spec, or EventInvalid naming the first field to fix."""
+    spec = EventSpec(**asdict(spec))
+    spec.code = normalize_code(spec.code)
+    if not CODE_PATTERN.match(spec.code):
+        raise EventInvalid("Code: 2 to 64 letters, digits, '-' or '_', e.g. SF-2026.")
+    spec.name, spec.city = spec.name.strip(), spec.city.strip()
+    if not spec.name:
+        raise EventInvalid("Name: give the event a name attendees recognise.")
+    if not spec.city:
+        raise EventInvalid("City: say where the event takes place.")
+    if spec.region not in REGIONS:
+        raise EventInvalid(f"Region: one of {', '.join(REGIONS)}.")
+    try:
+        ZoneInfo(spec.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise EventInvalid(f"Time zone: {spec.timezone!r} is not an IANA name like Europe/Paris.") from None
+    if spec.starts_on and spec.ends_on and spec.ends_on < spec.starts_on:
+        raise EventInvalid("Dates: the event can't end before it starts.")
+    if spec.cloud_budget is not None and spec.cloud_budget < 0:
+        raise EventInvalid("Budget: use 0 or more (leave empty for no cloud budget limit).")
+    if spec.handoff_threshold is not None and not 0.0 <= spec.handoff_threshold <= 1.0:
+        raise EventInvalid("Threshold: a handoff score between 0 and 1.")
+    if spec.handoff_policy is not None and policies is not None and spec.handoff_policy not in policies:
+        raise EventInvalid(f"Policy: one of {', '.join(policies)}.")
+    spec.consent_text = (spec.consent_text or "").strip() or None
+    return spec
+
+
+def _apply(event: Event, spec: EventSpec) -> None:
+    for name, value in asdict(spec).items():
+        setattr(event, name, value)
+    event.like_tags, event.dislike_tags = spec.like_tags or None, spec.dislike_tags or None
+
+
+def create_event(session: Session, spec: EventSpec, policies: tuple[str, ...] | None = None) -> Event:
+    """Add an event attendees can join by its code; the code must be free."""
+    spec = validate(spec, policies)
+    if session.scalar(select(Event.id).where(Event.code == spec.code)) is not None:
+        raise EventInvalid(f"Code: an event with code {spec.code} exists already; pick another code.")
+    event = Event()
+    _apply(event, spec)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def update_event(session: Session, event_id: int, spec: EventSpec, policies: tuple[str, ...] | None = None) -> Event:
+    """Change an event's settings; a new code must be free (attendee links with the old code stop working)."""
+    spec = validate(spec, policies)
+    event = session.get(Event, event_id)
+    if event is None:
+        raise EventInvalid("This event no longer exists; reload the page.")
+    taken = session.scalar(select(Event.id).where(Event.code == spec.code, Event.id != event_id))
+    if taken is not None:
+        raise EventInvalid(f"Code: an event with code {spec.code} exists already; pick another code.")
+    _apply(event, spec)
+    session.flush()
+    return event
