@@ -5,8 +5,11 @@ from __future__ import annotations
 import typer
 
 from playground.cli import db as db_commands
+from playground.cli import demo as demo_commands
 from playground.cli import events as event_commands
+from playground.cli import export as export_commands
 from playground.cli import organizers as organizer_commands
+from playground.cli import replay as replay_commands
 from playground.cli import serve as serve_commands
 
 app = typer.Typer(help="Handoff Playground: operate the side-by-side LLM playground.", no_args_is_help=True)
@@ -16,6 +19,9 @@ app.add_typer(organizer_commands.app, name="organizer")
 app.command("serve")(serve_commands.serve)
 app.command("standin")(serve_commands.standin)
 app.command("prepare-model")(serve_commands.prepare_model)
+app.command("export")(export_commands.export)
+app.command("replay")(replay_commands.replay)
+app.command("demo-data")(demo_commands.demo_data)
 
 
 def main() -> None:

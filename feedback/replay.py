@@ -1,0 +1,223 @@
+"""Offline replay of handoff thresholds from stored scores, votes and shadow answers.
+
+For a policy and a threshold ``t`` every turn's decision is recomputed as ``score >= t`` from the
+stored score (``HandoffDecision.score`` for the live policy, ``signals["scores"][policy]`` for the
+others), so at the live threshold the live handoff rate comes back exactly. Quality and cost at ``t``:
+
+- turns that would hand off and did live: the vote and the cloud cost are observed;
+- turns that would not hand off: both panes would show the local answer (no decided vote, no cost);
+- turns that would hand off but stayed local live: only the shadow sample (cloud answer fetched with
+  propensity π, never shown) stands for them, each weighted 1/π (inverse-propensity weighting). Its
+  cost is observed; its outcome was never voted on, so it is imputed from live handed-off votes with a
+  similar score (same score bin, nearest bin otherwise). ``imputed_share`` says how much of the
+  estimate rests on that imputation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import and_, select
+from sqlalchemy.orm import aliased
+
+from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Turn, Vote
+from db.session import get_engine
+from feedback.export.dataset import ExportFilters, conversation_query
+
+BINS = 20
+SWEEP = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 21))
+
+
+class ReplayError(ValueError):
+    """Nothing to replay (no stored decisions for this policy or filter); the message says why."""
+
+
+@dataclass
+class TurnTable:
+    """One entry per turn, as arrays; ``vote`` is '' where no visible vote was cast."""
+
+    live_policy: np.ndarray
+    live_threshold: np.ndarray
+    live_score: np.ndarray
+    handed_off: np.ndarray
+    scores: dict[str, np.ndarray]  # policy -> score per turn (nan where not stored)
+    propensity: np.ndarray  # shadow propensity (nan when none)
+    has_shadow: np.ndarray
+    on_cost: np.ndarray  # cost of the shown handoff answer (0 when local)
+    shadow_cost: np.ndarray
+    vote: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.handed_off)
+
+    def score(self, policy: str) -> np.ndarray:
+        stored = self.scores.get(policy, np.full(len(self), np.nan))
+        return np.where(self.live_policy == policy, self.live_score, stored)
+
+
+@dataclass(frozen=True)
+class ReplayPoint:
+    threshold: float
+    handoff_rate: float
+    wins: float
+    losses: float
+    win_rate: float | None
+    net_gain: float  # (wins - losses) per voted turn: quality gained over handoff off
+    cost_per_1000: float
+    imputed_share: float
+
+
+@dataclass
+class ReplayResult:
+    policy: str
+    turns: int
+    voted: int
+    live_handoff_rate: float | None
+    live_thresholds: list[float]
+    points: list[ReplayPoint] = field(default_factory=list)
+
+    @property
+    def recommended(self) -> ReplayPoint | None:
+        """The threshold with the most quality gained; among near-equal ones (within 0.5 pt), the cheapest."""
+        if not self.points:
+            return None
+        best = max(p.net_gain for p in self.points)
+        near = [p for p in self.points if p.net_gain >= best - 0.005]
+        return min(near, key=lambda p: (p.cost_per_1000, -p.threshold))
+
+
+def load_turns(url: str, filters: ExportFilters) -> TurnTable:
+    """Stored decisions of consented, visible conversations, read in a stream into arrays."""
+    on, shadow = aliased(Answer), aliased(Answer)
+    visible = conversation_query(filters).subquery()
+    stmt = (
+        select(
+            HandoffDecision.policy, HandoffDecision.threshold, HandoffDecision.score, HandoffDecision.handed_off,
+            HandoffDecision.signals, HandoffDecision.shadow_propensity, on.cost, on.source, shadow.id, shadow.cost,
+            Vote.winner_arm,
+        )  # fmt: skip
+        .join(Turn, Turn.id == HandoffDecision.turn_id)
+        .join(visible, visible.c.id == Turn.conversation_id)
+        .outerjoin(on, and_(on.turn_id == Turn.id, on.arm == "on"))
+        .outerjoin(shadow, and_(shadow.turn_id == Turn.id, shadow.arm == "shadow"))
+        .outerjoin(Vote, and_(Vote.turn_id == Turn.id, Vote.hidden_at.is_(None)))
+        .order_by(Turn.id)
+    )
+    columns: dict[str, list] = {k: [] for k in ("policy", "threshold", "score", "handed", "prop", "shadow", "on_cost", "shadow_cost", "vote")}
+    extra: dict[str, list[float]] = {}
+    with get_engine(url).connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=10_000).execute(stmt)
+        for i, row in enumerate(result):
+            columns["policy"].append(row[0])
+            columns["threshold"].append(row[1])
+            columns["score"].append(row[2])
+            columns["handed"].append(bool(row[3]))
+            for name, value in ((row[4] or {}).get("scores") or {}).items():
+                extra.setdefault(name, [np.nan] * i).append(float(value))
+            for values in extra.values():
+                if len(values) == i:
+                    values.append(np.nan)
+            columns["prop"].append(row[5] if row[5] is not None else np.nan)
+            columns["on_cost"].append(float(row[6]) if row[6] is not None and row[7] == "cloud" else 0.0)
+            columns["shadow"].append(row[8] is not None)
+            columns["shadow_cost"].append(float(row[9]) if row[9] is not None else 0.0)
+            columns["vote"].append(row[10] or "")
+    return TurnTable(
+        live_policy=np.asarray(columns["policy"], dtype=object),
+        live_threshold=np.asarray(columns["threshold"], dtype=np.float64),
+        live_score=np.asarray(columns["score"], dtype=np.float64),
+        handed_off=np.asarray(columns["handed"], dtype=bool),
+        scores={k: np.asarray(v, dtype=np.float64) for k, v in extra.items()},
+        propensity=np.asarray(columns["prop"], dtype=np.float64),
+        has_shadow=np.asarray(columns["shadow"], dtype=bool),
+        on_cost=np.asarray(columns["on_cost"], dtype=np.float64),
+        shadow_cost=np.asarray(columns["shadow_cost"], dtype=np.float64),
+        vote=np.asarray(columns["vote"], dtype=object),
+    )
+
+
+def _outcome_model(score: np.ndarray, observed: np.ndarray, vote: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per score bin: P(handoff wins) and P(handoff loses) among live handed-off voted turns."""
+    bins = np.clip((score[observed] * BINS).astype(int), 0, BINS - 1)
+    win = (vote[observed] == "on").astype(float)
+    loss = (vote[observed] == "off").astype(float)
+    n = np.bincount(bins, minlength=BINS).astype(float)
+    p_win = np.bincount(bins, weights=win, minlength=BINS)
+    p_loss = np.bincount(bins, weights=loss, minlength=BINS)
+    filled = np.flatnonzero(n)
+    if filled.size == 0:
+        return np.full(BINS, np.nan), np.full(BINS, np.nan)
+    nearest = filled[np.abs(np.arange(BINS)[:, None] - filled[None, :]).argmin(axis=1)]
+    return (p_win / np.maximum(n, 1))[nearest], (p_loss / np.maximum(n, 1))[nearest]
+
+
+def replay(table: TurnTable, policy: str, thresholds: Iterable[float]) -> ReplayResult:
+    """Handoff rate, estimated win rate, quality gain and cost at each threshold for ``policy``."""
+    score = table.score(policy)
+    covered = ~np.isnan(score)
+    if not covered.any():
+        raise ReplayError(f"No stored scores for policy {policy!r} in this selection; nothing to replay.")
+    live = table.live_policy == policy
+    live_thresholds = sorted({float(t) for t in table.live_threshold[live]})
+    result = ReplayResult(
+        policy=policy,
+        turns=int(covered.sum()),
+        voted=int((covered & (table.vote != "")).sum()),
+        live_handoff_rate=float(table.handed_off[live].mean()) if live.any() else None,
+        live_thresholds=live_thresholds,
+    )
+    s, h, vote = score[covered], table.handed_off[covered], table.vote[covered]
+    voted = vote != ""
+    weight = np.where(table.has_shadow[covered], 1.0 / table.propensity[covered], 0.0)
+    weight = np.nan_to_num(weight, nan=0.0, posinf=0.0)
+    on_cost, shadow_cost = table.on_cost[covered], table.shadow_cost[covered]
+    p_win, p_loss = _outcome_model(s, h & voted, vote)
+    bins = np.clip((s * BINS).astype(int), 0, BINS - 1)
+    for t in sorted(set(thresholds)):
+        d = s >= t
+        seen = d & h & voted
+        unseen = d & ~h & voted
+        wins_seen, losses_seen = float((vote[seen] == "on").sum()), float((vote[seen] == "off").sum())
+        wins_imp = float((weight[unseen] * np.nan_to_num(p_win[bins[unseen]])).sum())
+        losses_imp = float((weight[unseen] * np.nan_to_num(p_loss[bins[unseen]])).sum())
+        wins, losses = wins_seen + wins_imp, losses_seen + losses_imp
+        cost = float(on_cost[d & h].sum() + (weight[d & ~h] * shadow_cost[d & ~h]).sum())
+        result.points.append(
+            ReplayPoint(
+                threshold=float(t),
+                handoff_rate=float(d.mean()),
+                wins=wins,
+                losses=losses,
+                win_rate=wins / (wins + losses) if wins + losses > 0 else None,
+                net_gain=(wins - losses) / max(int(voted.sum()), 1),
+                cost_per_1000=cost / len(s) * 1000,
+                imputed_share=(wins_imp + losses_imp) / (wins + losses) if wins + losses > 0 else 0.0,
+            )
+        )
+    return result
+
+
+def default_policy(table: TurnTable) -> str:
+    """The live policy of most turns."""
+    names, counts = np.unique(table.live_policy.astype(str), return_counts=True)
+    if names.size == 0:
+        raise ReplayError("No stored handoff decisions in this selection; run some prompts (or `handoff demo-data`).")
+    return str(names[counts.argmax()])
+
+
+def replay_database(
+    url: str, filters: ExportFilters, policy: str | None = None, thresholds: Sequence[float] | None = None
+) -> ReplayResult:
+    """Load, then replay the live threshold(s) plus ``thresholds`` (default: a sweep 0.00 … 1.00)."""
+    table = load_turns(url, filters)
+    policy = policy or default_policy(table)
+    live = {float(t) for t in table.live_threshold[table.live_policy == policy]}
+    return replay(table, policy, [*(SWEEP if thresholds is None else thresholds), *live])
+
+
+__all__ = [
+    "ReplayError", "ReplayPoint", "ReplayResult", "TurnTable", "default_policy", "load_turns", "replay",
+    "replay_database",
+]  # fmt: skip
