@@ -1,0 +1,175 @@
+"""Vote path under a crowd: 1,000 submissions from 50 concurrent writers, on SQLite (WAL) and PostgreSQL.
+
+    python -m bench.votes
+
+Each writer is a thread, as Streamlit sessions are, and calls ``feedback.capture.save_vote`` (the
+page's path: its own transaction, retries while the database is briefly unavailable). 900 distinct
+votes are sent, plus 100 repeats of already-sent ones with the same idempotency key (double clicks);
+afterwards the database must hold each distinct vote exactly once. Latency is per submission, from
+the call to the committed transaction (what the attendee waits for, not only the COMMIT statement).
+
+Paced: each writer pauses between its submissions (exponential, mean 250 ms), so the 50 writers
+offer ~200 votes/s, far above a real hall (500 attendees voting every 30 s is ~17/s); the targets
+use this run. Flat out: no pauses, printed for capacity planning; there the latency is queueing
+behind the other 49 writers for the 2 cores and the GIL (Little's law: 50 / throughput). PostgreSQL: a database of its own on 127.0.0.1:5432 (trust
+auth; ``TEST_POSTGRES_URL`` overrides the admin URL), dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, func, select, text
+
+from bench.common import Target, percentile, report
+from db import session as db_session
+from db.models import Event, Vote
+from feedback.capture import PaneRating, VoteSubmission, join_event, record_turn, save_vote, start_conversation
+from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
+
+SUBMISSIONS = 1000
+REPEATS = 100
+WRITERS = 50
+PAUSE_S = 0.25
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _turn(prompt: str) -> TurnRecord:
+    decision = DecisionRecord(
+        policy="confidence", policy_version="1", stage="post", threshold=0.5, score=0.3,
+        handed_off=False, latency_ms=0.1, signals={"tokens": 12.0},
+    )  # fmt: skip
+    answers = [AnswerRecord(arm=arm, source="local", text="An answer.", model="bench") for arm in ("off", "on")]
+    return TurnRecord(prompt=prompt, decision=decision, answers=answers)
+
+
+def seed_conversations(url: str, count: int) -> list[int]:
+    """One event, ``count`` participants with one answered turn each: what votes are cast on."""
+    with db_session.session_scope(url) as session:
+        event = Event(code=f"BENCH-{uuid.uuid4().hex[:6]}", name="bench", region="sf", city="SF",
+                      timezone="America/Los_Angeles")  # fmt: skip
+        session.add(event)
+        session.flush()
+        ids = []
+        for i in range(count):
+            conversation = start_conversation(session, join_event(session, event))
+            record_turn(session, conversation.id, _turn(f"question {i}"))
+            ids.append(conversation.id)
+    return ids
+
+
+def hammer(url: str, pause_s: float, seed: int = 1) -> dict[str, float]:
+    """Send the submissions from the writers, each pausing ~``pause_s`` between its own; count what
+    the database holds afterwards."""
+    conversations = seed_conversations(url, SUBMISSIONS - REPEATS)
+    rng = random.Random(seed)
+    submissions = [
+        VoteSubmission(
+            idempotency_key=uuid.uuid4().hex,
+            conversation_id=conversation_id,
+            winner=rng.choice(["a", "b", "tie", "both_bad"]),
+            comment=rng.choice([None, "clearer", "too long"]),
+            ratings={"a": PaneRating(stars=rng.randint(1, 5))},
+        )
+        for conversation_id in conversations
+    ]
+    work = submissions + rng.sample(submissions, REPEATS)
+    rng.shuffle(work)
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(WRITERS)
+
+    def writer(index: int) -> None:
+        pauses = random.Random(seed * 1000 + index)
+        barrier.wait()
+        for submission in work[index::WRITERS]:
+            if pause_s:
+                time.sleep(pauses.expovariate(1 / pause_s))
+            started = time.perf_counter()
+            try:
+                save_vote(url, submission)
+            except Exception as error:  # noqa: BLE001 - counted, the figure is how many got lost
+                with lock:
+                    errors.append(f"{type(error).__name__}: {error}")
+                continue
+            with lock:
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    keys = {s.idempotency_key for s in submissions}
+    with db_session.session_scope(url) as session:
+        stored = session.scalars(select(Vote.idempotency_key).where(Vote.idempotency_key.in_(keys))).all()
+        rows = session.scalar(select(func.count()).select_from(Vote))
+    if errors:
+        print(f"  {len(errors)} submissions failed, first: {errors[0]}", flush=True)
+    return {
+        "lost": len(keys - set(stored)),
+        "duplicated": rows - len(set(stored)),
+        "p99_ms": percentile(latencies, 99),
+        "p50_ms": percentile(latencies, 50),
+        "per_s": len(latencies) / elapsed,
+    }
+
+
+@contextmanager
+def sqlite_database() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="bench-votes-") as folder:
+        url = f"sqlite:///{Path(folder) / 'votes.db'}"
+        db_session.upgrade(url)
+        yield url
+        db_session.get_engine(url).dispose()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    name = f"hp_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        db_session.upgrade(url)
+        yield url
+    finally:
+        db_session.get_engine(url).dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def main() -> list[Target]:
+    targets = []
+    for label, database in (("SQLite WAL", sqlite_database), ("PostgreSQL", postgres_database)):
+        for pause_s in (0.0, PAUSE_S):
+            with database() as url:
+                figures = hammer(url, pause_s)
+            print(f"votes on {label}, {'paced' if pause_s else 'flat out'}: {SUBMISSIONS} submissions from "
+                  f"{WRITERS} writers, {figures['per_s']:.0f}/s, p50 {figures['p50_ms']:.1f} ms, "
+                  f"p99 {figures['p99_ms']:.1f} ms, lost {figures['lost']}, duplicated {figures['duplicated']}",
+                  flush=True)  # fmt: skip
+        targets += [
+            Target(f"votes {label}: lost", figures["lost"], 0, "", False),
+            Target(f"votes {label}: duplicated", figures["duplicated"], 0, "", False),
+            Target(f"votes {label}: p99 commit latency (paced, ~{WRITERS / PAUSE_S:.0f}/s offered)",
+                   figures["p99_ms"], 50, " ms", False),
+        ]
+    return targets
+
+
+if __name__ == "__main__":
+    report(main())
