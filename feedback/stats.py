@@ -162,12 +162,15 @@ def leaderboard(battles: pd.DataFrame, *, rounds: int, seed: int, level: float =
     ).reset_index(drop=True)
 
 
-def pairwise_agreement(verdicts_per_item: Iterable[Sequence[str]]) -> tuple[int, float | None]:
-    """Inter-rater signal: over all pairs of verdicts on the same item, the share that agree."""
+def pairwise_agreement(verdict_counts_per_item: Iterable[Sequence[int]]) -> tuple[int, float | None]:
+    """Inter-rater signal: over all pairs of verdicts on the same item, the share that agree.
+
+    Each item gives the count of each verdict it received (e.g. on / off / tie counts for one prompt).
+    """
     pairs = agree = 0
-    for verdicts in verdicts_per_item:
-        _, counts = np.unique(np.asarray(list(verdicts)), return_counts=True)
-        n = int(counts.sum())
+    for counts in verdict_counts_per_item:
+        c = np.asarray(counts, dtype=np.int64)
+        n = int(c.sum())
         pairs += n * (n - 1) // 2
-        agree += int((counts * (counts - 1) // 2).sum())
+        agree += int((c * (c - 1) // 2).sum())
     return pairs, (agree / pairs if pairs else None)

@@ -95,7 +95,7 @@ def test_leaderboard_has_bootstrap_intervals_around_each_rating() -> None:
 
 
 def test_pairwise_agreement_over_repeated_prompts() -> None:
-    pairs, agreement = stats.pairwise_agreement([["on", "on", "off"], ["tie", "tie"], ["on"]])
+    pairs, agreement = stats.pairwise_agreement([[2, 1], [0, 2], [1]])
     assert pairs == 3 + 1 and agreement == pytest.approx(2 / 4)
 
 

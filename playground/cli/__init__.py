@@ -10,6 +10,7 @@ from playground.cli import events as event_commands
 from playground.cli import export as export_commands
 from playground.cli import organizers as organizer_commands
 from playground.cli import replay as replay_commands
+from playground.cli import report as report_commands
 from playground.cli import serve as serve_commands
 
 app = typer.Typer(help="Handoff Playground: operate the side-by-side LLM playground.", no_args_is_help=True)
@@ -21,6 +22,7 @@ app.command("standin")(serve_commands.standin)
 app.command("prepare-model")(serve_commands.prepare_model)
 app.command("export")(export_commands.export)
 app.command("replay")(replay_commands.replay)
+app.command("report")(report_commands.report)
 app.command("demo-data")(demo_commands.demo_data)
 
 

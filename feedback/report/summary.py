@@ -1,0 +1,333 @@
+"""Every number of the improvement report, computed once into one JSON-ready dict.
+
+Counts come from SQL aggregates (GROUP BY over votes), so the report reads a handful of small tables
+whatever the size of the database; only latencies, stored scores and a bounded sample of comments and
+prompts are read row by row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import aliased
+
+from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
+from db.session import get_engine
+from feedback import stats
+from feedback.export.arms import arm_names
+from feedback.export.dataset import DecisionRow, ExportFilters, conversation_query
+from feedback.redaction import redact
+from feedback.replay import SWEEP, ReplayError, default_policy, load_turns, replay
+from feedback.report.themes import prompt_clusters, comment_themes
+
+SMALL = 30  # segments with fewer decided votes are flagged as small (shown, not hidden)
+OUTCOMES = ("on", "off", "tie", "both_bad", "identical")
+SAMPLE = 5_000  # comments / prompts read for themes and clusters
+
+
+def r4(value: float | None) -> float | None:
+    """Numbers are rounded once here, so the report's text and summary.json show the same values."""
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else round(float(value), 4)
+
+
+def segment(counts: pd.Series, *, rounds: int, seed: int) -> dict[str, Any]:
+    """Win rate of the handoff arm over decided votes, with its CI and the other outcome rates."""
+    c = {k: int(counts.get(k, 0)) for k in OUTCOMES}
+    votes = sum(c.values())
+    wins, losses = c["on"], c["off"]
+    ci = stats.bootstrap_ci(wins, losses, rounds=rounds, seed=seed)
+    return {
+        "votes": votes,
+        "decided": wins + losses,
+        "handoff_on_wins": wins,
+        "handoff_off_wins": losses,
+        "handoff_on_win_rate": r4(stats.win_rate(wins, losses)),
+        "ci95": [r4(ci[0]), r4(ci[1])] if ci else None,
+        "tie_rate": r4(c["tie"] / votes) if votes else None,
+        "both_bad_rate": r4(c["both_bad"] / votes) if votes else None,
+        "identical_rate": r4(c["identical"] / votes) if votes else None,
+        "small": wins + losses < SMALL,
+    }
+
+
+def _vote_facts(connection, filters: ExportFilters) -> pd.DataFrame:  # noqa: ANN001
+    """Vote counts grouped by every dimension the report slices on (one small frame)."""
+    visible = conversation_query(filters).subquery()
+    off = aliased(Answer)
+    category = func.coalesce(Turn.category, Conversation.category, "unknown")
+    language = func.coalesce(Turn.language, "unknown")
+    stmt = (
+        select(
+            Event.code.label("event"), Event.region, category.label("category"), language.label("language"),
+            HandoffDecision.handed_off, HandoffDecision.policy, HandoffDecision.threshold, off.model.label("model_off"),
+            Conversation.handoff_side, Vote.winner_arm, func.count().label("n"),
+        )  # fmt: skip
+        .join(visible, visible.c.id == Vote.conversation_id)
+        .join(Conversation, Conversation.id == Vote.conversation_id)
+        .join(Event, Event.id == Conversation.event_id)
+        .join(Turn, Turn.id == Vote.turn_id)
+        .outerjoin(HandoffDecision, HandoffDecision.turn_id == Turn.id)
+        .outerjoin(off, and_(off.turn_id == Turn.id, off.arm == "off"))
+        .where(Vote.hidden_at.is_(None))
+        .group_by(Event.code, Event.region, category, language, HandoffDecision.handed_off, HandoffDecision.policy,
+                  HandoffDecision.threshold, off.model, Conversation.handoff_side, Vote.winner_arm)  # fmt: skip
+    )
+    frame = pd.DataFrame(connection.execute(stmt).all(), columns=[
+        "event", "region", "category", "language", "handed_off", "policy", "threshold", "model_off", "handoff_side",
+        "winner_arm", "n",
+    ])  # fmt: skip
+    frame["handed_off"] = frame["handed_off"].fillna(False).astype(bool)
+    return frame
+
+
+def _by(frame: pd.DataFrame, column: str, *, rounds: int, seed: int) -> dict[str, Any]:
+    out = {}
+    for key, group in frame.groupby(column, sort=True):
+        out[str(key)] = segment(group.groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed)
+    return out
+
+
+def _leaderboard(frame: pd.DataFrame, *, rounds: int, seed: int) -> list[dict[str, Any]]:
+    battles = frame[frame.winner_arm.isin(["on", "off", "tie", "both_bad"])]
+    if battles.empty:
+        return []
+    rows = []
+    for row in battles.itertuples():
+        decision = DecisionRow(row.policy, row.threshold, 0.0, row.handed_off, None, None, {}) if row.policy else None
+        names = arm_names(row.model_off, decision)
+        a, b = ("on", "off") if row.handoff_side == "a" else ("off", "on")
+        winner = {"on": "model_a" if a == "on" else "model_b", "off": "model_a" if a == "off" else "model_b"}.get(
+            row.winner_arm, "tie"
+        )
+        rows.append((names[a], names[b], winner, row.n))
+    grouped = pd.DataFrame(rows, columns=["model_a", "model_b", "winner", "n"])
+    expanded = grouped.loc[grouped.index.repeat(grouped.n), ["model_a", "model_b", "winner"]].astype("category")
+    board = stats.leaderboard(expanded.reset_index(drop=True), rounds=rounds, seed=seed)
+    return [
+        {"arm": r.arm, "rating": r4(r.rating), "lower": r4(r.lower), "upper": r4(r.upper), "battles": int(r.battles)}
+        for r in board.itertuples()
+    ]
+
+
+def _position_bias(frame: pd.DataFrame) -> dict[str, Any]:
+    decided = frame[frame.winner_arm.isin(["on", "off"])]
+    left = decided[((decided.winner_arm == "on") & (decided.handoff_side == "a"))
+                   | ((decided.winner_arm == "off") & (decided.handoff_side == "b"))]["n"].sum()  # fmt: skip
+    total = int(decided["n"].sum())
+    return {"decided": total, "left_wins": int(left), "left_win_rate": r4(left / total) if total else None}
+
+
+def _handoff(connection, filters: ExportFilters, table, *, rounds: int, seed: int) -> dict[str, Any]:  # noqa: ANN001
+    visible = conversation_query(filters).subquery()
+    on, off = aliased(Answer), aliased(Answer)
+    turns_q = (
+        select(
+            func.count(),
+            func.sum(case((HandoffDecision.handed_off, 1), else_=0)),
+            func.sum(case((on.source == "cloud", on.cost), else_=0)),
+        )
+        .select_from(HandoffDecision)
+        .join(Turn, Turn.id == HandoffDecision.turn_id)
+        .join(visible, visible.c.id == Turn.conversation_id)
+        .outerjoin(on, and_(on.turn_id == Turn.id, on.arm == "on"))
+    )
+    turns, handed, cost = connection.execute(turns_q).one()
+    added = np.fromiter(
+        (
+            row[0] - row[1]
+            for row in connection.execution_options(stream_results=True, yield_per=10_000).execute(
+                select(on.latency_ms, off.latency_ms)
+                .select_from(HandoffDecision)
+                .join(Turn, Turn.id == HandoffDecision.turn_id)
+                .join(visible, visible.c.id == Turn.conversation_id)
+                .join(on, and_(on.turn_id == Turn.id, on.arm == "on"))
+                .join(off, and_(off.turn_id == Turn.id, off.arm == "off"))
+                .where(HandoffDecision.handed_off, on.latency_ms.is_not(None), off.latency_ms.is_not(None))
+            )
+        ),
+        dtype=np.float64,
+    )
+    out: dict[str, Any] = {
+        "turns": int(turns or 0),
+        "handed_off": int(handed or 0),
+        "handoff_rate": r4(handed / turns) if turns else None,
+        "cost_per_1000_prompts": r4(float(cost or 0) / turns * 1000) if turns else None,
+        "added_latency_ms_p50": r4(stats.percentile(added, 50)),
+        "added_latency_ms_p95": r4(stats.percentile(added, 95)),
+        "replay": None,
+        "auroc": {},
+    }
+    if table is None or len(table) == 0:
+        return out
+    try:
+        policy = default_policy(table)
+        result = replay(table, policy, [*SWEEP, *set(table.live_threshold.tolist())])
+    except ReplayError:
+        return out
+    best = result.recommended
+    out["replay"] = {
+        "policy": policy,
+        "live_thresholds": [r4(t) for t in result.live_thresholds],
+        "live_handoff_rate": r4(result.live_handoff_rate),
+        "recommended_threshold": r4(best.threshold) if best else None,
+        "curve": [
+            {"threshold": r4(p.threshold), "handoff_rate": r4(p.handoff_rate), "win_rate": r4(p.win_rate),
+             "net_gain": r4(p.net_gain), "cost_per_1000": r4(p.cost_per_1000), "imputed_share": r4(p.imputed_share)}
+            for p in result.points
+        ],  # fmt: skip
+    }
+    decided = table.handed_off & np.isin(table.vote, ["on", "off"])
+    for name in sorted({*table.scores, *set(table.live_policy.astype(str))}):
+        scores = table.score(name)[decided]
+        keep = ~np.isnan(scores)
+        value = stats.auroc(scores[keep], table.vote[decided][keep] == "on")
+        out["auroc"][name] = {"auroc": r4(value), "n": int(keep.sum())}
+    return out
+
+
+def _ratings(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: ANN001
+    visible = conversation_query(filters).subquery()
+    base = (
+        select(Rating.arm, Rating.stars, func.count())
+        .join(Vote, Vote.id == Rating.vote_id)
+        .join(visible, visible.c.id == Vote.conversation_id)
+        .where(Vote.hidden_at.is_(None), Rating.stars.is_not(None))
+        .group_by(Rating.arm, Rating.stars)
+    )
+    distribution: dict[str, dict[str, int]] = {}
+    for arm, stars, n in connection.execute(base):
+        distribution.setdefault(arm, {str(s): 0 for s in range(1, 6)})[str(stars)] = int(n)
+    mean = {
+        arm: r4(sum(int(s) * n for s, n in d.items()) / max(sum(d.values()), 1)) for arm, d in distribution.items()
+    }
+    tags: dict[str, Counter[str]] = {}
+    for arm, row_tags in connection.execution_options(stream_results=True, yield_per=10_000).execute(
+        select(Rating.arm, Rating.tags)
+        .join(Vote, Vote.id == Rating.vote_id)
+        .join(visible, visible.c.id == Vote.conversation_id)
+        .where(Vote.hidden_at.is_(None), Rating.tags.is_not(None))
+    ):
+        tags.setdefault(arm, Counter()).update(row_tags or [])
+    # inter-rater: prompts voted on more than once, verdict counts per prompt
+    per_prompt = connection.execute(
+        select(Turn.prompt, Vote.winner_arm, func.count())
+        .join(Vote, Vote.turn_id == Turn.id)
+        .join(visible, visible.c.id == Vote.conversation_id)
+        .where(Vote.hidden_at.is_(None))
+        .group_by(Turn.prompt, Vote.winner_arm)
+    ).all()
+    counts: dict[str, list[int]] = {}
+    for prompt, _, n in per_prompt:
+        counts.setdefault(prompt, []).append(int(n))
+    repeated = [c for c in counts.values() if sum(c) > 1]
+    pairs, agreement = stats.pairwise_agreement(repeated)
+    return {
+        "stars": distribution,
+        "mean_stars": mean,
+        "tags": {arm: dict(counter.most_common(8)) for arm, counter in sorted(tags.items())},
+        "inter_rater": {"prompts_rated_more_than_once": len(repeated), "verdict_pairs": pairs,
+                        "agreement": r4(agreement)},  # fmt: skip
+    }
+
+
+def _examples(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: ANN001
+    visible = conversation_query(filters).subquery()
+    worst = []
+    for arm in ("off", "on"):
+        answer = aliased(Answer)
+        rows = connection.execute(
+            select(Rating.stars, Turn.prompt, answer.text, Turn.category)
+            .join(Vote, Vote.id == Rating.vote_id)
+            .join(visible, visible.c.id == Vote.conversation_id)
+            .join(Turn, Turn.id == Vote.turn_id)
+            .join(answer, and_(answer.turn_id == Turn.id, answer.arm == arm))
+            .where(Rating.arm == arm, Rating.stars.is_not(None), Vote.hidden_at.is_(None))
+            .order_by(Rating.stars, Vote.id.desc())
+            .limit(3)
+        ).all()
+        worst += [{"arm": arm, "stars": int(s), "category": c or "unknown", "prompt": redact(p)[:200],
+                   "answer": redact(t)[:200]} for s, p, t, c in rows]  # fmt: skip
+    comments = [
+        redact(c)
+        for (c,) in connection.execute(
+            select(Vote.comment)
+            .join(visible, visible.c.id == Vote.conversation_id)
+            .where(Vote.comment.is_not(None), Vote.hidden_at.is_(None))
+            .order_by(Vote.id.desc())
+            .limit(SAMPLE)
+        )
+    ]
+    prompts = connection.execute(
+        select(Turn.prompt, Vote.winner_arm)
+        .join(Vote, Vote.turn_id == Turn.id)
+        .join(visible, visible.c.id == Vote.conversation_id)
+        .where(Vote.hidden_at.is_(None), Vote.winner_arm.in_(["on", "off"]))
+        .order_by(Vote.id.desc())
+        .limit(SAMPLE)
+    ).all()
+    return {
+        "worst_rated": worst,
+        "comment_themes": comment_themes(comments),
+        "prompt_clusters": prompt_clusters([p for p, _ in prompts], [w == "on" for _, w in prompts]),
+    }
+
+
+def _findings(summary: dict[str, Any]) -> dict[str, list[str]]:
+    """Short, concrete "what to improve" lists from the numbers above."""
+
+    def ranked(section: str) -> list[tuple[str, dict]]:
+        items = [(k, v) for k, v in summary[section].items() if v["handoff_on_win_rate"] is not None]
+        return sorted(items, key=lambda kv: -kv[1]["handoff_on_win_rate"])
+
+    loses = []
+    for section, what in (("by_category", "category"), ("by_language", "language")):
+        for key, seg in ranked(section)[:3]:
+            if seg["handoff_on_win_rate"] > 0.5:
+                flag = " (small sample)" if seg["small"] else ""
+                loses.append(f"{what} {key}: the local model loses {seg['handoff_on_win_rate']} of "
+                             f"{seg['decided']} decided votes{flag}; add {key} examples to its fine-tuning data.")  # fmt: skip
+    for cluster in summary["improvement"]["prompt_clusters"][:3]:
+        if cluster["handoff_on_win_rate"] is not None and cluster["handoff_on_win_rate"] > 0.5:
+            loses.append(f"prompts about '{cluster['label']}': the local model loses {cluster['handoff_on_win_rate']} "
+                         f"of {cluster['decided']} decided votes.")  # fmt: skip
+    hurts = []
+    for section in ("by_category", "by_language", "by_region", "by_event"):
+        for key, seg in summary[section].items():
+            ci = seg["ci95"]
+            if ci and ci[1] < 0.5:
+                hurts.append(f"{section.removeprefix('by_')} {key}: the cloud answer is worse, handoff wins only "
+                             f"{seg['handoff_on_win_rate']} (CI {ci[0]}–{ci[1]}); raise the threshold there.")  # fmt: skip
+    return {"local_loses_most": loses, "handoff_hurts": hurts}
+
+
+def compute_summary(url: str, filters: ExportFilters, *, seed: int, rounds: int) -> dict[str, Any]:
+    """All report numbers: headline, segments, leaderboard, handoff analysis, improvements, ratings."""
+    with get_engine(url).connect() as connection:
+        frame = _vote_facts(connection, filters)
+        table = load_turns(url, filters)
+        summary: dict[str, Any] = {
+            "filters": filters.describe(),
+            "seed": seed,
+            "rounds": rounds,
+            "small_segment_threshold": SMALL,
+            "overall": segment(frame.groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed),
+            "when_handed_off": segment(
+                frame[frame.handed_off].groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed
+            ),
+            "by_region": _by(frame, "region", rounds=rounds, seed=seed),
+            "by_event": _by(frame, "event", rounds=rounds, seed=seed),
+            "by_category": _by(frame, "category", rounds=rounds, seed=seed),
+            "by_language": _by(frame, "language", rounds=rounds, seed=seed),
+            "leaderboard": _leaderboard(frame, rounds=rounds, seed=seed),
+            "position_bias": _position_bias(frame),
+            "handoff": _handoff(connection, filters, table, rounds=rounds, seed=seed),
+            "ratings": _ratings(connection, filters),
+            "improvement": _examples(connection, filters),
+        }
+    summary["improvement"]["findings"] = _findings(summary)
+    summary["improvement"]["reason_tags"] = summary["ratings"]["tags"]
+    return summary
