@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     max_prompt_chars: int = 8000
     max_comment_chars: int = 2000
     max_turns: int = 10
+    max_prompts_per_minute: int = 6  # per participant, across tabs
 
     # organizer side
     organizer_password: SecretStr | None = None  # bootstrap admin for offline events; only its hash is kept

@@ -1,4 +1,8 @@
-"""The attendee page through Streamlit's AppTest, with the real model and the real stand-in."""
+"""The attendee page through Streamlit's AppTest, with the real model and the real stand-in.
+
+The event's threshold picks the case: 0 always hands off (the panes differ), above 1 never does
+(the panes are identical and one quality rating replaces the pairwise vote).
+"""
 
 from __future__ import annotations
 
@@ -6,29 +10,50 @@ import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
-from db.models import Answer, Event, HandoffDecision, Vote
+from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
 from db.session import session_scope
-from playground.settings import Settings
+from playground.settings import Settings, get_settings
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 PAGE = str(ROOT / "playground" / "pages" / "attendee.py")
-TIMEOUT = 180
+TIMEOUT = 240
+ALWAYS, NEVER = 0.0, 1.01
 
 
-@pytest.fixture
-def event_code(app_env: Settings) -> str:
-    with session_scope(app_env.resolved_database_url) as session:
-        session.add(Event(code="SF-2026", name="SF Dev Day", region="sf", city="San Francisco", timezone="America/Los_Angeles"))
-    return "SF-2026"
+def add_event(settings: Settings, code: str = "SF-2026", threshold: float = ALWAYS, **fields: object) -> str:
+    with session_scope(settings.resolved_database_url) as session:
+        session.add(Event(code=code, name="SF Dev Day", region="sf", city="San Francisco",
+                          timezone="America/Los_Angeles", handoff_threshold=threshold, **fields))  # fmt: skip
+    return code
 
 
-def _joined(code: str) -> AppTest:
+def count(settings: Settings, model: type) -> int:
+    with session_scope(settings.resolved_database_url) as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def opened(code: str) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.query_params["event"] = code
-    at.run()
+    return at.run()
+
+
+def joined(code: str) -> AppTest:
+    at = opened(code)
     at.button(key="consent_accept").click().run()
+    assert not at.exception
     return at
+
+
+def ask(at: AppTest, prompt: str) -> AppTest:
+    at.chat_input(key="prompt").set_value(prompt).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest, kind: str = "markdown") -> list[str]:
+    return [element.value for element in getattr(at, kind)]
 
 
 def test_unknown_event_code_gets_a_clear_message(app_env: Settings) -> None:
@@ -40,42 +65,211 @@ def test_unknown_event_code_gets_a_clear_message(app_env: Settings) -> None:
 
 
 def test_unmigrated_database_is_refused(app_env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from playground.settings import get_settings
-
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
     get_settings.cache_clear()
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
     assert "handoff db upgrade" in at.error[0].value
 
 
-def test_a_whole_comparison_stores_one_vote_with_both_answers(app_env: Settings, event_code: str) -> None:
-    at = _joined(event_code)
-    at.chat_input(key="prompt").set_value("What is the capital of Japan?").run()
-    assert not at.exception
-    assert len(at.chat_message) == 4  # prompt + answer in each pane
-    if at.radio:
-        at.radio(key="winner").set_value("a")
-    at.text_area(key="comment").input("Left one is clearer")
-    submit = at.button[-1]
-    submit.click().run()
-    assert at.success and "saved" in at.success[0].value
-    assert any("Reveal" in m.value for m in at.markdown)
-    at.button[-1].click().run()  # submitting twice stores it once
+def test_typed_code_joins_the_event_and_shows_where_it_is(app_env: Settings) -> None:
+    add_event(app_env)
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    at.text_input(key="event_code").input(" sf-2026 ")
+    at.button(key="join").click().run()
+    assert "SF Dev Day · San Francisco · San Francisco Bay Area" in texts(at, "caption")
+    assert at.button(key="consent_accept") and not at.chat_input
+    assert count(app_env, Participant) == 0  # nothing stored before consent
+
+
+def test_declining_consent_stores_nothing_but_lets_people_look_around(app_env: Settings) -> None:
+    code = add_event(app_env)
+    at = opened(code)
+    assert any("What is stored" in m for m in texts(at))
+    at.button(key="consent_decline").click().run()
+    assert "nothing of yours is stored" in at.warning[0].value
+    assert at.chat_input(key="prompt").disabled
+    at.pills(key="category").set_value("math").run()
+    assert any("derivative" in m for m in texts(at))
+    assert count(app_env, Participant) == 0
+    at.button(key="consent_review").click().run()
+    at.button(key="consent_accept").click().run()
+    assert count(app_env, Participant) == 1
+    assert not at.chat_input(key="prompt").disabled
+
+
+def test_organizer_consent_text_replaces_the_default(app_env: Settings) -> None:
+    code = add_event(app_env, consent_text="Stored **forever** by ACME <b>Research</b>.")
+    at = opened(code)
+    assert "Stored **forever** by ACME <b>Research</b>." in texts(at)  # markdown, HTML stays escaped
+
+
+def test_profile_is_optional_and_stored_only_when_given(app_env: Settings) -> None:
+    code = add_event(app_env, ask_profile=True)
+    at = joined(code)
+    at.selectbox(key="profile_role").set_value("developer")
+    at.selectbox(key="profile_language").set_value("ja")
+    at.button(key="profile_save").click().run()
+    assert not at.selectbox(key="profile_role") if "profile_role" in [s.key for s in at.selectbox] else True
+    skipper = joined(code)
+    skipper.button(key="profile_skip").click().run()
     with session_scope(app_env.resolved_database_url) as session:
-        assert session.scalar(select(func.count()).select_from(Vote)) == 1
+        profiles = sorted(session.scalars(select(Participant.profile)), key=str)
+    assert profiles == [None, {"role": "developer", "language": "ja"}]
+
+
+def test_multi_turn_vote_with_stars_tags_and_comment_then_reveal(app_env: Settings) -> None:
+    code = add_event(app_env, threshold=ALWAYS)
+    at = joined(code)
+    ask(at, "Name a fruit.")
+    ask(at, "And a vegetable?")
+    assert len(at.chat_message) == 8  # two prompts and two answers in each pane
+    assert "Turn 2 of 10" in texts(at, "caption")
+    at.segmented_control(key="winner").set_value("b")
+    at.feedback(key="stars_a").set_value(1)  # st.feedback counts from 0: two stars
+    at.feedback(key="stars_b").set_value(4)
+    at.pills(key="tags_a").set_value(["too_verbose", "wrong_facts"])
+    at.pills(key="tags_b").set_value(["accurate"])
+    at.text_area(key="comment").input("B 👍 <b>not bold</b> '; DROP TABLE votes; --")
+    at.button(key="save_feedback").click().run()
+    assert "Saved" in at.success[0].value
+    at.button(key="save_feedback").click().run()  # a second click stores it once
+    at.button(key="reveal").click().run()
+    assert any("had **handoff on**" in m for m in texts(at))
+    assert any("Turn 2" in m and "handed off to the cloud model" in m for m in texts(at))
+    assert at.chat_input(key="prompt").disabled
+    with session_scope(app_env.resolved_database_url) as session:
         vote = session.scalar(select(Vote))
-        assert vote.comment == "Left one is clearer"
-        answers = session.scalars(select(Answer).where(Answer.turn_id == vote.turn_id)).all()
-        assert {a.arm for a in answers} == {"off", "on"}
-        decision = session.scalar(select(HandoffDecision).where(HandoffDecision.turn_id == vote.turn_id))
-        assert decision.policy == "confidence" and "p10_logprob" in decision.signals
+        conversation = session.get(Conversation, vote.conversation_id)
+        turns = session.scalars(select(Turn).order_by(Turn.index)).all()
+        assert [t.prompt for t in turns] == ["Name a fruit.", "And a vegetable?"]
+        assert vote.turn_id == turns[1].id and vote.final and vote.winner == "b"
+        assert vote.winner_arm == ("on" if conversation.handoff_side == "b" else "off")
+        assert vote.comment == "B 👍 <b>not bold</b> '; DROP TABLE votes; --"
+        by_pane = {("a" if (r.arm == "on") == (conversation.handoff_side == "a") else "b"): r for r in vote.ratings}
+        assert (by_pane["a"].stars, by_pane["a"].tags) == (2, ["too_verbose", "wrong_facts"])
+        assert (by_pane["b"].stars, by_pane["b"].tags) == (5, ["accurate"])
+        decisions = session.scalars(select(HandoffDecision)).all()
+        assert [d.handed_off for d in decisions] == [True, True]
+    assert count(app_env, Vote) == 1
 
 
-def test_empty_and_overlong_prompts_are_refused(app_env: Settings, event_code: str) -> None:
-    at = _joined(event_code)
-    at.chat_input(key="prompt").set_value("   ").run()
-    assert "empty" in at.error[0].value
-    at.chat_input(key="prompt").set_value("x" * 8001).run()
-    assert "limit is 8,000" in at.error[0].value
+def test_identical_answers_ask_for_one_rating_stored_as_identical(app_env: Settings) -> None:
+    code = add_event(app_env, threshold=NEVER)
+    at = joined(code)
+    ask(at, "Say hello.")
+    assert "identical" in at.info[0].value
+    assert not at.segmented_control
+    at.button(key="save_feedback").click().run()
+    assert "star" in at.warning[0].value  # one quality rating is asked for
+    at.feedback(key="stars_both").set_value(2)
+    at.pills(key="tags_both").set_value(["concise"])
+    at.button(key="save_feedback").click().run()
     with session_scope(app_env.resolved_database_url) as session:
-        assert session.scalar(select(func.count()).select_from(Answer)) == 0
+        vote = session.scalar(select(Vote))
+        assert (vote.winner, vote.winner_arm) == ("identical", "identical")
+        assert [(r.arm, r.stars, r.tags) for r in vote.ratings] == [("both", 3, ["concise"])]
+        answers = session.scalars(select(Answer)).all()
+        assert answers[0].text == answers[1].text
+
+
+def test_feedback_is_editable_until_the_next_prompt_then_final(app_env: Settings) -> None:
+    code = add_event(app_env, threshold=ALWAYS)
+    at = joined(code)
+    ask(at, "Name a colour.")
+    at.button(key="save_feedback").click().run()
+    assert "Pick which answer is better" in at.warning[0].value
+    at.segmented_control(key="winner").set_value("a")
+    at.button(key="save_feedback").click().run()
+    at.segmented_control(key="winner").set_value("tie")
+    at.text_area(key="comment").input("changed my mind")
+    at.button(key="save_feedback").click().run()
+    assert "Update feedback" == at.button(key="save_feedback").label
+    with session_scope(app_env.resolved_database_url) as session:
+        vote = session.scalar(select(Vote))
+        assert (vote.winner, vote.comment, vote.final) == ("tie", "changed my mind", False)
+    ask(at, "And another one?")
+    assert at.segmented_control(key="winner").value is None  # a fresh form for the new round
+    assert at.button(key="save_feedback").label == "Save feedback"
+    with session_scope(app_env.resolved_database_url) as session:
+        assert session.scalar(select(Vote.final))
+    assert count(app_env, Vote) == 1
+
+
+def test_new_comparison_starts_over_with_a_fresh_conversation(app_env: Settings) -> None:
+    code = add_event(app_env, threshold=NEVER)
+    at = joined(code)
+    ask(at, "Hi!")
+    at.button(key="new_comparison").click().run()
+    assert not at.chat_message
+    ask(at, "Hello again")
+    with session_scope(app_env.resolved_database_url) as session:
+        conversations = session.scalars(select(Conversation)).all()
+        assert len(conversations) == 2
+        assert {len(c.turns) for c in conversations} == {1}
+
+
+def test_sample_task_is_sent_with_its_category_and_language(app_env: Settings) -> None:
+    code = add_event(app_env, threshold=NEVER)
+    at = joined(code)
+    at.pills(key="category").set_value("math").run()
+    at.button(key="sample_0").click().run()
+    assert not at.exception
+    ask(at, "日本の首都はどこですか?")
+    with session_scope(app_env.resolved_database_url) as session:
+        turns = session.scalars(select(Turn).order_by(Turn.index)).all()
+        assert turns[0].prompt == "What is the derivative of x^3 * sin(x)?"
+        assert (turns[0].category, turns[0].language) == ("math", "en")
+        assert turns[1].language == "ja"
+        assert session.scalar(select(Conversation.category)) == "math"
+
+
+def test_empty_and_overlong_prompts_are_refused(app_env: Settings) -> None:
+    code = add_event(app_env)
+    at = joined(code)
+    ask(at, "   ")
+    assert "empty" in at.error[0].value
+    ask(at, "x" * 8001)
+    assert "limit is 8,000" in at.error[0].value
+    assert count(app_env, Turn) == 0
+
+
+def test_turn_limit_and_rate_limit_get_clear_messages(app_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HANDOFF_MAX_TURNS", "2")
+    monkeypatch.setenv("HANDOFF_MAX_PROMPTS_PER_MINUTE", "3")
+    get_settings.cache_clear()
+    code = add_event(app_env, threshold=NEVER)
+    at = joined(code)
+    ask(at, "One")
+    ask(at, "Two")
+    assert "reached its 2 turns" in at.info[0].value
+    assert at.chat_input(key="prompt").disabled
+    at.button(key="new_comparison").click().run()
+    ask(at, "Three")
+    ask(at, "Four")
+    assert "limit is 3 a minute" in at.error[0].value
+    assert count(app_env, Turn) == 3
+
+
+def test_overlong_comment_is_refused_and_nothing_is_stored(app_env: Settings) -> None:
+    code = add_event(app_env, threshold=NEVER)
+    at = joined(code)
+    ask(at, "Hi")
+    at.feedback(key="stars_both").set_value(3)
+    at.text_area(key="comment").input("x" * 2001)
+    at.button(key="save_feedback").click().run()
+    assert "limit is 2,000" in at.error[0].value
+    assert count(app_env, Vote) == 0
+
+
+def test_event_language_and_attendee_switch(app_env: Settings) -> None:
+    code = add_event(app_env, ui_language="ja")
+    at = opened(code)
+    assert at.button(key="consent_accept").label == "同意してはじめる"
+    at.selectbox(key="ui_language").set_value("fr").run()
+    assert at.button(key="consent_accept").label == "J'accepte, on commence"
+    at.button(key="consent_accept").click().run()
+    at.selectbox(key="ui_language").set_value("en").run()
+    assert at.button(key="new_comparison").label == "New comparison"
+    with session_scope(app_env.resolved_database_url) as session:
+        assert session.scalar(select(Participant.ui_language)) == "en"
+    assert count(app_env, Rating) == 0

@@ -1,30 +1,41 @@
-"""Attendee page: join an event, consent, prompt, compare two blind answers, vote."""
+"""Attendee page: join an event, consent, prompt, watch two blind answers stream, give feedback, reveal.
+
+Thin on purpose: every rule lives in ``playground.attendee_session`` and ``feedback.capture``; every
+string comes from the catalog (``playground.i18n``). Text is rendered as markdown, never as HTML.
+"""
 
 from __future__ import annotations
 
-import uuid
+import time
 
 import streamlit as st
 
-from db.models import Event, Participant
-from db.queries import UnknownEvent, event_by_code
-from db.session import DatabaseNotMigrated, ensure_migrated, session_scope
-from feedback.capture import (
-    FeedbackRejected,
-    VoteSubmission,
-    join_event,
-    record_turn,
-    start_conversation,
-    submit_vote,
-    validate_prompt,
+from db.queries import UnknownEvent
+from db.session import DatabaseNotMigrated, ensure_migrated
+from feedback.capture import PAIRWISE_CHOICES, PROFILE_CHOICES, DatabaseUnavailable, FeedbackRejected, PaneRating
+from playground.attendee_session import (
+    BlindComparison,
+    EventView,
+    give_consent,
+    leave,
+    load_event,
+    remember_language,
+    reveal,
+    save_feedback,
+    start_turn,
+    update_profile,
 )
-from playground.comparison import Delta, Finished, Status
-from playground.runtime import comparison_for
+from playground.i18n import LANGUAGES, Translator
+from playground.runtime import engine_ready, start_loading
 from playground.settings import get_settings
+from playground.turn_runner import ARMS
 
 settings = get_settings()
 url = settings.resolved_database_url
 state = st.session_state
+PANES = ("a", "b")
+CATEGORIES = ("coding", "reasoning", "math", "writing", "extraction", "stem", "humanities", "roleplay")
+FEEDBACK_KEYS = ("winner", "comment", *(f"{kind}_{p}" for kind in ("stars", "tags") for p in (*PANES, "both")))
 
 try:
     ensure_migrated(url)
@@ -32,157 +43,318 @@ except DatabaseNotMigrated as error:
     st.error(str(error))
     st.stop()
 
-st.title("Handoff Playground")
+
+@st.cache_resource
+def _warm_up() -> bool:
+    """Load the model in the background once per process; the page never blocks on it."""
+    start_loading(settings)
+    return True
 
 
-def _load_event(code: str) -> dict | None:
+_warm_up()
+
+
+def _open_event(code: str) -> str | None:
+    """Load the event into this tab; returns an error message key+text when it can't."""
     try:
-        with session_scope(url) as session:
-            event = event_by_code(session, code)
-            return {c: getattr(event, c) for c in ("id", "code", "name", "region", "city", "handoff_policy", "handoff_threshold")}
+        state.event = load_event(url, code)
     except UnknownEvent as error:
-        st.error(str(error))
-        return None
+        return Translator(state.get("ui_language"))("entry.unknown_code", code=error.code)
+    except DatabaseUnavailable as error:
+        return error.message(state.get("ui_language") or "en")
+    st.query_params["event"] = state.event.code
+    return None
 
 
-# --- event entry -------------------------------------------------------------------------
+entry_error = None
+if "event" not in state and (linked := st.query_params.get("event")):
+    entry_error = _open_event(linked)
+
+
+def _language_changed() -> None:
+    state.language_chosen = True
+    if state.get("participant_id"):
+        try:
+            remember_language(url, state.participant_id, state.ui_language)
+        except DatabaseUnavailable:
+            pass  # only a preference: the page language switches anyway
+
+
+state.setdefault("ui_language", "en")
+if "event" in state and not state.get("language_applied"):
+    # The event's interface language is the default until the attendee picks another one.
+    if not state.get("language_chosen"):
+        state.ui_language = state.event.ui_language
+    state.language_applied = True
+heading, picker = st.columns([4, 1], vertical_alignment="bottom")
+picker.selectbox(
+    "language", list(LANGUAGES), format_func=LANGUAGES.get, key="ui_language", on_change=_language_changed,
+    label_visibility="collapsed",
+)  # fmt: skip
+t = Translator(state.ui_language)
+heading.title(t("app.title"))
+st.caption(t("app.tagline"))
+
+# --- event entry ---------------------------------------------------------------------------
 if "event" not in state:
-    linked = st.query_params.get("event")
-    if linked and (event := _load_event(linked)):
-        state.event = event
-    else:
-        typed = st.text_input("Event code", placeholder="e.g. SF-2026", key="event_code")
-        if st.button("Join event", type="primary", key="join") and typed and (event := _load_event(typed)):
-            state.event = event
+    typed = st.text_input(t("entry.code_label"), placeholder=t("entry.code_placeholder"), key="event_code")
+    if st.button(t("entry.join"), type="primary", key="join"):
+        entry_error = _open_event(typed) if typed.strip() else t("entry.empty_code")
+        if entry_error is None:
             st.rerun()
+    if entry_error:
+        st.error(entry_error)
+    st.stop()
+
+event: EventView = state.event
+st.caption(t("entry.where", name=event.name, city=event.city, region=t(f"regions.{event.region}")))
+
+
+def _samples(clickable: bool) -> tuple[str | None, str | None]:
+    """Sample tasks by category; returns (prompt, category) when one was clicked."""
+    category = st.pills(
+        t("prompt.samples"), CATEGORIES, format_func=lambda c: t(f"categories.{c}"), key="category"
+    )
+    if category is None:
+        return None, None
+    for index, sample in enumerate(t.list(f"samples.{category}")):
+        if clickable and st.button(sample, key=f"sample_{index}", icon=":material/lightbulb:"):
+            return sample, category
+        if not clickable:
+            st.markdown(f"- {sample}")
+    return None, category
+
+
+# --- consent -------------------------------------------------------------------------------
+if not state.get("participant_id"):
+    if state.get("consent") == "declined":
+        st.warning(t("consent.declined"))
+        if st.button(t("consent.review"), key="consent_review"):
+            state.consent = None
+            st.rerun()
+        st.subheader(t("consent.look_around"))
+        _samples(clickable=False)
+        st.chat_input(t("prompt.declined"), key="prompt", disabled=True)
         st.stop()
+    with st.container(border=True):
+        st.subheader(t("consent.heading"))
+        st.markdown(event.consent_text or t("consent.default_text"))
+        accept, decline = st.columns(2)
+        if accept.button(t("consent.accept"), type="primary", key="consent_accept", width="stretch"):
+            try:
+                state.participant_id = give_consent(url, event, t.language)
+                state.consent = "accepted"
+                st.rerun()
+            except DatabaseUnavailable as error:
+                st.error(error.message(t.language))
+        if decline.button(t("consent.decline"), key="consent_decline", width="stretch"):
+            state.consent = "declined"
+            st.rerun()
+    st.stop()
 
-event = state.event
-st.caption(f"{event['name']} · {event['city']} · {event['region'].upper()}")
+# --- optional profile ------------------------------------------------------------------------
+if event.ask_profile and not state.get("profile_done"):
+    with st.expander(t("profile.heading"), expanded=not state.get("comparison")):
+        st.caption(t("profile.intro"))
+        labels = {"role": "roles", "experience": "experience", "language": "languages"}
+        for name, choices in PROFILE_CHOICES.items():
+            st.selectbox(
+                t(f"profile.{name}"), choices, index=None, key=f"profile_{name}",
+                format_func=lambda value, section=labels[name]: t(f"{section}.{value}"),
+            )  # fmt: skip
+        save, skip = st.columns(2)
+        if save.button(t("profile.save"), key="profile_save", width="stretch"):
+            try:
+                update_profile(url, state.participant_id, {n: state.get(f"profile_{n}") for n in PROFILE_CHOICES})
+                state.profile_done = True
+                st.toast(t("profile.saved"))
+                st.rerun()
+            except (FeedbackRejected, DatabaseUnavailable) as error:
+                st.error(error.message(t.language))
+        if skip.button(t("profile.skip"), key="profile_skip", width="stretch"):
+            state.profile_done = True
+            st.rerun()
 
-# --- consent -----------------------------------------------------------------------------
-CONSENT = (
-    "**Before you start.** Your prompts, both answers, your votes and comments are stored under a "
-    "random pseudonym (no name, email or IP address) and used by researchers to improve this open-weight "
-    "model and its handoff. When handoff is on, your conversation (and nothing else) may be sent to a "
-    "cloud model through the OpenAI API."
-)
-if "participant_id" not in state:
-    st.info(CONSENT)
-    if st.button("I agree", type="primary", key="consent_accept"):
-        with session_scope(url) as session:
-            participant = join_event(session, session.get(Event, event["id"]))
-            state.participant_id = participant.id
+# --- the comparison --------------------------------------------------------------------------
+comparison: BlindComparison = state.setdefault("comparison", BlindComparison())
+runner = comparison.runner
+running = runner is not None and runner.snapshot().state == "running"
+
+toolbar, counter = st.columns([1, 1], vertical_alignment="center")
+if toolbar.button(t("prompt.new"), key="new_comparison", help=t("prompt.new_help"), disabled=running):
+    try:
+        leave(url, comparison)
+    except DatabaseUnavailable:
+        pass  # the votes stay editable in the database; nothing is lost
+    state.comparison = BlindComparison()
+    for key in FEEDBACK_KEYS:
+        state.pop(key, None)
+    st.rerun()
+if comparison.turns:
+    counter.caption(t("prompt.turn_counter", turn=len(comparison.turns), max_turns=settings.max_turns))
+if not engine_ready(settings):
+    st.caption(t("prompt.warming"))
+
+at_limit = len(comparison.turns) >= settings.max_turns
+prompt = st.chat_input(
+    t("prompt.placeholder"), key="prompt", max_chars=settings.max_prompt_chars,
+    disabled=running or comparison.revealed or at_limit,
+)  # fmt: skip
+category = state.get("category")
+if not comparison.turns and not running:
+    sample, category = _samples(clickable=True)
+    prompt = prompt or sample
+if at_limit and not comparison.revealed:
+    st.info(t("prompt.turn_limit", max_turns=settings.max_turns))
+if comparison.revealed:
+    st.info(t("prompt.revealed"))
+
+if prompt is not None and not running:
+    try:
+        runner = start_turn(url, settings, event, state.participant_id, comparison, prompt, category)
+        running = True
+        for key in FEEDBACK_KEYS:
+            state.pop(key, None)
+    except FeedbackRejected as error:
+        st.error(error.message(t.language))
+    except DatabaseUnavailable as error:
+        st.error(error.message(t.language))
+
+columns = dict(zip(PANES, st.columns(2), strict=True))
+for pane, column in columns.items():
+    column.subheader(t("pane.answer", pane=pane.upper()))
+    for number, turn in enumerate(comparison.turns, start=1):
+        arm = comparison.arm_of(pane)
+        with column:
+            st.chat_message("user").markdown(turn.prompt)
+            with st.chat_message("assistant"):
+                st.markdown(turn.texts[arm])
+                if arm in turn.stopped:
+                    st.caption(t("pane.stopped"))
+                if comparison.revealed and turn.notes[arm]:
+                    st.caption(t("reveal.notes", pane=pane.upper(), notes="; ".join(turn.notes[arm])))
+
+# --- streaming both panes at once --------------------------------------------------------------
+if running and runner is not None:
+    live = {}
+    for pane, column in columns.items():
+        arm = comparison.arm_of(pane)
+        with column:
+            if st.button(t("pane.stop", pane=pane.upper()), key=f"stop_{pane}", icon=":material/stop_circle:"):
+                runner.stop(arm)
+            st.chat_message("user").markdown(runner.prompt)
+            live[arm] = st.chat_message("assistant").empty()
+    shown: dict[str, str | None] = dict.fromkeys(ARMS)
+
+    def _draw(texts: dict[str, str], force: bool = False) -> None:
+        # Redrawing now and then also lets a click (a stop button) reach this run while nothing streams.
+        for arm, placeholder in live.items():
+            text = texts[arm] or f"_{t('pane.thinking')}_"
+            if force or text != shown[arm]:
+                placeholder.markdown(text)
+                shown[arm] = text
+
+    with st.spinner(t("pane.working")):
+        tick = 0
+        while (view := runner.snapshot()).state == "running":
+            _draw(view.texts, force=tick % 10 == 0)
+            tick += 1
+            time.sleep(0.05)
+    _draw(view.texts)
+    comparison.runner = None
+    if view.state == "finished" and view.turn is not None:
+        comparison.add_turn(view.turn)
         st.rerun()
+    elif view.state == "cancelled":
+        st.info(t("pane.cancelled"))
+    elif view.state == "not_saved":
+        st.error(t("pane.turn_not_saved"))
+    else:
+        st.error(view.error or "")
     st.stop()
 
 
-# --- conversation state ------------------------------------------------------------------
-def _new_conversation() -> None:
-    for key in ("conversation_id", "handoff_side", "turns", "history_off", "history_on", "vote_key", "voted"):
-        state.pop(key, None)
-
-
-if "turns" not in state:
-    state.turns, state.history_off, state.history_on = [], [], []
-
-if st.button("New comparison", key="new_comparison"):
-    _new_conversation()
-    st.rerun()
-
-left, right = st.columns(2)
-panes = {"a": left, "b": right}
-for pane, column in panes.items():
-    column.subheader(f"Answer {pane.upper()}")
-
-
-def _arm_pane(arm: str) -> str:
-    side = state.handoff_side
-    return side if arm == "on" else ("b" if side == "a" else "a")
-
-
-for turn in state.turns:
-    for arm in ("off", "on"):
-        with panes[_arm_pane(arm)]:
-            st.chat_message("user").markdown(turn["prompt"])
-            st.chat_message("assistant").markdown(turn[arm])
-
-# --- prompt ------------------------------------------------------------------------------
-prompt = st.chat_input("Ask anything…", key="prompt")
-if prompt is not None:
+# --- feedback, editable until the next prompt --------------------------------------------------
+def _submit(submission) -> None:  # noqa: ANN001 - a VoteSubmission
     try:
-        validate_prompt(prompt, settings.max_prompt_chars)
-        if len(state.turns) >= settings.max_turns:
-            raise FeedbackRejected(f"This comparison reached {settings.max_turns} turns. Start a new comparison.")
+        save_feedback(url, settings, event, submission)
+        comparison.saved, comparison.pending = True, None
     except FeedbackRejected as error:
-        st.error(str(error))
-        st.stop()
-    if "conversation_id" not in state:
-        with session_scope(url) as session:
-            participant = session.get(Participant, state.participant_id)
-            conversation = start_conversation(session, participant)
-            state.conversation_id, state.handoff_side = conversation.id, conversation.handoff_side
-    placeholders = {}
-    for arm in ("off", "on"):
-        with panes[_arm_pane(arm)]:
-            st.chat_message("user").markdown(prompt)
-            placeholders[arm] = st.chat_message("assistant").empty()
-    texts = {"off": "", "on": ""}
-    comparison = comparison_for(event["handoff_policy"], event["handoff_threshold"], settings)
-    finished = None
-    with st.spinner("Generating both answers…"):
-        for item in comparison.run(prompt, state.history_off, state.history_on):
-            if isinstance(item, Delta):
-                texts[item.arm] += item.text
-                placeholders[item.arm].markdown(texts[item.arm])
-            elif isinstance(item, Status) and not texts[item.arm]:
-                placeholders[item.arm].caption(item.message)
-            elif isinstance(item, Finished):
-                finished = item
-    assert finished is not None
-    with session_scope(url) as session:
-        record_turn(session, state.conversation_id, finished.record)
-    decision = finished.record.decision
-    state.turns.append(
-        {"prompt": prompt, "off": finished.off_text, "on": finished.on_text,
-         "handed_off": decision.handed_off and decision.blocked_by is None, "reason": decision.reason}
-    )  # fmt: skip
-    state.history_off += [{"role": "user", "content": prompt}, {"role": "assistant", "content": finished.off_text}]
-    state.history_on += [{"role": "user", "content": prompt}, {"role": "assistant", "content": finished.on_text}]
-    state.vote_key = uuid.uuid4().hex
-    state.voted = False
-    st.rerun()
+        st.error(error.message(t.language))
+    except DatabaseUnavailable:
+        comparison.pending = submission
 
-# --- vote --------------------------------------------------------------------------------
-if state.turns:
-    identical = all(t["off"] == t["on"] for t in state.turns)
-    with st.form("vote"):
-        if identical:
-            st.info("Both answers are identical: no handoff happened. Rate the answer instead.")
-            choice = "identical"
+
+latest = comparison.latest
+if latest is not None and not comparison.revealed:
+    panes_rated = ("both",) if comparison.identical else PANES
+
+    def _tag_label(tag: str) -> str:
+        return ("👍 " if tag in event.like_tags else "👎 ") + t.label("tags", tag)
+
+    for pane in panes_rated:
+        column = st.container() if pane == "both" else columns[pane]
+        with column:
+            if pane == "both":
+                st.info(t("feedback.identical"))
+            st.caption(t("feedback.stars_both") if pane == "both" else t("feedback.stars", pane=pane.upper()))
+            st.feedback("stars", key=f"stars_{pane}")
+            st.pills(
+                t("feedback.tags_both") if pane == "both" else t("feedback.tags", pane=pane.upper()),
+                event.tags, selection_mode="multi", format_func=_tag_label, key=f"tags_{pane}",
+            )  # fmt: skip
+    st.subheader(t("feedback.heading"))
+    if not comparison.identical:
+        st.segmented_control(
+            t("feedback.which"), PAIRWISE_CHOICES, format_func=lambda c: t(f"feedback.{c}"), key="winner"
+        )
+    st.text_area(t("feedback.comment"), key="comment", max_chars=settings.max_comment_chars)
+    label = t("feedback.update") if comparison.saved else t("feedback.save")
+    if st.button(label, type="primary", key="save_feedback"):
+        winner = "identical" if comparison.identical else state.get("winner")
+        ratings = {
+            pane: PaneRating(None if state.get(f"stars_{pane}") is None else state[f"stars_{pane}"] + 1,
+                             list(state.get(f"tags_{pane}") or []))
+            for pane in panes_rated
+        }  # fmt: skip
+        if winner is None:
+            st.warning(t("feedback.pick_winner"))
+        elif winner == "identical" and ratings["both"].stars is None:
+            st.warning(t("feedback.nothing"))
         else:
-            labels = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
-            choice = st.radio("Which answer is better?", list(labels), format_func=labels.get, index=None, key="winner")
-        comment = st.text_area("Comment (optional)", max_chars=settings.max_comment_chars, key="comment")
-        submitted = st.form_submit_button("Submit vote", type="primary")
-    if submitted:
-        if choice is None:
-            st.warning("Pick an answer first.")
-        else:
+            _submit(comparison.submission(winner, state.get("comment"), ratings))
+    elif comparison.pending is not None and st.button(t("feedback.retry"), key="retry_feedback"):
+        _submit(comparison.pending)
+    elif comparison.pending is not None:
+        _submit(comparison.pending)  # kept feedback is retried on every rerun until it is saved
+    if comparison.pending is not None:
+        st.warning(t("feedback.not_saved"))
+    elif comparison.saved:
+        st.success(t("feedback.saved"))
+        if st.button(t("reveal.button"), key="reveal", help=t("reveal.help")):
             try:
-                with session_scope(url) as session:
-                    submit_vote(
-                        session,
-                        VoteSubmission(state.vote_key, state.conversation_id, choice, comment),
-                        settings.max_comment_chars,
-                    )
-                state.voted = True
-                st.success("Thanks, your vote is saved.")
-            except FeedbackRejected as error:
-                st.error(str(error))
-    if state.get("voted"):
-        side = state.handoff_side.upper()
-        st.markdown(f"**Reveal:** answer **{side}** had handoff on; the other answer is the local model alone.")
-        for number, turn in enumerate(state.turns, start=1):
-            happened = "handed off to the cloud model" if turn["handed_off"] else "stayed local"
-            st.markdown(f"- Turn {number}: {happened}" + (f" ({turn['reason']})" if turn["handed_off"] else ""))
+                reveal(url, comparison)
+                st.rerun()
+            except DatabaseUnavailable as error:
+                st.error(error.message(t.language))
+    else:
+        st.caption(t("reveal.need_vote"))
+
+# --- the reveal ------------------------------------------------------------------------------
+if comparison.revealed:
+    st.subheader(t("reveal.heading"))
+    st.markdown(t("reveal.sides", on=comparison.pane_of("on").upper(), off=comparison.pane_of("off").upper()))
+
+    def _seconds(ms: float | None) -> str:
+        return t("reveal.unknown") if ms is None else t("reveal.seconds", value=ms / 1000)
+
+    for number, turn in enumerate(comparison.turns, start=1):
+        if turn.handed_off:
+            happened = t("reveal.handed_off")
+        elif turn.blocked_by:
+            happened = t("reveal.blocked", blocked_by=turn.blocked_by)
+        else:
+            happened = t("reveal.stayed_local")
+        latency = t("reveal.latency", **{p: _seconds(turn.latency_ms[comparison.arm_of(p)]) for p in PANES})
+        why = f" · {t('reveal.reason', reason=turn.reason)}" if turn.reason and turn.handed_off else ""
+        st.markdown(f"- **{t('reveal.turn', turn=number)}**: {happened}{why} · {latency}")

@@ -1,0 +1,202 @@
+"""What the attendee page does, without Streamlit: join, consent, prompt checks, blind state, feedback.
+
+The page keeps one ``BlindComparison`` per browser tab and calls these functions; everything that
+touches the database goes through ``feedback.capture`` with retries for a briefly unavailable one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from db.models import Event, Participant
+from db.queries import event_by_code
+from feedback.capture import (
+    FeedbackRejected,
+    PaneRating,
+    VoteSubmission,
+    check_prompt_allowed,
+    event_tags,
+    finalize_votes,
+    in_transaction,
+    join_event,
+    record_turn,
+    save_profile,
+    save_vote,
+    set_ui_language,
+    start_conversation,
+    validate_prompt,
+)
+from feedback.records import TurnRecord
+from playground.runtime import comparison_for
+from playground.settings import Settings
+from playground.turn_runner import ShownTurn, TurnRunner
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class EventView:
+    """The event as the attendee page needs it, detached from any database session."""
+
+    id: int
+    code: str
+    name: str
+    region: str
+    city: str
+    ui_language: str
+    consent_text: str | None
+    like_tags: tuple[str, ...]
+    dislike_tags: tuple[str, ...]
+    ask_profile: bool
+    handoff_policy: str | None
+    handoff_threshold: float | None
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.like_tags + self.dislike_tags
+
+
+def load_event(url: str, code: str) -> EventView:
+    """The event with this code; raises ``UnknownEvent`` (with ``.code``) when there is none."""
+
+    def read(session: Any) -> EventView:
+        event: Event = event_by_code(session, code)
+        like, dislike = event_tags(event)
+        return EventView(
+            id=event.id, code=event.code, name=event.name, region=event.region, city=event.city,
+            ui_language=event.ui_language or "en", consent_text=event.consent_text,
+            like_tags=tuple(like), dislike_tags=tuple(dislike), ask_profile=bool(event.ask_profile),
+            handoff_policy=event.handoff_policy, handoff_threshold=event.handoff_threshold,
+        )  # fmt: skip
+
+    return in_transaction(url, read)
+
+
+def give_consent(url: str, event: EventView, ui_language: str) -> int:
+    """Create the pseudonymous participant (only ever after consent); returns its id."""
+    return in_transaction(
+        url, lambda session: join_event(session, session.get(Event, event.id), ui_language=ui_language).id
+    )
+
+
+def update_profile(url: str, participant_id: int, profile: dict[str, str | None]) -> dict[str, str]:
+    return in_transaction(url, lambda session: save_profile(session, participant_id, profile))
+
+
+def remember_language(url: str, participant_id: int, language: str) -> None:
+    in_transaction(url, lambda session: set_ui_language(session, participant_id, language))
+
+
+@dataclass
+class BlindComparison:
+    """One tab's comparison: the randomized side, what was shown, and the feedback of the latest round."""
+
+    conversation_id: int | None = None
+    handoff_side: str | None = None
+    turns: list[ShownTurn] = field(default_factory=list)
+    vote_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    saved: bool = False
+    pending: VoteSubmission | None = None  # feedback kept on the page while the database is unavailable
+    revealed: bool = False
+    runner: TurnRunner | None = None
+
+    def pane_of(self, arm: str) -> str:
+        assert self.handoff_side is not None
+        other = "b" if self.handoff_side == "a" else "a"
+        return self.handoff_side if arm == "on" else other
+
+    def arm_of(self, pane: str) -> str:
+        return "on" if pane == self.handoff_side else "off"
+
+    def history(self, arm: str) -> list[Message]:
+        """The conversation as this arm's pane showed it: each pane continues its own history."""
+        messages: list[Message] = []
+        for turn in self.turns:
+            messages += [{"role": "user", "content": turn.prompt}, {"role": "assistant", "content": turn.texts[arm]}]
+        return messages
+
+    @property
+    def identical(self) -> bool:
+        """Both panes hold the same text in the latest round: one quality rating replaces the pairwise vote."""
+        return bool(self.turns) and self.turns[-1].texts["off"] == self.turns[-1].texts["on"]
+
+    @property
+    def latest(self) -> ShownTurn | None:
+        return self.turns[-1] if self.turns else None
+
+    def add_turn(self, turn: ShownTurn) -> None:
+        """A new round: the previous feedback is final and the next submission gets a new key."""
+        self.turns.append(turn)
+        self.vote_key, self.saved, self.pending = uuid.uuid4().hex, False, None
+
+    def submission(self, winner: str, comment: str | None, ratings: dict[str, PaneRating]) -> VoteSubmission:
+        latest = self.latest
+        assert self.conversation_id is not None and latest is not None
+        return VoteSubmission(self.vote_key, self.conversation_id, winner, comment, ratings, turn_id=latest.turn_id)
+
+
+def start_turn(
+    url: str,
+    settings: Settings,
+    event: EventView,
+    participant_id: int,
+    comparison: BlindComparison,
+    prompt: str,
+    category: str | None = None,
+) -> TurnRunner:
+    """Check the prompt against every limit, open the conversation on its first prompt, start the turn.
+
+    Raises ``FeedbackRejected`` (with a message key) for a prompt the person should change.
+    """
+    validate_prompt(prompt, settings.max_prompt_chars)
+    if comparison.revealed:
+        raise FeedbackRejected("revealed")
+
+    def open_conversation(session: Any) -> tuple[int | None, str | None]:
+        check_prompt_allowed(
+            session, participant_id, comparison.conversation_id,
+            max_turns=settings.max_turns, per_minute=settings.max_prompts_per_minute,
+        )  # fmt: skip
+        if comparison.conversation_id is not None:
+            return comparison.conversation_id, comparison.handoff_side
+        conversation = start_conversation(session, session.get(Participant, participant_id), category)
+        return conversation.id, conversation.handoff_side
+
+    comparison.conversation_id, comparison.handoff_side = in_transaction(url, open_conversation)
+    conversation_id = comparison.conversation_id
+    history_off, history_on = comparison.history("off"), comparison.history("on")
+
+    def store(record: TurnRecord) -> int:
+        return in_transaction(url, lambda session: record_turn(session, conversation_id, record).id)
+
+    comparison.runner = TurnRunner(
+        prompt=prompt,
+        category=category,
+        events=lambda: comparison_for(
+            event.handoff_policy, event.handoff_threshold, settings, event_id=event.id
+        ).run(prompt, history_off, history_on, category, participant_id=participant_id),
+        store=store,
+    ).start()
+    return comparison.runner
+
+
+def save_feedback(url: str, settings: Settings, event: EventView, submission: VoteSubmission) -> int:
+    """Store the latest round's feedback (retrying); raises ``FeedbackRejected`` or ``DatabaseUnavailable``."""
+    return save_vote(url, submission, max_comment_chars=settings.max_comment_chars, allowed_tags=event.tags)
+
+
+def reveal(url: str, comparison: BlindComparison) -> None:
+    """Show the arms: from now on this comparison's feedback is final and it takes no more prompts."""
+    if comparison.conversation_id is not None:
+        conversation_id = comparison.conversation_id
+        in_transaction(url, lambda session: finalize_votes(session, conversation_id))
+    comparison.revealed = True
+
+
+def leave(url: str, comparison: BlindComparison) -> None:
+    """Starting over: the old comparison's feedback becomes final (it can no longer be edited)."""
+    if comparison.conversation_id is not None and comparison.turns:
+        conversation_id = comparison.conversation_id
+        in_transaction(url, lambda session: finalize_votes(session, conversation_id))

@@ -1,0 +1,148 @@
+"""One turn of a blind comparison, run in a background thread so the page only draws.
+
+The page polls ``snapshot()`` to stream both panes at once; a rerun (any click, including a stop
+button) does not interrupt the turn. Stopping a pane freezes its answer at what was shown and
+stores it as ``stopped``; stopping both abandons the turn and stores nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from feedback.capture import DatabaseUnavailable
+from feedback.records import TurnRecord
+from playground.comparison import Delta, Finished, Status, TurnEvent
+
+ARMS = ("off", "on")
+RunState = Literal["running", "finished", "cancelled", "not_saved", "failed"]
+
+
+@dataclass
+class ShownTurn:
+    """A finished turn as the participant saw it, plus what the reveal needs."""
+
+    turn_id: int
+    prompt: str
+    texts: dict[str, str]  # by arm
+    notes: dict[str, list[str]]  # status messages by arm, shown at the reveal
+    stopped: list[str]
+    handed_off: bool
+    blocked_by: str | None
+    reason: str | None
+    latency_ms: dict[str, float | None]
+    category: str | None = None
+
+
+@dataclass
+class RunView:
+    """What the page draws while (and after) a turn runs."""
+
+    state: RunState
+    texts: dict[str, str]
+    stopped: list[str]
+    turn: ShownTurn | None = None
+    error: str | None = None
+
+
+@dataclass
+class TurnRunner:
+    """Consume ``Comparison.run`` events off the request path; ``store`` saves the record, returns the turn id."""
+
+    prompt: str
+    events: Callable[[], Iterator[TurnEvent]]
+    store: Callable[[TurnRecord], int]
+    category: str | None = None
+    _texts: dict[str, str] = field(default_factory=lambda: dict.fromkeys(ARMS, ""))
+    _notes: dict[str, list[str]] = field(default_factory=lambda: {arm: [] for arm in ARMS})
+    _stopped: set[str] = field(default_factory=set)
+    _state: RunState = "running"
+    _turn: ShownTurn | None = None
+    _error: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> TurnRunner:
+        threading.Thread(target=self._run, name="attendee-turn", daemon=True).start()
+        return self
+
+    def stop(self, arm: str) -> None:
+        """Freeze this arm's answer where it is; when both are stopped the turn is abandoned."""
+        with self._lock:
+            if self._state == "running":
+                self._stopped.add(arm)
+                if self._stopped >= set(ARMS):
+                    self._state = "cancelled"
+
+    def snapshot(self) -> RunView:
+        with self._lock:
+            return RunView(self._state, dict(self._texts), sorted(self._stopped), self._turn, self._error)
+
+    def _run(self) -> None:
+        try:
+            finished = self._consume()
+            if finished is None:
+                return
+            record = self._as_shown(finished)
+            turn_id = self.store(record)
+            with self._lock:
+                self._turn = self._shown(turn_id, record)
+                self._state = "finished"
+        except DatabaseUnavailable as error:
+            self._end("not_saved", str(error))
+        except Exception as error:  # noqa: BLE001 - shown to the person, the thread must not die silently
+            self._end("failed", f"{type(error).__name__}: {error}")
+
+    def _end(self, state: RunState, error: str) -> None:
+        with self._lock:
+            if self._state != "cancelled":
+                self._state, self._error = state, error
+
+    def _consume(self) -> Finished | None:
+        events = self.events()
+        try:
+            for event in events:
+                with self._lock:
+                    if self._state == "cancelled":
+                        return None
+                    if isinstance(event, Delta) and event.arm not in self._stopped:
+                        self._texts[event.arm] += event.text
+                    elif isinstance(event, Status):
+                        self._notes[event.arm].append(event.message)
+                    elif isinstance(event, Finished):
+                        return event
+            return None
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()  # abandoning the generator lets the comparison clean up its generations
+
+    def _as_shown(self, finished: Finished) -> TurnRecord:
+        """The record with each stopped arm's answer cut to what the participant saw."""
+        record = finished.record
+        shown = {"off": finished.off_text, "on": finished.on_text}
+        with self._lock:
+            for arm in ARMS:
+                answer = record.answer(arm)
+                if arm in self._stopped and answer is not None:
+                    answer.text, answer.finish_reason, answer.tokens_out = self._texts[arm], "stopped", None
+                    shown[arm] = self._texts[arm]
+                self._texts[arm] = shown[arm]
+        return record
+
+    def _shown(self, turn_id: int, record: TurnRecord) -> ShownTurn:
+        decision = record.decision
+        answers = {arm: record.answer(arm) for arm in ARMS}
+        return ShownTurn(
+            turn_id=turn_id,
+            prompt=self.prompt,
+            texts=dict(self._texts),
+            notes={arm: list(notes) for arm, notes in self._notes.items()},
+            stopped=sorted(self._stopped),
+            handed_off=decision.handed_off and decision.blocked_by is None,
+            blocked_by=decision.blocked_by,
+            reason=decision.reason,
+            latency_ms={arm: answer.latency_ms if answer else None for arm, answer in answers.items()},
+            category=self.category,
+        )
