@@ -1,0 +1,185 @@
+"""Exports round-trip against the database; hidden data, PII and CSV formulas never leak."""
+
+from __future__ import annotations
+
+import csv
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import select, update
+
+from db.models import Conversation, Event, Vote, utcnow
+from db.session import session_scope
+from feedback.capture import PaneRating, VoteSubmission, join_event, record_turn, start_conversation, submit_vote
+from feedback.demo_data import generate
+from feedback.export import FORMATS, ExportFilters, UnknownFormat, write_export
+from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
+from feedback import stats
+
+PII_PROMPT = (
+    "Email me at alice.smith@example.org or call +1 (415) 555-0199, server 192.168.10.42, "
+    "card 4111 1111 1111 1111, key sk-proj-abcdefghijklmnop1234567890, repo https://bob:hunter2@git.example.com/x.git"
+)
+PII_VALUES = ("alice.smith@example.org", "555-0199", "192.168.10.42", "4111 1111 1111 1111", "sk-proj-abcdef", "hunter2")
+INJECTION = "=HYPERLINK(\"http://evil.example/\",\"click\")"
+
+
+def _turn(prompt: str, handed_off: bool, off: str = "local answer", on: str = "cloud answer") -> TurnRecord:
+    return TurnRecord(
+        prompt=prompt, language="en", category="coding",
+        decision=DecisionRecord(policy="confidence", policy_version="1", stage="post", threshold=0.5,
+                                score=0.8 if handed_off else 0.2, handed_off=handed_off, latency_ms=0.1,
+                                signals={"scores": {"confidence": 0.8 if handed_off else 0.2}}),
+        answers=[AnswerRecord(arm="off", source="local", text=off, model="SmolLM2-135M-Instruct", latency_ms=900.0),
+                 AnswerRecord(arm="on", source="cloud" if handed_off else "local", text=on if handed_off else off,
+                              model="gpt-4.1-mini" if handed_off else "SmolLM2-135M-Instruct", latency_ms=1500.0,
+                              cost=Decimal("0.0004") if handed_off else None)],
+    )  # fmt: skip
+
+
+@pytest.fixture
+def seeded(db_url: str) -> dict[str, int]:
+    """Demo data plus hand-made rows: PII and a formula in text, a hidden conversation, a hidden vote."""
+    generate(db_url, 120, seed=3)
+    ids: dict[str, int] = {}
+    with session_scope(db_url) as session:
+        event = Event(code="HAND-1", name="Hand made", region="europe", city="Paris", timezone="Europe/Paris",
+                      licence="CC-BY-4.0")  # fmt: skip
+        session.add(event)
+        session.flush()
+        participant = join_event(session, event)
+        for name, prompt in (("pii", PII_PROMPT), ("hidden_conversation", "secret hidden prompt"),
+                             ("hidden_vote", "prompt with hidden vote")):  # fmt: skip
+            conversation = start_conversation(session, participant)
+            record_turn(session, conversation.id, _turn(prompt, handed_off=True))
+            ids[name] = conversation.id
+    for name, comment in (("pii", INJECTION + " mail alice.smith@example.org"), ("hidden_conversation", "x"),
+                          ("hidden_vote", "hidden vote comment")):  # fmt: skip
+        with session_scope(db_url) as session:
+            vote = submit_vote(session, VoteSubmission(f"k-{name}", ids[name], "a", comment, {"a": PaneRating(2, ["wrong"])}))
+            ids[f"vote_{name}"] = vote.id
+    with session_scope(db_url) as session:
+        session.execute(update(Conversation).where(Conversation.id == ids["hidden_conversation"]).values(hidden_at=utcnow()))
+        session.execute(update(Vote).where(Vote.id == ids["vote_hidden_vote"]).values(hidden_at=utcnow()))
+    return ids
+
+
+def _visible_votes(db_url: str) -> pd.DataFrame:
+    with session_scope(db_url) as session:
+        rows = session.execute(
+            select(Vote.id, Vote.winner_arm)
+            .join(Conversation, Conversation.id == Vote.conversation_id)
+            .where(Vote.hidden_at.is_(None), Conversation.hidden_at.is_(None))
+        ).all()
+    return pd.DataFrame(rows, columns=["vote_id", "winner_arm"]).sort_values("vote_id").reset_index(drop=True)
+
+
+def test_parquet_and_csv_round_trip_to_the_database_votes(db_url: str, seeded: dict, tmp_path: Path) -> None:
+    expected = _visible_votes(db_url)
+    parquet = write_export(db_url, "parquet", tmp_path / "votes.parquet", ExportFilters())
+    frame = pd.read_parquet(parquet.path).sort_values("vote_id").reset_index(drop=True)
+    assert parquet.rows == len(expected) == len(frame)
+    pd.testing.assert_frame_equal(frame[["vote_id", "winner_arm"]], expected, check_dtype=False)
+    schema = pq.read_schema(parquet.path)
+    assert str(schema.field("score").type) == "double" and str(schema.field("created_at").type).startswith("timestamp")
+    assert str(schema.field("handed_off").type) == "bool" and str(schema.field("stars_on").type) == "int32"
+    table = write_export(db_url, "csv", tmp_path / "votes.csv", ExportFilters())
+    frame_csv = pd.read_csv(table.path).sort_values("vote_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(frame_csv[["vote_id", "winner_arm"]], expected, check_dtype=False)
+
+
+def test_hidden_conversations_and_votes_never_appear(db_url: str, seeded: dict, tmp_path: Path) -> None:
+    for fmt in FORMATS:
+        text = write_export(db_url, fmt, tmp_path / f"all.{fmt}", ExportFilters()).path.read_bytes()
+        if fmt != "parquet":
+            assert b"secret hidden prompt" not in text and b"hidden vote comment" not in text
+    frame = pd.read_parquet(tmp_path / "all.parquet")
+    assert seeded["vote_hidden_vote"] not in set(frame.vote_id)
+    assert seeded["hidden_conversation"] not in set(frame.conversation_id)
+
+
+def test_pii_is_redacted_by_default_and_kept_only_when_asked(db_url: str, seeded: dict, tmp_path: Path) -> None:
+    for fmt in ("jsonl", "csv", "arena", "dpo"):
+        result = write_export(db_url, fmt, tmp_path / f"r.{fmt}", ExportFilters(event="HAND-1"))
+        text = result.path.read_text(encoding="utf-8")
+        for value in PII_VALUES:
+            assert value not in text, (fmt, value)
+        assert "PII redaction was ON" in result.card_path.read_text()
+    frame = pd.read_parquet(write_export(db_url, "parquet", tmp_path / "r.parquet", ExportFilters(event="HAND-1")).path)
+    assert "[EMAIL]" in frame.prompt.iloc[0] and "[CREDIT_CARD]" in frame.prompt.iloc[0]
+    raw = write_export(db_url, "jsonl", tmp_path / "raw.jsonl", ExportFilters(event="HAND-1"), redact=False)
+    assert all(value in raw.path.read_text(encoding="utf-8") for value in PII_VALUES)
+    assert "PII redaction was OFF" in raw.card_path.read_text()
+
+
+def test_csv_injection_strings_come_out_inert(db_url: str, seeded: dict, tmp_path: Path) -> None:
+    result = write_export(db_url, "csv", tmp_path / "x.csv", ExportFilters(event="HAND-1"))
+    with result.path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for row in rows for cell in row.values())
+    assert rows[0]["comment"].startswith("'=HYPERLINK")
+
+
+def test_jsonl_nests_turns_answers_and_votes_per_conversation(db_url: str, seeded: dict, tmp_path: Path) -> None:
+    result = write_export(db_url, "jsonl", tmp_path / "c.jsonl", ExportFilters())
+    conversations = [json.loads(line) for line in result.path.read_text(encoding="utf-8").splitlines()]
+    assert result.rows == len(conversations) == result.tally.conversations
+    assert sum(len(t["votes"]) for c in conversations for t in c["turns"]) == len(_visible_votes(db_url))
+    first = next(c for c in conversations if c["id"] == seeded["pii"])
+    assert first["turns"][0]["answers"]["on"]["source"] == "cloud" and first["turns"][0]["decision"]["handed_off"]
+
+
+def test_arena_battles_leave_out_identical_votes_and_feed_bradley_terry(db_url: str, seeded: dict, tmp_path: Path) -> None:
+    result = write_export(db_url, "arena", tmp_path / "battles.jsonl", ExportFilters())
+    battles = pd.read_json(result.path, lines=True)
+    votes = _visible_votes(db_url)
+    identical = int((votes.winner_arm == "identical").sum())
+    assert len(battles) == len(votes) - identical
+    assert set(battles.winner) <= {"model_a", "model_b", "tie", "tie (bothbad)"}
+    assert {"question_id", "judge", "conversation_a", "conversation_b", "turn", "anony", "language", "tstamp"} <= set(battles)
+    assert f"| identical votes (no winner) | {identical:,} |" in result.card_path.read_text()
+    ratings = stats.compute_bt(battles)  # FastChat-shaped input works as is
+    assert len(ratings) >= 2
+
+
+def test_dpo_pairs_are_conversational_preferences(db_url: str, seeded: dict, tmp_path: Path) -> None:
+    result = write_export(db_url, "dpo", tmp_path / "pairs.jsonl", ExportFilters())
+    pairs = [json.loads(line) for line in result.path.read_text(encoding="utf-8").splitlines()]
+    assert pairs and result.rows == len(pairs)
+    for pair in pairs:
+        assert set(pair) == {"prompt", "chosen", "rejected"}
+        assert pair["prompt"][-1]["role"] == "user"
+        assert pair["chosen"][0]["role"] == pair["rejected"][0]["role"] == "assistant"
+        assert pair["chosen"][0]["content"] != pair["rejected"][0]["content"]
+    mine = [p for p in pairs if "[EMAIL]" in p["prompt"][-1]["content"]]
+    with session_scope(db_url) as session:
+        won = session.get(Vote, seeded["vote_pii"]).winner_arm  # pane a won; a holds a random arm
+    assert mine[0]["chosen"][0]["content"] == {"on": "cloud answer", "off": "local answer"}[won]
+    decided = int(_visible_votes(db_url).winner_arm.isin(["on", "off"]).sum())
+    assert len(pairs) <= decided + result.tally.skipped["ties ordered by stars read"]
+
+
+def test_participant_ids_are_salted_per_export(db_url: str, seeded: dict, tmp_path: Path) -> None:
+    def judges(name: str, salt: bytes | None) -> set[str]:
+        path = write_export(db_url, "csv", tmp_path / name, ExportFilters(region="europe"), salt=salt).path
+        return set(pd.read_csv(path).participant)
+
+    assert judges("a.csv", None).isdisjoint(judges("b.csv", None))
+    assert judges("c.csv", b"organizer-salt") == judges("d.csv", b"organizer-salt")
+
+
+def test_data_card_states_filters_counts_consent_and_licence(db_url: str, seeded: dict, tmp_path: Path) -> None:
+    result = write_export(db_url, "parquet", tmp_path / "p.parquet", ExportFilters(event="hand-1"))
+    card = result.card_path.read_text()
+    assert result.card_path.name == "p.parquet.card.md"
+    assert "event = hand-1" in card and f"| rows (votes) | {result.rows:,} |" in card
+    assert "CC-BY-4.0" in card and "## Consent" in card and "schema version" in card
+
+
+def test_unknown_format_is_a_clear_error(db_url: str, tmp_path: Path) -> None:
+    with pytest.raises(UnknownFormat, match="choose one of"):
+        write_export(db_url, "xlsx", tmp_path / "x.xlsx", ExportFilters())
