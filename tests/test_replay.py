@@ -1,0 +1,140 @@
+"""Offline replay: the live threshold reproduces the live run exactly; other thresholds follow the
+stored scores, votes and inverse-propensity-weighted shadow answers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from db.models import Event
+from db.session import session_scope
+from feedback.capture import VoteSubmission, join_event, record_turn, start_conversation, submit_vote
+from feedback.export import ExportFilters
+from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
+from feedback.replay import TurnTable, load_turns, replay, replay_database
+from playground import settings as settings_module
+from playground.handoff.policies import ConfidencePolicy, PolicyInput, decide
+
+LIVE = 0.5
+CLOUD_COST, SHADOW_COST, PROPENSITY = Decimal("0.002"), Decimal("0.001"), 0.5
+
+
+def store_run(url: str, turns: int = 40, seed: int = 0) -> dict[str, float]:
+    """A stored run: the real confidence policy decides on token statistics; votes follow."""
+    rng = np.random.default_rng(seed)
+    handed, costs, shadows = 0, Decimal(0), Decimal(0)
+    with session_scope(url) as session:
+        event = Event(code="RUN-1", name="Run", region="sf", city="SF", timezone="UTC")
+        session.add(event)
+        session.flush()
+        participant = join_event(session, event)
+        conversation_ids = []
+        for i in range(turns):
+            n = int(rng.integers(5, 40))
+            data = PolicyInput([{"role": "user", "content": f"q{i}"}], "draft", list(-rng.exponential(rng.uniform(0.2, 3), n)),
+                               list(rng.uniform(0, rng.uniform(0.5, 5), n)))  # fmt: skip
+            decision = decide(ConfidencePolicy(), LIVE, data)
+            shadow = not decision.handoff and i % 2 == 0
+            answers = [AnswerRecord("off", "local", f"local {i}", "SmolLM2-135M-Instruct")]
+            if decision.handoff:
+                answers.append(AnswerRecord("on", "cloud", f"cloud {i}", "gpt-4.1-mini", cost=CLOUD_COST))
+                handed, costs = handed + 1, costs + CLOUD_COST
+            else:
+                answers.append(AnswerRecord("on", "local", f"local {i}", "SmolLM2-135M-Instruct"))
+            if shadow:
+                answers.append(AnswerRecord("shadow", "cloud", f"shadow {i}", "gpt-4.1-mini", cost=SHADOW_COST))
+                shadows += SHADOW_COST
+            record = TurnRecord(
+                prompt=f"q{i}", language="en",
+                decision=DecisionRecord(decision.policy, decision.version, decision.stage, decision.threshold,
+                                        decision.score, decision.handoff, decision.latency_ms, decision.signals,
+                                        shadow_propensity=None if decision.handoff else PROPENSITY),
+                answers=answers,
+            )  # fmt: skip
+            conversation = start_conversation(session, participant)
+            record_turn(session, conversation.id, record)
+            conversation_ids.append((conversation.id, conversation.handoff_side, decision.handoff, i))
+    wins = losses = 0
+    for conversation_id, side, handoff, i in conversation_ids:
+        if handoff:
+            on_wins = i % 3 != 0
+            wins, losses = wins + on_wins, losses + (not on_wins)
+            winner = side if on_wins else ("b" if side == "a" else "a")
+        else:
+            winner = "identical"
+        with session_scope(url) as session:
+            submit_vote(session, VoteSubmission(f"v{i}", conversation_id, winner))
+    return {"turns": turns, "handed": handed, "cost": float(costs), "shadow": float(shadows), "wins": wins, "losses": losses}
+
+
+def test_live_threshold_reproduces_the_live_handoff_rate_exactly(db_url: str) -> None:
+    run = store_run(db_url)
+    assert 0 < run["handed"] < run["turns"]  # the run exercised both decisions
+    result = replay_database(db_url, ExportFilters(), thresholds=[0.0, 1.01])
+    live = next(p for p in result.points if p.threshold == LIVE)
+    assert result.live_thresholds == [LIVE]
+    assert live.handoff_rate == result.live_handoff_rate == run["handed"] / run["turns"]
+    assert (live.wins, live.losses, live.imputed_share) == (run["wins"], run["losses"], 0.0)
+    assert live.cost_per_1000 == pytest.approx(run["cost"] / run["turns"] * 1000)
+
+
+def test_lower_thresholds_add_shadow_costs_weighted_by_inverse_propensity(db_url: str) -> None:
+    run = store_run(db_url, seed=1)
+    points = {p.threshold: p for p in replay_database(db_url, ExportFilters(), thresholds=[0.0, 1.01]).points}
+    assert points[0.0].handoff_rate == 1.0
+    assert points[0.0].cost_per_1000 == pytest.approx((run["cost"] + run["shadow"] / PROPENSITY) / run["turns"] * 1000)
+    assert points[1.01].handoff_rate == 0.0 and points[1.01].wins == 0 and points[1.01].cost_per_1000 == 0
+
+
+def _table(scores: list[float], handed: list[bool], votes: list[str], shadow: list[bool]) -> TurnTable:
+    n = len(scores)
+    return TurnTable(
+        live_policy=np.array(["confidence"] * n, dtype=object), live_threshold=np.full(n, 0.5),
+        live_score=np.array(scores), handed_off=np.array(handed), scores={"router": np.array(scores[::-1])},
+        propensity=np.where(np.array(handed), np.nan, 0.25), has_shadow=np.array(shadow),
+        on_cost=np.where(np.array(handed), 1.0, 0.0), shadow_cost=np.where(np.array(shadow), 1.0, 0.0),
+        vote=np.array(votes, dtype=object),
+    )  # fmt: skip
+
+
+def test_unseen_handoffs_are_imputed_from_similar_scores_and_weighted_by_1_over_propensity() -> None:
+    # two live handoffs at 0.52 / 0.58 (bin 10/11): both won; a kept-local turn at 0.47 with a shadow
+    table = _table([0.52, 0.58, 0.47, 0.1], [True, True, False, False], ["on", "on", "identical", "identical"],
+                   [False, False, True, False])  # fmt: skip
+    result = replay(table, "confidence", [0.45, 0.5])
+    low, live = result.points
+    assert (live.wins, live.losses, live.handoff_rate) == (2, 0, 0.5)
+    assert low.wins == pytest.approx(2 + 1 / 0.25) and low.imputed_share == pytest.approx(4 / 6)
+    assert low.cost_per_1000 == pytest.approx((2 + 1 / 0.25) / 4 * 1000)
+
+
+def test_other_policies_replay_from_their_stored_scores() -> None:
+    table = _table([0.9, 0.8, 0.2, 0.1], [True, True, False, False], ["on", "off", "tie", "tie"], [False] * 4)
+    result = replay(table, "router", [0.5])
+    assert result.live_handoff_rate is None and result.points[0].handoff_rate == 0.5
+
+
+def test_recommended_threshold_gains_most_quality(sqlite_url: str) -> None:
+    store_run(sqlite_url, seed=2)
+    result = replay_database(sqlite_url, ExportFilters())
+    best = result.recommended
+    assert best is not None and best.net_gain >= max(p.net_gain for p in result.points) - 0.005
+    assert len(load_turns(sqlite_url, ExportFilters(region="apac"))) == 0
+
+
+def test_replay_command_prints_the_live_rate(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    run = store_run(sqlite_url)
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("HANDOFF_CONFIG", str(tmp_path / "none.toml"))
+    settings_module.get_settings.cache_clear()
+    from playground.cli import app
+
+    try:
+        output = CliRunner().invoke(app, ["replay", "--threshold", "0.5"]).output
+        assert f"live handoff rate {run['handed'] / run['turns']:.4f}" in output and "<- live" in output
+        assert "Give --threshold" in CliRunner().invoke(app, ["replay"]).output
+    finally:
+        settings_module.get_settings.cache_clear()
