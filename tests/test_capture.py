@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from sqlalchemy import func, select
 
-from db.models import Answer, Event, HandoffDecision, Rating, Vote
+from db.models import Answer, Event, HandoffDecision, Participant, Rating, Turn, Vote, utcnow
 from db.session import session_scope
 from feedback.capture import (
+    DEFAULT_DISLIKE_TAGS,
+    DEFAULT_LIKE_TAGS,
+    DatabaseUnavailable,
     FeedbackRejected,
+    RateLimited,
+    TurnLimitReached,
     PaneRating,
     VoteIsFinal,
     VoteSubmission,
+    check_prompt_allowed,
+    finalize_votes,
     join_event,
     record_turn,
+    save_profile,
+    save_vote,
     start_conversation,
     submit_vote,
+    validate_profile,
     validate_prompt,
     winner_arm,
 )
+from feedback.language import detect_language
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
+from tests.db_outage import database_unavailable
 
 
 def _turn(prompt: str = "What is 2+2?", handed_off: bool = True) -> TurnRecord:
@@ -123,3 +137,107 @@ def test_text_is_stored_verbatim(db_url: str, conversation_id: int) -> None:
         submit_vote(session, VoteSubmission("k", conversation_id, "tie", comment))
     with session_scope(db_url) as session:
         assert session.scalar(select(Vote.comment)) == comment
+
+
+def test_tags_outside_the_event_list_are_refused(db_url: str, conversation_id: int) -> None:
+    with pytest.raises(FeedbackRejected, match="'sparkly' is not a tag"), session_scope(db_url) as session:
+        submit_vote(session, VoteSubmission("k", conversation_id, "a", None, {"a": PaneRating(3, ["sparkly"])}),
+                    allowed_tags=DEFAULT_LIKE_TAGS + DEFAULT_DISLIKE_TAGS)  # fmt: skip
+    assert _count(db_url, Vote) == 0
+
+
+def test_identical_answers_get_one_rating_for_both(db_url: str, conversation_id: int) -> None:
+    with session_scope(db_url) as session:
+        submit_vote(session, VoteSubmission("k", conversation_id, "identical", None, {"both": PaneRating(4, ["concise"])}))
+    with session_scope(db_url) as session:
+        vote = session.scalar(select(Vote))
+        assert (vote.winner_arm, [(r.arm, r.stars, r.tags) for r in vote.ratings]) == (
+            "identical", [("both", 4, ["concise"])]
+        )  # fmt: skip
+    with pytest.raises(FeedbackRejected), session_scope(db_url) as session:
+        submit_vote(session, VoteSubmission("k2", conversation_id, "identical", None, {"a": PaneRating(4)}))
+
+
+def test_vote_for_an_earlier_round_is_final(db_url: str, conversation_id: int) -> None:
+    with session_scope(db_url) as session:
+        first = session.scalar(select(Turn.id))
+        record_turn(session, conversation_id, _turn("And 3+3?"))
+    with pytest.raises(VoteIsFinal), session_scope(db_url) as session:
+        submit_vote(session, VoteSubmission("k", conversation_id, "a", turn_id=first))
+    assert _count(db_url, Vote) == 0
+
+
+def test_reveal_makes_the_feedback_final(db_url: str, conversation_id: int) -> None:
+    with session_scope(db_url) as session:
+        submit_vote(session, VoteSubmission("k", conversation_id, "b"))
+        finalize_votes(session, conversation_id)
+    with pytest.raises(VoteIsFinal), session_scope(db_url) as session:
+        submit_vote(session, VoteSubmission("k", conversation_id, "a"))
+
+
+def test_profile_keeps_only_known_choices_and_is_never_required(db_url: str, conversation_id: int) -> None:
+    assert validate_profile({"role": "student", "experience": None, "language": ""}) == {"role": "student"}
+    with pytest.raises(FeedbackRejected, match="'CEO' is not one of the choices for role"):
+        validate_profile({"role": "CEO"})
+    with pytest.raises(FeedbackRejected):
+        validate_profile({"email": "a@b.c"})
+    with session_scope(db_url) as session:
+        participant_id = session.scalar(select(Participant.id))
+        save_profile(session, participant_id, {"experience": "builder"})
+    with session_scope(db_url) as session:
+        assert session.get(Participant, participant_id).profile == {"experience": "builder"}
+
+
+def test_turn_limit_counts_the_conversations_turns(db_url: str, conversation_id: int) -> None:
+    with session_scope(db_url) as session:
+        participant_id = session.scalar(select(Participant.id))
+        check_prompt_allowed(session, participant_id, conversation_id, max_turns=2, per_minute=10)
+        with pytest.raises(TurnLimitReached, match="reached its 1 turns"):
+            check_prompt_allowed(session, participant_id, conversation_id, max_turns=1, per_minute=10)
+
+
+def test_rate_limit_is_per_participant_and_says_how_long_to_wait(db_url: str, conversation_id: int) -> None:
+    with session_scope(db_url) as session:
+        participant_id = session.scalar(select(Participant.id))
+        record_turn(session, conversation_id, _turn("again"))
+        with pytest.raises(RateLimited) as refused:
+            check_prompt_allowed(session, participant_id, None, max_turns=10, per_minute=2)
+        assert 1 <= refused.value.wait_s <= 60
+        later = utcnow() + dt.timedelta(minutes=1, seconds=1)
+        check_prompt_allowed(session, participant_id, None, max_turns=10, per_minute=2, now=later)
+        event = session.scalar(select(Event))
+        other = join_event(session, event)
+        check_prompt_allowed(session, other.id, None, max_turns=10, per_minute=2)
+
+
+def test_messages_exist_in_every_interface_language() -> None:
+    error = RateLimited(6, 12)
+    assert "6 a minute" in str(error) and "12 seconds" in str(error)
+    assert "1分あたり6件" in error.message("ja")
+    assert "6 par minute" in error.message("fr")
+
+
+def test_feedback_kept_while_the_database_is_down_is_saved_exactly_once(db_url: str, conversation_id: int) -> None:
+    submission = VoteSubmission("kept-1", conversation_id, "a", "saved later", {"a": PaneRating(5)})
+    with database_unavailable(db_url), pytest.raises(DatabaseUnavailable, match="unavailable"):
+        save_vote(db_url, submission, attempts=2)
+    assert _count(db_url, Vote) == 0
+    for _ in range(2):  # the page retries; a second retry (another rerun) must not add a row
+        save_vote(db_url, submission)
+    assert _count(db_url, Vote) == 1
+    with session_scope(db_url) as session:
+        assert session.scalar(select(Vote.comment)) == "saved later"
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Quelle est la capitale du Japon ?", "fr"),
+        ("日本の首都はどこですか?", "ja"),
+        ("Pourquoi ce code plante ? ```python\nimport os\nfor file in os.listdir(): print(file)\n```", "fr"),
+        ("Explique ce lien https://example.com/a-long-english-path-about-things s'il te plaît", "fr"),
+        ("🎉 2+2", None),
+    ],
+)
+def test_prompt_language_ignores_code_and_links(text: str, language: str | None) -> None:
+    assert detect_language(text) == language
