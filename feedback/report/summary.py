@@ -288,19 +288,19 @@ def _findings(summary: dict[str, Any]) -> dict[str, list[str]]:
         for key, seg in ranked(section)[:3]:
             if seg["handoff_on_win_rate"] > 0.5:
                 flag = " (small sample)" if seg["small"] else ""
-                loses.append(f"{what} {key}: the local model loses {seg['handoff_on_win_rate']} of "
-                             f"{seg['decided']} decided votes{flag}; add {key} examples to its fine-tuning data.")  # fmt: skip
+                loses.append(f"{what} {key}: the local model loses `{seg['handoff_on_win_rate']}` of "
+                             f"`{seg['decided']}` decided votes{flag}; add {key} examples to its fine-tuning data.")  # fmt: skip
     for cluster in summary["improvement"]["prompt_clusters"][:3]:
         if cluster["handoff_on_win_rate"] is not None and cluster["handoff_on_win_rate"] > 0.5:
-            loses.append(f"prompts about '{cluster['label']}': the local model loses {cluster['handoff_on_win_rate']} "
-                         f"of {cluster['decided']} decided votes.")  # fmt: skip
+            loses.append(f"prompts about '{cluster['label']}': the local model loses `{cluster['handoff_on_win_rate']}` "
+                         f"of `{cluster['decided']}` decided votes.")  # fmt: skip
     hurts = []
     for section in ("by_category", "by_language", "by_region", "by_event"):
         for key, seg in summary[section].items():
             ci = seg["ci95"]
             if ci and ci[1] < 0.5:
                 hurts.append(f"{section.removeprefix('by_')} {key}: the cloud answer is worse, handoff wins only "
-                             f"{seg['handoff_on_win_rate']} (CI {ci[0]}–{ci[1]}); raise the threshold there.")  # fmt: skip
+                             f"`{seg['handoff_on_win_rate']}` (CI `{ci[0]}`–`{ci[1]}`); raise the threshold there.")  # fmt: skip
     return {"local_loses_most": loses, "handoff_hurts": hurts}
 
 

@@ -1,0 +1,88 @@
+"""The improvement report renders offline, and every number in report.md is in summary.json."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from feedback.demo_data import generate
+from feedback.export import ExportFilters
+from feedback.report import build_report
+from playground import settings as settings_module
+
+
+def _numbers(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*(_numbers(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_numbers(v) for v in value)) if value else set()
+    if isinstance(value, bool) or value is None:
+        return set()
+    if isinstance(value, (int, float)):
+        return {str(value)}
+    return set()
+
+
+def test_report_files_agree_with_summary_json(db_url: str, tmp_path: Path) -> None:
+    generate(db_url, 1500, seed=5, win_rate=0.65)
+    result = build_report(db_url, tmp_path / "report", ExportFilters(), seed=1, rounds=50)
+    summary = json.loads(result.summary_path.read_text())
+    assert summary == json.loads(json.dumps(result.summary))
+    overall = summary["overall"]
+    assert overall["votes"] == 1500 and 0 < overall["decided"] < 1500
+    low, high = overall["ci95"]
+    assert low <= overall["handoff_on_win_rate"] <= high
+    assert set(summary["by_region"]) == {"sf", "europe", "apac"}
+    for region in summary["by_region"].values():
+        assert {"votes", "decided", "handoff_on_win_rate", "ci95"} <= set(region)
+    assert len(summary["leaderboard"]) == 4  # the local model + three live thresholds
+    assert summary["handoff"]["replay"]["recommended_threshold"] is not None
+    assert summary["handoff"]["auroc"]["confidence"]["auroc"] > 0.5
+
+    markdown = result.md_path.read_text()
+    shown = re.findall(r"`(-?\d+(?:\.\d+)?(?:e-?\d+)?)`", markdown)
+    allowed = _numbers(summary)
+    assert shown and set(shown) <= allowed, set(shown) - allowed
+    for number in (overall["votes"], overall["handoff_on_win_rate"], low, high):
+        assert f"`{number}`" in markdown
+    stripped = re.sub(r"`[^`]*`", "", markdown)
+    assert not re.search(r"(?<![\w.>=-])0\.\d", stripped)  # no number outside the summary's code spans
+
+    page = result.html_path.read_text()
+    assert page.count("<svg") >= 3 and "<script" not in page and "cdn" not in page.lower()
+    assert f"<code>{overall['handoff_on_win_rate']}</code>" in page
+
+
+def test_small_segments_are_flagged_not_hidden(sqlite_url: str, tmp_path: Path) -> None:
+    generate(sqlite_url, 150, seed=2)
+    summary = build_report(sqlite_url, tmp_path, ExportFilters(region="europe"), rounds=20).summary
+    assert set(summary["by_region"]) == {"europe"}
+    small = [k for k, s in summary["by_language"].items() if s["small"]]
+    assert small and all(summary["by_language"][k]["votes"] > 0 for k in small)
+    assert "small sample" in (tmp_path / "report.md").read_text()
+
+
+def test_report_on_an_empty_database_still_renders(sqlite_url: str, tmp_path: Path) -> None:
+    result = build_report(sqlite_url, tmp_path, ExportFilters(), rounds=10)
+    assert result.summary["overall"]["votes"] == 0 and result.summary["overall"]["ci95"] is None
+    assert result.html_path.exists() and "n/a" in result.md_path.read_text()
+
+
+def test_report_command(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    generate(sqlite_url, 200, seed=3)
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("HANDOFF_CONFIG", str(tmp_path / "none.toml"))
+    settings_module.get_settings.cache_clear()
+    from playground.cli import app
+
+    try:
+        result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "r"), "--event", "DEMO-SF", "--rounds", "20"])
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / "r" / "summary.json").read_text())["filters"] == {"event": "DEMO-SF"}
+    finally:
+        settings_module.get_settings.cache_clear()
