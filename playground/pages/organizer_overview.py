@@ -1,0 +1,93 @@
+"""Live overview: the event's numbers, refreshed every few seconds from cheap SQL aggregates."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from db.analytics import BUCKETS, Overview, overview
+from db.session import session_scope
+from playground.organizer_access import current_identity, database_url, require_identity, scope_picker
+from playground.settings import get_settings
+
+identity = require_identity()
+url = database_url()
+settings = get_settings()
+
+st.title("Live overview")
+picked, bucket_column = st.columns([3, 1])
+with picked:
+    scope, label = scope_picker(url, identity, key="overview_scope")
+with bucket_column:
+    bucket = st.selectbox("Votes per", BUCKETS, index=BUCKETS.index("hour"), key="overview_bucket")
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _headline(numbers: Overview) -> None:
+    columns = st.columns(6)
+    columns[0].metric("Participants", f"{numbers.participants:,}")
+    columns[1].metric("Conversations", f"{numbers.conversations:,}")
+    columns[2].metric("Votes", f"{numbers.votes:,}")
+    interval = numbers.on_win_rate_ci()
+    columns[3].metric(
+        "Handoff-on win rate", _percent(numbers.on_win_rate),
+        help="Share of decisive votes (on vs off) won by the handoff arm; ties and 'both bad' left out.",
+    )  # fmt: skip
+    if interval:
+        columns[3].caption(f"95% CI {interval[0]:.0%}–{interval[1]:.0%} over {numbers.decisive:,} votes")
+    columns[4].metric("Handoff rate", _percent(numbers.handoff_rate), help="Turns the policy handed off.")
+    columns[4].caption(f"{numbers.reached_cloud:,} of {numbers.turns:,} turns answered by the cloud")
+    spend = f"{numbers.cloud_cost:,.2f}"
+    columns[5].metric("Cloud spend", spend if numbers.cloud_budget is None else f"{spend} / {numbers.cloud_budget:,.2f}")
+    if numbers.budget_used is not None:
+        columns[5].progress(min(numbers.budget_used, 1.0), text=f"{numbers.budget_used:.0%} of budget")
+
+
+def _charts(numbers: Overview) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Votes over time (UTC)")
+        if numbers.votes_over_time:
+            st.bar_chart(pd.DataFrame(numbers.votes_over_time, columns=["time", "votes"]), x="time", y="votes")
+        else:
+            st.caption("No votes yet.")
+        st.subheader("Verdicts")
+        verdicts = pd.DataFrame(list(numbers.verdicts.items()), columns=["verdict", "votes"])
+        st.bar_chart(verdicts, x="verdict", y="votes", horizontal=True)
+    with right:
+        st.subheader("Latency per arm")
+        st.dataframe(
+            pd.DataFrame([vars(a) for a in numbers.latency]).rename(columns={"p50_ms": "p50 (ms)", "p95_ms": "p95 (ms)"}),
+            hide_index=True,
+        )
+        st.subheader("Top reason tags")
+        if numbers.top_tags:
+            tags = pd.DataFrame(numbers.top_tags, columns=["arm", "tag", "count"])
+            st.bar_chart(tags, x="tag", y="count", color="arm", horizontal=True)
+        else:
+            st.caption("No tags yet.")
+        st.subheader("Languages")
+        st.bar_chart(pd.DataFrame(numbers.languages, columns=["language", "turns"]), x="language", y="turns")
+    st.subheader("Errors")
+    problems = {**{f"cloud blocked: {k}": v for k, v in numbers.blocked.items()}, **numbers.errors}
+    if problems:
+        st.dataframe(pd.DataFrame(list(problems.items()), columns=["what", "count"]), hide_index=True)
+    else:
+        st.caption("No errors.")
+
+
+@st.fragment(run_every=settings.organizer_refresh_s)
+def live() -> None:
+    if current_identity() is None:  # the sign-in expired while the page was open
+        st.rerun(scope="app")
+    with session_scope(url) as session:
+        numbers = overview(session, scope, bucket)
+    st.caption(f"{label} · refreshed every {settings.organizer_refresh_s:g} s")
+    _headline(numbers)
+    _charts(numbers)
+
+
+live()
