@@ -65,7 +65,7 @@ def leaderboard(rows: list[dict[str, Any]]) -> alt.LayerChart | None:
     if not rows:
         return None
     data = pd.DataFrame(rows)
-    base = alt.Chart(data).encode(y=alt.Y("arm:N", sort="-x", title=None))
+    base = alt.Chart(data).encode(y=alt.Y("arm:N", sort="-x", title=None, axis=alt.Axis(labelLimit=420)))
     points = base.mark_point(filled=True, size=80, color="black").encode(
         x=alt.X("rating:Q", title="Bradley-Terry rating (95% CI)", scale=alt.Scale(zero=False))
     )
