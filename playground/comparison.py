@@ -2,24 +2,53 @@
 
 The local answer is generated once and shared while both arms have the same history; the handoff
 arm shows it too unless the policy hands off, in which case it shows the cloud answer for the same
-conversation. If the cloud fails, the handoff arm falls back to the local answer with a note.
+conversation. Everything that can run at once does, on threads, and ``Comparison.run`` yields the
+deltas of both arms interleaved as they arrive:
+
+- a ``pre`` policy decides before local generation, so its cloud call starts at once, in parallel;
+- a ``post`` policy marked ``early`` is scored on the draft while it is written; once the running
+  score crosses the threshold the cloud call starts (and the handoff arm's own draft, if it is not
+  shared with the off arm, is stopped). The stored score is the highest running score, so
+  ``score >= threshold`` is exactly the live decision, at any threshold when the draft completed;
+- with probability ε (the shadow rate) the cloud is called at the start of a turn regardless of
+  the policy; if the policy then keeps the answer local, that call is stored as a never-shown
+  ``shadow`` answer with propensity ε, and if the policy hands off it becomes the handoff answer.
+
+Every cloud call passes the participant's rate limit and reserves its worst-case cost from the
+event budget first; when either refuses, the answer stays local and a ``Status`` says why. If the
+cloud fails, the handoff arm falls back to the local answer with a note.
 """
 
 from __future__ import annotations
 
+import queue
+import random
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from feedback.language import detect_language
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
-from playground.engine.cloud import CloudClient, CloudResult
+from playground.engine.cloud import CloudClient, CloudResult, CloudStream
 from playground.engine.local import Generation, LocalEngine, LocalResult
+from playground.handoff.budget import EventBudget, ParticipantRateLimit, Reservation
 from playground.handoff.policies import HandoffDecision, Policy, PolicyInput, decide
+from playground.handoff.router import RouterPolicy
+from playground.handoff.signals import token_signals
 from playground.settings import Settings
 
 Arm = Literal["off", "on"]
 Message = dict[str, str]
+
+BUDGET_NOTE = "The event's cloud budget is spent, so handoff is paused: this answer stayed local."
+RATE_NOTE = "You reached the limit of cloud requests for now, so this answer stayed local."
+HANDOFF_NOTE = "handing off to the cloud model"
+
+
+def cloud_failed_note(kind: str | None) -> str:
+    return f"The cloud model failed ({kind}), so this is the local answer."
 
 
 @dataclass
@@ -39,90 +68,399 @@ class Finished:
     record: TurnRecord
     off_text: str
     on_text: str
+    notes: list[str] = field(default_factory=list)  # the handoff arm's notes (budget, rate limit, failure)
 
 
 TurnEvent = Delta | Status | Finished
 
 
 class Comparison:
-    """Wires the shared engine, the cloud client and the live policy for one event."""
+    """Wires the shared engine, the cloud client, the live policy and the event's guards."""
 
     def __init__(
-        self, engine: LocalEngine, cloud: CloudClient, policy: Policy, threshold: float, settings: Settings
+        self,
+        engine: LocalEngine,
+        cloud: CloudClient,
+        policy: Policy,
+        threshold: float,
+        settings: Settings,
+        *,
+        budget: EventBudget | None = None,
+        rate_limit: ParticipantRateLimit | None = None,
+        shadow_rate: float | None = None,
+        router: RouterPolicy | None = None,
+        policy_note: str | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.engine = engine
         self.cloud = cloud
         self.policy = policy
         self.threshold = threshold
         self.settings = settings
+        self.budget = budget
+        self.rate_limit = rate_limit
+        self.shadow_rate = settings.shadow_rate if shadow_rate is None else shadow_rate
+        self.router = router
+        self.policy_note = policy_note
+        self.rng = rng or random.Random()
 
-    def _messages(self, history: list[Message], prompt: str) -> list[Message]:
+    def messages(self, history: list[Message], prompt: str) -> list[Message]:
+        """Exactly what the models see (and all the cloud gets): system prompt and turns."""
         return [{"role": "system", "content": self.settings.system_prompt}, *history, {"role": "user", "content": prompt}]
 
-    def _generate(self, messages: list[Message]) -> Generation:
+    def generate(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> Generation:
         s = self.settings
-        return self.engine.generate(messages, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p)
+        options: dict[str, Any] = {"tools": tools} if tools else {}
+        return self.engine.generate(
+            messages, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, **options
+        )
 
     def run(
-        self, prompt: str, history_off: list[Message], history_on: list[Message], category: str | None = None
+        self,
+        prompt: str,
+        history_off: list[Message],
+        history_on: list[Message],
+        category: str | None = None,
+        participant_id: int | None = None,
     ) -> Iterator[TurnEvent]:
-        """Yield text deltas for each arm as they arrive, then one ``Finished`` with the record."""
-        messages_off = self._messages(history_off, prompt)
-        messages_on = self._messages(history_on, prompt)
-        generation_off = self._generate(messages_off)
-        shared = history_off == history_on
-        generation_on = generation_off if shared else self._generate(messages_on)
+        """Yield text deltas of both arms as they arrive, notes as ``Status``, then one ``Finished``."""
+        turn = _Turn(self, prompt, history_off, history_on, participant_id)
+        try:
+            yield from turn.events()
+        finally:
+            turn.cancel_local()
+        yield turn.finished(category)
 
-        yield Status("on", "thinking")
-        for delta in generation_off:
-            yield Delta("off", delta)
-        local_off = generation_off.wait()
-        local_on = local_off if shared else generation_on.wait()
 
-        decision = decide(
+class _CloudCall:
+    """One cloud call on its own thread; its deltas go to the turn's queue, shown or not."""
+
+    def __init__(self, turn: _Turn, reservation: Reservation | None) -> None:
+        self.turn = turn
+        self.reservation = reservation
+        self.stream: CloudStream = turn.comparison.cloud.stream(turn.messages_on)
+        self.parts: list[str] = []
+        self.shown = False
+        self.flushed = 0  # deltas already shown in one piece when the call became the handoff answer
+        self.done_seen = False  # the consumer has processed this call's end
+        self.result: CloudResult | None = None
+        self.charged = None
+        threading.Thread(target=self._run, name="cloud-call", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            for delta in self.stream:
+                self.parts.append(delta)
+                self.turn.queue.put(("cloud", self, (len(self.parts) - 1, delta)))
+        finally:
+            self.result = self.stream.result
+            budget = self.turn.comparison.budget
+            if self.reservation is not None and budget is not None and self.result is not None:
+                self.charged = budget.settle(self.reservation, self.result)
+            self.turn.queue.put(("cloud_done", self, None))
+
+
+class _Turn:
+    """The state of one running turn; ``events`` is the single consumer of its queue."""
+
+    def __init__(
+        self,
+        comparison: Comparison,
+        prompt: str,
+        history_off: list[Message],
+        history_on: list[Message],
+        participant_id: int | None,
+    ) -> None:
+        self.comparison = comparison
+        self.settings = comparison.settings
+        self.policy = comparison.policy
+        self.prompt = prompt
+        self.participant_id = participant_id
+        self.messages_off = comparison.messages(history_off, prompt)
+        self.messages_on = comparison.messages(history_on, prompt)
+        self.tools = getattr(self.policy, "tools", None)
+        self.shared = history_off == history_on and not self.tools
+        self.queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        self.started = time.perf_counter()
+        self.generations: dict[str, Generation] = {}
+        self.local: dict[str, LocalResult] = {}
+        self.live_local = 0
+        self.live_cloud = 0
+        self.decision: HandoffDecision | None = None
+        self.handoff_wanted = False
+        self.blocked_by: str | None = None
+        self.handoff_call: _CloudCall | None = None
+        self.speculative: _CloudCall | None = None
+        self.shadow: dict[str, Any] = {"drawn": False}
+        self.running_max: float | None = None
+        self.early_token: int | None = None
+        self.decided_after_ms: float | None = None
+        self.on_text: str | None = None
+        self.on_fallback = False
+        self.on_draft_stopped = False
+        self.notes: list[str] = []
+        self.extra: dict[str, Any] = {}
+
+    # --- local generations -----------------------------------------------------------------
+    def _start_local(self, key: str, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> None:
+        generation = self.comparison.generate(messages, tools)
+        self.generations[key] = generation
+        self.live_local += 1
+
+        def pump() -> None:
+            try:
+                for delta in generation:
+                    self.queue.put(("local", key, delta))
+            except BaseException:  # noqa: BLE001 - surfaced by wait() in the consumer
+                pass
+            self.queue.put(("local_done", key, None))
+
+        threading.Thread(target=pump, name=f"local-{key}", daemon=True).start()
+
+    @property
+    def on_key(self) -> str:
+        return "shared" if self.shared else "on"
+
+    def cancel_local(self) -> None:
+        """Stop every local generation still running (a closed generator, an error)."""
+        for generation in self.generations.values():
+            if generation.result is None:
+                generation.stop()
+
+    # --- cloud calls ------------------------------------------------------------------------
+    def _start_cloud(self) -> _CloudCall | str:
+        """A started call, or why none may be made (``rate_limit`` | ``budget``)."""
+        comparison = self.comparison
+        if comparison.rate_limit is not None and self.participant_id is not None:
+            if not comparison.rate_limit.allow(self.participant_id):
+                return "rate_limit"
+        reservation = None
+        if comparison.budget is not None:
+            reservation = comparison.budget.reserve(comparison.cloud.max_cost(self.messages_on))
+            if reservation is None:
+                return "budget"
+        self.live_cloud += 1
+        return _CloudCall(self, reservation)
+
+    def _hand_off(self) -> Iterator[TurnEvent]:
+        """Show a cloud answer in the handoff arm: the speculative call if one runs, else a new one."""
+        self.handoff_wanted = True
+        self.decided_after_ms = (time.perf_counter() - self.started) * 1000
+        call = self.speculative
+        self.speculative = None
+        if call is None:
+            started = self._start_cloud()
+            if isinstance(started, str):
+                self.blocked_by = started
+                note = BUDGET_NOTE if started == "budget" else RATE_NOTE
+                self.notes.append(note)
+                yield Status("on", note)
+                return
+            call = started
+        else:
+            self.shadow["used_as_handoff"] = True
+        self.handoff_call = call
+        call.shown = True
+        yield Status("on", HANDOFF_NOTE)
+        call.flushed = len(call.parts)
+        if call.flushed:
+            yield Delta("on", "".join(call.parts[: call.flushed]))
+        on_draft = self.generations.get("on")
+        if on_draft is not None and on_draft.result is None:
+            on_draft.stop()  # the handoff pane will not show this draft
+            self.on_draft_stopped = True
+        if call.done_seen:  # the speculative call had already finished
+            yield from self._cloud_finished(call)
+
+    def _cloud_finished(self, call: _CloudCall) -> Iterator[TurnEvent]:
+        assert call.result is not None
+        if call.result.ok:
+            self.on_text = call.result.text
+            return
+        note = cloud_failed_note(call.result.error_kind)
+        self.notes.append(note)
+        yield Status("on", note)
+        yield from self._show_local_on()
+
+    def _show_local_on(self) -> Iterator[TurnEvent]:
+        """The handoff arm shows the local answer (kept local, blocked, or cloud failed)."""
+        if self.on_text is not None:
+            return
+        self.on_fallback = True
+        draft = self.generations.get(self.on_key)
+        # A self-handoff draft that called the tool is a tool call, not an answer.
+        if draft is not None and not self.on_draft_stopped and not (self.tools and self.handoff_wanted):
+            result = self.local.get(self.on_key)
+            if result is not None:  # else it is shown when the draft finishes
+                self.on_text = result.text
+                yield Delta("on", result.text)
+            return
+        if "on_fallback" not in self.generations:  # its draft was stopped or never made
+            self._start_local("on_fallback", self.messages_on)
+
+    # --- the policy ---------------------------------------------------------------------------
+    def _pre_decide(self) -> Iterator[TurnEvent]:
+        router = self.comparison.router
+        if router is not None and self.policy.name != "router":
+            self.extra["scores"] = {"router": router.score_prompt(self.prompt)}
+        self.decision = decide(
+            self.policy, self.comparison.threshold, PolicyInput(self.messages_on), dict(self.extra)
+        )
+        self.decided_after_ms = (time.perf_counter() - self.started) * 1000
+        if self.decision.handoff:
+            yield from self._hand_off()
+
+    def _running_score(self) -> Iterator[TurnEvent]:
+        """Early handoff: score the draft so far; hand off once it crosses the threshold."""
+        generation = self.generations[self.on_key]
+        n = len(generation.logprobs)
+        if n < self.settings.early_min_tokens:
+            return
+        logprobs, entropies = generation.logprobs[:n], generation.entropies[:n]
+        data = PolicyInput(self.messages_on, "", logprobs, entropies)
+        score, _ = self.policy.score(data, token_signals(logprobs, entropies))
+        self.running_max = score if self.running_max is None else max(self.running_max, score)
+        if not self.handoff_wanted and score >= self.comparison.threshold:
+            self.early_token = n
+            yield from self._hand_off()
+
+    def _post_decide(self, result: LocalResult) -> Iterator[TurnEvent]:
+        router = self.comparison.router
+        if router is not None:
+            self.extra["scores"] = {"router": router.score_prompt(self.prompt)}
+        early = self.policy.early and self.settings.early_handoff
+        self.decision = decide(
             self.policy,
-            self.threshold,
-            PolicyInput(messages_on, local_on.text, local_on.logprobs, local_on.entropies),
+            self.comparison.threshold,
+            PolicyInput(self.messages_on, result.text, result.logprobs, result.entropies),
+            dict(self.extra),
+            running_max=self.running_max if early else None,
         )
-        cloud: CloudResult | None = None
-        if decision.handoff:
-            yield Status("on", "handing off to the cloud model")
-            stream = self.cloud.stream(messages_on)
-            for delta in stream:
-                yield Delta("on", delta)
-            cloud = stream.result
-            assert cloud is not None
-            if not cloud.ok:
-                yield Status("on", f"the cloud model failed ({cloud.error_kind}); showing the local answer")
-        if cloud is None or not cloud.ok:
-            yield Delta("on", local_on.text)
-        on_text = cloud.text if cloud is not None and cloud.ok else local_on.text
-        record = TurnRecord(
-            prompt=prompt,
-            language=detect_language(prompt),
-            category=category,
-            decision=_decision_record(decision, cloud),
-            answers=[_local_answer("off", local_off), _on_answer(local_on, cloud)],
+        if self.decided_after_ms is None:
+            self.decided_after_ms = (time.perf_counter() - self.started) * 1000
+        if self.decision.handoff and not self.handoff_wanted:
+            yield from self._hand_off()
+
+    # --- the loop -----------------------------------------------------------------------------
+    def events(self) -> Iterator[TurnEvent]:
+        pre = self.policy.stage == "pre"
+        self._start_local("shared" if self.shared else "off", self.messages_off)
+        yield Status("on", "thinking")
+        if pre:
+            yield from self._pre_decide()
+        if not self.handoff_wanted:
+            self.shadow["drawn"] = self.comparison.rng.random() < self.comparison.shadow_rate
+            if self.shadow["drawn"]:
+                started = self._start_cloud()
+                if isinstance(started, str):
+                    self.shadow["blocked_by"] = started
+                else:
+                    self.speculative = started
+        if not self.shared and not (pre and self.handoff_call is not None):
+            self._start_local("on", self.messages_on, self.tools)
+        early = not pre and self.policy.early and self.settings.early_handoff
+
+        while self.live_local or self.live_cloud:
+            kind, key, payload = self.queue.get()
+            if kind == "local":
+                if key in ("shared", "off"):
+                    yield Delta("off", payload)
+                if key == "on_fallback":
+                    yield Delta("on", payload)
+                if early and key == self.on_key:
+                    yield from self._running_score()
+            elif kind == "local_done":
+                self.live_local -= 1
+                result = self.local[key] = self.generations[key].wait()
+                if key == "on_fallback":
+                    self.on_text = result.text
+                elif key == self.on_key:
+                    if not pre and self.decision is None:
+                        yield from self._post_decide(result)
+                    if self.handoff_call is None or self.on_fallback:
+                        yield from self._show_local_on()
+            elif kind == "cloud":
+                index, delta = payload
+                if key.shown and index >= key.flushed:
+                    yield Delta("on", delta)
+            elif kind == "cloud_done":
+                self.live_cloud -= 1
+                key.done_seen = True
+                if key is self.handoff_call:
+                    yield from self._cloud_finished(key)
+
+    # --- the record -----------------------------------------------------------------------------
+    def finished(self, category: str | None) -> Finished:
+        off = self.local["shared" if self.shared else "off"]
+        assert self.decision is not None and self.on_text is not None
+        decision = self.decision
+        signals = decision.signals
+        if decision.stage == "pre":  # the token statistics of the handoff arm's draft, when there is one
+            on_draft = self.local.get(self.on_key) or self.local.get("on_fallback")
+            if on_draft is not None:
+                data = PolicyInput(self.messages_on, on_draft.text, on_draft.logprobs, on_draft.entropies)
+                post = decide(_confidence(), self.comparison.threshold, data).signals
+                signals.update({k: v for k, v in post.items() if k not in ("scores", "decision_latency_ms")})
+                signals["scores"]["confidence"] = post["scores"]["confidence"]
+        signals.update(
+            early=self.early_token is not None,
+            early_token=self.early_token,
+            score_complete=not self.on_draft_stopped or decision.stage == "pre",
+            decided_after_ms=self.decided_after_ms,
+            local_latency_ms=off.latency_ms,
+            shadow=self.shadow,
+            requested_policy_note=self.comparison.policy_note,
         )
-        yield Finished(record=record, off_text=local_off.text, on_text=on_text)
+        call = self.handoff_call
+        cloud_error = call is not None and call.result is not None and not call.result.ok
+        kept_local = not decision.handoff
+        record = DecisionRecord(
+            policy=decision.policy,
+            policy_version=decision.version,
+            stage=decision.stage,
+            threshold=decision.threshold,
+            score=decision.score,
+            handed_off=decision.handoff,
+            reason=decision.reason,
+            blocked_by="cloud_error" if cloud_error else self.blocked_by,
+            latency_ms=decision.latency_ms,
+            signals=signals,
+            shadow_propensity=self.comparison.shadow_rate if kept_local else None,
+        )
+        answers = [_local_answer("off", off)]
+        on_local = self.local.get("on_fallback") or self.local.get(self.on_key)
+        if call is not None and call.result is not None and call.result.ok:
+            answers.append(_cloud_answer("on", call.result))
+        else:
+            answer = _local_answer("on", on_local)
+            if call is not None and call.result is not None:
+                _copy_failure(answer, call.result)
+            answers.append(answer)
+        shadow = self.speculative
+        if shadow is not None and shadow.result is not None and kept_local:
+            answers.append(_cloud_answer("shadow", shadow.result))
+        self.shadow["made"] = shadow is not None and kept_local
+        return Finished(
+            record=TurnRecord(
+                prompt=self.prompt,
+                language=detect_language(self.prompt),
+                category=category,
+                decision=record,
+                answers=answers,
+            ),
+            off_text=off.text,
+            on_text=self.on_text,
+            notes=list(self.notes),
+        )
 
 
-def _decision_record(decision: HandoffDecision, cloud: CloudResult | None) -> DecisionRecord:
-    return DecisionRecord(
-        policy=decision.policy,
-        policy_version=decision.version,
-        stage=decision.stage,
-        threshold=decision.threshold,
-        score=decision.score,
-        handed_off=decision.handoff,
-        reason=decision.reason,
-        blocked_by="cloud_error" if cloud is not None and not cloud.ok else None,
-        latency_ms=decision.latency_ms,
-        signals=decision.signals,
-    )
+def _confidence() -> Policy:
+    from playground.handoff.policies import ConfidencePolicy
+
+    return ConfidencePolicy()
 
 
-def _local_answer(arm: Arm, local: LocalResult) -> AnswerRecord:
+def _local_answer(arm: str, local: LocalResult) -> AnswerRecord:
     return AnswerRecord(
         arm=arm,
         source="local",
@@ -138,16 +476,9 @@ def _local_answer(arm: Arm, local: LocalResult) -> AnswerRecord:
     )
 
 
-def _on_answer(local: LocalResult, cloud: CloudResult | None) -> AnswerRecord:
-    if cloud is None:
-        return _local_answer("on", local)
-    if not cloud.ok:
-        answer = _local_answer("on", local)
-        answer.retries, answer.error_kind, answer.error = cloud.retries, cloud.error_kind, cloud.error
-        answer.base_url_host = cloud.base_url_host
-        return answer
-    return AnswerRecord(
-        arm="on",
+def _cloud_answer(arm: str, cloud: CloudResult) -> AnswerRecord:
+    answer = AnswerRecord(
+        arm=arm,
         source="cloud",
         text=cloud.text,
         model=cloud.model,
@@ -155,7 +486,15 @@ def _on_answer(local: LocalResult, cloud: CloudResult | None) -> AnswerRecord:
         tokens_in=cloud.tokens_in,
         tokens_out=cloud.tokens_out,
         ttft_ms=cloud.ttft_ms,
-        latency_ms=local.latency_ms + cloud.latency_ms,
+        latency_ms=cloud.latency_ms,
         finish_reason=cloud.finish_reason,
-        retries=cloud.retries,
     )
+    _copy_failure(answer, cloud)
+    return answer
+
+
+def _copy_failure(answer: AnswerRecord, cloud: CloudResult) -> None:
+    """The cloud call's accounting on whichever answer row represents it."""
+    answer.base_url_host = cloud.base_url_host
+    answer.retries, answer.error_kind, answer.error = cloud.retries, cloud.error_kind, cloud.error
+    answer.cost, answer.price_version = cloud.cost, cloud.price_version

@@ -1,17 +1,27 @@
 """Handoff policies: each returns a continuous score; the decision is ``score >= threshold``.
 
 Keeping score and decision apart means any other threshold can be replayed from stored scores.
+A policy has a name, a version and a stage: ``pre`` decides from the conversation before local
+generation (so the cloud call can start at once), ``post`` from the local draft. Post policies
+marked ``early`` may also be scored on the draft while it is being written (see comparison.py).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+from playground.handoff.self_handoff import SelfHandoffPolicy
 from playground.handoff.signals import token_signals
 
+if TYPE_CHECKING:
+    from playground.engine.local import LocalEngine
+    from playground.settings import Settings
+
 Stage = Literal["pre", "post"]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,12 +49,17 @@ class HandoffDecision:
 
 class Policy(Protocol):
     name: ClassVar[str]
-    version: ClassVar[str]
+    version: str
     stage: ClassVar[Stage]
+    early: ClassVar[bool]
 
-    def score(self, data: PolicyInput, signals: dict[str, float]) -> tuple[float, str | None]:
+    def score(self, data: PolicyInput, signals: dict[str, Any]) -> tuple[float, str | None]:
         """Return (score, human-readable reason)."""
         ...
+
+
+class PolicyUnavailable(RuntimeError):
+    """The chosen policy cannot run with this model or data; the message says what would fix it."""
 
 
 def _clip01(value: float) -> float:
@@ -52,16 +67,16 @@ def _clip01(value: float) -> float:
 
 
 class NeverPolicy:
-    name, version, stage = "never", "1", "pre"
+    name, version, stage, early = "never", "1", "pre", False
 
-    def score(self, data: PolicyInput, signals: dict[str, float]) -> tuple[float, str | None]:
+    def score(self, data: PolicyInput, signals: dict[str, Any]) -> tuple[float, str | None]:
         return 0.0, None
 
 
 class AlwaysPolicy:
-    name, version, stage = "always", "1", "pre"
+    name, version, stage, early = "always", "1", "pre", False
 
-    def score(self, data: PolicyInput, signals: dict[str, float]) -> tuple[float, str | None]:
+    def score(self, data: PolicyInput, signals: dict[str, Any]) -> tuple[float, str | None]:
         return 1.0, "policy hands every request off"
 
 
@@ -73,9 +88,9 @@ class ConfidencePolicy:
     each term in [0, 1], so the score is in [0, 1] and grows as the answer gets less certain.
     """
 
-    name, version, stage = "confidence", "1", "post"
+    name, version, stage, early = "confidence", "1", "post", True
 
-    def score(self, data: PolicyInput, signals: dict[str, float]) -> tuple[float, str | None]:
+    def score(self, data: PolicyInput, signals: dict[str, Any]) -> tuple[float, str | None]:
         if not signals.get("tokens"):
             return 1.0, "the local model produced no answer"
         score = (
@@ -91,30 +106,78 @@ class ConfidencePolicy:
         return score, reason
 
 
-POLICIES: dict[str, type[Policy]] = {p.name: p for p in (NeverPolicy, AlwaysPolicy, ConfidencePolicy)}
+POLICY_NAMES = ("never", "always", "confidence", "self", "router")
+SIMPLE: dict[str, type] = {p.name: p for p in (NeverPolicy, AlwaysPolicy, ConfidencePolicy)}
 
 
 class UnknownPolicy(ValueError):
     def __init__(self, name: str) -> None:
-        super().__init__(f"Unknown handoff policy {name!r}; choose one of: {', '.join(sorted(POLICIES))}.")
+        super().__init__(f"Unknown handoff policy {name!r}; choose one of: {', '.join(POLICY_NAMES)}.")
 
 
-def get_policy(name: str) -> Policy:
+def get_policy(name: str, settings: Settings | None = None, engine: LocalEngine | None = None) -> Policy:
+    """Build a policy by name; raises ``PolicyUnavailable`` when it cannot run here (and says why)."""
+    if name in SIMPLE:
+        return SIMPLE[name]()
+    if name == "self":
+        return SelfHandoffPolicy.for_engine(engine)
+    if name == "router":
+        from playground.handoff.router import RouterPolicy
+
+        if settings is None:
+            raise PolicyUnavailable("The router policy needs the settings to find its trained model.")
+        return RouterPolicy.load(settings)
+    raise UnknownPolicy(name)
+
+
+def resolve_policy(name: str | None, settings: Settings, engine: LocalEngine | None = None) -> tuple[Policy, str | None]:
+    """The live policy for an event: its own choice, else the settings'; falls back when unavailable.
+
+    Returns (policy, note); the note says why the fallback policy is live instead (logged too).
+    """
+    requested = name or settings.handoff_policy
     try:
-        return POLICIES[name]()
-    except KeyError:
-        raise UnknownPolicy(name) from None
+        return get_policy(requested, settings, engine), None
+    except PolicyUnavailable as error:
+        fallback = settings.handoff_fallback_policy
+        note = f"{error} Falling back to the {fallback!r} policy."
+        log.warning(note)
+        return get_policy(fallback, settings, engine), note
 
 
-def decide(policy: Policy, threshold: float, data: PolicyInput) -> HandoffDecision:
-    """Score with the live policy, always computing every cheap signal alongside."""
+def decide(
+    policy: Policy,
+    threshold: float,
+    data: PolicyInput,
+    extra: dict[str, Any] | None = None,
+    running_max: float | None = None,
+) -> HandoffDecision:
+    """Score with the live policy, always computing every cheap signal alongside.
+
+    ``extra`` carries signals computed elsewhere (router score, early-handoff facts): its
+    ``scores`` merge into the per-policy scores, the rest is stored as is. ``running_max`` is the
+    highest score seen while the draft was being written (early handoff): the stored score is the
+    max of it and the final score, so ``score >= threshold`` stays exactly the live decision.
+    """
     started = time.perf_counter()
     signals: dict[str, Any] = token_signals(data.logprobs, data.entropies)
     score, reason = policy.score(data, signals)
+    if running_max is not None:
+        signals["final_score"] = float(score)
+        score = max(score, running_max)
     # Every policy score computed for this turn, keyed by policy name, so researchers can compare
     # policies (AUROC, replay) on the same turns without re-running anything.
-    signals["scores"] = {policy.name: float(score)}
+    scores: dict[str, float] = {}
+    if data.logprobs or policy.stage == "post":
+        scores["confidence"] = float(ConfidencePolicy().score(data, signals)[0])
+    extra = dict(extra or {})
+    scores.update(extra.pop("scores", {}))
+    scores[policy.name] = float(score)
+    signals.update(extra)
+    signals["scores"] = scores
     handoff = score >= threshold
+    latency_ms = (time.perf_counter() - started) * 1000
+    signals["decision_latency_ms"] = latency_ms
     return HandoffDecision(
         policy=policy.name,
         version=policy.version,
@@ -123,6 +186,6 @@ def decide(policy: Policy, threshold: float, data: PolicyInput) -> HandoffDecisi
         score=float(score),
         handoff=handoff,
         reason=reason if handoff else None,
-        latency_ms=(time.perf_counter() - started) * 1000,
+        latency_ms=latency_ms,
         signals=signals,
     )

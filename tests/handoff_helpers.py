@@ -1,0 +1,84 @@
+"""Shared set-up for the handoff tests: an event, a participant, a comparison, one stored turn."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+from db.models import Event
+from db.session import session_scope
+from feedback.capture import join_event, record_turn, start_conversation
+from playground.comparison import Comparison, Delta, Finished, Status, TurnEvent
+from playground.engine.cloud import CloudClient
+from playground.handoff.budget import EventBudget, ParticipantRateLimit
+from playground.handoff.policies import Policy
+from playground.runtime import local_engine
+from playground.settings import Settings
+
+
+def fast(settings: Settings, **overrides: object) -> Settings:
+    """Short answers and quick, bounded retries: tests stay short on two CPU cores."""
+    values = {"max_new_tokens": 16, "cloud_backoff_s": 0.01, "cloud_backoff_max_s": 0.05, "shadow_rate": 0.0}
+    return settings.model_copy(update={**values, **overrides})
+
+
+def make_event(url: str, budget: Decimal | None = None, code: str = "HANDOFF-1") -> tuple[int, int]:
+    """(event id, participant id) in a fresh event."""
+    with session_scope(url) as session:
+        event = Event(code=code, name="Handoff test", region="sf", city="SF", timezone="UTC", cloud_budget=budget)
+        session.add(event)
+        session.flush()
+        participant = join_event(session, event)
+        return event.id, participant.id
+
+
+def comparison(
+    settings: Settings,
+    policy: Policy,
+    threshold: float,
+    url: str | None = None,
+    event_id: int | None = None,
+    rate_limit: str | None = None,
+    **options: object,
+) -> Comparison:
+    return Comparison(
+        local_engine(settings),
+        CloudClient(settings),
+        policy,
+        threshold,
+        settings,
+        budget=EventBudget(url, event_id) if url and event_id is not None else None,
+        rate_limit=ParticipantRateLimit(rate_limit, scope=f"test-{random.random()}") if rate_limit else None,
+        rng=random.Random(0),
+        **options,
+    )
+
+
+def run_turn(
+    comparison: Comparison, prompt: str, participant_id: int | None = None
+) -> tuple[list[TurnEvent], Finished]:
+    events = list(comparison.run(prompt, [], [], participant_id=participant_id))
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    return events, finished
+
+
+def texts(events: list[TurnEvent]) -> dict[str, str]:
+    out = {"off": "", "on": ""}
+    for event in events:
+        if isinstance(event, Delta):
+            out[event.arm] += event.text
+    return out
+
+
+def notes(events: list[TurnEvent]) -> list[str]:
+    return [e.message for e in events if isinstance(e, Status)]
+
+
+def store(url: str, participant_id: int, finished: Finished) -> int:
+    """Record the turn in a new conversation, as the page does; returns the turn id."""
+    with session_scope(url) as session:
+        from db.models import Participant
+
+        conversation = start_conversation(session, session.get(Participant, participant_id))
+        return record_turn(session, conversation.id, finished.record).id
