@@ -12,7 +12,9 @@ from functools import lru_cache
 from playground.comparison import Comparison
 from playground.engine.cloud import CloudClient
 from playground.engine.local import LocalEngine
-from playground.handoff.policies import get_policy
+from playground.handoff.budget import EventBudget, ParticipantRateLimit, event_shadow_rate
+from playground.handoff.policies import resolve_policy
+from playground.handoff.router import trained_router
 from playground.settings import Settings, get_settings
 
 _engine_lock = threading.Lock()
@@ -53,13 +55,32 @@ def cloud_client(settings: Settings | None = None) -> CloudClient:
     return _cloud(settings or get_settings())
 
 
-def comparison_for(policy_name: str | None, threshold: float | None, settings: Settings | None = None) -> Comparison:
-    """A comparison using the event's policy and threshold, or the settings' defaults."""
+def comparison_for(
+    policy_name: str | None,
+    threshold: float | None,
+    settings: Settings | None = None,
+    *,
+    event_id: int | None = None,
+) -> Comparison:
+    """A comparison using the event's policy and threshold, or the settings' defaults.
+
+    With ``event_id`` the event's cloud budget and shadow rate apply (pass it from pages). A policy
+    that cannot run here (untrained router, self-handoff without tool calls) falls back to
+    ``handoff_fallback_policy``, logged and recorded with every decision.
+    """
     settings = settings or get_settings()
+    engine = local_engine(settings)
+    policy, note = resolve_policy(policy_name, settings, engine)
+    url = settings.resolved_database_url
     return Comparison(
-        engine=local_engine(settings),
+        engine=engine,
         cloud=cloud_client(settings),
-        policy=get_policy(policy_name or settings.handoff_policy),
+        policy=policy,
         threshold=settings.handoff_threshold if threshold is None else threshold,
         settings=settings,
+        budget=EventBudget(url, event_id) if event_id is not None else None,
+        rate_limit=ParticipantRateLimit(settings.cloud_rate_limit),
+        shadow_rate=event_shadow_rate(url, event_id) if event_id is not None else None,
+        router=trained_router(settings),
+        policy_note=note,
     )
