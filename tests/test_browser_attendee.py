@@ -1,0 +1,127 @@
+"""A whole comparison in real headless Chromium (Debian's), against a real ``streamlit run``.
+
+The app runs with the ``app_env`` settings (fresh migrated SQLite, the real stand-in, the bundled
+model); afterwards the database must hold exactly what the page confirmed. Screenshots at phone
+width in dark mode go to ``$ATTENDEE_SCREENSHOTS`` (default: the test's tmp dir) for a human look.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Answer, Conversation, Event, Participant, Turn, Vote
+from db.session import session_scope
+from playground.settings import Settings
+from tests.conftest import ROOT, free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+LONG = 180_000  # ms: the model may still be loading when the first prompt is sent
+
+
+@pytest.fixture
+def app_url(app_env: Settings, tmp_path: Path) -> Iterator[str]:
+    """``streamlit run playground/app.py`` on a free port, with the app_env settings."""
+    with session_scope(app_env.resolved_database_url) as session:
+        session.add(Event(code="PARIS-2026", name="Paris AI Night", region="europe", city="Paris",
+                          timezone="Europe/Paris", handoff_threshold=0.0, ui_language="en"))  # fmt: skip
+    port = free_port()
+    log = (tmp_path / "streamlit.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "playground" / "app.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false"],  # fmt: skip
+        cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "streamlit.log").read_text()) from None
+            time.sleep(0.5)
+    yield base
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture
+def browser():  # noqa: ANN201
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed: run `make browser`")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+def test_a_whole_comparison_in_the_browser_lands_in_the_database(
+    app_env: Settings, app_url: str, browser, tmp_path: Path  # noqa: ANN001
+) -> None:
+    shots = Path(os.environ.get("ATTENDEE_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    # A phone, in dark mode: the layout and the theme must hold up there.
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark", device_scale_factor=2)
+    page = context.new_page()
+    page.goto(f"{app_url}/?event=PARIS-2026")
+    page.get_by_text("Paris AI Night · Paris · Europe").wait_for(timeout=LONG)
+    page.screenshot(path=shots / "consent.png", full_page=True)
+    page.get_by_role("button", name="I agree, let's start").click()
+
+    chat = page.get_by_placeholder("Ask anything: both answers arrive side by side")
+    chat.fill("Name three fruits, as a markdown list.")
+    chat.press("Enter")
+    page.get_by_role("button", name="Save feedback").wait_for(timeout=LONG)
+    chat.fill("Now in French, please.")
+    chat.press("Enter")
+    page.get_by_text("Turn 2 of 10").wait_for(timeout=LONG)
+    page.get_by_role("button", name="Save feedback").wait_for(timeout=LONG)
+
+    page.get_by_role("button", name="A is better").click()
+    page.locator(".st-key-tags_a").get_by_role("button", name="👍 Accurate").click()
+    page.locator(".st-key-tags_b").get_by_role("button", name="👎 Too verbose").click()
+    page.get_by_label("Comment (optional)").fill("A was clearer — merci ✨")
+    page.get_by_label("Comment (optional)").press("Control+Enter")
+    page.screenshot(path=shots / "feedback.png", full_page=True)
+    save = page.get_by_role("button", name="Save feedback")
+    save.click()
+    page.get_by_text("Saved. You can change it until your next prompt.").wait_for(timeout=LONG)
+    page.get_by_role("button", name="Update feedback").dblclick()  # a double click stores nothing twice
+    page.get_by_role("button", name="Reveal which side had handoff").click()
+    page.get_by_text("The reveal").wait_for(timeout=LONG)
+    page.screenshot(path=shots / "reveal.png", full_page=True)
+    context.close()
+
+    with session_scope(app_env.resolved_database_url) as session:
+        assert len(session.scalars(select(Participant)).all()) == 1
+        conversation = session.scalar(select(Conversation))
+        turns = session.scalars(select(Turn).order_by(Turn.index)).all()
+        assert [t.prompt for t in turns] == ["Name three fruits, as a markdown list.", "Now in French, please."]
+        assert len(session.scalars(select(Answer)).all()) == 4
+        votes = session.scalars(select(Vote)).all()
+        assert len(votes) == 1
+        vote = votes[0]
+        assert (vote.winner, vote.comment, vote.final, vote.turn_id) == ("a", "A was clearer — merci ✨", True, turns[1].id)
+        assert vote.winner_arm == ("on" if conversation.handoff_side == "a" else "off")
+        tags = {r.arm: r.tags for r in vote.ratings}
+        a_arm, b_arm = ("on", "off") if conversation.handoff_side == "a" else ("off", "on")
+        assert tags == {a_arm: ["accurate"], b_arm: ["too_verbose"]}
