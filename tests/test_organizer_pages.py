@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -136,8 +137,17 @@ def test_an_organizer_sees_only_their_event(demo: str) -> None:
     assert {c.value.split(" · ")[0].strip("*") for c in at.markdown if " · " in c.value} == {code}
 
 
-def test_hiding_a_comment_removes_it_from_exports_and_keeps_it_in_the_database(demo: str, tmp_path) -> None:
+def _report_summary(at: AppTest) -> dict:
+    at.switch_page("pages/organizer_exports.py").run()
+    at.button(key="build_report").click().run()
+    assert not at.exception, at.exception
+    (paths,) = at.session_state["reports_built"].values()
+    return json.loads(Path(paths["json"]).read_text())
+
+
+def test_hiding_a_comment_removes_it_from_the_report_and_exports(demo: str, tmp_path: Path) -> None:
     at = _signed_in()
+    before = _report_summary(at)
     at.switch_page("pages/organizer_comments.py").run()
     hide = next(b for b in at.button if b.key and b.key.startswith("hide_vote_"))
     vote_id = int(hide.key.rsplit("_", 1)[1])
@@ -146,9 +156,11 @@ def test_hiding_a_comment_removes_it_from_exports_and_keeps_it_in_the_database(d
     hide.click().run()
     assert not at.exception
     assert not any(b.key == f"hide_vote_{vote_id}" for b in at.button)
-    with session_scope(demo) as session:
+    with session_scope(demo) as session:  # kept, with who and when
         vote = session.get(Vote, vote_id)
         assert vote.hidden_by == "admin" and vote.hidden_at is not None and vote.comment == comment
+    after = _report_summary(at)
+    assert after["overall"]["votes"] == before["overall"]["votes"] - 1
     result = write_export(demo, "jsonl", tmp_path / "out.jsonl", ExportFilters())
     exported = [json.loads(line) for line in result.path.read_text().splitlines()]
     vote_ids = {v["id"] for c in exported for t in c["turns"] for v in t.get("votes", [])}
@@ -186,11 +198,11 @@ def test_events_page_explains_invalid_input(organizer_env: Settings) -> None:
     assert at.error[0].value == "Budget: a number like 25 or 12.50, or empty for no limit."
 
 
-def test_exports_page_builds_a_download_for_a_format(demo: str) -> None:
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet", "arena", "dpo"])
+def test_exports_page_builds_every_format_for_download(demo: str, fmt: str) -> None:
     at = _signed_in()
     at.switch_page("pages/organizer_exports.py").run()
-    at.button(key="build_csv").click().run()
+    at.button(key=f"build_{fmt}").click().run()
     assert not at.exception, at.exception
-    built = at.session_state["exports_built"]
-    (entry,) = built.values()
-    assert int(entry["rows"]) > 0 and entry["path"].endswith("-csv.csv")
+    (entry,) = at.session_state["exports_built"].values()
+    assert int(entry["rows"]) > 0 and Path(entry["path"]).stat().st_size > 0 and Path(entry["card"]).exists()

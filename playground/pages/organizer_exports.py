@@ -12,6 +12,7 @@ import streamlit as st
 from db.models import Event
 from db.session import session_scope
 from feedback.export import FORMATS, ExportFilters, count_conversations, write_export
+from feedback.report import build_report
 from playground.organizer_access import database_url, require_identity, scope_picker
 from playground.settings import get_settings
 
@@ -73,3 +74,22 @@ for fmt in FORMATS:
                               key=f"download_{fmt}", on_click="ignore")  # fmt: skip
         right.download_button("Data card", card.read_bytes(), card.name, "text/markdown", key=f"card_{fmt}",
                               on_click="ignore")  # fmt: skip
+
+st.subheader("Improvement report")
+st.caption("Win rates with bootstrap CIs per region, event, category and language, the leaderboard, where handoff "
+           "helps or hurts, reason tags and comment themes: for the filter above.")  # fmt: skip
+reports: dict[str, dict[str, str]] = st.session_state.setdefault("reports_built", {})
+if st.button("Build report", key="build_report", type="primary"):
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    with st.status("Building the improvement report …", expanded=True) as status:
+        st.write(f"Computing win rates and bootstrap intervals for {label} …")
+        report = build_report(url, out_dir / f"{stamp}-{secrets.token_hex(3)}-report", filters)
+        st.write("Writing report.html, report.md and summary.json …")
+        status.update(label=f"Report ready: {report.summary['overall']['votes']:,} votes", state="complete")
+    reports[filter_key] = {"html": str(report.html_path), "md": str(report.md_path), "json": str(report.summary_path)}
+if (paths := reports.get(filter_key)) is not None:
+    columns = st.columns(3)
+    for column, (kind, mime) in zip(columns, (("html", "text/html"), ("md", "text/markdown"), ("json", "application/json"))):
+        path = Path(paths[kind])
+        column.download_button(f"Download {path.name}", path.read_bytes(), path.name, mime, key=f"report_{kind}",
+                               on_click="ignore")  # fmt: skip
