@@ -11,12 +11,14 @@ from playground.cli import export as export_commands
 from playground.cli import organizers as organizer_commands
 from playground.cli import replay as replay_commands
 from playground.cli import report as report_commands
+from playground.cli import router as router_commands
 from playground.cli import serve as serve_commands
 
 app = typer.Typer(help="Handoff Playground: operate the side-by-side LLM playground.", no_args_is_help=True)
 app.add_typer(db_commands.app, name="db")
 app.add_typer(event_commands.app, name="event")
 app.add_typer(organizer_commands.app, name="organizer")
+app.add_typer(router_commands.app, name="router")
 app.command("serve")(serve_commands.serve)
 app.command("standin")(serve_commands.standin)
 app.command("prepare-model")(serve_commands.prepare_model)
