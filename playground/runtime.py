@@ -7,7 +7,6 @@ share it; the CLI and tests use the same functions.
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 
 from playground.comparison import Comparison
 from playground.engine.cloud import CloudClient
@@ -46,13 +45,19 @@ def local_engine(settings: Settings | None = None) -> LocalEngine:
         return _engines[key]
 
 
-@lru_cache(maxsize=1)
-def _cloud(settings: Settings) -> CloudClient:
-    return CloudClient(settings)
+_cloud: tuple[Settings, CloudClient] | None = None
 
 
 def cloud_client(settings: Settings | None = None) -> CloudClient:
-    return _cloud(settings or get_settings())
+    """One client (and connection pool) for the current settings object.
+
+    Cached by identity, not by hash: Settings holds a price table (a dict), so it is unhashable.
+    """
+    global _cloud
+    settings = settings or get_settings()
+    if _cloud is None or _cloud[0] is not settings:
+        _cloud = (settings, CloudClient(settings))
+    return _cloud[1]
 
 
 def comparison_for(
