@@ -197,9 +197,8 @@ if not engine_ready(settings):
 
 at_limit = len(comparison.turns) >= settings.max_turns
 prompt = st.chat_input(
-    t("prompt.placeholder"), key="prompt", max_chars=settings.max_prompt_chars,
-    disabled=running or comparison.revealed or at_limit,
-)  # fmt: skip
+    t("prompt.placeholder"), key="prompt", disabled=running or comparison.revealed or at_limit
+)  # no max_chars: the browser would cut a pasted prompt silently; the limit's message says what to do
 category = state.get("category")
 if not comparison.turns and not running:
     sample, category = _samples(clickable=True)
@@ -308,7 +307,7 @@ if latest is not None and not comparison.revealed:
         st.segmented_control(
             t("feedback.which"), PAIRWISE_CHOICES, format_func=lambda c: t(f"feedback.{c}"), key="winner"
         )
-    st.text_area(t("feedback.comment"), key="comment", max_chars=settings.max_comment_chars)
+    st.text_area(t("feedback.comment"), key="comment", help=t("feedback.comment_help", max_chars=settings.max_comment_chars))
     label = t("feedback.update") if comparison.saved else t("feedback.save")
     if st.button(label, type="primary", key="save_feedback"):
         winner = "identical" if comparison.identical else state.get("winner")
