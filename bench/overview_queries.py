@@ -1,0 +1,123 @@
+"""The organizer overview's queries on 1,000,000 votes, on SQLite and PostgreSQL.
+
+    python -m bench.overview_queries [--votes 1000000] [--only sqlite|postgresql]
+
+Loads seeded demo data (``feedback.demo_data.generate``) into a fresh database of each kind, then
+times one full overview refresh (every aggregate of the live page) for all events, one region and
+one event, the region comparison, and each query alone. Each timing is the median of ``--repeats``
+warm runs. The targets: a refresh must finish well inside the page's auto-refresh interval
+(``organizer_refresh_s``, 5 s): one event ≤ 1 s, all events ≤ 5 s. PostgreSQL: a database of its
+own on 127.0.0.1:5432 (``TEST_POSTGRES_URL`` overrides the admin URL), dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, func, select, text
+
+from bench.common import Target, report
+from db import analytics
+from db import session as db_session
+from db.models import Event, Vote
+from feedback.demo_data import generate
+
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ONE_EVENT_TARGET_S = 1.0
+ALL_EVENTS_TARGET_S = 5.0
+
+
+@contextmanager
+def _database(kind: str) -> Iterator[str]:
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{Path(folder) / 'overview.db'}"
+        return
+    name = f"hp_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        db_session.get_engine(url).dispose()
+        db_session.get_engine.cache_clear()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _median_s(url: str, work: Callable, repeats: int) -> float:
+    timings = []
+    for _ in range(repeats):
+        with db_session.session_scope(url) as session:
+            start = time.perf_counter()
+            work(session)
+            timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def measure(kind: str, votes: int, repeats: int) -> list[Target]:
+    """Load ``votes`` demo votes into a fresh database of this kind and time the overview on it."""
+    targets = []
+    with _database(kind) as url:
+        db_session.upgrade(url)
+        start = time.perf_counter()
+        written = generate(url, votes, seed=0)
+        print(f"[{kind}] loaded {written:,} votes in {time.perf_counter() - start:.0f} s", flush=True)
+        with db_session.get_engine(url).begin() as connection:
+            connection.execute(text("ANALYZE"))
+        with db_session.session_scope(url) as session:
+            event_id, event_votes = session.execute(
+                select(Vote.event_id, func.count()).group_by(Vote.event_id).order_by(func.count().desc()).limit(1)
+            ).one()
+            region = session.scalar(select(Event.region).where(Event.id == event_id))
+        scopes = {
+            "all events": analytics.Scope(),
+            f"region {region}": analytics.Scope(region=region),
+            f"one event ({event_votes:,} votes)": analytics.Scope(event_ids=(event_id,)),
+        }
+        for label, scope in scopes.items():
+            seconds = _median_s(url, lambda s, scope=scope: analytics.overview(s, scope), repeats)
+            target = ONE_EVENT_TARGET_S if label.startswith("one event") else ALL_EVENTS_TARGET_S
+            targets.append(Target(f"{kind} overview refresh, {label}", seconds, target, " s", higher_is_better=False))
+        seconds = _median_s(url, analytics.compare_regions, repeats)
+        targets.append(Target(f"{kind} region comparison (3 overviews)", seconds, 3 * ALL_EVENTS_TARGET_S, " s",
+                              higher_is_better=False))  # fmt: skip
+        everything = analytics.Scope()
+        parts = {
+            "counts": analytics.counts, "verdicts": analytics.verdicts, "votes_over_time": analytics.votes_over_time,
+            "handoffs": analytics.handoffs, "errors": analytics.errors, "cloud_spend": analytics.cloud_spend,
+            "latency_percentiles": analytics.latency_percentiles, "top_tags": analytics.top_tags,
+            "languages": analytics.languages,
+        }  # fmt: skip
+        for name, query in parts.items():
+            seconds = _median_s(url, lambda s, query=query: query(s, everything), repeats)
+            print(f"[{kind}]   {name} (all events): {seconds * 1000:.0f} ms", flush=True)
+    return targets
+
+
+def main(votes: int = 1_000_000, repeats: int = 3, kinds: tuple[str, ...] = ("sqlite", "postgresql")) -> list[Target]:
+    """Run the benchmark on each database kind; returns one Target per timed refresh."""
+    targets = []
+    for kind in kinds:
+        targets += measure(kind, votes, repeats)
+    return targets
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--votes", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    args = parser.parse_args()
+    report(main(args.votes, args.repeats, (args.only,) if args.only else ("sqlite", "postgresql")))
