@@ -13,47 +13,24 @@ own on 127.0.0.1:5432 (``TEST_POSTGRES_URL`` overrides the admin URL), dropped a
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select, text
 
 from bench.common import Target, report
+from bench.votes import postgres_database, sqlite_database
 from db import analytics
 from db import session as db_session
 from db.models import Event, Vote
 from feedback.demo_data import generate
 
-POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ONE_EVENT_TARGET_S = 1.0
 ALL_EVENTS_TARGET_S = 5.0
 
 
-@contextmanager
-def _database(kind: str) -> Iterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            yield f"sqlite:///{Path(folder) / 'overview.db'}"
-        return
-    name = f"hp_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        yield url
-    finally:
-        db_session.get_engine(url).dispose()
-        db_session.get_engine.cache_clear()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+DATABASES = {"sqlite": sqlite_database, "postgresql": postgres_database}  # both migrated, removed after
 
 
 def _median_s(url: str, work: Callable, repeats: int) -> float:
@@ -69,8 +46,7 @@ def _median_s(url: str, work: Callable, repeats: int) -> float:
 def measure(kind: str, votes: int, repeats: int) -> list[Target]:
     """Load ``votes`` demo votes into a fresh database of this kind and time the overview on it."""
     targets = []
-    with _database(kind) as url:
-        db_session.upgrade(url)
+    with DATABASES[kind]() as url:
         start = time.perf_counter()
         written = generate(url, votes, seed=0)
         print(f"[{kind}] loaded {written:,} votes in {time.perf_counter() - start:.0f} s", flush=True)

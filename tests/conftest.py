@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -103,12 +107,7 @@ def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings) 
         "HANDOFF_MAX_NEW_TOKENS": "24",
         "HANDOFF_CONFIG": str(tmp_path / "none.toml"),
     }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    settings_module.get_settings.cache_clear()
-    yield settings_module.get_settings()
-    settings_module.get_settings.cache_clear()
+    yield from settings_from_env(monkeypatch, env)
 
 
 ORGANIZER_PASSWORD = "organizer-test-password"
@@ -127,9 +126,46 @@ def organizer_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[S
         "HANDOFF_ORGANIZER_PASSWORD": ORGANIZER_PASSWORD,
         "HANDOFF_ORGANIZER_LOCKOUT_AFTER": "3",
     }
+    yield from settings_from_env(monkeypatch, env)
+
+
+def settings_from_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Iterator[Settings]:
+    """Set the environment (without a real OpenAI key) and yield the settings read from it."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     settings_module.get_settings.cache_clear()
     yield settings_module.get_settings()
     settings_module.get_settings.cache_clear()
+
+
+@contextmanager
+def streamlit_app(log_path: Path) -> Iterator[str]:
+    """``streamlit run playground/app.py`` on a free port with the current environment; yields its URL."""
+    port = free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "playground" / "app.py"),
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false"],  # fmt: skip
+            cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(log_path.read_text()) from None
+                time.sleep(0.5)
+        try:
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from playground.settings import Settings
-from tests.conftest import ORGANIZER_PASSWORD, ROOT, free_port
+from tests.conftest import ORGANIZER_PASSWORD, streamlit_app
 from tests.organizer_data import Round, add_event, add_rounds
 
 pytestmark = pytest.mark.browser
@@ -34,34 +29,11 @@ def seeded(organizer_env: Settings) -> int:
 
 @pytest.fixture
 def app_url(organizer_env: Settings, seeded: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """``streamlit run playground/app.py`` with the organizer settings, refreshing the overview every second."""
+    """The real app with the organizer settings, refreshing the overview every second."""
     monkeypatch.setenv("HANDOFF_ORGANIZER_REFRESH_S", "1")
-    port = free_port()
     log_path = tmp_path / "streamlit.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "playground" / "app.py"),
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false"],  # fmt: skip
-            cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(log_path.read_text()) from None
-                time.sleep(0.5)
+    with streamlit_app(log_path) as base:
         yield base
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
     assert ORGANIZER_PASSWORD not in log_path.read_text()
 
 
