@@ -7,7 +7,7 @@ DEMO_EVENT ?= DEMO
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: install run test test-fast browser clean
+.PHONY: install run test test-fast browser clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ test: install browser
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not browser"
+
+# Benchmarks (bench/README.md): ends with one line per target, `name: measured (target) OK|MISS`.
+# llama.cpp is built for AVX-512 without AMX: the native build's AMX kernels segfault on this VM.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF
+bench: install
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

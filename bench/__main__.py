@@ -1,0 +1,76 @@
+"""Run every benchmark in ``bench/`` and end with one line per target: ``name: measured (target) OK|MISS``.
+
+    python -m bench                 # all of them (what ``make bench`` runs)
+    python -m bench engine votes    # only these modules
+
+Each module that defines ``main() -> list[Target]`` runs in a fresh process, so one module's memory
+high-water mark, threads or crash cannot leak into the next one's figures. A module that fails
+reports a MISS line saying so, and the others still run.
+"""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import Target, machine, report
+
+FOLDER = Path(__file__).resolve().parent
+_CHILD = """
+import json, sys
+from dataclasses import asdict
+from importlib import import_module
+module, out_path = sys.argv[1:3]
+sys.argv = [module]  # each main() sees its defaults, as when run from its own command
+targets = import_module(module).main()
+if not isinstance(targets, list):
+    raise SystemExit(f"{module}.main() must return a list of bench.common.Target, not {type(targets).__name__}")
+with open(out_path, "w") as out:
+    json.dump([asdict(t) for t in targets], out)
+"""
+
+
+def modules() -> list[str]:
+    """Benchmark modules: those in bench/ that define a top-level ``main``."""
+    names = []
+    for info in pkgutil.iter_modules([str(FOLDER)]):
+        if info.name.startswith("_"):
+            continue
+        source = (FOLDER / f"{info.name}.py").read_text(encoding="utf-8")
+        if "\ndef main(" in source:
+            names.append(info.name)
+    return sorted(names)
+
+
+def run(name: str) -> list[Target]:
+    print(f"\n== bench.{name}", flush=True)
+    started = time.perf_counter()
+    with tempfile.NamedTemporaryFile(suffix=".json") as result:
+        process = subprocess.run([sys.executable, "-c", _CHILD, f"bench.{name}", result.name], check=False)
+        data = Path(result.name).read_text(encoding="utf-8")
+    print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
+    if process.returncode != 0 or not data:
+        return [Target(f"bench.{name} ran to the end (exit status {process.returncode})", 0, 1)]
+    return [Target(**fields) for fields in json.loads(data)]
+
+
+def main(argv: list[str]) -> int:
+    names = argv or modules()
+    unknown = sorted(set(names) - set(modules()))
+    if unknown:
+        print(f"No benchmark module named {', '.join(unknown)}; choose from: {', '.join(modules())}.")
+        return 2
+    print(f"machine: {machine()}", flush=True)
+    targets = [target for name in names for target in run(name)]
+    print(f"\n== {sum(t.ok for t in targets)}/{len(targets)} targets met ({machine()})", flush=True)
+    report(targets)
+    return 0  # a MISS is a finding to read, not a broken build: the lines above are the result
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
