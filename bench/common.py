@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -90,3 +92,54 @@ def machine() -> str:
         f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, load average {load}"
     )
+
+
+BENCH_DATA = Path(__file__).resolve().parent.parent / "data" / "bench"
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def demo_database(kind: str, votes: int, seed: int = 0) -> str:
+    """URL of a database of ``votes`` seeded demo votes, generated once and kept for later runs.
+
+    Generating 1,000,000 votes takes minutes, so the result is cached per schema head: a SQLite file
+    under ``data/bench/``, or a PostgreSQL database ``hp_bench_demo_...`` on 127.0.0.1. Treat it as
+    read-only (exports, reports, dashboards); a benchmark that writes makes its own database.
+    """
+    from sqlalchemy import create_engine, text
+
+    from db import session as db_session
+    from feedback.demo_data import generate
+
+    name = f"hp_bench_demo_{votes}_{seed}_{db_session.head_revision()}".lower()
+    if kind == "sqlite":
+        BENCH_DATA.mkdir(parents=True, exist_ok=True)
+        path = BENCH_DATA / f"{name}.db"
+        if not path.exists():
+            staging = path.with_suffix(".partial")
+            staging.unlink(missing_ok=True)
+            url = f"sqlite:///{staging}"
+            db_session.upgrade(url)
+            generate(url, votes, seed=seed)
+            db_session.get_engine(url).dispose()
+            staging.rename(path)
+        return f"sqlite:///{path}"
+    if kind != "postgresql":
+        raise ValueError(f"unknown database kind {kind!r}: sqlite or postgresql")
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        with admin.connect() as connection:
+            if connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
+                return url
+            staging = f"{name}_partial"
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{staging}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{staging}"'))
+        staging_url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{staging}"
+        db_session.upgrade(staging_url)
+        generate(staging_url, votes, seed=seed)
+        db_session.get_engine(staging_url).dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{staging}" RENAME TO "{name}"'))
+        return url
+    finally:
+        admin.dispose()

@@ -66,6 +66,7 @@ class GenerationRequest:
     temperature: float
     top_p: float
     seed: int | None = None
+    tools: list[dict[str, Any]] | None = None  # rendered by the chat template (self-handoff)
 
 
 class Generation:
@@ -197,8 +198,12 @@ class LocalEngine:
         temperature: float | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> Generation:
-        """Submit a chat; sampling parameters default to the settings the engine was loaded with."""
+        """Submit a chat; sampling parameters default to the settings the engine was loaded with.
+
+        ``tools`` (JSON schemas) go through the model's chat template, as ``apply_chat_template`` takes them.
+        """
         settings = self.settings
         return self.submit(
             GenerationRequest(
@@ -207,6 +212,7 @@ class LocalEngine:
                 temperature=settings.temperature if temperature is None else temperature,
                 top_p=settings.top_p if top_p is None else top_p,
                 seed=seed,
+                tools=tools,
             )
         )
 
@@ -256,7 +262,7 @@ class LocalEngine:
         request = generation.request
         try:
             prompt_ids = self.tokenizer.apply_chat_template(
-                request.messages, add_generation_prompt=True, return_dict=True
+                request.messages, tools=request.tools, add_generation_prompt=True, return_dict=True
             )["input_ids"]
             if len(prompt_ids) + request.max_new_tokens > self.max_batch_tokens:
                 raise RequestTooLarge(
