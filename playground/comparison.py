@@ -21,6 +21,7 @@ cloud fails, the handoff arm falls back to the local answer with a note.
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 import threading
@@ -45,6 +46,7 @@ Message = dict[str, str]
 BUDGET_NOTE = "The event's cloud budget is spent, so handoff is paused: this answer stayed local."
 RATE_NOTE = "You reached the limit of cloud requests for now, so this answer stayed local."
 HANDOFF_NOTE = "handing off to the cloud model"
+log = logging.getLogger(__name__)
 
 
 def cloud_failed_note(kind: str | None) -> str:
@@ -152,11 +154,17 @@ class _CloudCall:
             for delta in self.stream:
                 self.parts.append(delta)
                 self.turn.queue.put(("cloud", self, (len(self.parts) - 1, delta)))
-        finally:
             self.result = self.stream.result
+        except Exception as error:  # noqa: BLE001 - a bug here must not hang the turn
+            log.exception("cloud call failed unexpectedly")
+            self.result = _internal_failure(self.turn.comparison.cloud, "".join(self.parts), error)
+        try:
             budget = self.turn.comparison.budget
-            if self.reservation is not None and budget is not None and self.result is not None:
+            if self.reservation is not None and budget is not None:
                 self.charged = budget.settle(self.reservation, self.result)
+        except Exception:  # noqa: BLE001 - the reservation stays charged: safe for the budget
+            log.exception("settling the cloud budget failed; the reservation stays charged")
+        finally:
             self.turn.queue.put(("cloud_done", self, None))
 
 
@@ -452,6 +460,15 @@ class _Turn:
             on_text=self.on_text,
             notes=list(self.notes),
         )
+
+
+def _internal_failure(cloud: CloudClient, text: str, error: BaseException) -> CloudResult:
+    settings = cloud.settings
+    return CloudResult(
+        text=text, model=cloud.model, base_url_host=settings.cloud_host, tokens_in=None, tokens_out=None,
+        ttft_ms=None, latency_ms=0.0, finish_reason=None, retries=0, error_kind="internal",
+        error=f"{type(error).__name__}: {error}"[:500], price_version=settings.cloud_prices.version,
+    )  # fmt: skip
 
 
 def _confidence() -> Policy:
