@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from db.models import Event
 from db.session import get_engine, head_revision
-from feedback.export.dataset import ExportFilters, Tally
+from feedback.export.dataset import ExportFilters, Tally, count_participants
 from feedback.redaction import KINDS
 
 SCHEMA_VERSION = "1"
@@ -53,7 +53,7 @@ def write_card(
         "",
         f"| what | count |\n| --- | --- |\n| rows ({module.UNIT}s) | {rows:,} |",
         f"| conversations read | {tally.conversations:,} |\n| turns read | {tally.turns:,} |",
-        f"| votes read | {tally.votes:,} |\n| participants | {len(tally.participants):,} |",
+        f"| votes read | {tally.votes:,} |\n| participants | {count_participants(url, filters):,} |",
         f"| events | {len(events):,} |",
         *[f"| {what} | {count:,} |" for what, count in sorted(tally.skipped.items())],
         "",

@@ -120,7 +120,6 @@ class Tally:
     turns: int = 0
     votes: int = 0
     event_ids: set[int] = field(default_factory=set)
-    participants: set[str] = field(default_factory=set)
     redactions: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
 
@@ -146,6 +145,13 @@ def conversation_query(filters: ExportFilters) -> Select:
     if filters.until:
         stmt = stmt.where(Conversation.created_at < _day_start(filters.until + dt.timedelta(days=1)))
     return stmt
+
+
+def count_participants(url: str, filters: ExportFilters) -> int:
+    """Distinct participants in the selection, counted in SQL (no set of ids kept in memory)."""
+    ids = conversation_query(filters).with_only_columns(Conversation.participant_id).distinct().subquery()
+    with get_engine(url).connect() as connection:
+        return connection.scalar(select(func.count()).select_from(ids)) or 0
 
 
 def count_conversations(url: str, filters: ExportFilters) -> int:
@@ -194,7 +200,6 @@ def _load(connection, ids: list[int], salt: bytes, clean, tally: Tally) -> list[
             row.id, row.code, row.region, participant, row.handoff_side, row.category, _as_utc(row.created_at)
         )
         tally.event_ids.add(row.event_id)
-        tally.participants.add(participant)
     turns: dict[int, TurnRow] = {}
     for row in connection.execute(
         select(Turn.id, Turn.conversation_id, Turn.index, Turn.prompt, Turn.language, Turn.category, Turn.created_at)
