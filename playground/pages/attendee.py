@@ -277,11 +277,13 @@ if running and runner is not None:
 def _submit(submission) -> None:  # noqa: ANN001 - a VoteSubmission
     try:
         save_feedback(url, settings, event, submission)
-        comparison.saved, comparison.pending = True, None
     except FeedbackRejected as error:
         st.error(error.message(t.language))
     except DatabaseUnavailable:
         comparison.pending = submission
+    else:
+        comparison.saved, comparison.pending = True, None
+        st.rerun()  # redraw with the saved state: "Update feedback", the reveal button
 
 
 latest = comparison.latest
