@@ -1,49 +1,93 @@
-"""Demo data, export and report at scale: `python -m bench.exports --votes 1000000`.
+"""Researcher exports and the improvement report over 1,000,000 demo votes.
 
-Prints one line per target (bench.common): demo-data and export throughput, and the export's peak
-memory growth, which must stay bounded (batches, not the whole table) whatever the number of votes.
+    python -m bench.exports                      # 100,000 and 1,000,000 votes, every format + report
+    python -m bench.exports --votes 1000000      # one size only (no flatness figure)
+
+Each export format (``feedback.export.write_export``) and the report (``feedback.report.build_report``)
+runs in a fresh process on a SQLite database of seeded demo votes (``bench.common.demo_database``:
+generated once, then reused). Figures: wall time, and the process's peak resident memory; memory is
+flat in the number of votes when the 1,000,000-vote peak is within 1.25x of the 100,000-vote one
+(rows stream in batches and statistics aggregate in SQL, so the table never sits in memory).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Target, report
-from db.session import upgrade
-from feedback.demo_data import generate
-from feedback.export import ExportFilters, write_export
+from bench.common import Target, demo_database, report
+
+SIZES = (100_000, 1_000_000)
+SECONDS_TARGET = 30.0
+FLAT_RATIO = 1.25
+JOBS = ("jsonl", "csv", "parquet", "arena", "dpo", "report")
 
 
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def measure(url: str, job: str) -> dict[str, float]:
+    """Run one export or the report in a fresh process: seconds and peak RSS (MiB) of that process."""
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
+        output = subprocess.run(
+            [sys.executable, "-m", "bench.exports", "--child", job, "--url", url, "--out", folder],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    return json.loads(output.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--votes", type=int, default=1_000_000)
-    parser.add_argument("--format", default="parquet")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{Path(folder) / 'bench.db'}"
-        upgrade(url)
+def _child(job: str, url: str, out: Path) -> None:
+    from feedback.export import ExportFilters, write_export
+    from feedback.report import build_report
+
+    started = time.perf_counter()
+    if job == "report":
+        build_report(url, out, ExportFilters())
+    else:
+        write_export(url, job, out / f"export.{job}", ExportFilters(), salt=b"bench")
+    seconds = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_mib": peak_mib}))
+
+
+def main(sizes: tuple[int, ...] = SIZES) -> list[Target]:
+    figures: dict[int, dict[str, dict[str, float]]] = {}
+    for votes in sizes:
         started = time.perf_counter()
-        generate(url, args.votes, seed=0)
-        demo_s = time.perf_counter() - started
-        before = _peak_mib()
-        started = time.perf_counter()
-        result = write_export(url, args.format, Path(folder) / f"votes.{args.format}", ExportFilters())
-        export_s = time.perf_counter() - started
-        growth = _peak_mib() - before
-    report([
-        Target("demo-data votes/s", args.votes / demo_s, 2_000),
-        Target(f"export {args.format} rows/s", result.rows / export_s, 5_000),
-        Target("export peak memory growth", growth, 1_024, " MiB", higher_is_better=False),
-    ])  # fmt: skip
+        url = demo_database("sqlite", votes)
+        print(f"{votes:,} demo votes ready in {time.perf_counter() - started:.0f} s", flush=True)
+        figures[votes] = {}
+        for job in JOBS:
+            figures[votes][job] = measure(url, job)
+            print(f"  {job:8s} {votes:>9,} votes: {figures[votes][job]['seconds']:6.1f} s, "
+                  f"peak {figures[votes][job]['peak_mib']:6.0f} MiB", flush=True)  # fmt: skip
+    largest = max(sizes)
+    targets = []
+    for job in JOBS:
+        what = "report" if job == "report" else f"export {job}"
+        targets.append(Target(f"{what} over {largest:,} votes: time", figures[largest][job]["seconds"],
+                              SECONDS_TARGET, " s", False))  # fmt: skip
+        if len(sizes) > 1:
+            smallest = min(sizes)
+            ratio = figures[largest][job]["peak_mib"] / figures[smallest][job]["peak_mib"]
+            targets.append(Target(
+                f"{what}: peak memory {figures[largest][job]['peak_mib']:.0f} MiB at {largest:,} votes / "
+                f"{figures[smallest][job]['peak_mib']:.0f} MiB at {smallest:,}", ratio, FLAT_RATIO, "x", False,
+            ))  # fmt: skip
+    return targets
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(prog="python -m bench.exports", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--votes", type=int, action="append", help="demo votes (repeat for several sizes)")
+    parser.add_argument("--child", choices=JOBS, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.url, args.out)
+    else:
+        report(main(tuple(args.votes) if args.votes else SIZES))

@@ -7,9 +7,11 @@ nobody waits for the batch to drain; finished or stopped rows leave at the next 
 any thread get a ``Generation`` handle that streams text deltas. Per-token log-probabilities and
 entropies come from the logits of the decoding step itself; no second forward pass is made.
 
-Why our own batching rather than transformers' continuous batching: on this CPU the padded batch
-gave ~1.6-3x the aggregate tokens/s of ``generate_batch`` at 16 requests (``bench/batching_choice.py``
-measures both in one run), with memory bounded by two settings instead of a paged-cache sizing.
+Why our own batching rather than transformers' continuous batching (``generate_batch``): it keeps
+per-request streaming, log-probs and entropies from the decoding step, per-request sampling and
+seeds, and ``stop()`` in one small loop we control, with memory bounded by two settings instead of a
+paged-cache sizing. The throughput comparison is measured by ``bench/batching_choice.py`` (figures
+in ``bench/README.md``).
 
 Memory is bounded by ``max_batch_size`` rows and ``max_batch_tokens`` cache positions
 (rows x padded width); a request that could push the batch past either waits its turn in arrival

@@ -1,0 +1,97 @@
+"""Handoff: what the decision costs, and what early handoff buys the handoff pane.
+
+    python -m bench.handoff
+
+Runs real turns through ``playground.comparison.Comparison`` with the bundled engine and the real
+cloud stand-in (``transformers serve`` on 127.0.0.1), the ``confidence`` policy at threshold 0 so
+every turn hands off, and the same MT-Bench prompts twice, interleaved: with early handoff (the
+cloud call starts once the running score crosses the threshold, after ``early_min_tokens``) and
+without (the policy decides after the full local answer). Figures: the handoff pane's time to first
+token (from the start of the turn to its first text), and the decision's own latency as a share
+of the local generation time (from the stored turn record).
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import Target, report
+from bench.prompts import MT_BENCH
+from playground.comparison import Comparison, Delta, Finished
+from playground.engine.cloud import CloudClient
+from playground.engine.local import LocalEngine
+from playground.engine.standin import start_standin
+from playground.handoff.policies import get_policy
+from playground.settings import Settings
+
+PROMPTS = 4
+NEW_TOKENS = 128
+DECISION_SHARE_TARGET = 0.05
+SPEEDUP_TARGET = 2.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def turn(comparison: Comparison, prompt: str) -> tuple[float, Finished]:
+    """(handoff pane's time to first text in s, the finished turn)."""
+    started = time.perf_counter()
+    first_on: float | None = None
+    finished = None
+    for event in comparison.run(prompt, [], []):
+        if isinstance(event, Delta) and event.arm == "on" and event.text and first_on is None:
+            first_on = time.perf_counter() - started
+        if isinstance(event, Finished):
+            finished = event
+    assert finished is not None and first_on is not None
+    return first_on, finished
+
+
+def main() -> list[Target]:
+    base = Settings(
+        standin_port=_free_port(), max_new_tokens=NEW_TOKENS, temperature=0.0, shadow_rate=0.0, handoff_threshold=0.0
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-handoff-") as folder:
+        standin = start_standin(base, Path(folder) / "standin.log")
+        try:
+            engine = LocalEngine(base)
+            engine.warm_up()
+            cloud = CloudClient(base)
+            comparisons = {
+                early: Comparison(engine, cloud, get_policy("confidence"), 0.0, base.model_copy(update={"early_handoff": early}))
+                for early in (True, False)
+            }
+            ttft: dict[bool, list[float]] = {True: [], False: []}
+            shares: list[float] = []
+            for index, prompt in enumerate(MT_BENCH[:PROMPTS]):
+                for early in (True, False) if index % 2 == 0 else (False, True):
+                    seconds, finished = turn(comparisons[early], prompt)
+                    ttft[early].append(seconds)
+                    decision = finished.record.decision
+                    local = finished.record.answer("off")
+                    assert decision.handed_off and local is not None and local.latency_ms
+                    shares.append(decision.latency_ms / local.latency_ms)
+                    print(f"  prompt {index} early={early}: handoff pane first text after {seconds:.2f} s, "
+                          f"decision {decision.latency_ms:.2f} ms of {local.latency_ms:.0f} ms local", flush=True)
+            engine.close()
+        finally:
+            standin.terminate()
+            standin.wait(timeout=30)
+    early_s, late_s = statistics.median(ttft[True]), statistics.median(ttft[False])
+    print(f"handoff pane TTFT (median): early {early_s:.2f} s, after the full answer {late_s:.2f} s", flush=True)
+    return [
+        Target("handoff decision cost / local generation time", max(shares), DECISION_SHARE_TARGET, "", False),
+        Target("early handoff: handoff-pane TTFT speed-up vs deciding after the full answer",
+               late_s / early_s, SPEEDUP_TARGET, "x"),  # fmt: skip
+    ]
+
+
+if __name__ == "__main__":
+    report(main())
