@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +87,6 @@ class PeakMemory:
 
 def machine() -> str:
     """One line describing where the figures came from, with the load at the start."""
-    import os
     import platform
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -96,6 +98,26 @@ def machine() -> str:
 
 BENCH_DATA = Path(__file__).resolve().parent.parent / "data" / "bench"
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def scratch_postgres(prefix: str) -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database on the admin URL's server, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    from db import session as db_session
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        db_session.get_engine(POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}").dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def demo_database(kind: str, votes: int, seed: int = 0) -> str:

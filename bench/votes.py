@@ -17,7 +17,6 @@ auth; ``TEST_POSTGRES_URL`` overrides the admin URL), dropped at the end.
 
 from __future__ import annotations
 
-import os
 import random
 import tempfile
 import threading
@@ -27,9 +26,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
-from bench.common import Target, percentile, report
+from bench.common import Target, percentile, report, scratch_postgres
 from db import session as db_session
 from db.models import Event, Vote
 from feedback.capture import PaneRating, VoteSubmission, join_event, record_turn, save_vote, start_conversation
@@ -39,7 +38,6 @@ SUBMISSIONS = 1000
 REPEATS = 100
 WRITERS = 50
 PAUSE_S = 0.25
-POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def _turn(prompt: str) -> TurnRecord:
@@ -137,19 +135,10 @@ def sqlite_database() -> Iterator[str]:
 
 @contextmanager
 def postgres_database() -> Iterator[str]:
-    name = f"hp_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    """A fresh, migrated PostgreSQL database of its own, dropped afterwards."""
+    with scratch_postgres("hp_bench") as url:
         db_session.upgrade(url)
         yield url
-    finally:
-        db_session.get_engine(url).dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def main() -> list[Target]:
