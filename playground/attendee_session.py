@@ -153,6 +153,9 @@ def start_turn(
     validate_prompt(prompt, settings.max_prompt_chars)
     if comparison.revealed:
         raise FeedbackRejected("revealed")
+    if comparison.pending is not None:  # feedback kept through an outage goes in before the round closes
+        save_feedback(url, settings, event, comparison.pending)
+        comparison.pending, comparison.saved = None, True
 
     def open_conversation(session: Any) -> tuple[int | None, str | None]:
         check_prompt_allowed(

@@ -14,6 +14,7 @@ from db.models import Answer, Conversation, Event, HandoffDecision, Participant,
 from db.session import session_scope
 from playground.settings import Settings, get_settings
 from tests.conftest import ROOT
+from tests.db_outage import database_unavailable
 
 pytestmark = pytest.mark.slow
 PAGE = str(ROOT / "playground" / "pages" / "attendee.py")
@@ -109,7 +110,7 @@ def test_profile_is_optional_and_stored_only_when_given(app_env: Settings) -> No
     at.selectbox(key="profile_role").set_value("developer")
     at.selectbox(key="profile_language").set_value("ja")
     at.button(key="profile_save").click().run()
-    assert not at.selectbox(key="profile_role") if "profile_role" in [s.key for s in at.selectbox] else True
+    assert "profile_role" not in [box.key for box in at.selectbox]  # asked once, then out of the way
     skipper = joined(code)
     skipper.button(key="profile_skip").click().run()
     with session_scope(app_env.resolved_database_url) as session:
@@ -273,3 +274,39 @@ def test_event_language_and_attendee_switch(app_env: Settings) -> None:
     with session_scope(app_env.resolved_database_url) as session:
         assert session.scalar(select(Participant.ui_language)) == "en"
     assert count(app_env, Rating) == 0
+
+
+def test_feedback_is_kept_while_the_database_is_down_and_saved_once_it_is_back(app_env: Settings) -> None:
+    code = add_event(app_env, threshold=NEVER)
+    at = joined(code)
+    ask(at, "Hi there")
+    at.feedback(key="stars_both").set_value(4)
+    at.text_area(key="comment").input("kept through the outage")
+    url = app_env.resolved_database_url
+    with database_unavailable(url):
+        at.button(key="save_feedback").click().run()
+        assert "Not saved yet" in at.warning[0].value
+        assert at.button(key="retry_feedback")
+        at.button(key="retry_feedback").click().run()  # still down: still kept, still said so
+        assert "Not saved yet" in at.warning[0].value
+    at.button(key="retry_feedback").click().run()
+    assert "Saved" in at.success[0].value
+    at.run()  # another rerun must not store it again
+    with session_scope(url) as session:
+        vote = session.scalar(select(Vote))
+        assert (vote.winner, vote.comment, [r.stars for r in vote.ratings]) == ("identical", "kept through the outage", [5])
+    assert count(app_env, Vote) == 1
+
+
+def test_kept_feedback_is_saved_before_the_next_prompt_closes_the_round(app_env: Settings) -> None:
+    code = add_event(app_env, threshold=NEVER)
+    at = joined(code)
+    ask(at, "Hi there")
+    at.feedback(key="stars_both").set_value(0)
+    with database_unavailable(app_env.resolved_database_url):
+        at.button(key="save_feedback").click().run()
+    ask(at, "Next question")
+    with session_scope(app_env.resolved_database_url) as session:
+        vote = session.scalar(select(Vote))
+        assert vote.final and [r.stars for r in vote.ratings] == [1]
+    assert count(app_env, Turn) == 2

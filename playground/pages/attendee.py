@@ -37,11 +37,13 @@ PANES = ("a", "b")
 CATEGORIES = ("coding", "reasoning", "math", "writing", "extraction", "stem", "humanities", "roleplay")
 FEEDBACK_KEYS = ("winner", "comment", *(f"{kind}_{p}" for kind in ("stars", "tags") for p in (*PANES, "both")))
 
-try:
-    ensure_migrated(url)
-except DatabaseNotMigrated as error:
-    st.error(str(error))
-    st.stop()
+if not state.get("schema_checked"):  # once per tab: a later outage must not hide kept feedback
+    try:
+        ensure_migrated(url)
+    except DatabaseNotMigrated as error:
+        st.error(str(error))
+        st.stop()
+    state.schema_checked = True
 
 
 @st.cache_resource
@@ -324,12 +326,11 @@ if latest is not None and not comparison.revealed:
             st.warning(t("feedback.nothing"))
         else:
             _submit(comparison.submission(winner, state.get("comment"), ratings))
-    elif comparison.pending is not None and st.button(t("feedback.retry"), key="retry_feedback"):
-        _submit(comparison.pending)
     elif comparison.pending is not None:
         _submit(comparison.pending)  # kept feedback is retried on every rerun until it is saved
     if comparison.pending is not None:
         st.warning(t("feedback.not_saved"))
+        st.button(t("feedback.retry"), key="retry_feedback")  # a click reruns, and a rerun retries
     elif comparison.saved:
         st.success(t("feedback.saved"))
         if st.button(t("reveal.button"), key="reveal", help=t("reveal.help")):
