@@ -8,11 +8,13 @@ every turn hands off, and the same MT-Bench prompts twice, interleaved: with ear
 cloud call starts once the running score crosses the threshold, after ``early_min_tokens``) and
 without (the policy decides after the full local answer). Figures: the handoff pane's time to first
 token (from the start of the turn to its first text), and the decision's own latency as a share
-of the local generation time (from the stored turn record).
+of the local generation time (from the stored turn record; with early handoff, plus the cost of
+scoring the draft after every one of its tokens: the worst case, where it never fires).
 """
 
 from __future__ import annotations
 
+import random
 import socket
 import statistics
 import tempfile
@@ -25,7 +27,8 @@ from playground.comparison import Comparison, Delta, Finished
 from playground.engine.cloud import CloudClient
 from playground.engine.local import LocalEngine
 from playground.engine.standin import start_standin
-from playground.handoff.policies import get_policy
+from playground.handoff.policies import PolicyInput, get_policy
+from playground.handoff.signals import token_signals
 from playground.settings import Settings
 
 PROMPTS = 4
@@ -54,6 +57,20 @@ def turn(comparison: Comparison, prompt: str) -> tuple[float, Finished]:
     return first_on, finished
 
 
+def running_score_ms(tokens: int, settings: Settings, seed: int = 0) -> float:
+    """What early handoff adds when it never fires: the policy scored on the draft after every token
+    (as ``Comparison`` does), over an answer of ``tokens`` tokens."""
+    rng = random.Random(seed)
+    logprobs = [-rng.expovariate(1.0) for _ in range(tokens)]
+    entropies = [rng.uniform(0.0, 4.0) for _ in range(tokens)]
+    policy = get_policy("confidence")
+    started = time.perf_counter()
+    for n in range(settings.early_min_tokens, tokens + 1):
+        data = PolicyInput([], "", logprobs[:n], entropies[:n])
+        policy.score(data, token_signals(logprobs[:n], entropies[:n]))
+    return (time.perf_counter() - started) * 1000
+
+
 def main() -> list[Target]:
     base = Settings(
         standin_port=_free_port(), max_new_tokens=NEW_TOKENS, temperature=0.0, shadow_rate=0.0, handoff_threshold=0.0
@@ -77,9 +94,11 @@ def main() -> list[Target]:
                     decision = finished.record.decision
                     local = finished.record.answer("off")
                     assert decision.handed_off and local is not None and local.latency_ms
-                    shares.append(decision.latency_ms / local.latency_ms)
+                    scoring_ms = running_score_ms(local.tokens_out or 0, base) if early else 0.0
+                    shares.append((decision.latency_ms + scoring_ms) / local.latency_ms)
                     print(f"  prompt {index} early={early}: handoff pane first text after {seconds:.2f} s, "
-                          f"decision {decision.latency_ms:.2f} ms of {local.latency_ms:.0f} ms local", flush=True)
+                          f"decision {decision.latency_ms:.2f} ms (+ {scoring_ms:.1f} ms if scored on every "
+                          f"token) of {local.latency_ms:.0f} ms local", flush=True)
             engine.close()
         finally:
             standin.terminate()
