@@ -169,3 +169,19 @@ def streamlit_app(log_path: Path) -> Iterator[str]:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's (`make browser`): Playwright cannot download browsers here
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def chromium():  # noqa: ANN201 - a playwright Browser
+    """Headless Debian Chromium driven by Playwright; skipped with a hint when it is not installed."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed: run `make browser`")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

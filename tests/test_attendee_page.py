@@ -20,6 +20,15 @@ pytestmark = pytest.mark.slow
 PAGE = str(ROOT / "playground" / "pages" / "attendee.py")
 TIMEOUT = 240
 ALWAYS, NEVER = 0.0, 1.01
+# The stand-in answers greedily; open prompts and a warmer local model keep the panes from matching by chance.
+OPEN_PROMPTS = ("Invent a new fruit and describe its taste in one sentence.", "Now write a two-line poem about it.")
+
+
+@pytest.fixture
+def warm(monkeypatch: pytest.MonkeyPatch, app_env: Settings) -> Settings:
+    monkeypatch.setenv("HANDOFF_TEMPERATURE", "1.0")
+    get_settings.cache_clear()
+    return get_settings()
 
 
 def add_event(settings: Settings, code: str = "SF-2026", threshold: float = ALWAYS, **fields: object) -> str:
@@ -51,6 +60,11 @@ def ask(at: AppTest, prompt: str) -> AppTest:
     at.chat_input(key="prompt").set_value(prompt).run()
     assert not at.exception, at.exception
     return at
+
+
+def comparing(settings: Settings, prompt: str, threshold: float = NEVER) -> AppTest:
+    """A participant who joined a fresh event and sent a first prompt."""
+    return ask(joined(add_event(settings, threshold=threshold)), prompt)
 
 
 def texts(at: AppTest, kind: str = "markdown") -> list[str]:
@@ -118,11 +132,9 @@ def test_profile_is_optional_and_stored_only_when_given(app_env: Settings) -> No
     assert profiles == [None, {"role": "developer", "language": "ja"}]
 
 
-def test_multi_turn_vote_with_stars_tags_and_comment_then_reveal(app_env: Settings) -> None:
-    code = add_event(app_env, threshold=ALWAYS)
-    at = joined(code)
-    ask(at, "Name a fruit.")
-    ask(at, "And a vegetable?")
+def test_multi_turn_vote_with_stars_tags_and_comment_then_reveal(app_env: Settings, warm: Settings) -> None:
+    at = comparing(app_env, OPEN_PROMPTS[0], threshold=ALWAYS)
+    ask(at, OPEN_PROMPTS[1])
     assert len(at.chat_message) == 8  # two prompts and two answers in each pane
     assert "Turn 2 of 10" in texts(at, "caption")
     at.segmented_control(key="winner").set_value("b")
@@ -142,7 +154,7 @@ def test_multi_turn_vote_with_stars_tags_and_comment_then_reveal(app_env: Settin
         vote = session.scalar(select(Vote))
         conversation = session.get(Conversation, vote.conversation_id)
         turns = session.scalars(select(Turn).order_by(Turn.index)).all()
-        assert [t.prompt for t in turns] == ["Name a fruit.", "And a vegetable?"]
+        assert [t.prompt for t in turns] == list(OPEN_PROMPTS)
         assert vote.turn_id == turns[1].id and vote.final and vote.winner == "b"
         assert vote.winner_arm == ("on" if conversation.handoff_side == "b" else "off")
         assert vote.comment == "B 👍 <b>not bold</b> '; DROP TABLE votes; --"
@@ -155,9 +167,7 @@ def test_multi_turn_vote_with_stars_tags_and_comment_then_reveal(app_env: Settin
 
 
 def test_identical_answers_ask_for_one_rating_stored_as_identical(app_env: Settings) -> None:
-    code = add_event(app_env, threshold=NEVER)
-    at = joined(code)
-    ask(at, "Say hello.")
+    at = comparing(app_env, "Say hello.", threshold=NEVER)
     assert "identical" in at.info[0].value
     assert not at.segmented_control
     at.button(key="save_feedback").click().run()
@@ -173,10 +183,8 @@ def test_identical_answers_ask_for_one_rating_stored_as_identical(app_env: Setti
         assert answers[0].text == answers[1].text
 
 
-def test_feedback_is_editable_until_the_next_prompt_then_final(app_env: Settings) -> None:
-    code = add_event(app_env, threshold=ALWAYS)
-    at = joined(code)
-    ask(at, "Name a colour.")
+def test_feedback_is_editable_until_the_next_prompt_then_final(app_env: Settings, warm: Settings) -> None:
+    at = comparing(app_env, OPEN_PROMPTS[0], threshold=ALWAYS)
     at.button(key="save_feedback").click().run()
     assert "Pick which answer is better" in at.warning[0].value
     at.segmented_control(key="winner").set_value("a")
@@ -188,7 +196,7 @@ def test_feedback_is_editable_until_the_next_prompt_then_final(app_env: Settings
     with session_scope(app_env.resolved_database_url) as session:
         vote = session.scalar(select(Vote))
         assert (vote.winner, vote.comment, vote.final) == ("tie", "changed my mind", False)
-    ask(at, "And another one?")
+    ask(at, OPEN_PROMPTS[1])
     assert at.segmented_control(key="winner").value is None  # a fresh form for the new round
     assert at.button(key="save_feedback").label == "Save feedback"
     with session_scope(app_env.resolved_database_url) as session:
@@ -197,9 +205,7 @@ def test_feedback_is_editable_until_the_next_prompt_then_final(app_env: Settings
 
 
 def test_new_comparison_starts_over_with_a_fresh_conversation(app_env: Settings) -> None:
-    code = add_event(app_env, threshold=NEVER)
-    at = joined(code)
-    ask(at, "Hi!")
+    at = comparing(app_env, "Hi!", threshold=NEVER)
     at.button(key="new_comparison").click().run()
     assert not at.chat_message
     ask(at, "Hello again")
@@ -238,9 +244,7 @@ def test_turn_limit_and_rate_limit_get_clear_messages(app_env: Settings, monkeyp
     monkeypatch.setenv("HANDOFF_MAX_TURNS", "2")
     monkeypatch.setenv("HANDOFF_MAX_PROMPTS_PER_MINUTE", "3")
     get_settings.cache_clear()
-    code = add_event(app_env, threshold=NEVER)
-    at = joined(code)
-    ask(at, "One")
+    at = comparing(app_env, "One", threshold=NEVER)
     ask(at, "Two")
     assert "reached its 2 turns" in at.info[0].value
     assert at.chat_input(key="prompt").disabled
@@ -252,9 +256,7 @@ def test_turn_limit_and_rate_limit_get_clear_messages(app_env: Settings, monkeyp
 
 
 def test_overlong_comment_is_refused_and_nothing_is_stored(app_env: Settings) -> None:
-    code = add_event(app_env, threshold=NEVER)
-    at = joined(code)
-    ask(at, "Hi")
+    at = comparing(app_env, "Hi", threshold=NEVER)
     at.feedback(key="stars_both").set_value(3)
     at.text_area(key="comment").input("x" * 2001)
     at.button(key="save_feedback").click().run()
@@ -277,9 +279,7 @@ def test_event_language_and_attendee_switch(app_env: Settings) -> None:
 
 
 def test_feedback_is_kept_while_the_database_is_down_and_saved_once_it_is_back(app_env: Settings) -> None:
-    code = add_event(app_env, threshold=NEVER)
-    at = joined(code)
-    ask(at, "Hi there")
+    at = comparing(app_env, "Hi there", threshold=NEVER)
     at.feedback(key="stars_both").set_value(4)
     at.text_area(key="comment").input("kept through the outage")
     url = app_env.resolved_database_url
@@ -299,9 +299,7 @@ def test_feedback_is_kept_while_the_database_is_down_and_saved_once_it_is_back(a
 
 
 def test_kept_feedback_is_saved_before_the_next_prompt_closes_the_round(app_env: Settings) -> None:
-    code = add_event(app_env, threshold=NEVER)
-    at = joined(code)
-    ask(at, "Hi there")
+    at = comparing(app_env, "Hi there", threshold=NEVER)
     at.feedback(key="stars_both").set_value(0)
     with database_unavailable(app_env.resolved_database_url):
         at.button(key="save_feedback").click().run()

@@ -8,10 +8,6 @@ width in dark mode go to ``$ATTENDEE_SCREENSHOTS`` (default: the test's tmp dir)
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,66 +17,30 @@ from sqlalchemy import select
 from db.models import Answer, Conversation, Event, Participant, Turn, Vote
 from db.session import session_scope
 from playground.settings import Settings
-from tests.conftest import ROOT, free_port
+from tests.conftest import streamlit_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 LONG = 180_000  # ms: the model may still be loading when the first prompt is sent
 
 
 @pytest.fixture
-def app_url(app_env: Settings, tmp_path: Path) -> Iterator[str]:
-    """``streamlit run playground/app.py`` on a free port, with the app_env settings."""
+def app_url(app_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The real app with the app_env settings and one event that always hands off (the panes differ)."""
+    monkeypatch.setenv("HANDOFF_TEMPERATURE", "1.0")  # the stand-in is greedy: keep the panes apart
     with session_scope(app_env.resolved_database_url) as session:
         session.add(Event(code="PARIS-2026", name="Paris AI Night", region="europe", city="Paris",
                           timezone="Europe/Paris", handoff_threshold=0.0, ui_language="en"))  # fmt: skip
-    port = free_port()
-    log = (tmp_path / "streamlit.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "playground" / "app.py"),
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],  # fmt: skip
-        cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "streamlit.log").read_text()) from None
-            time.sleep(0.5)
-    yield base
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-
-
-@pytest.fixture
-def browser():  # noqa: ANN201
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed: run `make browser`")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+    with streamlit_app(tmp_path / "streamlit.log") as base:
+        yield base
 
 
 def test_a_whole_comparison_in_the_browser_lands_in_the_database(
-    app_env: Settings, app_url: str, browser, tmp_path: Path  # noqa: ANN001
+    app_env: Settings, app_url: str, chromium, tmp_path: Path  # noqa: ANN001
 ) -> None:
     shots = Path(os.environ.get("ATTENDEE_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     # A phone, in dark mode: the layout and the theme must hold up there.
-    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark", device_scale_factor=2)
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark", device_scale_factor=2)
     page = context.new_page()
     page.goto(f"{app_url}/?event=PARIS-2026")
     page.get_by_text("Paris AI Night · Paris · Europe").wait_for(timeout=LONG)
@@ -88,10 +48,10 @@ def test_a_whole_comparison_in_the_browser_lands_in_the_database(
     page.get_by_role("button", name="I agree, let's start").click()
 
     chat = page.get_by_placeholder("Ask anything: both answers arrive side by side")
-    chat.fill("Name three fruits, as a markdown list.")
+    chat.fill("Invent a new fruit and describe it as a markdown list.")
     chat.press("Enter")
     page.get_by_role("button", name="Save feedback").wait_for(timeout=LONG)
-    chat.fill("Now in French, please.")
+    chat.fill("Now write a two-line poem about it, in French.")
     chat.press("Enter")
     page.get_by_text("Turn 2 of 10").wait_for(timeout=LONG)
     page.get_by_role("button", name="Save feedback").wait_for(timeout=LONG)
@@ -116,7 +76,7 @@ def test_a_whole_comparison_in_the_browser_lands_in_the_database(
         assert len(session.scalars(select(Participant)).all()) == 1
         conversation = session.scalar(select(Conversation))
         turns = session.scalars(select(Turn).order_by(Turn.index)).all()
-        assert [t.prompt for t in turns] == ["Name three fruits, as a markdown list.", "Now in French, please."]
+        assert [t.prompt for t in turns] == ["Invent a new fruit and describe it as a markdown list.", "Now write a two-line poem about it, in French."]
         assert len(session.scalars(select(Answer)).all()) == 4
         votes = session.scalars(select(Vote)).all()
         assert len(votes) == 1
