@@ -57,7 +57,7 @@ _warm_up()
 
 
 def _open_event(code: str) -> str | None:
-    """Load the event into this tab; returns an error message key+text when it can't."""
+    """Load the event into this tab; returns the message to show when it can't."""
     try:
         state.event = load_event(url, code)
     except UnknownEvent as error:
@@ -224,7 +224,7 @@ if prompt is not None and not running:
 columns = dict(zip(PANES, st.columns(2), strict=True))
 for pane, column in columns.items():
     column.subheader(t("pane.answer", pane=pane.upper()))
-    for number, turn in enumerate(comparison.turns, start=1):
+    for turn in comparison.turns:
         arm = comparison.arm_of(pane)
         with column:
             st.chat_message("user").markdown(turn.prompt)
