@@ -8,7 +8,7 @@ import streamlit as st
 
 from playground.organizer_access import current_identity, sign_out
 
-PAGES = Path(__file__).parent / "pages"
+PAGES = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="Handoff Playground", page_icon="⚖️", layout="wide")
 attendee = st.Page(PAGES / "attendee.py", title="Playground", icon="⚖️", default=True)

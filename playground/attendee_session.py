@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+
 from db.models import Event, Participant
 from db.queries import event_by_code
 from feedback.capture import (
@@ -29,7 +31,7 @@ from feedback.capture import (
     validate_prompt,
 )
 from feedback.records import TurnRecord
-from playground.runtime import comparison_for
+from playground.runtime import cloud_client, comparison_for
 from playground.settings import Settings
 from playground.turn_runner import ShownTurn, TurnRunner
 
@@ -72,6 +74,19 @@ def load_event(url: str, code: str) -> EventView:
         )  # fmt: skip
 
     return in_transaction(url, read)
+
+
+def handoff_paused(url: str, event_id: int) -> bool:
+    """True when the event's cloud budget cannot pay for even an empty cloud request.
+
+    Saying so reveals nothing about the sides: while it holds, both panes show the local answer.
+    """
+    budget, spent = in_transaction(
+        url, lambda session: session.execute(select(Event.cloud_budget, Event.cloud_spent).where(Event.id == event_id)).one()
+    )
+    if budget is None:
+        return False
+    return budget - (spent or 0) < cloud_client().max_cost([{"role": "user", "content": ""}])
 
 
 def give_consent(url: str, event: EventView, ui_language: str) -> int:

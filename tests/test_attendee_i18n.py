@@ -11,7 +11,7 @@ from feedback import capture
 from playground.i18n import LANGUAGES, Translator, catalog, placeholders, supported, translate
 from tests.conftest import ROOT
 
-PAGE_SOURCES = [ROOT / "playground" / "pages" / "attendee.py", ROOT / "playground" / "attendee_session.py"]
+PAGE_SOURCES = [ROOT / "playground" / "views" / "attendee.py", ROOT / "playground" / "attendee_session.py"]
 
 
 @pytest.mark.parametrize("language", [name for name in LANGUAGES if name != "en"])

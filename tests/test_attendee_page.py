@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 from tests.db_outage import database_unavailable
 
 pytestmark = pytest.mark.slow
-PAGE = str(ROOT / "playground" / "pages" / "attendee.py")
+PAGE = str(ROOT / "playground" / "views" / "attendee.py")
 TIMEOUT = 240
 ALWAYS, NEVER = 0.0, 1.01
 # The stand-in answers greedily; open prompts and a warmer local model keep the panes from matching by chance.
@@ -308,3 +308,18 @@ def test_kept_feedback_is_saved_before_the_next_prompt_closes_the_round(app_env:
         vote = session.scalar(select(Vote))
         assert vote.final and [r.stars for r in vote.ratings] == [1]
     assert count(app_env, Turn) == 2
+
+
+def test_spent_budget_says_handoff_is_paused_and_answers_stay_local(app_env: Settings) -> None:
+    from decimal import Decimal
+
+    code = add_event(app_env, "BROKE-1", cloud_budget=Decimal("0.01"), cloud_spent=Decimal("0.01"))
+    at = joined(code)
+    assert "Handoff is paused" in at.warning[0].value
+    ask(at, "What is the capital of Spain?")
+    with session_scope(app_env.resolved_database_url) as session:
+        decision = session.scalar(select(HandoffDecision))
+        assert decision.handed_off and decision.blocked_by == "budget"
+        assert {a.source for a in session.scalars(select(Answer))} == {"local"}
+    funded = add_event(app_env, "FUNDED-1", cloud_budget=Decimal("100"))
+    assert not opened(funded).warning

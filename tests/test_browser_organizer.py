@@ -57,8 +57,7 @@ def test_organizer_signs_in_sees_live_numbers_change_and_downloads_an_export(
 ) -> None:
     from playwright.sync_api import expect
 
-    # An attendee opens the app first. (Streamlit runs its first request after start in the old
-    # pages/-directory mode, where /organizer is unknown; any first visit switches it to st.navigation.)
+    # An attendee opens the app: the sign-in link is there, the organizer pages are not.
     attendee = browser.new_context().new_page()
     attendee.goto(app_url)
     expect(attendee.get_by_role("link", name="Organizer sign-in")).to_be_visible(timeout=WAIT)

@@ -27,7 +27,7 @@ def _app() -> AppTest:
 
 
 def _sign_in(at: AppTest, username: str, password: str) -> AppTest:
-    at.switch_page("pages/organizer_signin.py").run()
+    at.switch_page("views/organizer_signin.py").run()
     at.text_input(key="username").input(username)
     at.text_input(key="password").input(password)
     next(b for b in at.button if b.label == "Sign in").click().run()
@@ -68,9 +68,9 @@ def test_organizer_pages_are_not_reachable_without_signing_in(organizer_env: Set
     at = _app()
     for page in ("overview", "regions", "comments", "events", "exports"):
         with pytest.raises(ValueError, match="Could not find a navigation page"):
-            at.switch_page(f"pages/organizer_{page}.py")
+            at.switch_page(f"views/organizer_{page}.py")
     # run directly (not through the navigation), the page refuses too
-    direct = AppTest.from_file(str(ROOT / "playground" / "pages" / "organizer_comments.py"), default_timeout=TIMEOUT).run()
+    direct = AppTest.from_file(str(ROOT / "playground" / "views" / "organizer_comments.py"), default_timeout=TIMEOUT).run()
     assert direct.error[0].value == "Sign in as an organizer to see this page."
 
 
@@ -90,7 +90,7 @@ def test_sign_in_shows_the_live_overview_and_sign_out_ends_it(demo: str) -> None
 def test_an_expired_sign_in_goes_back_to_the_sign_in_page(organizer_env: Settings) -> None:
     at = _app()
     at.session_state["organizer"] = Identity("admin", "admin", None, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
-    at.switch_page("pages/organizer_signin.py").run()
+    at.switch_page("views/organizer_signin.py").run()
     assert at.title[0].value == "Organizer sign-in"
     assert at.warning[0].value == "Your organizer sign-in expired; sign in again."
 
@@ -98,11 +98,11 @@ def test_an_expired_sign_in_goes_back_to_the_sign_in_page(organizer_env: Setting
 @pytest.mark.parametrize(
     ("page", "expect"),
     [
-        ("pages/organizer_overview.py", "Live overview"),
-        ("pages/organizer_regions.py", "Compare regions"),
-        ("pages/organizer_comments.py", "Comments"),
-        ("pages/organizer_events.py", "Events"),
-        ("pages/organizer_exports.py", "Exports & reports"),
+        ("views/organizer_overview.py", "Live overview"),
+        ("views/organizer_regions.py", "Compare regions"),
+        ("views/organizer_comments.py", "Comments"),
+        ("views/organizer_events.py", "Events"),
+        ("views/organizer_exports.py", "Exports & reports"),
     ],
 )
 def test_each_page_renders_with_demo_data(demo: str, page: str, expect: str) -> None:
@@ -115,7 +115,7 @@ def test_each_page_renders_with_demo_data(demo: str, page: str, expect: str) -> 
 
 def test_region_comparison_shows_every_region(demo: str) -> None:
     at = _signed_in()
-    at.switch_page("pages/organizer_regions.py").run()
+    at.switch_page("views/organizer_regions.py").run()
     table = at.dataframe[0].value
     assert list(table.columns) == ["San Francisco", "Europe", "APAC"]
     with session_scope(demo) as session:
@@ -132,13 +132,13 @@ def test_an_organizer_sees_only_their_event(demo: str) -> None:
     assert at.selectbox(key="overview_scope").options == [f"Event: {code} · {event.name}"]
     assert _metric(at, "Votes") == f"{own_votes:,}"
     with pytest.raises(ValueError, match="Could not find a navigation page"):  # admins only
-        at.switch_page("pages/organizer_regions.py")
-    at.switch_page("pages/organizer_comments.py").run()
+        at.switch_page("views/organizer_regions.py")
+    at.switch_page("views/organizer_comments.py").run()
     assert {c.value.split(" · ")[0].strip("*") for c in at.markdown if " · " in c.value} == {code}
 
 
 def _report_summary(at: AppTest) -> dict:
-    at.switch_page("pages/organizer_exports.py").run()
+    at.switch_page("views/organizer_exports.py").run()
     at.button(key="build_report").click().run()
     assert not at.exception, at.exception
     (paths,) = at.session_state["reports_built"].values()
@@ -148,7 +148,7 @@ def _report_summary(at: AppTest) -> dict:
 def test_hiding_a_comment_removes_it_from_the_report_and_exports(demo: str, tmp_path: Path) -> None:
     at = _signed_in()
     before = _report_summary(at)
-    at.switch_page("pages/organizer_comments.py").run()
+    at.switch_page("views/organizer_comments.py").run()
     hide = next(b for b in at.button if b.key and b.key.startswith("hide_vote_"))
     vote_id = int(hide.key.rsplit("_", 1)[1])
     with session_scope(demo) as session:
@@ -169,7 +169,7 @@ def test_hiding_a_comment_removes_it_from_the_report_and_exports(demo: str, tmp_
 
 def test_events_page_creates_an_event_and_shows_its_qr_code(organizer_env: Settings) -> None:
     at = _signed_in()
-    at.switch_page("pages/organizer_events.py").run()
+    at.switch_page("views/organizer_events.py").run()
     at.text_input(key="event_code_new").input("apac-7")
     at.text_input(key="event_name_new").input("Tokyo meetup")
     at.selectbox(key="event_region_new").set_value("apac")
@@ -189,7 +189,7 @@ def test_events_page_creates_an_event_and_shows_its_qr_code(organizer_env: Setti
 
 def test_events_page_explains_invalid_input(organizer_env: Settings) -> None:
     at = _signed_in()
-    at.switch_page("pages/organizer_events.py").run()
+    at.switch_page("views/organizer_events.py").run()
     at.text_input(key="event_code_new").input("X1")
     at.text_input(key="event_name_new").input("Test")
     at.text_input(key="event_city_new").input("Paris")
@@ -201,7 +201,7 @@ def test_events_page_explains_invalid_input(organizer_env: Settings) -> None:
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet", "arena", "dpo"])
 def test_exports_page_builds_every_format_for_download(demo: str, fmt: str) -> None:
     at = _signed_in()
-    at.switch_page("pages/organizer_exports.py").run()
+    at.switch_page("views/organizer_exports.py").run()
     at.button(key=f"build_{fmt}").click().run()
     assert not at.exception, at.exception
     (entry,) = at.session_state["exports_built"].values()

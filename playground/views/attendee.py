@@ -17,6 +17,7 @@ from playground.attendee_session import (
     BlindComparison,
     EventView,
     give_consent,
+    handoff_paused,
     leave,
     load_event,
     remember_language,
@@ -110,6 +111,11 @@ if "event" not in state:
 
 event: EventView = state.event
 st.caption(t("entry.where", name=event.name, city=event.city, region=t(f"regions.{event.region}")))
+try:
+    if handoff_paused(url, event.id):
+        st.warning(t("prompt.handoff_paused"))
+except DatabaseUnavailable:
+    pass  # the budget check is informational; feedback handling reports outages itself
 
 
 def _samples(clickable: bool) -> tuple[str | None, str | None]:
