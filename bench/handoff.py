@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from bench.common import Target, report
-from bench.prompts import MT_BENCH
+from bench.prompts import questions
 from playground.comparison import Comparison, Delta, Finished
 from playground.engine.cloud import CloudClient
 from playground.engine.local import LocalEngine
@@ -114,7 +114,7 @@ def main() -> list[Target]:
             }
             ttft: dict[bool, list[float]] = {True: [], False: []}
             shares: list[float] = []
-            for index, prompt in enumerate(MT_BENCH[:PROMPTS]):
+            for index, prompt in enumerate(questions()[:PROMPTS]):
                 for early in (True, False) if index % 2 == 0 else (False, True):
                     seconds, finished = turn(comparisons[early], prompt)
                     ttft[early].append(seconds)
