@@ -138,7 +138,8 @@ def demo_database(kind: str, votes: int, seed: int = 0) -> str:
         path = BENCH_DATA / f"{name}.db"
         if not path.exists():
             staging = path.with_suffix(".partial")
-            staging.unlink(missing_ok=True)
+            for leftover in (staging, Path(f"{staging}-wal"), Path(f"{staging}-shm")):  # an interrupted run's
+                leftover.unlink(missing_ok=True)
             url = f"sqlite:///{staging}"
             db_session.upgrade(url)
             generate(url, votes, seed=seed)
