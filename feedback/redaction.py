@@ -62,20 +62,42 @@ def _phone(match: re.Match[str]) -> str | None:
     return "[PHONE]"
 
 
-_RULES: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | None]], ...] = (
-    ("url_credentials", _URL_CREDENTIALS, lambda m: "[URL_WITH_CREDENTIALS]"),
-    ("api_key", _API_KEY, lambda m: "[API_KEY]"),
-    ("email", _EMAIL, lambda m: "[EMAIL]"),
-    ("credit_card", _CARD, _card),
-    ("ip_address", _IPV4, _ip),
-    ("ip_address", _IPV6, _ip),
-    ("phone", _PHONE, _phone),
+# Cheap necessary conditions, one per rule: a rule whose hint is absent from the text cannot match,
+# so most texts (no digit, no @, no "://") skip the full patterns. Each hint is a superset of its rule.
+_DIGIT = re.compile(r"\d")
+_API_KEY_WORDS = ("sk-", "sk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "akia", "aiza", "xox",
+                  "hf_", "glpat-", "bearer", "api", "secret", "token", "passw")  # fmt: skip
+_API_KEY_HINT_LOWER = re.compile("|".join(map(re.escape, _API_KEY_WORDS)))
+# non-ASCII text: IGNORECASE also folds e.g. "ı" to "i" and "ſ" to "s", which str.lower() does not
+_API_KEY_HINT = re.compile(_API_KEY_HINT_LOWER.pattern, re.IGNORECASE)
+
+
+def _has_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+def _may_hold_api_key(text: str) -> bool:
+    if not text.isascii():
+        return _API_KEY_HINT.search(text) is not None
+    return _API_KEY_HINT_LOWER.search(text.lower()) is not None
+
+
+_RULES: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | None], Callable[[str], bool]], ...] = (
+    ("url_credentials", _URL_CREDENTIALS, lambda m: "[URL_WITH_CREDENTIALS]", lambda t: "://" in t and "@" in t),
+    ("api_key", _API_KEY, lambda m: "[API_KEY]", _may_hold_api_key),
+    ("email", _EMAIL, lambda m: "[EMAIL]", lambda t: "@" in t),
+    ("credit_card", _CARD, _card, _has_digit),
+    ("ip_address", _IPV4, _ip, lambda t: "." in t and _has_digit(t)),
+    ("ip_address", _IPV6, _ip, lambda t: t.count(":") >= 2),
+    ("phone", _PHONE, _phone, _has_digit),
 )
 
 
 def redact(text: str, counts: Counter[str] | None = None) -> str:
     """Replace PII-like spans with a ``[KIND]`` marker; ``counts`` (if given) tallies each kind."""
-    for kind, pattern, replace in _RULES:
+    for kind, pattern, replace, hint in _RULES:
+        if not hint(text):
+            continue
 
         def _sub(match: re.Match[str], kind: str = kind, replace=replace) -> str:  # noqa: ANN001
             replacement = replace(match)

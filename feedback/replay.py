@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import and_, select
+import orjson
+from sqlalchemy import Text, and_, cast, select
 from sqlalchemy.orm import aliased
 
 from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Turn, Vote
@@ -27,6 +28,7 @@ from db.session import get_engine
 from feedback.export.dataset import ExportFilters, conversation_query
 
 BINS = 20
+CHUNK = 10_000  # rows read and turned into arrays at a time
 SWEEP = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 21))
 
 
@@ -95,7 +97,7 @@ def load_turns(url: str, filters: ExportFilters) -> TurnTable:
     stmt = (
         select(
             HandoffDecision.policy, HandoffDecision.threshold, HandoffDecision.score, HandoffDecision.handed_off,
-            HandoffDecision.signals, HandoffDecision.shadow_propensity, on.cost, on.source, shadow.id, shadow.cost,
+            cast(HandoffDecision.signals, Text), HandoffDecision.shadow_propensity, on.cost, on.source, shadow.id, shadow.cost,
             Vote.winner_arm,
         )  # fmt: skip
         .join(Turn, Turn.id == HandoffDecision.turn_id)
@@ -105,37 +107,48 @@ def load_turns(url: str, filters: ExportFilters) -> TurnTable:
         .outerjoin(Vote, and_(Vote.turn_id == Turn.id, Vote.hidden_at.is_(None)))
         .order_by(Turn.id)
     )
-    columns: dict[str, list] = {k: [] for k in ("policy", "threshold", "score", "handed", "prop", "shadow", "on_cost", "shadow_cost", "vote")}
-    extra: dict[str, list[float]] = {}
+    parts: list[tuple[np.ndarray, ...]] = []
+    extra: dict[str, list[np.ndarray]] = {}
+    done = 0
     with get_engine(url).connect() as connection:
-        result = connection.execution_options(stream_results=True, yield_per=10_000).execute(stmt)
-        for i, row in enumerate(result):
-            columns["policy"].append(row[0])
-            columns["threshold"].append(row[1])
-            columns["score"].append(row[2])
-            columns["handed"].append(bool(row[3]))
-            for name, value in ((row[4] or {}).get("scores") or {}).items():
-                extra.setdefault(name, [np.nan] * i).append(float(value))
-            for values in extra.values():
-                if len(values) == i:
-                    values.append(np.nan)
-            columns["prop"].append(row[5] if row[5] is not None else np.nan)
-            columns["on_cost"].append(float(row[6]) if row[6] is not None and row[7] == "cloud" else 0.0)
-            columns["shadow"].append(row[8] is not None)
-            columns["shadow_cost"].append(float(row[9]) if row[9] is not None else 0.0)
-            columns["vote"].append(row[10] or "")
-    return TurnTable(
-        live_policy=np.asarray(columns["policy"], dtype=object),
-        live_threshold=np.asarray(columns["threshold"], dtype=np.float64),
-        live_score=np.asarray(columns["score"], dtype=np.float64),
-        handed_off=np.asarray(columns["handed"], dtype=bool),
-        scores={k: np.asarray(v, dtype=np.float64) for k, v in extra.items()},
-        propensity=np.asarray(columns["prop"], dtype=np.float64),
-        has_shadow=np.asarray(columns["shadow"], dtype=bool),
-        on_cost=np.asarray(columns["on_cost"], dtype=np.float64),
-        shadow_cost=np.asarray(columns["shadow_cost"], dtype=np.float64),
-        vote=np.asarray(columns["vote"], dtype=object),
+        result = connection.execution_options(stream_results=True, yield_per=CHUNK).execute(stmt)
+        for rows in result.partitions(CHUNK):  # column-wise per chunk: arrays, not a list per value
+            policy, threshold, score, handed, signals, prop, on_cost, on_source, shadow, shadow_cost, vote = zip(*rows)
+            parts.append((
+                np.asarray(policy, dtype=object), _floats(threshold), _floats(score),
+                np.asarray([bool(h) for h in handed], dtype=bool), _floats(prop),
+                np.asarray([float(c) if c is not None and s == "cloud" else 0.0 for c, s in zip(on_cost, on_source)]),
+                np.asarray([i is not None for i in shadow], dtype=bool),
+                np.asarray([float(c) if c is not None else 0.0 for c in shadow_cost], dtype=np.float64),
+                np.asarray([v or "" for v in vote], dtype=object),
+            ))  # fmt: skip
+            scores = [(orjson.loads(raw) or {}).get("scores") or {} if raw is not None else {} for raw in signals]
+            for name in dict.fromkeys(name for row in scores for name in row):  # first-seen order
+                extra.setdefault(name, [np.full(done, np.nan)])
+            for name, chunks in extra.items():
+                chunks.append(np.asarray([float(row[name]) if name in row else np.nan for row in scores]))
+            done += len(rows)
+    columns = [np.concatenate(c) if parts else np.asarray([]) for c in zip(*parts)] or [np.asarray([])] * 9
+    live_policy, live_threshold, live_score, handed_off, propensity, on_cost_a, has_shadow, shadow_cost_a, votes = (
+        columns
     )
+    return TurnTable(
+        live_policy=live_policy.astype(object),
+        live_threshold=live_threshold.astype(np.float64),
+        live_score=live_score.astype(np.float64),
+        handed_off=handed_off.astype(bool),
+        scores={k: np.concatenate(v) for k, v in extra.items()},
+        propensity=propensity.astype(np.float64),
+        has_shadow=has_shadow.astype(bool),
+        on_cost=on_cost_a.astype(np.float64),
+        shadow_cost=shadow_cost_a.astype(np.float64),
+        vote=votes.astype(object),
+    )
+
+
+def _floats(values: tuple) -> np.ndarray:
+    """Nullable numbers as float64, NULL as nan."""
+    return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def _outcome_model(score: np.ndarray, observed: np.ndarray, vote: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,9 +7,10 @@ winner and are left out (counted in the data card).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
+
+import orjson
 
 from feedback.export.arms import arm_names
 from feedback.export.dataset import ConversationRow, Tally
@@ -33,7 +34,7 @@ NOTES = ["Votes where the participant said the answers were identical are left o
 
 def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
     rows = 0
-    with out.open("w", encoding="utf-8") as handle:
+    with out.open("wb") as handle:
         for batch in batches:
             for conversation in batch:
                 side_on = conversation.handoff_side
@@ -58,6 +59,6 @@ def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> 
                             "language": turn.language or "unknown",
                             "tstamp": vote.created_at.timestamp(),
                         }
-                        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                        handle.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
                         rows += 1
     return rows

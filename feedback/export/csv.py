@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from feedback.export.dataset import ConversationRow, Tally
-from feedback.export.flat import COLUMNS, vote_rows
+from feedback.export.flat import COLUMNS, vote_tuples
 
 SUFFIX = ".csv"
 UNIT = "vote"
@@ -29,11 +29,18 @@ def neutralise(value: Any) -> Any:
 
 def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
     rows = 0
+    created_at = len(COLUMNS) - 1
     with out.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        for row in vote_rows(batches):
-            row["created_at"] = row["created_at"].isoformat()
-            writer.writerow({key: neutralise(value) for key, value in row.items()})
-            rows += 1
+        writer = csv.writer(handle)
+        writer.writerow(list(COLUMNS))
+        for batch in batches:
+            records = vote_tuples(batch)
+            writer.writerows(
+                [
+                    neutralise(value) if value.__class__ is str else value.isoformat() if i == created_at else value
+                    for i, value in enumerate(record)
+                ]
+                for record in records
+            )
+            rows += len(records)
     return rows

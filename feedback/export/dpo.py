@@ -7,9 +7,10 @@ whose stars contradict the vote, or whose arms had different earlier answers (no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
+
+import orjson
 
 from feedback.export.dataset import ConversationRow, Tally, TurnRow, VoteRow
 
@@ -65,7 +66,7 @@ def _pair(conversation: ConversationRow, turn: TurnRow, preferred: str, tally: T
 
 def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
     rows = 0
-    with out.open("w", encoding="utf-8") as handle:
+    with out.open("wb") as handle:
         for batch in batches:
             for conversation in batch:
                 for turn in conversation.turns:
@@ -73,6 +74,6 @@ def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> 
                         preferred = _preferred(vote, tally)
                         pair = _pair(conversation, turn, preferred, tally) if preferred else None
                         if pair is not None:
-                            handle.write(json.dumps(pair, ensure_ascii=False) + "\n")
+                            handle.write(orjson.dumps(pair, option=orjson.OPT_APPEND_NEWLINE))
                             rows += 1
     return rows

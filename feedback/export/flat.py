@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from feedback.export.dataset import ConversationRow
@@ -46,41 +45,36 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
-def vote_rows(batches: Iterable[list[ConversationRow]]) -> Iterator[dict[str, Any]]:
-    for batch in batches:
-        for conversation in batch:
-            for turn in conversation.turns:
-                off, on, decision = turn.answers.get("off"), turn.answers.get("on"), turn.decision
-                for vote in turn.votes:
-                    ratings = vote.ratings
-                    yield {
-                        "vote_id": vote.id,
-                        "conversation_id": conversation.id,
-                        "turn_index": turn.index,
-                        "event": conversation.event,
-                        "region": conversation.region,
-                        "participant": conversation.participant,
-                        "language": turn.language,
-                        "category": turn.category or conversation.category,
-                        "handoff_side": conversation.handoff_side,
-                        "winner": vote.winner,
-                        "winner_arm": vote.winner_arm,
-                        "final": vote.final,
-                        "policy": decision.policy if decision else None,
-                        "threshold": decision.threshold if decision else None,
-                        "score": decision.score if decision else None,
-                        "handed_off": decision.handed_off if decision else None,
-                        "prompt": turn.prompt,
-                        "answer_off": off.text if off else None,
-                        "answer_on": on.text if on else None,
-                        "model_off": off.model if off else None,
-                        "model_on": on.model if on else None,
-                        "source_on": on.source if on else None,
-                        "latency_off_ms": off.latency_ms if off else None,
-                        "latency_on_ms": on.latency_ms if on else None,
-                        "cost_on": on.cost if on else None,
-                        **{f"stars_{arm}": ratings[arm].stars if arm in ratings else None for arm in ("off", "on", "both")},
-                        **{f"tags_{arm}": ";".join(ratings[arm].tags) if arm in ratings else None for arm in ("off", "on", "both")},
-                        "comment": vote.comment,
-                        "created_at": vote.created_at.astimezone(dt.UTC),
-                    }  # fmt: skip
+def vote_tuples(batch: list[ConversationRow]) -> list[tuple[Any, ...]]:
+    """One tuple per vote, values in ``COLUMNS`` order (tuples, not dicts: a million rows stay cheap)."""
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    for conversation in batch:
+        cid, event, region = conversation.id, conversation.event, conversation.region
+        participant, side = conversation.participant, conversation.handoff_side
+        for turn in conversation.turns:
+            if not turn.votes:
+                continue
+            off, on, decision = turn.answers.get("off"), turn.answers.get("on"), turn.decision
+            shared = (
+                (decision.policy, decision.threshold, decision.score, decision.handed_off, turn.prompt)
+                if decision else (None, None, None, None, turn.prompt)
+            )  # fmt: skip
+            answers = (
+                off.text if off else None, on.text if on else None, off.model if off else None,
+                on.model if on else None, on.source if on else None, off.latency_ms if off else None,
+                on.latency_ms if on else None, on.cost if on else None,
+            )  # fmt: skip
+            category = turn.category or conversation.category
+            for vote in turn.votes:
+                ratings = vote.ratings
+                r_off, r_on, r_both = ratings.get("off"), ratings.get("on"), ratings.get("both")
+                append((
+                    vote.id, cid, turn.index, event, region, participant, turn.language, category, side,
+                    vote.winner, vote.winner_arm, vote.final, *shared, *answers,
+                    r_off.stars if r_off else None, r_on.stars if r_on else None, r_both.stars if r_both else None,
+                    ";".join(r_off.tags) if r_off else None, ";".join(r_on.tags) if r_on else None,
+                    ";".join(r_both.tags) if r_both else None,
+                    vote.comment, vote.created_at.astimezone(dt.UTC),
+                ))  # fmt: skip
+    return rows

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feedback.export.dataset import ConversationRow, Tally
-from feedback.export.flat import COLUMNS, vote_rows
+from feedback.export.flat import COLUMNS, vote_tuples
 
 SUFFIX = ".parquet"
 UNIT = "vote"
@@ -28,16 +28,22 @@ _TYPES = {
 SCHEMA = pa.schema([(name, _TYPES[kind]) for name, (_, kind) in COLUMNS.items()])
 
 
+def _table(chunk: list[tuple]) -> pa.Table:
+    """Column-wise: one typed array per column from the transposed tuples (no per-row dicts)."""
+    columns = list(zip(*chunk)) if chunk else [() for _ in SCHEMA]
+    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA)], schema=SCHEMA)
+
+
 def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
     rows = 0
     with pq.ParquetWriter(out, SCHEMA, compression="zstd") as writer:
-        chunk: list[dict] = []
-        for row in vote_rows(batches):
-            chunk.append(row)
-            if len(chunk) == ROW_GROUP:
-                writer.write_table(pa.Table.from_pylist(chunk, schema=SCHEMA))
-                rows, chunk = rows + len(chunk), []
+        chunk: list[tuple] = []
+        for batch in batches:
+            chunk += vote_tuples(batch)
+            while len(chunk) >= ROW_GROUP:
+                writer.write_table(_table(chunk[:ROW_GROUP]))
+                rows, chunk = rows + ROW_GROUP, chunk[ROW_GROUP:]
         if chunk or rows == 0:
-            writer.write_table(pa.Table.from_pylist(chunk, schema=SCHEMA))
+            writer.write_table(_table(chunk))
             rows += len(chunk)
     return rows
