@@ -15,8 +15,6 @@ from tests.conftest import ORGANIZER_PASSWORD, streamlit_app
 from tests.organizer_data import Round, add_event, add_rounds
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 WAIT = 60_000  # ms
 
 
@@ -37,32 +35,21 @@ def app_url(organizer_env: Settings, seeded: int, tmp_path: Path, monkeypatch: p
     assert ORGANIZER_PASSWORD not in log_path.read_text()
 
 
-@pytest.fixture
-def browser():  # noqa: ANN201
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed: run `make browser`")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
 def _metric(page, label: str):  # noqa: ANN001, ANN202
     return page.get_by_test_id("stMetric").filter(has_text=label).get_by_test_id("stMetricValue")
 
 
 def test_organizer_signs_in_sees_live_numbers_change_and_downloads_an_export(
-    organizer_env: Settings, seeded: int, app_url: str, browser, tmp_path: Path  # noqa: ANN001
+    organizer_env: Settings, seeded: int, app_url: str, chromium, tmp_path: Path  # noqa: ANN001
 ) -> None:
     from playwright.sync_api import expect
 
     # An attendee opens the app: the sign-in link is there, the organizer pages are not.
-    attendee = browser.new_context().new_page()
+    attendee = chromium.new_context().new_page()
     attendee.goto(app_url)
     expect(attendee.get_by_role("link", name="Organizer sign-in")).to_be_visible(timeout=WAIT)
 
-    organizer = browser.new_context(accept_downloads=True)
+    organizer = chromium.new_context(accept_downloads=True)
     page = organizer.new_page()
     page.goto(f"{app_url}/organizer")
     expect(page.get_by_role("heading", name="Organizer sign-in")).to_be_visible(timeout=WAIT)
@@ -73,7 +60,7 @@ def test_organizer_signs_in_sees_live_numbers_change_and_downloads_an_export(
     expect(_metric(page, "Votes")).to_have_text("3", timeout=WAIT)
 
     # Another browser (not signed in) sees the sign-in form at the same address, not the numbers.
-    stranger = browser.new_context().new_page()
+    stranger = chromium.new_context().new_page()
     stranger.goto(f"{app_url}/organizer")
     expect(stranger.get_by_role("heading", name="Organizer sign-in")).to_be_visible(timeout=WAIT)
     expect(stranger.get_by_test_id("stMetric")).to_have_count(0)
