@@ -61,7 +61,9 @@ def write_export(
     tally = Tally()
 
     def batches() -> Iterator[list[ConversationRow]]:
-        for batch in iter_conversations(url, filters, salt=use_salt, redact_pii=redact, tally=tally):
+        # only formats that write the decisions' signals (SIGNALS = True) pay for reading them
+        wanted = getattr(module, "SIGNALS", False)
+        for batch in iter_conversations(url, filters, salt=use_salt, redact_pii=redact, tally=tally, signals=wanted):
             yield batch
             if progress is not None:
                 progress(len(batch))

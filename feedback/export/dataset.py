@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, Text, cast, func, select
+from sqlalchemy import Select, Text, cast, func, null, select
 
 from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
 from db.session import get_engine
@@ -193,9 +193,13 @@ def _cleaner(tally: Tally, redact_pii: bool) -> Callable[[str], str]:
 
 
 def iter_conversations(
-    url: str, filters: ExportFilters, *, salt: bytes, redact_pii: bool, tally: Tally, batch: int = BATCH
+    url: str, filters: ExportFilters, *, salt: bytes, redact_pii: bool, tally: Tally, batch: int = BATCH,
+    signals: bool = True,
 ) -> Iterator[list[ConversationRow]]:
-    """Yield batches of fully loaded conversations (turns, answers, decisions, visible votes, ratings)."""
+    """Yield batches of fully loaded conversations (turns, answers, decisions, visible votes, ratings).
+
+    ``signals=False`` leaves each decision's stored signals empty ({}), for formats that never show them.
+    """
     engine = get_engine(url)
     clean = _cleaner(tally, redact_pii)
     participant = lru_cache(maxsize=MEMO)(lambda participant_id: pseudonymize(participant_id, salt))
@@ -205,7 +209,7 @@ def iter_conversations(
         )
         for partition in stream.partitions(batch):
             ids = [row[0] for row in partition]
-            yield _load(connection, ids, participant, clean, tally)
+            yield _load(connection, ids, participant, clean, tally, signals)
 
 
 def _json(raw: str | None) -> Any:
@@ -213,7 +217,7 @@ def _json(raw: str | None) -> Any:
     return None if raw is None else orjson.loads(raw)
 
 
-def _load(connection, ids: list[int], participant, clean, tally: Tally) -> list[ConversationRow]:  # noqa: ANN001
+def _load(connection, ids: list[int], participant, clean, tally: Tally, signals: bool) -> list[ConversationRow]:  # noqa: ANN001
     """Fill one batch with one query per table; rows are plain tuples (no ORM objects, no per-row attribute lookups)."""
     conversations: dict[int, ConversationRow] = {}
     event_ids = tally.event_ids
@@ -252,17 +256,17 @@ def _load(connection, ids: list[int], participant, clean, tally: Tally) -> list[
             arm, source, clean(text), model, tokens_out, latency_ms, float(cost) if cost is not None else None,
             error_kind,
         )  # fmt: skip
-    for tid, policy, threshold, score, handed_off, blocked_by, propensity, signals in connection.execute(
+    for tid, policy, threshold, score, handed_off, blocked_by, propensity, stored in connection.execute(
         select(
             HandoffDecision.turn_id, HandoffDecision.policy, HandoffDecision.threshold, HandoffDecision.score,
             HandoffDecision.handed_off, HandoffDecision.blocked_by, HandoffDecision.shadow_propensity,
-            cast(HandoffDecision.signals, Text),
+            cast(HandoffDecision.signals, Text) if signals else null(),
         )  # fmt: skip
         .join(Turn, Turn.id == HandoffDecision.turn_id)
         .where(in_batch)
     ).all():
         turns[tid].decision = DecisionRow(
-            policy, threshold, score, handed_off, blocked_by, propensity, _json(signals) or {}
+            policy, threshold, score, handed_off, blocked_by, propensity, _json(stored) or {}
         )
     votes: dict[int, VoteRow] = {}
     for vid, tid, winner, winner_arm, comment, final, created in connection.execute(

@@ -21,6 +21,7 @@ FIELDS = {
     "turns[].votes[]": "votes cast after that turn: winner (pane), winner_arm, comment, ratings per arm",
 }
 NOTES: list[str] = []
+SIGNALS = True  # every stored signal of each decision is written
 
 
 # orjson writes the dataclasses field by field like ``dataclasses.asdict``; times keep their str() form
