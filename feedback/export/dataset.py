@@ -40,7 +40,7 @@ class ExportFilters:
         return {k: str(v) for k, v in vars(self).items() if v is not None}
 
 
-@dataclass
+@dataclass(slots=True)
 class AnswerRow:
     arm: str
     source: str
@@ -52,13 +52,13 @@ class AnswerRow:
     error_kind: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class RatingRow:
     stars: int | None
     tags: list[str]
 
 
-@dataclass
+@dataclass(slots=True)
 class VoteRow:
     id: int
     winner: str
@@ -69,7 +69,7 @@ class VoteRow:
     ratings: dict[str, RatingRow] = field(default_factory=dict)  # off / on / both
 
 
-@dataclass
+@dataclass(slots=True)
 class DecisionRow:
     policy: str
     threshold: float
@@ -80,7 +80,7 @@ class DecisionRow:
     signals: dict[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class TurnRow:
     id: int
     index: int
@@ -93,7 +93,7 @@ class TurnRow:
     votes: list[VoteRow] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class ConversationRow:
     id: int
     event: str
