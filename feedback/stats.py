@@ -81,14 +81,22 @@ def percentile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
 
 
 def preprocess_for_bt(battles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
-    """Unique (model_a, model_b, outcome) matchups with their counts; outcome 1 = a wins, 0.5 = tie."""
+    """Unique (model_a, model_b, outcome) matchups with their counts; outcome 1 = a wins, 0.5 = tie.
+
+    An optional ``n`` column says how many identical battles a row stands for (pre-counted battles,
+    so a million votes need not become a million rows); without it every row is one battle.
+    """
     n = len(battles)
     codes, models = pd.factorize(pd.concat([battles["model_a"], battles["model_b"]]), sort=True)
     matchups = np.column_stack([codes[:n], codes[n:]])
     outcomes = np.full(n, 0.5)
     outcomes[(battles["winner"] == "model_a").to_numpy()] = 1.0
     outcomes[(battles["winner"] == "model_b").to_numpy()] = 0.0
-    unique, weights = np.unique(np.column_stack([matchups, outcomes]), return_counts=True, axis=0)
+    if "n" in battles:
+        unique, inverse = np.unique(np.column_stack([matchups, outcomes]), return_inverse=True, axis=0)
+        weights = np.bincount(inverse.reshape(-1), weights=battles["n"].to_numpy(np.float64), minlength=len(unique))
+    else:
+        unique, weights = np.unique(np.column_stack([matchups, outcomes]), return_counts=True, axis=0)
     return unique[:, :2].astype(np.int64), unique[:, 2], list(models), weights.astype(np.float64)
 
 
@@ -137,7 +145,7 @@ def compute_bootstrap_bt(
     """One row of ratings per bootstrap round (battles resampled as multinomial matchup weights)."""
     matchups, outcomes, models, weights = preprocess_for_bt(battles)
     rng = np.random.default_rng(seed)
-    n = len(battles)
+    n = int(round(weights.sum()))  # battles, counted with their ``n`` when given
     draws = rng.multinomial(n, weights / weights.sum(), size=rounds).astype(np.float64)
     rows = [
         _scale(fit_bt(matchups, outcomes, w, len(models), math.log(base), tol), scale, init_rating) for w in draws
@@ -150,7 +158,10 @@ def leaderboard(battles: pd.DataFrame, *, rounds: int, seed: int, level: float =
     ratings = compute_bt(battles)
     boot = compute_bootstrap_bt(battles, rounds=rounds, seed=seed)
     tail = (1 - level) / 2
-    counts = pd.concat([battles["model_a"], battles["model_b"]]).value_counts()
+    if "n" in battles:
+        counts = pd.concat([battles.set_index("model_a")["n"], battles.set_index("model_b")["n"]]).groupby(level=0).sum()
+    else:
+        counts = pd.concat([battles["model_a"], battles["model_b"]]).value_counts()
     return pd.DataFrame(
         {
             "arm": ratings.index,

@@ -104,9 +104,8 @@ def _leaderboard(frame: pd.DataFrame, *, rounds: int, seed: int) -> list[dict[st
             row.winner_arm, "tie"
         )
         rows.append((names[a], names[b], winner, row.n))
-    grouped = pd.DataFrame(rows, columns=["model_a", "model_b", "winner", "n"])
-    expanded = grouped.loc[grouped.index.repeat(grouped.n), ["model_a", "model_b", "winner"]].astype("category")
-    board = stats.leaderboard(expanded.reset_index(drop=True), rounds=rounds, seed=seed)
+    grouped = pd.DataFrame(rows, columns=["model_a", "model_b", "winner", "n"])  # pre-counted: one row per kind
+    board = stats.leaderboard(grouped, rounds=rounds, seed=seed)
     return [
         {"arm": r.arm, "rating": r4(r.rating), "lower": r4(r.lower), "upper": r4(r.upper), "battles": int(r.battles)}
         for r in board.itertuples()
