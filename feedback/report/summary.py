@@ -11,8 +11,9 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Text, and_, case, cast, func, select
 from sqlalchemy.orm import aliased
 
 from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
@@ -204,13 +205,18 @@ def _ratings(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: ANN
         arm: r4(sum(int(s) * n for s, n in d.items()) / max(sum(d.values()), 1)) for arm, d in distribution.items()
     }
     tags: dict[str, Counter[str]] = {}
-    for arm, row_tags in connection.execution_options(stream_results=True, yield_per=10_000).execute(
-        select(Rating.arm, Rating.tags)
+    tag_list = cast(Rating.tags, Text)  # counted per distinct stored list in SQL: a few hundred rows, not one per rating
+    for arm, raw, n in connection.execute(
+        select(Rating.arm, tag_list, func.count())
         .join(Vote, Vote.id == Rating.vote_id)
         .join(visible, visible.c.id == Vote.conversation_id)
         .where(Vote.hidden_at.is_(None), Rating.tags.is_not(None))
+        .group_by(Rating.arm, tag_list)
+        .order_by(func.min(Rating.id))  # first-seen order, which breaks ties in most_common
     ):
-        tags.setdefault(arm, Counter()).update(row_tags or [])
+        counter = tags.setdefault(arm, Counter())
+        for tag in orjson.loads(raw) or []:
+            counter[tag] += n
     # inter-rater: prompts voted on more than once, verdict counts per prompt
     per_prompt = connection.execute(
         select(Turn.prompt, Vote.winner_arm, func.count())
