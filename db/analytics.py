@@ -13,7 +13,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from scipy.stats import binomtest
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, select, true
+from sqlalchemy import ColumnElement, Select, and_, case, func, select, true
 from sqlalchemy.orm import Session
 
 from db.models import REGIONS, Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -26,11 +27,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 REGIONS = ("sf", "europe", "apac")
+Region = StrEnum("Region", {name: name for name in REGIONS})  # for CLI options
 ARMS = ("off", "on", "shadow")
 WINNERS = ("a", "b", "tie", "both_bad", "identical")
 WINNER_ARMS = ("on", "off", "tie", "both_bad", "identical")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from feedback.export.dataset import ConversationRow, Tally
 from feedback.export.flat import COLUMNS, vote_tuples
@@ -20,13 +19,6 @@ NOTES = [
 _RISKY = ("=", "+", "-", "@", "\t", "\r")
 
 
-def neutralise(value: Any) -> Any:
-    """Make a text cell inert in Excel/LibreOffice/Sheets (OWASP CSV injection guidance)."""
-    if isinstance(value, str) and value.startswith(_RISKY):
-        return "'" + value
-    return value
-
-
 def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
     rows = 0
     created_at = len(COLUMNS) - 1
@@ -37,7 +29,7 @@ def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> 
             records = vote_tuples(batch)
             writer.writerows(
                 [
-                    (("'" + value) if value.startswith(_RISKY) else value) if value.__class__ is str  # neutralise()
+                    (("'" + value) if value.startswith(_RISKY) else value) if value.__class__ is str  # inert text (OWASP CSV injection)
                     else value.isoformat() if i == created_at else value
                     for i, value in enumerate(record)
                 ]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from enum import StrEnum
 
 import typer
 from sqlalchemy import select
 
 from db.events import EventInvalid, EventSpec, create_event
-from db.models import Event
+from db.models import Event, Region
 from db.queries import list_events, normalize_code
 from db.session import ensure_migrated, session_scope
 from playground.handoff.policies import POLICY_NAMES
@@ -18,11 +17,6 @@ from playground.settings import get_settings
 
 app = typer.Typer(help="Events.", no_args_is_help=True)
 
-
-class Region(StrEnum):
-    sf = "sf"
-    europe = "europe"
-    apac = "apac"
 
 
 @app.command("create")

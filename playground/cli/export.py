@@ -9,17 +9,13 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from db.models import Region
 from db.session import ensure_migrated
 from feedback.export import FORMATS, ExportFilters, count_conversations, write_export
 from playground.settings import get_settings
 
 Format = StrEnum("Format", {name: name for name in FORMATS})
 
-
-class Region(StrEnum):
-    sf = "sf"
-    europe = "europe"
-    apac = "apac"
 
 
 def filters_from(
