@@ -7,7 +7,7 @@ DEMO_EVENT ?= DEMO
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: install run test test-fast browser clean bench
+.PHONY: install run test test-fast lint browser clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ run: install
 		--region sf --city "San Francisco" --timezone America/Los_Angeles --budget 25
 	$(BIN)/handoff serve
 
-test: install browser
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install browser lint
 	$(BIN)/python -m pytest
 
 test-fast: install

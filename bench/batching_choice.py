@@ -65,10 +65,15 @@ def main() -> list[Target]:
     ours_tps, ours_gb = statistics.median(t for t, _ in ours), max(gb for _, gb in ours)
     theirs_tps, theirs_gb = statistics.median(t for t, _ in theirs), max(gb for _, gb in theirs)
     engine.close()
-    print(f"{BATCH} together, median of 2: our padded batch {ours_tps:.1f} tok/s (peak {ours_gb:.2f} GiB), "
-          f"transformers continuous batching {theirs_tps:.1f} tok/s (peak {theirs_gb:.2f} GiB); runs: ours "
-          f"{[round(t, 1) for t, _ in ours]}, theirs {[round(t, 1) for t, _ in theirs]}", flush=True)  # fmt: skip
-    return [Target(f"{BATCH} together: our batching vs transformers continuous batching", ours_tps / theirs_tps, 1.0, "x")]
+    print(
+        f"{BATCH} together, median of 2: our padded batch {ours_tps:.1f} tok/s (peak {ours_gb:.2f} GiB), "
+        f"transformers continuous batching {theirs_tps:.1f} tok/s (peak {theirs_gb:.2f} GiB); runs: ours "
+        f"{[round(t, 1) for t, _ in ours]}, theirs {[round(t, 1) for t, _ in theirs]}",
+        flush=True,
+    )
+    return [
+        Target(f"{BATCH} together: our batching vs transformers continuous batching", ours_tps / theirs_tps, 1.0, "x")
+    ]
 
 
 if __name__ == "__main__":

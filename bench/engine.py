@@ -133,14 +133,20 @@ def main(argv: list[str] | None = None) -> list[Target]:
     engine = LocalEngine(settings_for(args.device, args.model))
     started = time.perf_counter()
     engine.warm_up()
-    print(f"engine: {engine.model_name} on {args.device}, loaded in {engine.load_seconds:.1f} s, "
-          f"warm-up {time.perf_counter() - started:.1f} s", flush=True)
+    print(
+        f"engine: {engine.model_name} on {args.device}, loaded in {engine.load_seconds:.1f} s, "
+        f"warm-up {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
 
     bare, single = single_stream(engine, chats(SINGLE_PROMPTS))
     print(f"one stream: bare generate {bare:.1f} tok/s, engine {single:.1f} tok/s", flush=True)
     aggregate, peak_gb = together(engine, chats(BATCH))
-    print(f"{BATCH} together: {aggregate:.1f} tok/s aggregate ({aggregate / single:.2f}x one stream), "
-          f"peak RSS {peak_gb:.2f} GiB", flush=True)
+    print(
+        f"{BATCH} together: {aggregate:.1f} tok/s aggregate ({aggregate / single:.2f}x one stream), "
+        f"peak RSS {peak_gb:.2f} GiB",
+        flush=True,
+    )
     targets = [
         Target("engine overhead: one stream vs bare generate", single / bare, 0.95, "x"),
         Target(f"{BATCH} together: aggregate vs one stream", aggregate / single, 6.0, "x"),
@@ -158,13 +164,20 @@ def main(argv: list[str] | None = None) -> list[Target]:
 
     ttfts = staggered(engine, sessions=BATCH, mean_gap_s=0.5)
     starved = sum(t > STARVED_TTFT_S for t in ttfts)
-    print(f"staggered: {len(ttfts)} requests, TTFT p50 {percentile(ttfts, 50):.3f} s, "
-          f"p95 {percentile(ttfts, 95):.3f} s, max {max(ttfts):.3f} s, peak batch {engine.peak_batch_size}",
-          flush=True)
+    print(
+        f"staggered: {len(ttfts)} requests, TTFT p50 {percentile(ttfts, 50):.3f} s, "
+        f"p95 {percentile(ttfts, 95):.3f} s, max {max(ttfts):.3f} s, peak batch {engine.peak_batch_size}",
+        flush=True,
+    )
     targets += [
         Target(f"{BATCH} staggered sessions: p95 time to first token", percentile(ttfts, 95), 1.0, " s", False),
-        Target(f"{BATCH} staggered sessions: starved requests (TTFT > {STARVED_TTFT_S:g} s or unfinished)",
-               starved, 0, "", False),
+        Target(
+            f"{BATCH} staggered sessions: starved requests (TTFT > {STARVED_TTFT_S:g} s or unfinished)",
+            starved,
+            0,
+            "",
+            False,
+        ),
         Target(f"peak memory, engine warm + {BATCH} in flight", peak_gb, 3.0, " GiB", False),
     ]
     engine.close()

@@ -34,8 +34,10 @@ def measure(url: str, job: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
         output = subprocess.run(
             [sys.executable, "-m", "bench.exports", "--child", job, "--url", url, "--out", folder],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
@@ -62,21 +64,33 @@ def main(sizes: tuple[int, ...] = SIZES) -> list[Target]:
         figures[votes] = {}
         for job in JOBS:
             figures[votes][job] = measure(url, job)
-            print(f"  {job:8s} {votes:>9,} votes: {figures[votes][job]['seconds']:6.1f} s, "
-                  f"peak {figures[votes][job]['peak_mib']:6.0f} MiB", flush=True)  # fmt: skip
+            print(
+                f"  {job:8s} {votes:>9,} votes: {figures[votes][job]['seconds']:6.1f} s, "
+                f"peak {figures[votes][job]['peak_mib']:6.0f} MiB",
+                flush=True,
+            )
     largest = max(sizes)
     targets = []
     for job in JOBS:
         what = "report" if job == "report" else f"export {job}"
-        targets.append(Target(f"{what} over {largest:,} votes: time", figures[largest][job]["seconds"],
-                              SECONDS_TARGET, " s", False))  # fmt: skip
+        targets.append(
+            Target(
+                f"{what} over {largest:,} votes: time", figures[largest][job]["seconds"], SECONDS_TARGET, " s", False
+            )
+        )
         if len(sizes) > 1:
             smallest = min(sizes)
             ratio = figures[largest][job]["peak_mib"] / figures[smallest][job]["peak_mib"]
-            targets.append(Target(
-                f"{what}: peak memory {figures[largest][job]['peak_mib']:.0f} MiB at {largest:,} votes / "
-                f"{figures[smallest][job]['peak_mib']:.0f} MiB at {smallest:,}", ratio, FLAT_RATIO, "x", False,
-            ))  # fmt: skip
+            targets.append(
+                Target(
+                    f"{what}: peak memory {figures[largest][job]['peak_mib']:.0f} MiB at {largest:,} votes / "
+                    f"{figures[smallest][job]['peak_mib']:.0f} MiB at {smallest:,}",
+                    ratio,
+                    FLAT_RATIO,
+                    "x",
+                    False,
+                )
+            )
     return targets
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import random
 import socket
-import subprocess
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -109,7 +109,9 @@ def main() -> list[Target]:
             engine.warm_up()
             cloud = CloudClient(base)
             comparisons = {
-                early: Comparison(engine, cloud, get_policy("confidence"), 0.0, base.model_copy(update={"early_handoff": early}))
+                early: Comparison(
+                    engine, cloud, get_policy("confidence"), 0.0, base.model_copy(update={"early_handoff": early})
+                )
                 for early in (True, False)
             }
             ttft: dict[bool, list[float]] = {True: [], False: []}
@@ -123,9 +125,12 @@ def main() -> list[Target]:
                     assert decision.handed_off and local is not None and local.latency_ms
                     scoring_ms = running_score_ms(local.tokens_out or 0, base) if early else 0.0
                     shares.append((decision.latency_ms + scoring_ms) / local.latency_ms)
-                    print(f"  prompt {index} early={early}: handoff pane first text after {seconds:.2f} s, "
-                          f"decision {decision.latency_ms:.2f} ms (+ {scoring_ms:.1f} ms if scored on every "
-                          f"token) of {local.latency_ms:.0f} ms local", flush=True)
+                    print(
+                        f"  prompt {index} early={early}: handoff pane first text after {seconds:.2f} s, "
+                        f"decision {decision.latency_ms:.2f} ms (+ {scoring_ms:.1f} ms if scored on every "
+                        f"token) of {local.latency_ms:.0f} ms local",
+                        flush=True,
+                    )
             engine.close()
         finally:
             standin.terminate()
@@ -134,8 +139,12 @@ def main() -> list[Target]:
     print(f"handoff pane TTFT (median): early {early_s:.2f} s, after the full answer {late_s:.2f} s", flush=True)
     return [
         Target("handoff decision cost / local generation time", max(shares), DECISION_SHARE_TARGET, "", False),
-        Target("early handoff: handoff-pane TTFT speed-up vs deciding after the full answer",
-               late_s / early_s, SPEEDUP_TARGET, "x"),  # fmt: skip
+        Target(
+            "early handoff: handoff-pane TTFT speed-up vs deciding after the full answer",
+            late_s / early_s,
+            SPEEDUP_TARGET,
+            "x",
+        ),
     ]
 
 

@@ -41,8 +41,7 @@ def batched_tokens_per_s(chats: list[list[dict[str, str]]], max_new_tokens: int)
     settings = Settings()
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(BUNDLED_MODEL, settings.model_cache_dir))
     prompts = [
-        tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
-        for chat in chats
+        tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"] for chat in chats
     ]
     callback = llama_cpp.llama_log_callback(_quiet)  # keep a reference while llama.cpp may call it
     llama_cpp.llama_log_set(callback, ctypes.c_void_p())
@@ -63,7 +62,9 @@ def batched_tokens_per_s(chats: list[list[dict[str, str]]], max_new_tokens: int)
     batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
     try:
         started = time.perf_counter()
-        entries = [(seq, pos, token, pos == len(ids) - 1) for seq, ids in enumerate(prompts) for pos, token in enumerate(ids)]
+        entries = [
+            (seq, pos, token, pos == len(ids) - 1) for seq, ids in enumerate(prompts) for pos, token in enumerate(ids)
+        ]
         positions = [len(ids) for ids in prompts]
         live = list(range(sequences))
         generated = 0

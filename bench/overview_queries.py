@@ -67,15 +67,27 @@ def measure(kind: str, votes: int, repeats: int) -> list[Target]:
             target = ONE_EVENT_TARGET_S if label.startswith("one event") else ALL_EVENTS_TARGET_S
             targets.append(Target(f"{kind} overview refresh, {label}", seconds, target, " s", higher_is_better=False))
         seconds = _median_s(url, analytics.compare_regions, repeats)
-        targets.append(Target(f"{kind} region comparison (3 overviews)", seconds, 3 * ALL_EVENTS_TARGET_S, " s",
-                              higher_is_better=False))  # fmt: skip
+        targets.append(
+            Target(
+                f"{kind} region comparison (3 overviews)",
+                seconds,
+                3 * ALL_EVENTS_TARGET_S,
+                " s",
+                higher_is_better=False,
+            )
+        )
         everything = analytics.Scope()
         parts = {
-            "counts": analytics.counts, "verdicts": analytics.verdicts, "votes_over_time": analytics.votes_over_time,
-            "handoffs": analytics.handoffs, "errors": analytics.errors, "cloud_spend": analytics.cloud_spend,
-            "latency_percentiles": analytics.latency_percentiles, "top_tags": analytics.top_tags,
+            "counts": analytics.counts,
+            "verdicts": analytics.verdicts,
+            "votes_over_time": analytics.votes_over_time,
+            "handoffs": analytics.handoffs,
+            "errors": analytics.errors,
+            "cloud_spend": analytics.cloud_spend,
+            "latency_percentiles": analytics.latency_percentiles,
+            "top_tags": analytics.top_tags,
             "languages": analytics.languages,
-        }  # fmt: skip
+        }
         for name, query in parts.items():
             seconds = _median_s(url, lambda s, query=query: query(s, everything), repeats)
             print(f"[{kind}]   {name} (all events): {seconds * 1000:.0f} ms", flush=True)

@@ -42,9 +42,15 @@ PAUSE_S = 0.25
 
 def _turn(prompt: str) -> TurnRecord:
     decision = DecisionRecord(
-        policy="confidence", policy_version="1", stage="post", threshold=0.5, score=0.3,
-        handed_off=False, latency_ms=0.1, signals={"tokens": 12.0},
-    )  # fmt: skip
+        policy="confidence",
+        policy_version="1",
+        stage="post",
+        threshold=0.5,
+        score=0.3,
+        handed_off=False,
+        latency_ms=0.1,
+        signals={"tokens": 12.0},
+    )
     answers = [AnswerRecord(arm=arm, source="local", text="An answer.", model="bench") for arm in ("off", "on")]
     return TurnRecord(prompt=prompt, decision=decision, answers=answers)
 
@@ -52,8 +58,9 @@ def _turn(prompt: str) -> TurnRecord:
 def seed_conversations(url: str, count: int) -> list[int]:
     """One event, ``count`` participants with one answered turn each: what votes are cast on."""
     with db_session.session_scope(url) as session:
-        event = Event(code=f"BENCH-{uuid.uuid4().hex[:6]}", name="bench", region="sf", city="SF",
-                      timezone="America/Los_Angeles")  # fmt: skip
+        event = Event(
+            code=f"BENCH-{uuid.uuid4().hex[:6]}", name="bench", region="sf", city="SF", timezone="America/Los_Angeles"
+        )
         session.add(event)
         session.flush()
         ids = []
@@ -147,15 +154,22 @@ def main() -> list[Target]:
         for pause_s in (0.0, PAUSE_S):
             with database() as url:
                 figures = hammer(url, pause_s)
-            print(f"votes on {label}, {'paced' if pause_s else 'flat out'}: {SUBMISSIONS} submissions from "
-                  f"{WRITERS} writers, {figures['per_s']:.0f}/s, p50 {figures['p50_ms']:.1f} ms, "
-                  f"p99 {figures['p99_ms']:.1f} ms, lost {figures['lost']}, duplicated {figures['duplicated']}",
-                  flush=True)  # fmt: skip
+            print(
+                f"votes on {label}, {'paced' if pause_s else 'flat out'}: {SUBMISSIONS} submissions from "
+                f"{WRITERS} writers, {figures['per_s']:.0f}/s, p50 {figures['p50_ms']:.1f} ms, "
+                f"p99 {figures['p99_ms']:.1f} ms, lost {figures['lost']}, duplicated {figures['duplicated']}",
+                flush=True,
+            )
         targets += [
             Target(f"votes {label}: lost", figures["lost"], 0, "", False),
             Target(f"votes {label}: duplicated", figures["duplicated"], 0, "", False),
-            Target(f"votes {label}: p99 commit latency (paced, ~{WRITERS / PAUSE_S:.0f}/s offered)",
-                   figures["p99_ms"], 50, " ms", False),
+            Target(
+                f"votes {label}: p99 commit latency (paced, ~{WRITERS / PAUSE_S:.0f}/s offered)",
+                figures["p99_ms"],
+                50,
+                " ms",
+                False,
+            ),
         ]
     return targets
 

@@ -133,8 +133,10 @@ def counts(session: Session, scope: Scope) -> tuple[int, int]:
     participants = session.scalar(
         select(func.count()).select_from(Participant).where(*_event_filter(Participant.event_id, scope))
     )
-    conversations = select(func.count()).select_from(Conversation).where(
-        Conversation.hidden_at.is_(None), *_event_filter(Conversation.event_id, scope)
+    conversations = (
+        select(func.count())
+        .select_from(Conversation)
+        .where(Conversation.hidden_at.is_(None), *_event_filter(Conversation.event_id, scope))
     )
     if scope.since is not None:
         conversations = conversations.where(Conversation.created_at >= scope.since)
@@ -172,7 +174,9 @@ def handoffs(session: Session, scope: Scope) -> tuple[int, int, int, dict[str, i
             func.count(),
             func.coalesce(func.sum(case((HandoffDecision.handed_off, 1), else_=0)), 0),
             func.coalesce(func.sum(case((reached, 1), else_=0)), 0),
-        ).select_from(HandoffDecision).join(Turn, Turn.id == HandoffDecision.turn_id),
+        )
+        .select_from(HandoffDecision)
+        .join(Turn, Turn.id == HandoffDecision.turn_id),
         scope,
     )
     turns, handed_off, reached_cloud = session.execute(totals).one()
@@ -201,9 +205,7 @@ def errors(session: Session, scope: Scope) -> dict[str, int]:
 def cloud_spend(session: Session, scope: Scope) -> tuple[Decimal, Decimal | None]:
     """Cloud cost recorded on answers (shown and shadow) and the summed budget of the events in scope."""
     cost = session.scalar(_answers([func.coalesce(func.sum(Answer.cost), 0)], scope).where(Answer.source == "cloud"))
-    budget = session.scalar(
-        select(func.sum(Event.cloud_budget)).where(*_event_filter(Event.id, scope))
-    )
+    budget = session.scalar(select(func.sum(Event.cloud_budget)).where(*_event_filter(Event.id, scope)))
     return Decimal(cost or 0), (Decimal(budget) if budget is not None else None)
 
 
@@ -216,16 +218,22 @@ def latency_percentiles(session: Session, scope: Scope) -> list[ArmLatency]:
         rows = {arm: (n, *values) for arm, n, *values in session.execute(query)}
     else:
         # SQLite has no percentile aggregate: rank the latency column once per arm, keep the wanted ranks.
-        ranked = _answers(
-            [
-                Answer.arm,
-                Answer.latency_ms,
-                func.row_number().over(partition_by=Answer.arm, order_by=Answer.latency_ms).label("rank"),
-                func.count().over(partition_by=Answer.arm).label("n"),
-            ],
-            scope,
-        ).where(shown).subquery()
-        wanted = [func.max(case((ranked.c.rank == _nearest_rank(q, ranked.c.n), ranked.c.latency_ms))) for q in PERCENTILES]
+        ranked = (
+            _answers(
+                [
+                    Answer.arm,
+                    Answer.latency_ms,
+                    func.row_number().over(partition_by=Answer.arm, order_by=Answer.latency_ms).label("rank"),
+                    func.count().over(partition_by=Answer.arm).label("n"),
+                ],
+                scope,
+            )
+            .where(shown)
+            .subquery()
+        )
+        wanted = [
+            func.max(case((ranked.c.rank == _nearest_rank(q, ranked.c.n), ranked.c.latency_ms))) for q in PERCENTILES
+        ]
         query = select(ranked.c.arm, func.max(ranked.c.n), *wanted).group_by(ranked.c.arm)
         rows = {arm: (n, *values) for arm, n, *values in session.execute(query)}
     return [ArmLatency(arm, *rows.get(arm, (0, None, None))) for arm in ("off", "on")]

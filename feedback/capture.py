@@ -294,9 +294,7 @@ def _rating_arm(pane: str, handoff_side: str) -> str:
 
 def _set_ratings(vote: Vote, ratings: dict[str, PaneRating], handoff_side: str) -> None:
     """Update ratings in place per arm (the (vote, arm) pair is unique)."""
-    wanted = {
-        _rating_arm(pane, handoff_side): r for pane, r in ratings.items() if r.stars is not None or r.tags
-    }
+    wanted = {_rating_arm(pane, handoff_side): r for pane, r in ratings.items() if r.stars is not None or r.tags}
     existing = {rating.arm: rating for rating in vote.ratings}
     for arm, rating in existing.items():
         if arm not in wanted:

@@ -34,9 +34,15 @@ EVENTS = (
 # How much more (or less) the cloud answer tends to win per category; the effects sum to zero, so
 # with categories drawn uniformly the overall win rate stays the requested one.
 CATEGORY_EFFECT = {
-    "math": 0.10, "coding": 0.08, "reasoning": 0.05, "extraction": 0.0,
-    "stem": 0.0, "humanities": -0.05, "writing": -0.08, "roleplay": -0.10,
-}  # fmt: skip
+    "math": 0.10,
+    "coding": 0.08,
+    "reasoning": 0.05,
+    "extraction": 0.0,
+    "stem": 0.0,
+    "humanities": -0.05,
+    "writing": -0.08,
+    "roleplay": -0.10,
+}
 EXTRA_PROMPTS = {  # a few non-English prompts, so language segments exist in Europe and APAC
     "fr": ["Explique la différence entre une liste et un tuple en Python.", "Écris un haïku sur la mer."],
     "de": ["Erkläre kurz, wie ein Hash-Join funktioniert.", "Wie viele Primzahlen gibt es unter 50?"],
@@ -103,12 +109,22 @@ def _events(connection: Connection) -> list[tuple[int, str, float]]:
             event_id = connection.execute(
                 insert(Event).returning(Event.id),
                 {
-                    "code": code, "name": name, "region": region, "city": city, "timezone": timezone,
-                    "handoff_policy": "confidence", "handoff_threshold": threshold, "shadow_rate": SHADOW_RATE,
-                    "cloud_spent": Decimal(0), "currency": "USD", "ui_language": "en", "ask_profile": False,
-                    "starts_on": dt.date(2026, 3, 1), "ends_on": dt.date(2026, 3, 2),
+                    "code": code,
+                    "name": name,
+                    "region": region,
+                    "city": city,
+                    "timezone": timezone,
+                    "handoff_policy": "confidence",
+                    "handoff_threshold": threshold,
+                    "shadow_rate": SHADOW_RATE,
+                    "cloud_spent": Decimal(0),
+                    "currency": "USD",
+                    "ui_language": "en",
+                    "ask_profile": False,
+                    "starts_on": dt.date(2026, 3, 1),
+                    "ends_on": dt.date(2026, 3, 2),
                     "consent_text": "Your prompts, answers and votes are stored for research; no account, no name.",
-                },  # fmt: skip
+                },
             ).scalar_one()
         out.append((event_id, region, threshold))
     return out
@@ -165,10 +181,17 @@ def generate(
             participant_id = ids.participant
             ids.participant += 1
             when = start + dt.timedelta(seconds=float(rng.uniform(0, 2 * 86400)))
-            writer.add(Participant, {
-                "id": participant_id, "event_id": event_id, "pseudonym": f"demo-{seed}-{participant_id}",
-                "consented_at": when, "ui_language": "en", "created_at": when,
-            })  # fmt: skip
+            writer.add(
+                Participant,
+                {
+                    "id": participant_id,
+                    "event_id": event_id,
+                    "pseudonym": f"demo-{seed}-{participant_id}",
+                    "consented_at": when,
+                    "ui_language": "en",
+                    "created_at": when,
+                },
+            )
             for _ in range(int(rng.integers(1, 4))):  # conversations per participant
                 if written >= votes:
                     break
@@ -179,10 +202,17 @@ def generate(
                 candidates = [q for q in questions if q["category"] == category] or questions
                 question = candidates[int(rng.integers(len(candidates)))]
                 language = rng.choice(REGION_LANGUAGES[region])
-                writer.add(Conversation, {
-                    "id": conversation_id, "event_id": event_id, "participant_id": participant_id,
-                    "handoff_side": handoff_side, "category": category, "created_at": when,
-                })  # fmt: skip
+                writer.add(
+                    Conversation,
+                    {
+                        "id": conversation_id,
+                        "event_id": event_id,
+                        "participant_id": participant_id,
+                        "handoff_side": handoff_side,
+                        "category": category,
+                        "created_at": when,
+                    },
+                )
                 n_turns = min(int(rng.choice([1, 1, 1, 2, 2, 3])), votes - written)
                 for index in range(n_turns):
                     when += dt.timedelta(seconds=float(rng.uniform(20, 120)))
@@ -202,9 +232,11 @@ def generate(
         if engine.dialect.name == "postgresql":  # ids were assigned here: move the sequences past them
             for model in (Event, Participant, Conversation, Turn, Answer, HandoffDecision, Vote, Rating):
                 table = model.__tablename__
-                connection.execute(text(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT COALESCE(MAX(id), 1) FROM {table}))"
-                ))  # fmt: skip
+                connection.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT COALESCE(MAX(id), 1) FROM {table}))"
+                    )
+                )
     return written
 
 
@@ -227,18 +259,34 @@ class _Context:
 
 
 def _turn(
-    rng: np.random.Generator, writer: _Writer, ids: _Ids, context: _Context, index: int, prompt: str,
-    language: str, win_rate: float, when: dt.datetime, seed: int,
+    rng: np.random.Generator,
+    writer: _Writer,
+    ids: _Ids,
+    context: _Context,
+    index: int,
+    prompt: str,
+    language: str,
+    win_rate: float,
+    when: dt.datetime,
+    seed: int,
 ) -> None:
     """One turn with its decision, answers (plus a shadow answer on a random ε of kept-local turns), vote, ratings."""
     conversation_id, category, threshold = context.conversation_id, context.category, context.threshold
     handoff_side = context.handoff_side
     turn_id = ids.turn
     ids.turn += 1
-    writer.add(Turn, {
-        "id": turn_id, "conversation_id": conversation_id, "index": index, "prompt": prompt,
-        "language": language, "category": category, "created_at": when,
-    })  # fmt: skip
+    writer.add(
+        Turn,
+        {
+            "id": turn_id,
+            "conversation_id": conversation_id,
+            "index": index,
+            "prompt": prompt,
+            "language": language,
+            "category": category,
+            "created_at": when,
+        },
+    )
     score = float(rng.random())
     router = float(np.clip(score + rng.normal(0, 0.25), 0, 1))
     handed_off = score >= threshold
@@ -252,30 +300,64 @@ def _turn(
         "max_entropy": float(6 * score * rng.uniform(0.7, 1.0)),
         "scores": {"confidence": score, "router": router, "always": 1.0, "never": 0.0},
     }
-    writer.add(HandoffDecision, {
-        "id": ids.decision, "turn_id": turn_id, "policy": "confidence", "policy_version": "1", "stage": "post",
-        "threshold": threshold, "score": score, "handed_off": handed_off,
-        "reason": "low confidence" if handed_off else None, "latency_ms": float(rng.uniform(0.05, 0.4)),
-        "signals": signals, "shadow_propensity": None if handed_off else SHADOW_RATE, "created_at": when,
-    })  # fmt: skip
+    writer.add(
+        HandoffDecision,
+        {
+            "id": ids.decision,
+            "turn_id": turn_id,
+            "policy": "confidence",
+            "policy_version": "1",
+            "stage": "post",
+            "threshold": threshold,
+            "score": score,
+            "handed_off": handed_off,
+            "reason": "low confidence" if handed_off else None,
+            "latency_ms": float(rng.uniform(0.05, 0.4)),
+            "signals": signals,
+            "shadow_propensity": None if handed_off else SHADOW_RATE,
+            "created_at": when,
+        },
+    )
     ids.decision += 1
     local_latency = float(rng.gamma(4, 400))
     local_text = _answer_text(rng, prompt, "weak" if score > 0.5 else "good")
     cloud_text = _answer_text(rng, prompt, "good")
     local = {
-        "turn_id": turn_id, "source": "local", "text": local_text, "model": LOCAL_MODEL, "dtype": "bfloat16",
-        "tokens_in": len(prompt) // 4, "tokens_out": tokens, "ttft_ms": float(rng.gamma(2, 40)),
-        "latency_ms": local_latency, "finish_reason": "stop", "retries": 0, "created_at": when,
-        "base_url_host": None, "cost": None, "price_version": None,  # same keys in every row of a batch
-    }  # fmt: skip
+        "turn_id": turn_id,
+        "source": "local",
+        "text": local_text,
+        "model": LOCAL_MODEL,
+        "dtype": "bfloat16",
+        "tokens_in": len(prompt) // 4,
+        "tokens_out": tokens,
+        "ttft_ms": float(rng.gamma(2, 40)),
+        "latency_ms": local_latency,
+        "finish_reason": "stop",
+        "retries": 0,
+        "created_at": when,
+        "base_url_host": None,
+        "cost": None,
+        "price_version": None,  # same keys in every row of a batch
+    }
     cloud_tokens = int(rng.integers(80, 400))
     cost = Decimal(cloud_tokens * 1.6 + len(prompt) // 4 * 0.4).scaleb(-6).quantize(Decimal("0.000001"))
     cloud = {
-        "turn_id": turn_id, "source": "cloud", "text": cloud_text, "model": CLOUD_MODEL, "dtype": None,
-        "base_url_host": "api.openai.com", "tokens_in": len(prompt) // 4, "tokens_out": cloud_tokens,
-        "ttft_ms": float(rng.gamma(3, 150)), "latency_ms": local_latency + float(rng.gamma(4, 300)),
-        "finish_reason": "stop", "retries": 0, "cost": cost, "price_version": "2026-01", "created_at": when,
-    }  # fmt: skip
+        "turn_id": turn_id,
+        "source": "cloud",
+        "text": cloud_text,
+        "model": CLOUD_MODEL,
+        "dtype": None,
+        "base_url_host": "api.openai.com",
+        "tokens_in": len(prompt) // 4,
+        "tokens_out": cloud_tokens,
+        "ttft_ms": float(rng.gamma(3, 150)),
+        "latency_ms": local_latency + float(rng.gamma(4, 300)),
+        "finish_reason": "stop",
+        "retries": 0,
+        "cost": cost,
+        "price_version": "2026-01",
+        "created_at": when,
+    }
     for arm, row in (("off", local), ("on", cloud if handed_off else local)):
         writer.add(Answer, {**row, "id": ids.answer, "arm": arm})
         ids.answer += 1
@@ -292,11 +374,23 @@ def _turn(
     if rng.random() < 0.15:
         theme = list(COMMENT_THEMES)[int(rng.integers(len(COMMENT_THEMES)))]
         comment = str(rng.choice(COMMENT_THEMES[theme]))
-    writer.add(Vote, {
-        "id": vote_id, "idempotency_key": f"demo-{seed}-{vote_id}", "event_id": context.event_id,
-        "conversation_id": conversation_id, "turn_id": turn_id, "participant_id": context.participant_id, "winner": winner,
-        "winner_arm": winner_arm, "comment": comment, "final": False, "created_at": when, "updated_at": when,
-    })  # fmt: skip
+    writer.add(
+        Vote,
+        {
+            "id": vote_id,
+            "idempotency_key": f"demo-{seed}-{vote_id}",
+            "event_id": context.event_id,
+            "conversation_id": conversation_id,
+            "turn_id": turn_id,
+            "participant_id": context.participant_id,
+            "winner": winner,
+            "winner_arm": winner_arm,
+            "comment": comment,
+            "final": False,
+            "created_at": when,
+            "updated_at": when,
+        },
+    )
     for arm, stars in _stars(rng, winner_arm).items():
         tags = list(rng.choice(LIKE_TAGS if stars >= 4 else DISLIKE_TAGS, size=int(rng.integers(0, 3)), replace=False))
         writer.add(Rating, {"id": ids.rating, "vote_id": vote_id, "arm": arm, "stars": stars, "tags": tags or None})

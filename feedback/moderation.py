@@ -75,8 +75,10 @@ def comment_feed(session: Session, where: CommentFilter, limit: int = 50, offset
         query = query.where(exists().where(Rating.vote_id == Vote.id, Rating.stars == where.stars))
     if where.tag is not None:
         elements, is_list = tag_elements(session, Rating.tags)
-        tagged = select(Rating.id).join(elements, true()).where(
-            Rating.vote_id == Vote.id, is_list, elements.c.value == where.tag
+        tagged = (
+            select(Rating.id)
+            .join(elements, true())
+            .where(Rating.vote_id == Vote.id, is_list, elements.c.value == where.tag)
         )
         query = query.where(tagged.exists())
     if not where.include_hidden:
@@ -110,8 +112,9 @@ def used_tags(session: Session, event_ids: tuple[int, ...] | None = None) -> lis
     return sorted(session.scalars(query))
 
 
-def _moderated(session: Session, model: type[Vote] | type[Conversation], item_id: int,
-               allowed_event_ids: Collection[int] | None) -> Vote | Conversation:  # fmt: skip
+def _moderated(
+    session: Session, model: type[Vote] | type[Conversation], item_id: int, allowed_event_ids: Collection[int] | None
+) -> Vote | Conversation:
     item = session.get(model, item_id)
     kind = "comment" if model is Vote else "conversation"
     if item is None or (allowed_event_ids is not None and item.event_id not in allowed_event_ids):
@@ -174,4 +177,3 @@ def hidden_counts(session: Session, event_ids: tuple[int, ...] | None = None) ->
         session.scalar(select(func.count()).select_from(votes.subquery())) or 0,
         session.scalar(select(func.count()).select_from(conversations.subquery())) or 0,
     )
-

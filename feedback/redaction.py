@@ -66,7 +66,9 @@ def _phone(match: re.Match[str]) -> str | None:
 # a rule whose condition fails cannot change the text, so most texts skip the full patterns.
 _DIGIT = re.compile(r"\d")
 # sk- sk_ secret gh?_ github_pat_ glpat- akia aiza api xox hf_ bearer token passw, grouped by first letter (faster)
-_API_KEY_HINT_LOWER = re.compile(r"s(?:k[-_]|ecret)|g(?:h[pousr]_|ithub_pat_|lpat-)|a(?:kia|iza|pi)|xox|hf_|bearer|token|passw")
+_API_KEY_HINT_LOWER = re.compile(
+    r"s(?:k[-_]|ecret)|g(?:h[pousr]_|ithub_pat_|lpat-)|a(?:kia|iza|pi)|xox|hf_|bearer|token|passw"
+)
 # non-ASCII text: IGNORECASE also folds e.g. "ı" to "i" and "ſ" to "s", which str.lower() does not
 _API_KEY_HINT = re.compile(_API_KEY_HINT_LOWER.pattern, re.IGNORECASE)
 _IPV6_HINT = re.compile(r":[0-9A-Fa-f]{1,4}:")  # two colons with at most four hex digits between

@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy import Text, and_, cast, select
 from sqlalchemy.orm import aliased
 
-from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Turn, Vote
+from db.models import Answer, HandoffDecision, Turn, Vote
 from db.session import get_engine
 from feedback.export.dataset import ExportFilters, conversation_query
 
@@ -96,10 +96,18 @@ def load_turns(url: str, filters: ExportFilters) -> TurnTable:
     visible = conversation_query(filters).subquery()
     stmt = (
         select(
-            HandoffDecision.policy, HandoffDecision.threshold, HandoffDecision.score, HandoffDecision.handed_off,
-            cast(HandoffDecision.signals, Text), HandoffDecision.shadow_propensity, on.cost, on.source, shadow.id, shadow.cost,
+            HandoffDecision.policy,
+            HandoffDecision.threshold,
+            HandoffDecision.score,
+            HandoffDecision.handed_off,
+            cast(HandoffDecision.signals, Text),
+            HandoffDecision.shadow_propensity,
+            on.cost,
+            on.source,
+            shadow.id,
+            shadow.cost,
             Vote.winner_arm,
-        )  # fmt: skip
+        )
         .join(Turn, Turn.id == HandoffDecision.turn_id)
         .join(visible, visible.c.id == Turn.conversation_id)
         .outerjoin(on, and_(on.turn_id == Turn.id, on.arm == "on"))
@@ -114,15 +122,27 @@ def load_turns(url: str, filters: ExportFilters) -> TurnTable:
     with get_engine(url).connect() as connection:
         result = connection.execution_options(stream_results=True, yield_per=CHUNK).execute(stmt)
         for rows in result.partitions(CHUNK):  # column-wise per chunk: arrays, not a list per value
-            policy, threshold, score, handed, signals, prop, on_cost, on_source, shadow, shadow_cost, vote = zip(*rows)
-            parts.append([
-                np.asarray([shared.setdefault(p, p) if p is not None else None for p in policy], dtype=object), _floats(threshold), _floats(score),
-                np.asarray([bool(h) for h in handed], dtype=bool), _floats(prop),
-                np.asarray([float(c) if c is not None and s == "cloud" else 0.0 for c, s in zip(on_cost, on_source)]),
-                np.asarray([i is not None for i in shadow], dtype=bool),
-                np.asarray([float(c) if c is not None else 0.0 for c in shadow_cost], dtype=np.float64),
-                np.asarray([shared.setdefault(v, v) if v else "" for v in vote], dtype=object),
-            ])  # fmt: skip
+            policy, threshold, score, handed, signals, prop, on_cost, on_source, shadow, shadow_cost, vote = zip(
+                *rows, strict=False
+            )
+            parts.append(
+                [
+                    np.asarray([shared.setdefault(p, p) if p is not None else None for p in policy], dtype=object),
+                    _floats(threshold),
+                    _floats(score),
+                    np.asarray([bool(h) for h in handed], dtype=bool),
+                    _floats(prop),
+                    np.asarray(
+                        [
+                            float(c) if c is not None and s == "cloud" else 0.0
+                            for c, s in zip(on_cost, on_source, strict=False)
+                        ]
+                    ),
+                    np.asarray([i is not None for i in shadow], dtype=bool),
+                    np.asarray([float(c) if c is not None else 0.0 for c in shadow_cost], dtype=np.float64),
+                    np.asarray([shared.setdefault(v, v) if v else "" for v in vote], dtype=object),
+                ]
+            )
             scores = [(orjson.loads(raw) or {}).get("scores") or {} if raw is not None else {} for raw in signals]
             for name in dict.fromkeys(name for row in scores for name in row):  # first-seen order
                 extra.setdefault(name, [np.full(done, np.nan)])
@@ -242,6 +262,12 @@ def replay_database(
 
 
 __all__ = [
-    "ReplayError", "ReplayPoint", "ReplayResult", "TurnTable", "default_policy", "load_turns", "replay",
+    "ReplayError",
+    "ReplayPoint",
+    "ReplayResult",
+    "TurnTable",
+    "default_policy",
+    "load_turns",
+    "replay",
     "replay_database",
-]  # fmt: skip
+]

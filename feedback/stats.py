@@ -42,9 +42,13 @@ def bootstrap_ci(
 
 
 def bootstrap_mean_ci(
-    values: Sequence[float] | np.ndarray, *, rounds: int = 1000, seed: int = 0, level: float = 0.95,
+    values: Sequence[float] | np.ndarray,
+    *,
+    rounds: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
     weights: Sequence[float] | np.ndarray | None = None,
-) -> tuple[float, float] | None:  # fmt: skip
+) -> tuple[float, float] | None:
     """Percentile bootstrap CI of a (weighted) mean, resampling rows."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
@@ -118,9 +122,13 @@ def fit_bt(
     matchups: np.ndarray, outcomes: np.ndarray, weights: np.ndarray, n_models: int, alpha: float, tol: float = 1e-6
 ) -> np.ndarray:
     result = minimize(
-        _bt_loss_and_grad, np.zeros(n_models), args=(matchups, outcomes, weights, alpha), jac=True,
-        method="L-BFGS-B", options={"disp": False, "maxiter": 100, "gtol": tol},
-    )  # fmt: skip
+        _bt_loss_and_grad,
+        np.zeros(n_models),
+        args=(matchups, outcomes, weights, alpha),
+        jac=True,
+        method="L-BFGS-B",
+        options={"disp": False, "maxiter": 100, "gtol": tol},
+    )
     return result.x
 
 
@@ -139,17 +147,21 @@ def compute_bt(
 
 
 def compute_bootstrap_bt(
-    battles: pd.DataFrame, *, rounds: int, seed: int, base: float = 10.0, scale: float = 400.0,
-    init_rating: float = 1000.0, tol: float = 1e-6,
-) -> pd.DataFrame:  # fmt: skip
+    battles: pd.DataFrame,
+    *,
+    rounds: int,
+    seed: int,
+    base: float = 10.0,
+    scale: float = 400.0,
+    init_rating: float = 1000.0,
+    tol: float = 1e-6,
+) -> pd.DataFrame:
     """One row of ratings per bootstrap round (battles resampled as multinomial matchup weights)."""
     matchups, outcomes, models, weights = preprocess_for_bt(battles)
     rng = np.random.default_rng(seed)
     n = int(round(weights.sum()))  # battles, counted with their ``n`` when given
     draws = rng.multinomial(n, weights / weights.sum(), size=rounds).astype(np.float64)
-    rows = [
-        _scale(fit_bt(matchups, outcomes, w, len(models), math.log(base), tol), scale, init_rating) for w in draws
-    ]
+    rows = [_scale(fit_bt(matchups, outcomes, w, len(models), math.log(base), tol), scale, init_rating) for w in draws]
     return pd.DataFrame(rows, columns=models)
 
 
@@ -159,7 +171,9 @@ def leaderboard(battles: pd.DataFrame, *, rounds: int, seed: int, level: float =
     boot = compute_bootstrap_bt(battles, rounds=rounds, seed=seed)
     tail = (1 - level) / 2
     if "n" in battles:
-        counts = pd.concat([battles.set_index("model_a")["n"], battles.set_index("model_b")["n"]]).groupby(level=0).sum()
+        counts = (
+            pd.concat([battles.set_index("model_a")["n"], battles.set_index("model_b")["n"]]).groupby(level=0).sum()
+        )
     else:
         counts = pd.concat([battles["model_a"], battles["model_b"]]).value_counts()
     return pd.DataFrame(

@@ -17,7 +17,9 @@ attendee = st.Page(PAGES / "attendee.py", title="Playground", icon="⚖️", def
 # overview share the /organizer address, so signing in (or out) reruns into the right one.
 identity = current_identity()
 if identity is None:
-    organizer_pages = [st.Page(PAGES / "organizer_signin.py", title="Organizer sign-in", icon="🔐", url_path="organizer")]
+    organizer_pages = [
+        st.Page(PAGES / "organizer_signin.py", title="Organizer sign-in", icon="🔐", url_path="organizer")
+    ]
 else:
     organizer_pages = [
         st.Page(PAGES / "organizer_overview.py", title="Live overview", icon="📈", url_path="organizer"),

@@ -67,11 +67,19 @@ def load_event(url: str, code: str) -> EventView:
         event: Event = event_by_code(session, code)
         like, dislike = event_tags(event)
         return EventView(
-            id=event.id, code=event.code, name=event.name, region=event.region, city=event.city,
-            ui_language=event.ui_language or "en", consent_text=event.consent_text,
-            like_tags=tuple(like), dislike_tags=tuple(dislike), ask_profile=bool(event.ask_profile),
-            handoff_policy=event.handoff_policy, handoff_threshold=event.handoff_threshold,
-        )  # fmt: skip
+            id=event.id,
+            code=event.code,
+            name=event.name,
+            region=event.region,
+            city=event.city,
+            ui_language=event.ui_language or "en",
+            consent_text=event.consent_text,
+            like_tags=tuple(like),
+            dislike_tags=tuple(dislike),
+            ask_profile=bool(event.ask_profile),
+            handoff_policy=event.handoff_policy,
+            handoff_threshold=event.handoff_threshold,
+        )
 
     return in_transaction(url, read)
 
@@ -82,7 +90,10 @@ def handoff_paused(url: str, event_id: int) -> bool:
     Saying so reveals nothing about the sides: while it holds, both panes show the local answer.
     """
     budget, spent = in_transaction(
-        url, lambda session: session.execute(select(Event.cloud_budget, Event.cloud_spent).where(Event.id == event_id)).one()
+        url,
+        lambda session: session.execute(
+            select(Event.cloud_budget, Event.cloud_spent).where(Event.id == event_id)
+        ).one(),
     )
     if budget is None:
         return False
@@ -174,9 +185,12 @@ def start_turn(
 
     def open_conversation(session: Any) -> tuple[int | None, str | None]:
         check_prompt_allowed(
-            session, participant_id, comparison.conversation_id,
-            max_turns=settings.max_turns, per_minute=settings.max_prompts_per_minute,
-        )  # fmt: skip
+            session,
+            participant_id,
+            comparison.conversation_id,
+            max_turns=settings.max_turns,
+            per_minute=settings.max_prompts_per_minute,
+        )
         if comparison.conversation_id is not None:
             return comparison.conversation_id, comparison.handoff_side
         conversation = start_conversation(session, session.get(Participant, participant_id), category)
@@ -192,9 +206,9 @@ def start_turn(
     comparison.runner = TurnRunner(
         prompt=prompt,
         category=category,
-        events=lambda: comparison_for(
-            event.handoff_policy, event.handoff_threshold, settings, event_id=event.id
-        ).run(prompt, history_off, history_on, category, participant_id=participant_id),
+        events=lambda: comparison_for(event.handoff_policy, event.handoff_threshold, settings, event_id=event.id).run(
+            prompt, history_off, history_on, category, participant_id=participant_id
+        ),
         store=store,
     ).start()
     return comparison.runner

@@ -144,9 +144,7 @@ def sign_in(
     if not ok:
         # increment in SQL so two concurrent failures both count
         session.execute(
-            update(Organizer)
-            .where(Organizer.id == organizer.id)
-            .values(failed_attempts=Organizer.failed_attempts + 1)
+            update(Organizer).where(Organizer.id == organizer.id).values(failed_attempts=Organizer.failed_attempts + 1)
         )
         session.refresh(organizer)
         until = lockout_until(organizer.failed_attempts, now, settings)
@@ -167,7 +165,9 @@ def sign_in(
     )
 
 
-def attempt_sign_in(url: str, username: str, password: str, settings: Settings, now: dt.datetime | None = None) -> Identity:
+def attempt_sign_in(
+    url: str, username: str, password: str, settings: Settings, now: dt.datetime | None = None
+) -> Identity:
     """``sign_in`` in its own transaction that keeps the failure count when the sign-in is refused."""
     refused: SignInRefused | None = None
     with session_scope(url) as session:
@@ -178,9 +178,7 @@ def attempt_sign_in(url: str, username: str, password: str, settings: Settings, 
     raise refused
 
 
-def add_organizer(
-    session: Session, username: str, password: str, role: str, event: Event | None = None
-) -> Organizer:
+def add_organizer(session: Session, username: str, password: str, role: str, event: Event | None = None) -> Organizer:
     """Create an organizer account (CLI): organizers belong to one event, admins to none."""
     username = username.strip()
     if not username:

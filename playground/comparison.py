@@ -108,7 +108,11 @@ class Comparison:
 
     def messages(self, history: list[Message], prompt: str) -> list[Message]:
         """Exactly what the models see (and all the cloud gets): system prompt and turns."""
-        return [{"role": "system", "content": self.settings.system_prompt}, *history, {"role": "user", "content": prompt}]
+        return [
+            {"role": "system", "content": self.settings.system_prompt},
+            *history,
+            {"role": "user", "content": prompt},
+        ]
 
     def generate(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> Generation:
         s = self.settings
@@ -311,9 +315,7 @@ class _Turn:
         router = self.comparison.router
         if router is not None and self.policy.name != "router":
             self.extra["scores"] = {"router": router.score_prompt(self.prompt)}
-        self.decision = decide(
-            self.policy, self.comparison.threshold, PolicyInput(self.messages_on), dict(self.extra)
-        )
+        self.decision = decide(self.policy, self.comparison.threshold, PolicyInput(self.messages_on), dict(self.extra))
         self.decided_after_ms = (time.perf_counter() - self.started) * 1000
         if self.decision.handoff:
             yield from self._hand_off()
@@ -465,10 +467,19 @@ class _Turn:
 def _internal_failure(cloud: CloudClient, text: str, error: BaseException) -> CloudResult:
     settings = cloud.settings
     return CloudResult(
-        text=text, model=cloud.model, base_url_host=settings.cloud_host, tokens_in=None, tokens_out=None,
-        ttft_ms=None, latency_ms=0.0, finish_reason=None, retries=0, error_kind="internal",
-        error=f"{type(error).__name__}: {error}"[:500], price_version=settings.cloud_prices.version,
-    )  # fmt: skip
+        text=text,
+        model=cloud.model,
+        base_url_host=settings.cloud_host,
+        tokens_in=None,
+        tokens_out=None,
+        ttft_ms=None,
+        latency_ms=0.0,
+        finish_reason=None,
+        retries=0,
+        error_kind="internal",
+        error=f"{type(error).__name__}: {error}"[:500],
+        price_version=settings.cloud_prices.version,
+    )
 
 
 def _confidence() -> Policy:

@@ -33,9 +33,7 @@ def _config_file() -> Path:
 class Settings(BaseSettings):
     """Everything an operator can change without touching code."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="HANDOFF_", extra="ignore", populate_by_name=True, frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore", populate_by_name=True, frozen=True)
 
     # storage
     data_dir: Path = Path("data")

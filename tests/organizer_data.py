@@ -35,8 +35,14 @@ class Round:
 
 def add_event(url: str, code: str, region: str, budget: str | None = None) -> int:
     with session_scope(url) as session:
-        event = Event(code=code, name=f"{code} day", region=region, city="City", timezone="UTC",
-                      cloud_budget=Decimal(budget) if budget else None)  # fmt: skip
+        event = Event(
+            code=code,
+            name=f"{code} day",
+            region=region,
+            city="City",
+            timezone="UTC",
+            cloud_budget=Decimal(budget) if budget else None,
+        )
         session.add(event)
         session.flush()
         return event.id
@@ -47,14 +53,28 @@ def _record(r: Round, prompt: str) -> TurnRecord:
     return TurnRecord(
         prompt=prompt,
         language=r.language,
-        decision=DecisionRecord(policy="confidence", policy_version="1", stage="post", threshold=0.5,
-                                score=0.9 if r.handed_off else 0.1, handed_off=r.handed_off, latency_ms=1.0,
-                                signals={}, blocked_by=r.blocked_by),  # fmt: skip
+        decision=DecisionRecord(
+            policy="confidence",
+            policy_version="1",
+            stage="post",
+            threshold=0.5,
+            score=0.9 if r.handed_off else 0.1,
+            handed_off=r.handed_off,
+            latency_ms=1.0,
+            signals={},
+            blocked_by=r.blocked_by,
+        ),
         answers=[
             AnswerRecord(arm="off", source="local", text="local answer", model="smol", latency_ms=r.latency_off),
-            AnswerRecord(arm="on", source=on_source, text="cloud answer" if on_source == "cloud" else "local answer",
-                         model="big" if on_source == "cloud" else "smol", latency_ms=r.latency_on,
-                         cost=r.cost, error_kind=r.error_kind),  # fmt: skip
+            AnswerRecord(
+                arm="on",
+                source=on_source,
+                text="cloud answer" if on_source == "cloud" else "local answer",
+                model="big" if on_source == "cloud" else "smol",
+                latency_ms=r.latency_on,
+                cost=r.cost,
+                error_kind=r.error_kind,
+            ),
         ],
     )
 

@@ -17,13 +17,34 @@ def events(db_url: str) -> dict[str, int]:
     sf = add_event(db_url, "SF-1", "sf", budget="10")
     eu = add_event(db_url, "EU-1", "europe")
     add_event(db_url, "APAC-1", "apac")
-    add_rounds(db_url, sf, [
-        Round("on", handed_off=True, cost=Decimal("0.01"), latency_off=10, latency_on=100, tags_on=["accurate", "clear"]),
-        Round("on", handed_off=True, cost=Decimal("0.01"), latency_off=20, latency_on=200, tags_on=["accurate"], stars_on=5),
-        Round("on", latency_off=30, latency_on=300, language="ja"),
-        Round("off", handed_off=True, blocked_by="cloud_error", error_kind="timeout", latency_off=40, latency_on=400),
-        Round("tie", latency_off=50, latency_on=500, language=None),
-    ])  # fmt: skip
+    add_rounds(
+        db_url,
+        sf,
+        [
+            Round(
+                "on",
+                handed_off=True,
+                cost=Decimal("0.01"),
+                latency_off=10,
+                latency_on=100,
+                tags_on=["accurate", "clear"],
+            ),
+            Round(
+                "on",
+                handed_off=True,
+                cost=Decimal("0.01"),
+                latency_off=20,
+                latency_on=200,
+                tags_on=["accurate"],
+                stars_on=5,
+            ),
+            Round("on", latency_off=30, latency_on=300, language="ja"),
+            Round(
+                "off", handed_off=True, blocked_by="cloud_error", error_kind="timeout", latency_off=40, latency_on=400
+            ),
+            Round("tie", latency_off=50, latency_on=500, language=None),
+        ],
+    )
     add_rounds(db_url, eu, [Round("off", language="fr"), Round("off", language="fr")])
     return {"sf": sf, "europe": eu}
 
@@ -61,7 +82,9 @@ def test_all_events_and_regions_add_up(db_url: str, events: dict[str, int]) -> N
     assert list(regions) == ["sf", "europe", "apac"]
     assert regions["europe"].verdicts == {"off": 2} and regions["europe"].on_win_rate == 0.0
     assert regions["europe"].languages == [("fr", 2)] and regions["europe"].cloud_budget is None
-    assert regions["apac"].votes == 0 and regions["apac"].on_win_rate is None and regions["apac"].on_win_rate_ci() is None
+    assert (
+        regions["apac"].votes == 0 and regions["apac"].on_win_rate is None and regions["apac"].on_win_rate_ci() is None
+    )
     assert regions["apac"].latency == [ArmLatency("off", 0, None, None), ArmLatency("on", 0, None, None)]
     assert sum(r.votes for r in regions.values()) == everything.votes
 

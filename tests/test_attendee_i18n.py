@@ -53,7 +53,9 @@ def test_every_key_the_page_asks_for_exists() -> None:
 
 def test_every_error_a_person_can_cause_has_a_message() -> None:
     source = (ROOT / "feedback" / "capture.py").read_text()
-    for key in set(re.findall(r'FeedbackRejected\("(\w+)"', source)) | set(re.findall(r'super\(\).__init__\("(\w+)"', source)):
+    for key in set(re.findall(r'FeedbackRejected\("(\w+)"', source)) | set(
+        re.findall(r'super\(\).__init__\("(\w+)"', source)
+    ):
         for language in LANGUAGES:
             assert f"errors.{key}" in catalog(language), (language, key)
     assert capture.TurnLimitReached(3).message("fr").startswith("Cette comparaison a atteint ses 3 tours")

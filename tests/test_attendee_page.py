@@ -33,8 +33,17 @@ def warm(monkeypatch: pytest.MonkeyPatch, app_env: Settings) -> Settings:
 
 def add_event(settings: Settings, code: str = "SF-2026", threshold: float = ALWAYS, **fields: object) -> str:
     with session_scope(settings.resolved_database_url) as session:
-        session.add(Event(code=code, name="SF Dev Day", region="sf", city="San Francisco",
-                          timezone="America/Los_Angeles", handoff_threshold=threshold, **fields))  # fmt: skip
+        session.add(
+            Event(
+                code=code,
+                name="SF Dev Day",
+                region="sf",
+                city="San Francisco",
+                timezone="America/Los_Angeles",
+                handoff_threshold=threshold,
+                **fields,
+            )
+        )
     return code
 
 
@@ -294,7 +303,11 @@ def test_feedback_is_kept_while_the_database_is_down_and_saved_once_it_is_back(a
     at.run()  # another rerun must not store it again
     with session_scope(url) as session:
         vote = session.scalar(select(Vote))
-        assert (vote.winner, vote.comment, [r.stars for r in vote.ratings]) == ("identical", "kept through the outage", [5])
+        assert (vote.winner, vote.comment, [r.stars for r in vote.ratings]) == (
+            "identical",
+            "kept through the outage",
+            [5],
+        )
     assert count(app_env, Vote) == 1
 
 

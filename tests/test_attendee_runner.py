@@ -25,8 +25,17 @@ from tests.db_outage import database_unavailable
 def _record() -> TurnRecord:
     return TurnRecord(
         prompt="Greet me",
-        decision=DecisionRecord(policy="confidence", policy_version="1", stage="post", threshold=0.5, score=0.8,
-                                handed_off=True, latency_ms=0.1, signals={}, reason="low confidence"),  # fmt: skip
+        decision=DecisionRecord(
+            policy="confidence",
+            policy_version="1",
+            stage="post",
+            threshold=0.5,
+            score=0.8,
+            handed_off=True,
+            latency_ms=0.1,
+            signals={},
+            reason="low confidence",
+        ),
         answers=[
             AnswerRecord(arm="off", source="local", text="Hello world", model="smol", tokens_out=2, latency_ms=20.0),
             AnswerRecord(arm="on", source="cloud", text="Hello there", model="big", tokens_out=2, latency_ms=90.0),

@@ -29,8 +29,12 @@ NOW = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(organizer_password=SecretStr("bootstrap-secret-42"), organizer_lockout_after=3,
-                    organizer_lockout_base_s=30, organizer_session_minutes=60)  # fmt: skip
+    return Settings(
+        organizer_password=SecretStr("bootstrap-secret-42"),
+        organizer_lockout_after=3,
+        organizer_lockout_base_s=30,
+        organizer_session_minutes=60,
+    )
 
 
 @pytest.fixture

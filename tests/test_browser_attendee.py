@@ -28,14 +28,26 @@ def app_url(app_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     """The real app with the app_env settings and one event that always hands off (the panes differ)."""
     monkeypatch.setenv("HANDOFF_TEMPERATURE", "1.0")  # the stand-in is greedy: keep the panes apart
     with session_scope(app_env.resolved_database_url) as session:
-        session.add(Event(code="PARIS-2026", name="Paris AI Night", region="europe", city="Paris",
-                          timezone="Europe/Paris", handoff_threshold=0.0, ui_language="en"))  # fmt: skip
+        session.add(
+            Event(
+                code="PARIS-2026",
+                name="Paris AI Night",
+                region="europe",
+                city="Paris",
+                timezone="Europe/Paris",
+                handoff_threshold=0.0,
+                ui_language="en",
+            )
+        )
     with streamlit_app(tmp_path / "streamlit.log") as base:
         yield base
 
 
 def test_a_whole_comparison_in_the_browser_lands_in_the_database(
-    app_env: Settings, app_url: str, chromium, tmp_path: Path  # noqa: ANN001
+    app_env: Settings,
+    app_url: str,
+    chromium,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     shots = Path(os.environ.get("ATTENDEE_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
@@ -76,12 +88,20 @@ def test_a_whole_comparison_in_the_browser_lands_in_the_database(
         assert len(session.scalars(select(Participant)).all()) == 1
         conversation = session.scalar(select(Conversation))
         turns = session.scalars(select(Turn).order_by(Turn.index)).all()
-        assert [t.prompt for t in turns] == ["Invent a new fruit and describe it as a markdown list.", "Now write a two-line poem about it, in French."]
+        assert [t.prompt for t in turns] == [
+            "Invent a new fruit and describe it as a markdown list.",
+            "Now write a two-line poem about it, in French.",
+        ]
         assert len(session.scalars(select(Answer)).all()) == 4
         votes = session.scalars(select(Vote)).all()
         assert len(votes) == 1
         vote = votes[0]
-        assert (vote.winner, vote.comment, vote.final, vote.turn_id) == ("a", "A was clearer — merci ✨", True, turns[1].id)
+        assert (vote.winner, vote.comment, vote.final, vote.turn_id) == (
+            "a",
+            "A was clearer — merci ✨",
+            True,
+            turns[1].id,
+        )
         assert vote.winner_arm == ("on" if conversation.handoff_side == "a" else "off")
         tags = {r.arm: r.tags for r in vote.ratings}
         a_arm, b_arm = ("on", "off") if conversation.handoff_side == "a" else ("off", "on")

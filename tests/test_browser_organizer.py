@@ -40,7 +40,11 @@ def _metric(page, label: str):  # noqa: ANN001, ANN202
 
 
 def test_organizer_signs_in_sees_live_numbers_change_and_downloads_an_export(
-    organizer_env: Settings, seeded: int, app_url: str, chromium, tmp_path: Path  # noqa: ANN001
+    organizer_env: Settings,
+    seeded: int,
+    app_url: str,
+    chromium,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     from playwright.sync_api import expect
 

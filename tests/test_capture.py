@@ -14,9 +14,9 @@ from feedback.capture import (
     DEFAULT_LIKE_TAGS,
     DatabaseUnavailable,
     FeedbackRejected,
+    PaneRating,
     RateLimited,
     TurnLimitReached,
-    PaneRating,
     VoteIsFinal,
     VoteSubmission,
     check_prompt_allowed,
@@ -41,14 +41,21 @@ def _turn(prompt: str = "What is 2+2?", handed_off: bool = True) -> TurnRecord:
         prompt=prompt,
         language="en",
         decision=DecisionRecord(
-            policy="confidence", policy_version="1", stage="post", threshold=0.5, score=0.7,
-            handed_off=handed_off, latency_ms=0.2, signals={"min_logprob": -3.2}, reason="low confidence",
+            policy="confidence",
+            policy_version="1",
+            stage="post",
+            threshold=0.5,
+            score=0.7,
+            handed_off=handed_off,
+            latency_ms=0.2,
+            signals={"min_logprob": -3.2},
+            reason="low confidence",
         ),
         answers=[
             AnswerRecord(arm="off", source="local", text="5", model="SmolLM2-135M-Instruct"),
             AnswerRecord(arm="on", source="cloud" if handed_off else "local", text="4", model="cloud"),
         ],
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -141,19 +148,25 @@ def test_text_is_stored_verbatim(db_url: str, conversation_id: int) -> None:
 
 def test_tags_outside_the_event_list_are_refused(db_url: str, conversation_id: int) -> None:
     with pytest.raises(FeedbackRejected, match="'sparkly' is not a tag"), session_scope(db_url) as session:
-        submit_vote(session, VoteSubmission("k", conversation_id, "a", None, {"a": PaneRating(3, ["sparkly"])}),
-                    allowed_tags=DEFAULT_LIKE_TAGS + DEFAULT_DISLIKE_TAGS)  # fmt: skip
+        submit_vote(
+            session,
+            VoteSubmission("k", conversation_id, "a", None, {"a": PaneRating(3, ["sparkly"])}),
+            allowed_tags=DEFAULT_LIKE_TAGS + DEFAULT_DISLIKE_TAGS,
+        )
     assert _count(db_url, Vote) == 0
 
 
 def test_identical_answers_get_one_rating_for_both(db_url: str, conversation_id: int) -> None:
     with session_scope(db_url) as session:
-        submit_vote(session, VoteSubmission("k", conversation_id, "identical", None, {"both": PaneRating(4, ["concise"])}))
+        submit_vote(
+            session, VoteSubmission("k", conversation_id, "identical", None, {"both": PaneRating(4, ["concise"])})
+        )
     with session_scope(db_url) as session:
         vote = session.scalar(select(Vote))
         assert (vote.winner_arm, [(r.arm, r.stars, r.tags) for r in vote.ratings]) == (
-            "identical", [("both", 4, ["concise"])]
-        )  # fmt: skip
+            "identical",
+            [("both", 4, ["concise"])],
+        )
     with pytest.raises(FeedbackRejected), session_scope(db_url) as session:
         submit_vote(session, VoteSubmission("k2", conversation_id, "identical", None, {"a": PaneRating(4)}))
 

@@ -90,5 +90,7 @@ def test_a_connection_cut_mid_answer_keeps_the_partial_text_and_is_not_retried(p
 
 
 def test_connection_refused_is_retried_then_recorded() -> None:
-    result = CloudClient(settings_via(f"http://127.0.0.1:{free_port()}/v1", cloud_max_retries=1)).stream(MESSAGES).wait()
+    result = (
+        CloudClient(settings_via(f"http://127.0.0.1:{free_port()}/v1", cloud_max_retries=1)).stream(MESSAGES).wait()
+    )
     assert result.error_kind == "connection" and result.retries == 1 and result.text == ""

@@ -19,7 +19,9 @@ def engine():
 
 
 def test_local_engine_streams_an_answer_with_per_token_logprobs(engine) -> None:
-    generation = engine.generate([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=24, seed=7)
+    generation = engine.generate(
+        [{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=24, seed=7
+    )
     deltas = list(generation)
     result = generation.result
     assert "".join(deltas) == result.text and "Paris" in result.text

@@ -16,10 +16,20 @@ from playground.cli import app as cli
 from playground.event_link import attendee_link, qr_code
 from playground.settings import Settings
 
-SPEC = EventSpec(code="sf-2026", name="SF Dev Day", region="sf", city="San Francisco",
-                 timezone="America/Los_Angeles", starts_on=dt.date(2026, 6, 1), ends_on=dt.date(2026, 6, 2),
-                 cloud_budget=Decimal("25"), handoff_policy="confidence", handoff_threshold=0.4,
-                 like_tags=["accurate", "concise"], consent_text="  We keep your prompts.  ")  # fmt: skip
+SPEC = EventSpec(
+    code="sf-2026",
+    name="SF Dev Day",
+    region="sf",
+    city="San Francisco",
+    timezone="America/Los_Angeles",
+    starts_on=dt.date(2026, 6, 1),
+    ends_on=dt.date(2026, 6, 2),
+    cloud_budget=Decimal("25"),
+    handoff_policy="confidence",
+    handoff_threshold=0.4,
+    like_tags=["accurate", "concise"],
+    consent_text="  We keep your prompts.  ",
+)
 
 
 def test_created_event_keeps_every_setting_normalized(db_url: str) -> None:
@@ -81,16 +91,22 @@ def test_attendee_link_and_qr_code() -> None:
 
 def test_cli_adds_an_organizer_with_a_hidden_password_prompt(organizer_env: Settings) -> None:
     runner = CliRunner()
-    created = runner.invoke(cli, ["event", "create", "--code", "SF-1", "--name", "SF", "--region", "sf", "--city", "SF"])
+    created = runner.invoke(
+        cli, ["event", "create", "--code", "SF-1", "--name", "SF", "--region", "sf", "--city", "SF"]
+    )
     assert created.exit_code == 0, created.output
     result = runner.invoke(
-        cli, ["organizer", "add", "--username", "mia", "--role", "organizer", "--event", "SF-1"],
+        cli,
+        ["organizer", "add", "--username", "mia", "--role", "organizer", "--event", "SF-1"],
         input="a-long-password\na-long-password\n",
-    )  # fmt: skip
+    )
     assert result.exit_code == 0 and "Created organizer mia for event SF-1" in result.output
     assert "a-long-password" not in result.output
-    refused = runner.invoke(cli, ["organizer", "add", "--username", "zoe", "--role", "organizer"],
-                            env={"HANDOFF_NEW_ORGANIZER_PASSWORD": "a-long-password"})  # fmt: skip
+    refused = runner.invoke(
+        cli,
+        ["organizer", "add", "--username", "zoe", "--role", "organizer"],
+        env={"HANDOFF_NEW_ORGANIZER_PASSWORD": "a-long-password"},
+    )
     assert refused.exit_code == 1 and "--event CODE" in refused.output
     listed = runner.invoke(cli, ["organizer", "list"])
     assert "mia\torganizer\tSF-1\tactive" in listed.output and "argon2" not in listed.output

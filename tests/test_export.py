@@ -14,31 +14,54 @@ from sqlalchemy import select, update
 
 from db.models import Conversation, Event, Vote, utcnow
 from db.session import session_scope
+from feedback import stats
 from feedback.capture import PaneRating, VoteSubmission, join_event, record_turn, start_conversation, submit_vote
 from feedback.demo_data import generate
 from feedback.export import FORMATS, ExportFilters, UnknownFormat, write_export
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
-from feedback import stats
 
 PII_PROMPT = (
     "Email me at alice.smith@example.org or call +1 (415) 555-0199, server 192.168.10.42, "
     "card 4111 1111 1111 1111, key sk-proj-abcdefghijklmnop1234567890, repo https://bob:hunter2@git.example.com/x.git"
 )
-PII_VALUES = ("alice.smith@example.org", "555-0199", "192.168.10.42", "4111 1111 1111 1111", "sk-proj-abcdef", "hunter2")
-INJECTION = "=HYPERLINK(\"http://evil.example/\",\"click\")"
+PII_VALUES = (
+    "alice.smith@example.org",
+    "555-0199",
+    "192.168.10.42",
+    "4111 1111 1111 1111",
+    "sk-proj-abcdef",
+    "hunter2",
+)
+INJECTION = '=HYPERLINK("http://evil.example/","click")'
 
 
 def _turn(prompt: str, handed_off: bool, off: str = "local answer", on: str = "cloud answer") -> TurnRecord:
     return TurnRecord(
-        prompt=prompt, language="en", category="coding",
-        decision=DecisionRecord(policy="confidence", policy_version="1", stage="post", threshold=0.5,
-                                score=0.8 if handed_off else 0.2, handed_off=handed_off, latency_ms=0.1,
-                                signals={"scores": {"confidence": 0.8 if handed_off else 0.2}}),
-        answers=[AnswerRecord(arm="off", source="local", text=off, model="SmolLM2-135M-Instruct", latency_ms=900.0),
-                 AnswerRecord(arm="on", source="cloud" if handed_off else "local", text=on if handed_off else off,
-                              model="gpt-4.1-mini" if handed_off else "SmolLM2-135M-Instruct", latency_ms=1500.0,
-                              cost=Decimal("0.0004") if handed_off else None)],
-    )  # fmt: skip
+        prompt=prompt,
+        language="en",
+        category="coding",
+        decision=DecisionRecord(
+            policy="confidence",
+            policy_version="1",
+            stage="post",
+            threshold=0.5,
+            score=0.8 if handed_off else 0.2,
+            handed_off=handed_off,
+            latency_ms=0.1,
+            signals={"scores": {"confidence": 0.8 if handed_off else 0.2}},
+        ),
+        answers=[
+            AnswerRecord(arm="off", source="local", text=off, model="SmolLM2-135M-Instruct", latency_ms=900.0),
+            AnswerRecord(
+                arm="on",
+                source="cloud" if handed_off else "local",
+                text=on if handed_off else off,
+                model="gpt-4.1-mini" if handed_off else "SmolLM2-135M-Instruct",
+                latency_ms=1500.0,
+                cost=Decimal("0.0004") if handed_off else None,
+            ),
+        ],
+    )
 
 
 @pytest.fixture
@@ -47,23 +70,34 @@ def seeded(db_url: str) -> dict[str, int]:
     generate(db_url, 120, seed=3)
     ids: dict[str, int] = {}
     with session_scope(db_url) as session:
-        event = Event(code="HAND-1", name="Hand made", region="europe", city="Paris", timezone="Europe/Paris",
-                      licence="CC-BY-4.0")  # fmt: skip
+        event = Event(
+            code="HAND-1", name="Hand made", region="europe", city="Paris", timezone="Europe/Paris", licence="CC-BY-4.0"
+        )
         session.add(event)
         session.flush()
         participant = join_event(session, event)
-        for name, prompt in (("pii", PII_PROMPT), ("hidden_conversation", "secret hidden prompt"),
-                             ("hidden_vote", "prompt with hidden vote")):  # fmt: skip
+        for name, prompt in (
+            ("pii", PII_PROMPT),
+            ("hidden_conversation", "secret hidden prompt"),
+            ("hidden_vote", "prompt with hidden vote"),
+        ):
             conversation = start_conversation(session, participant)
             record_turn(session, conversation.id, _turn(prompt, handed_off=True))
             ids[name] = conversation.id
-    for name, comment in (("pii", INJECTION + " mail alice.smith@example.org"), ("hidden_conversation", "x"),
-                          ("hidden_vote", "hidden vote comment")):  # fmt: skip
+    for name, comment in (
+        ("pii", INJECTION + " mail alice.smith@example.org"),
+        ("hidden_conversation", "x"),
+        ("hidden_vote", "hidden vote comment"),
+    ):
         with session_scope(db_url) as session:
-            vote = submit_vote(session, VoteSubmission(f"k-{name}", ids[name], "a", comment, {"a": PaneRating(2, ["wrong"])}))
+            vote = submit_vote(
+                session, VoteSubmission(f"k-{name}", ids[name], "a", comment, {"a": PaneRating(2, ["wrong"])})
+            )
             ids[f"vote_{name}"] = vote.id
     with session_scope(db_url) as session:
-        session.execute(update(Conversation).where(Conversation.id == ids["hidden_conversation"]).values(hidden_at=utcnow()))
+        session.execute(
+            update(Conversation).where(Conversation.id == ids["hidden_conversation"]).values(hidden_at=utcnow())
+        )
         session.execute(update(Vote).where(Vote.id == ids["vote_hidden_vote"]).values(hidden_at=utcnow()))
     return ids
 
@@ -133,14 +167,18 @@ def test_jsonl_nests_turns_answers_and_votes_per_conversation(db_url: str, seede
     assert first["turns"][0]["answers"]["on"]["source"] == "cloud" and first["turns"][0]["decision"]["handed_off"]
 
 
-def test_arena_battles_leave_out_identical_votes_and_feed_bradley_terry(db_url: str, seeded: dict, tmp_path: Path) -> None:
+def test_arena_battles_leave_out_identical_votes_and_feed_bradley_terry(
+    db_url: str, seeded: dict, tmp_path: Path
+) -> None:
     result = write_export(db_url, "arena", tmp_path / "battles.jsonl", ExportFilters())
     battles = pd.read_json(result.path, lines=True)
     votes = _visible_votes(db_url)
     identical = int((votes.winner_arm == "identical").sum())
     assert len(battles) == len(votes) - identical
     assert set(battles.winner) <= {"model_a", "model_b", "tie", "tie (bothbad)"}
-    assert {"question_id", "judge", "conversation_a", "conversation_b", "turn", "anony", "language", "tstamp"} <= set(battles)
+    assert {"question_id", "judge", "conversation_a", "conversation_b", "turn", "anony", "language", "tstamp"} <= set(
+        battles
+    )
     assert f"| identical votes (no winner) | {identical:,} |" in result.card_path.read_text()
     ratings = stats.compute_bt(battles)  # FastChat-shaped input works as is
     assert len(ratings) >= 2

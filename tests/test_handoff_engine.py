@@ -124,13 +124,21 @@ def proxy(standin: Settings) -> Iterator[FaultProxy]:
         yield running
 
 
-@pytest.mark.parametrize(("fault", "kind"), [("500", "server_error"), ("429", "rate_limited"), ("malformed", "malformed"), ("timeout", "timeout")])
-def test_cloud_failure_shows_the_local_answer_with_a_note(settings: Settings, proxy: FaultProxy, fault: str, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [("500", "server_error"), ("429", "rate_limited"), ("malformed", "malformed"), ("timeout", "timeout")],
+)
+def test_cloud_failure_shows_the_local_answer_with_a_note(
+    settings: Settings, proxy: FaultProxy, fault: str, kind: str
+) -> None:
     proxy.default = fault
     cloud = fast(
-        settings, cloud_base_url=proxy.base_url, cloud_model=resolve_model(settings.local_model, settings.model_cache_dir),
-        cloud_max_retries=1, cloud_timeout_s=1.0,
-    )  # fmt: skip
+        settings,
+        cloud_base_url=proxy.base_url,
+        cloud_model=resolve_model(settings.local_model, settings.model_cache_dir),
+        cloud_max_retries=1,
+        cloud_timeout_s=1.0,
+    )
     events, finished = run_turn(comparison(cloud, AlwaysPolicy(), 0.5), PROMPT)
     decision = finished.record.decision
     on = finished.record.answer("on")
@@ -146,8 +154,11 @@ def test_pre_policy_cloud_failure_with_different_histories_generates_a_local_fal
 ) -> None:
     proxy.default = "503"
     cloud = fast(
-        settings, cloud_base_url=proxy.base_url, cloud_model="unused", cloud_max_retries=0,
-    )  # fmt: skip
+        settings,
+        cloud_base_url=proxy.base_url,
+        cloud_model="unused",
+        cloud_max_retries=0,
+    )
     live = comparison(cloud, AlwaysPolicy(), 0.5)
     history_on = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello from the cloud."}]
     events = list(live.run(PROMPT, [], history_on))

@@ -26,11 +26,15 @@ from tests.organizer_data import Round, add_event, add_rounds
 def votes(db_url: str) -> dict[str, int]:
     sf = add_event(db_url, "SF-1", "sf")
     eu = add_event(db_url, "EU-1", "europe")
-    first, second, silent = add_rounds(db_url, sf, [
-        Round("on", comment="cloud one was precise", tags_on=["accurate"], stars_on=5),
-        Round("off", comment="spam spam spam", tags_on=["too long", "rude"], stars_on=1),
-        Round("tie"),
-    ])  # fmt: skip
+    first, second, silent = add_rounds(
+        db_url,
+        sf,
+        [
+            Round("on", comment="cloud one was precise", tags_on=["accurate"], stars_on=5),
+            Round("off", comment="spam spam spam", tags_on=["too long", "rude"], stars_on=1),
+            Round("tie"),
+        ],
+    )
     (paris,) = add_rounds(db_url, eu, [Round("both_bad", comment="both missed the point")])
     return {"first": first, "second": second, "silent": silent, "paris": paris, "sf": sf, "eu": eu}
 

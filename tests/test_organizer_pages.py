@@ -70,7 +70,9 @@ def test_organizer_pages_are_not_reachable_without_signing_in(organizer_env: Set
         with pytest.raises(ValueError, match="Could not find a navigation page"):
             at.switch_page(f"views/organizer_{page}.py")
     # run directly (not through the navigation), the page refuses too
-    direct = AppTest.from_file(str(ROOT / "playground" / "views" / "organizer_comments.py"), default_timeout=TIMEOUT).run()
+    direct = AppTest.from_file(
+        str(ROOT / "playground" / "views" / "organizer_comments.py"), default_timeout=TIMEOUT
+    ).run()
     assert direct.error[0].value == "Sign in as an organizer to see this page."
 
 

@@ -125,8 +125,12 @@ def _vote(url: str, participant_id: int, prompt: str, winner_arm: str) -> None:
         submit_vote(session, VoteSubmission(f"k-{turn_id}", conversation_id, winner))
 
 
-HARD = ["Prove that there are infinitely many primes.", "Write a SQL query with window functions for running totals.",
-        "Derive the gradient of softmax cross-entropy.", "Explain the CAP theorem with examples."]  # fmt: skip
+HARD = [
+    "Prove that there are infinitely many primes.",
+    "Write a SQL query with window functions for running totals.",
+    "Derive the gradient of softmax cross-entropy.",
+    "Explain the CAP theorem with examples.",
+]
 EASY = ["Say hi.", "What is 2 + 2?", "Name a color.", "Thanks!"]
 
 
@@ -151,7 +155,9 @@ def test_router_is_untrained_until_trained_from_votes_then_scores_prompts(db_url
     assert model.examples == 8 and model.positives == 4 and router_path(settings).exists()
     router = get_policy("router", settings)
     assert isinstance(router, RouterPolicy) and router.version == model.version and router.stage == "pre"
-    hard = decide(router, 0.5, PolicyInput([{"role": "user", "content": "Prove that the square root of 2 is irrational."}]))
+    hard = decide(
+        router, 0.5, PolicyInput([{"role": "user", "content": "Prove that the square root of 2 is irrational."}])
+    )
     easy = decide(router, 0.5, PolicyInput([{"role": "user", "content": "Say hello."}]))
     assert hard.score > easy.score and hard.signals["scores"]["router"] == hard.score
 

@@ -34,8 +34,12 @@ def store_run(url: str, turns: int = 40, seed: int = 0) -> dict[str, float]:
         conversation_ids = []
         for i in range(turns):
             n = int(rng.integers(5, 40))
-            data = PolicyInput([{"role": "user", "content": f"q{i}"}], "draft", list(-rng.exponential(rng.uniform(0.2, 3), n)),
-                               list(rng.uniform(0, rng.uniform(0.5, 5), n)))  # fmt: skip
+            data = PolicyInput(
+                [{"role": "user", "content": f"q{i}"}],
+                "draft",
+                list(-rng.exponential(rng.uniform(0.2, 3), n)),
+                list(rng.uniform(0, rng.uniform(0.5, 5), n)),
+            )
             decision = decide(ConfidencePolicy(), LIVE, data)
             shadow = not decision.handoff and i % 2 == 0
             answers = [AnswerRecord("off", "local", f"local {i}", "SmolLM2-135M-Instruct")]
@@ -48,12 +52,21 @@ def store_run(url: str, turns: int = 40, seed: int = 0) -> dict[str, float]:
                 answers.append(AnswerRecord("shadow", "cloud", f"shadow {i}", "gpt-4.1-mini", cost=SHADOW_COST))
                 shadows += SHADOW_COST
             record = TurnRecord(
-                prompt=f"q{i}", language="en",
-                decision=DecisionRecord(decision.policy, decision.version, decision.stage, decision.threshold,
-                                        decision.score, decision.handoff, decision.latency_ms, decision.signals,
-                                        shadow_propensity=None if decision.handoff else PROPENSITY),
+                prompt=f"q{i}",
+                language="en",
+                decision=DecisionRecord(
+                    decision.policy,
+                    decision.version,
+                    decision.stage,
+                    decision.threshold,
+                    decision.score,
+                    decision.handoff,
+                    decision.latency_ms,
+                    decision.signals,
+                    shadow_propensity=None if decision.handoff else PROPENSITY,
+                ),
                 answers=answers,
-            )  # fmt: skip
+            )
             conversation = start_conversation(session, participant)
             record_turn(session, conversation.id, record)
             conversation_ids.append((conversation.id, conversation.handoff_side, decision.handoff, i))
@@ -67,7 +80,14 @@ def store_run(url: str, turns: int = 40, seed: int = 0) -> dict[str, float]:
             winner = "identical"
         with session_scope(url) as session:
             submit_vote(session, VoteSubmission(f"v{i}", conversation_id, winner))
-    return {"turns": turns, "handed": handed, "cost": float(costs), "shadow": float(shadows), "wins": wins, "losses": losses}
+    return {
+        "turns": turns,
+        "handed": handed,
+        "cost": float(costs),
+        "shadow": float(shadows),
+        "wins": wins,
+        "losses": losses,
+    }
 
 
 def test_live_threshold_reproduces_the_live_handoff_rate_exactly(db_url: str) -> None:
@@ -92,18 +112,27 @@ def test_lower_thresholds_add_shadow_costs_weighted_by_inverse_propensity(db_url
 def _table(scores: list[float], handed: list[bool], votes: list[str], shadow: list[bool]) -> TurnTable:
     n = len(scores)
     return TurnTable(
-        live_policy=np.array(["confidence"] * n, dtype=object), live_threshold=np.full(n, 0.5),
-        live_score=np.array(scores), handed_off=np.array(handed), scores={"router": np.array(scores[::-1])},
-        propensity=np.where(np.array(handed), np.nan, 0.25), has_shadow=np.array(shadow),
-        on_cost=np.where(np.array(handed), 1.0, 0.0), shadow_cost=np.where(np.array(shadow), 1.0, 0.0),
+        live_policy=np.array(["confidence"] * n, dtype=object),
+        live_threshold=np.full(n, 0.5),
+        live_score=np.array(scores),
+        handed_off=np.array(handed),
+        scores={"router": np.array(scores[::-1])},
+        propensity=np.where(np.array(handed), np.nan, 0.25),
+        has_shadow=np.array(shadow),
+        on_cost=np.where(np.array(handed), 1.0, 0.0),
+        shadow_cost=np.where(np.array(shadow), 1.0, 0.0),
         vote=np.array(votes, dtype=object),
-    )  # fmt: skip
+    )
 
 
 def test_unseen_handoffs_are_imputed_from_similar_scores_and_weighted_by_1_over_propensity() -> None:
     # two live handoffs at 0.52 / 0.58 (bin 10/11): both won; a kept-local turn at 0.47 with a shadow
-    table = _table([0.52, 0.58, 0.47, 0.1], [True, True, False, False], ["on", "on", "identical", "identical"],
-                   [False, False, True, False])  # fmt: skip
+    table = _table(
+        [0.52, 0.58, 0.47, 0.1],
+        [True, True, False, False],
+        ["on", "on", "identical", "identical"],
+        [False, False, True, False],
+    )
     result = replay(table, "confidence", [0.45, 0.5])
     low, live = result.points
     assert (live.wins, live.losses, live.handoff_rate) == (2, 0, 0.5)

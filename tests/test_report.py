@@ -81,7 +81,9 @@ def test_report_command(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_pa
     from playground.cli import app
 
     try:
-        result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "r"), "--event", "DEMO-SF", "--rounds", "20"])
+        result = CliRunner().invoke(
+            app, ["report", "--out", str(tmp_path / "r"), "--event", "DEMO-SF", "--rounds", "20"]
+        )
         assert result.exit_code == 0, result.output
         assert json.loads((tmp_path / "r" / "summary.json").read_text())["filters"] == {"event": "DEMO-SF"}
     finally:

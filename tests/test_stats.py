@@ -56,7 +56,11 @@ def _battles(rng: np.random.Generator, strengths: dict[str, float], n: int, tie_
 
 def test_two_arm_bradley_terry_matches_the_log_odds_of_the_win_rate() -> None:
     battles = pd.DataFrame(
-        {"model_a": ["on"] * 100, "model_b": ["off"] * 100, "winner": ["model_a"] * 60 + ["model_b"] * 30 + ["tie"] * 10}
+        {
+            "model_a": ["on"] * 100,
+            "model_b": ["off"] * 100,
+            "winner": ["model_a"] * 60 + ["model_b"] * 30 + ["tie"] * 10,
+        }
     )
     ratings = stats.compute_bt(battles)
     p = (60 + 5) / 100  # ties count half
@@ -76,7 +80,9 @@ def test_bradley_terry_equals_a_direct_maximum_likelihood_fit() -> None:
         p = 1 / (1 + np.exp(-(r[a] - r[b]) * math.log(10)))
         return -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum()
 
-    direct = np.concatenate([[0.0], minimize(nll, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10}).x])
+    direct = np.concatenate(
+        [[0.0], minimize(nll, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10}).x]
+    )
     direct = (direct - direct.mean()) * 400 + 1000
     ratings = stats.compute_bt(battles)
     for name in names:

@@ -70,8 +70,15 @@ def write_export(
 
     rows = module.write(batches(), out, tally)
     card = write_card(
-        url, out, fmt, module, filters, tally, rows,
-        redact=redact, salted_with_setting=salt is None and configured is not None,
+        url,
+        out,
+        fmt,
+        module,
+        filters,
+        tally,
+        rows,
+        redact=redact,
+        salted_with_setting=salt is None and configured is not None,
         default_licence=settings.export_licence,
-    )  # fmt: skip
+    )
     return ExportResult(path=out, card_path=card, rows=rows, tally=tally)

@@ -29,8 +29,11 @@ def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> 
             records = vote_tuples(batch)
             writer.writerows(
                 [
-                    (("'" + value) if value.startswith(_RISKY) else value) if value.__class__ is str  # inert text (OWASP CSV injection)
-                    else value.isoformat() if i == created_at else value
+                    (("'" + value) if value.startswith(_RISKY) else value)
+                    if value.__class__ is str  # inert text (OWASP CSV injection)
+                    else value.isoformat()
+                    if i == created_at
+                    else value
                     for i, value in enumerate(record)
                 ]
                 for record in records

@@ -193,7 +193,13 @@ def _cleaner(tally: Tally, redact_pii: bool) -> Callable[[str], str]:
 
 
 def iter_conversations(
-    url: str, filters: ExportFilters, *, salt: bytes, redact_pii: bool, tally: Tally, batch: int = BATCH,
+    url: str,
+    filters: ExportFilters,
+    *,
+    salt: bytes,
+    redact_pii: bool,
+    tally: Tally,
+    batch: int = BATCH,
     signals: bool = True,
 ) -> Iterator[list[ConversationRow]]:
     """Yield batches of fully loaded conversations (turns, answers, decisions, visible votes, ratings).
@@ -223,9 +229,15 @@ def _load(connection, ids: list[int], participant, clean, tally: Tally, signals:
     event_ids = tally.event_ids
     for cid, code, region, event_id, participant_id, side, category, created in connection.execute(
         select(
-            Conversation.id, Event.code, Event.region, Event.id, Conversation.participant_id,
-            Conversation.handoff_side, Conversation.category, Conversation.created_at,
-        )  # fmt: skip
+            Conversation.id,
+            Event.code,
+            Event.region,
+            Event.id,
+            Conversation.participant_id,
+            Conversation.handoff_side,
+            Conversation.category,
+            Conversation.created_at,
+        )
         .join(Event, Event.id == Conversation.event_id)
         .where(Conversation.id.in_(ids))
         .order_by(Conversation.id)
@@ -246,22 +258,40 @@ def _load(connection, ids: list[int], participant, clean, tally: Tally, signals:
     in_batch = Turn.conversation_id.in_(ids)
     for tid, arm, source, text, model, tokens_out, latency_ms, cost, error_kind in connection.execute(
         select(
-            Answer.turn_id, Answer.arm, Answer.source, Answer.text, Answer.model, Answer.tokens_out,
-            Answer.latency_ms, Answer.cost, Answer.error_kind,
-        )  # fmt: skip
+            Answer.turn_id,
+            Answer.arm,
+            Answer.source,
+            Answer.text,
+            Answer.model,
+            Answer.tokens_out,
+            Answer.latency_ms,
+            Answer.cost,
+            Answer.error_kind,
+        )
         .join(Turn, Turn.id == Answer.turn_id)
         .where(in_batch)
     ).all():
         turns[tid].answers[arm] = AnswerRow(
-            arm, source, clean(text), model, tokens_out, latency_ms, float(cost) if cost is not None else None,
+            arm,
+            source,
+            clean(text),
+            model,
+            tokens_out,
+            latency_ms,
+            float(cost) if cost is not None else None,
             error_kind,
-        )  # fmt: skip
+        )
     for tid, policy, threshold, score, handed_off, blocked_by, propensity, stored in connection.execute(
         select(
-            HandoffDecision.turn_id, HandoffDecision.policy, HandoffDecision.threshold, HandoffDecision.score,
-            HandoffDecision.handed_off, HandoffDecision.blocked_by, HandoffDecision.shadow_propensity,
+            HandoffDecision.turn_id,
+            HandoffDecision.policy,
+            HandoffDecision.threshold,
+            HandoffDecision.score,
+            HandoffDecision.handed_off,
+            HandoffDecision.blocked_by,
+            HandoffDecision.shadow_propensity,
             cast(HandoffDecision.signals, Text) if signals else null(),
-        )  # fmt: skip
+        )
         .join(Turn, Turn.id == HandoffDecision.turn_id)
         .where(in_batch)
     ).all():

@@ -58,23 +58,47 @@ def vote_tuples(batch: list[ConversationRow]) -> list[tuple[Any, ...]]:
             off, on, decision = turn.answers.get("off"), turn.answers.get("on"), turn.decision
             shared = (
                 (decision.policy, decision.threshold, decision.score, decision.handed_off, turn.prompt)
-                if decision else (None, None, None, None, turn.prompt)
-            )  # fmt: skip
+                if decision
+                else (None, None, None, None, turn.prompt)
+            )
             answers = (
-                off.text if off else None, on.text if on else None, off.model if off else None,
-                on.model if on else None, on.source if on else None, off.latency_ms if off else None,
-                on.latency_ms if on else None, on.cost if on else None,
-            )  # fmt: skip
+                off.text if off else None,
+                on.text if on else None,
+                off.model if off else None,
+                on.model if on else None,
+                on.source if on else None,
+                off.latency_ms if off else None,
+                on.latency_ms if on else None,
+                on.cost if on else None,
+            )
             category = turn.category or conversation.category
             for vote in turn.votes:
                 ratings = vote.ratings
                 r_off, r_on, r_both = ratings.get("off"), ratings.get("on"), ratings.get("both")
-                append((
-                    vote.id, cid, turn.index, event, region, participant, turn.language, category, side,
-                    vote.winner, vote.winner_arm, vote.final, *shared, *answers,
-                    r_off.stars if r_off else None, r_on.stars if r_on else None, r_both.stars if r_both else None,
-                    ";".join(r_off.tags) if r_off else None, ";".join(r_on.tags) if r_on else None,
-                    ";".join(r_both.tags) if r_both else None,
-                    vote.comment, vote.created_at.astimezone(dt.UTC),
-                ))  # fmt: skip
+                append(
+                    (
+                        vote.id,
+                        cid,
+                        turn.index,
+                        event,
+                        region,
+                        participant,
+                        turn.language,
+                        category,
+                        side,
+                        vote.winner,
+                        vote.winner_arm,
+                        vote.final,
+                        *shared,
+                        *answers,
+                        r_off.stars if r_off else None,
+                        r_on.stars if r_on else None,
+                        r_both.stars if r_both else None,
+                        ";".join(r_off.tags) if r_off else None,
+                        ";".join(r_on.tags) if r_on else None,
+                        ";".join(r_both.tags) if r_both else None,
+                        vote.comment,
+                        vote.created_at.astimezone(dt.UTC),
+                    )
+                )
     return rows

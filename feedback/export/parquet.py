@@ -30,8 +30,10 @@ SCHEMA = pa.schema([(name, _TYPES[kind]) for name, (_, kind) in COLUMNS.items()]
 
 def _table(chunk: list[tuple]) -> pa.Table:
     """Column-wise: one typed array per column from the transposed tuples (no per-row dicts)."""
-    columns = list(zip(*chunk)) if chunk else [() for _ in SCHEMA]
-    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA)], schema=SCHEMA)
+    columns = list(zip(*chunk, strict=False)) if chunk else [() for _ in SCHEMA]
+    return pa.Table.from_arrays(
+        [pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA, strict=False)], schema=SCHEMA
+    )
 
 
 def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:

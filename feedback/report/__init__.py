@@ -23,9 +23,7 @@ class ReportResult:
     summary: dict[str, Any]
 
 
-def build_report(
-    url: str, out_dir: Path, filters: ExportFilters, *, seed: int = 0, rounds: int = 200
-) -> ReportResult:
+def build_report(url: str, out_dir: Path, filters: ExportFilters, *, seed: int = 0, rounds: int = 200) -> ReportResult:
     """Compute the summary once, then write the three files from it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

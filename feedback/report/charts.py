@@ -16,15 +16,23 @@ def to_svg(chart: alt.TopLevelMixin) -> str:
 
 def win_rates(segments: dict[str, dict[str, Any]], title: str) -> alt.LayerChart | None:
     rows = [
-        {"segment": k, "win_rate": v["handoff_on_win_rate"], "low": v["ci95"][0], "high": v["ci95"][1],
-         "label": f"{v['handoff_on_win_rate']:.2f} (n={v['decided']}{', small' if v['small'] else ''})"}
-        for k, v in segments.items() if v["ci95"]
-    ]  # fmt: skip
+        {
+            "segment": k,
+            "win_rate": v["handoff_on_win_rate"],
+            "low": v["ci95"][0],
+            "high": v["ci95"][1],
+            "label": f"{v['handoff_on_win_rate']:.2f} (n={v['decided']}{', small' if v['small'] else ''})",
+        }
+        for k, v in segments.items()
+        if v["ci95"]
+    ]
     if not rows:
         return None
     data = pd.DataFrame(rows)
     base = alt.Chart(data).encode(y=alt.Y("segment:N", title=None, sort="-x"))
-    bars = base.mark_bar(color="#4c78a8").encode(x=alt.X("win_rate:Q", title="handoff-on win rate", scale=alt.Scale(domain=[0, 1])))
+    bars = base.mark_bar(color="#4c78a8").encode(
+        x=alt.X("win_rate:Q", title="handoff-on win rate", scale=alt.Scale(domain=[0, 1]))
+    )
     ci = base.mark_rule(strokeWidth=2, color="black").encode(x="low:Q", x2="high:Q")
     labels = base.mark_text(align="left", dx=4, color="black").encode(x="high:Q", text="label:N")
     even = alt.Chart(pd.DataFrame({"x": [0.5]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
@@ -35,18 +43,24 @@ def replay_curve(curve: list[dict[str, Any]], recommended: float | None) -> alt.
     if not curve:
         return None
     data = pd.DataFrame(curve).melt(id_vars="threshold", value_vars=["net_gain", "handoff_rate"], var_name="measure")
-    lines = alt.Chart(data).mark_line(point=True).encode(
-        x=alt.X("threshold:Q", title="threshold"),
-        y=alt.Y("value:Q", title="quality gain per vote / handoff rate"),
-        strokeDash=alt.StrokeDash("measure:N", title=None),
-        shape=alt.Shape("measure:N", title=None),
+    lines = (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("threshold:Q", title="threshold"),
+            y=alt.Y("value:Q", title="quality gain per vote / handoff rate"),
+            strokeDash=alt.StrokeDash("measure:N", title=None),
+            shape=alt.Shape("measure:N", title=None),
+        )
     )
     chart = lines
     if recommended is not None:
         rule = alt.Chart(pd.DataFrame({"t": [recommended], "label": [f"recommended {recommended:g}"]}))
-        chart = lines + rule.mark_rule(color="black").encode(x="t:Q") + rule.mark_text(
-            align="left", dx=4, dy=-80, color="black"
-        ).encode(x="t:Q", text="label:N")
+        chart = (
+            lines
+            + rule.mark_rule(color="black").encode(x="t:Q")
+            + rule.mark_text(align="left", dx=4, dy=-80, color="black").encode(x="t:Q", text="label:N")
+        )
     return chart.properties(title="Replay: estimated quality vs handoff rate across thresholds", width=420)
 
 
@@ -56,8 +70,10 @@ def stars(distribution: dict[str, dict[str, int]]) -> alt.Chart | None:
         return None
     base = alt.Chart(pd.DataFrame(rows)).encode(x=alt.X("stars:O", title="stars"), y=alt.Y("votes:Q", title="ratings"))
     chart = base.mark_bar(color="#4c78a8") + base.mark_text(dy=-6, color="black").encode(text="votes:Q")
-    return chart.properties(width=180, height=160).facet(column=alt.Column("arm:N", title="arm")).properties(
-        title="Star distribution per arm"
+    return (
+        chart.properties(width=180, height=160)
+        .facet(column=alt.Column("arm:N", title="arm"))
+        .properties(title="Star distribution per arm")
     )
 
 

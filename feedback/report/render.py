@@ -27,10 +27,19 @@ def _ci(seg: dict[str, Any]) -> str:
 
 def _segment_table(segments: dict[str, dict[str, Any]]) -> Block:
     rows = [
-        [key, num(s["votes"]), num(s["decided"]), num(s["handoff_on_win_rate"]), _ci(s), num(s["tie_rate"]),
-         num(s["both_bad_rate"]), num(s["identical_rate"]), "small sample" if s["small"] else ""]
+        [
+            key,
+            num(s["votes"]),
+            num(s["decided"]),
+            num(s["handoff_on_win_rate"]),
+            _ci(s),
+            num(s["tie_rate"]),
+            num(s["both_bad_rate"]),
+            num(s["identical_rate"]),
+            "small sample" if s["small"] else "",
+        ]
         for key, s in segments.items()
-    ]  # fmt: skip
+    ]
     head = ["segment", "votes", "decided", "handoff-on win rate", "CI (95%)", "tie", "both bad", "identical", "note"]
     return ("table", (head, rows))
 
@@ -39,51 +48,91 @@ def blocks(summary: dict[str, Any]) -> list[Block]:
     o, h, hand = summary["overall"], summary["when_handed_off"], summary["handoff"]
     out: list[Block] = [
         ("h1", "Improvement report: handoff on vs off"),
-        ("p", f"Filters: {', '.join(f'{k} = {v}' for k, v in summary['filters'].items()) or 'none'}. "
-              f"Bootstrap: seed {num(summary['seed'])}, rounds {num(summary['rounds'])}. Segments with fewer than "
-              f"{num(summary['small_segment_threshold'])} decided votes are flagged, not hidden."),  # fmt: skip
+        (
+            "p",
+            f"Filters: {', '.join(f'{k} = {v}' for k, v in summary['filters'].items()) or 'none'}. "
+            f"Bootstrap: seed {num(summary['seed'])}, rounds {num(summary['rounds'])}. Segments with fewer than "
+            f"{num(summary['small_segment_threshold'])} decided votes are flagged, not hidden.",
+        ),
         ("h2", "Headline"),
-        ("list", [
-            f"Handoff-on win rate over {num(o['decided'])} decided votes (of {num(o['votes'])}): "
-            f"{num(o['handoff_on_win_rate'])}, CI (95%) {_ci(o)}.",
-            f"Tie rate {num(o['tie_rate'])}, both-bad rate {num(o['both_bad_rate'])}, identical rate {num(o['identical_rate'])}.",
-            f"When a handoff happened: win rate {num(h['handoff_on_win_rate'])} over {num(h['decided'])} decided votes, CI {_ci(h)}.",
-            f"Position bias: the left pane won {num(summary['position_bias']['left_win_rate'])} of "
-            f"{num(summary['position_bias']['decided'])} decided votes.",
-        ]),  # fmt: skip
+        (
+            "list",
+            [
+                f"Handoff-on win rate over {num(o['decided'])} decided votes (of {num(o['votes'])}): "
+                f"{num(o['handoff_on_win_rate'])}, CI (95%) {_ci(o)}.",
+                f"Tie rate {num(o['tie_rate'])}, both-bad rate {num(o['both_bad_rate'])}, identical rate {num(o['identical_rate'])}.",
+                f"When a handoff happened: win rate {num(h['handoff_on_win_rate'])} over {num(h['decided'])} decided votes, CI {_ci(h)}.",
+                f"Position bias: the left pane won {num(summary['position_bias']['left_win_rate'])} of "
+                f"{num(summary['position_bias']['decided'])} decided votes.",
+            ],
+        ),
         ("chart", charts.win_rates(summary["by_region"], "Handoff-on win rate by region (95% CI)")),
     ]
-    for key, title in (("by_region", "By region"), ("by_event", "By event"), ("by_category", "By category"),
-                       ("by_language", "By language")):  # fmt: skip
+    for key, title in (
+        ("by_region", "By region"),
+        ("by_event", "By event"),
+        ("by_category", "By category"),
+        ("by_language", "By language"),
+    ):
         out += [("h3", title), _segment_table(summary[key])]
     board = summary["leaderboard"]
     if board:
         out += [
             ("h2", "Arms leaderboard (Bradley-Terry, ties as half)"),
-            ("table", (["arm", "rating", "lower", "upper", "battles"],
-                       [[r["arm"], num(r["rating"]), num(r["lower"]), num(r["upper"]), num(r["battles"])] for r in board])),
+            (
+                "table",
+                (
+                    ["arm", "rating", "lower", "upper", "battles"],
+                    [[r["arm"], num(r["rating"]), num(r["lower"]), num(r["upper"]), num(r["battles"])] for r in board],
+                ),
+            ),
             ("chart", charts.leaderboard(board) if len(board) > 2 else None),
-        ]  # fmt: skip
+        ]
     replay = hand["replay"]
     out += [
         ("h2", "Handoff analysis"),
-        ("list", [
-            f"Handoff rate {num(hand['handoff_rate'])} ({num(hand['handed_off'])} of {num(hand['turns'])} turns).",
-            f"Cloud cost per 1,000 prompts: {num(hand['cost_per_1000_prompts'])}.",
-            f"Added latency when handed off: p50 {num(hand['added_latency_ms_p50'])} ms, p95 {num(hand['added_latency_ms_p95'])} ms.",
-            *([f"Replay ({replay['policy']}): live handoff rate {num(replay['live_handoff_rate'])}, recommended threshold "
-               f"{num(replay['recommended_threshold'])}."] if replay else ["Replay: no stored decisions."]),
-            *[f"AUROC of the {name} score against 'handoff answer won': {num(v['auroc'])} (n = {num(v['n'])})."
-              for name, v in hand["auroc"].items()],
-        ]),  # fmt: skip
+        (
+            "list",
+            [
+                f"Handoff rate {num(hand['handoff_rate'])} ({num(hand['handed_off'])} of {num(hand['turns'])} turns).",
+                f"Cloud cost per 1,000 prompts: {num(hand['cost_per_1000_prompts'])}.",
+                f"Added latency when handed off: p50 {num(hand['added_latency_ms_p50'])} ms, p95 {num(hand['added_latency_ms_p95'])} ms.",
+                *(
+                    [
+                        f"Replay ({replay['policy']}): live handoff rate {num(replay['live_handoff_rate'])}, recommended threshold "
+                        f"{num(replay['recommended_threshold'])}."
+                    ]
+                    if replay
+                    else ["Replay: no stored decisions."]
+                ),
+                *[
+                    f"AUROC of the {name} score against 'handoff answer won': {num(v['auroc'])} (n = {num(v['n'])})."
+                    for name, v in hand["auroc"].items()
+                ],
+            ],
+        ),
     ]
     if replay:
         out += [
-            ("table", (["threshold", "handoff rate", "est. win rate", "gain per vote", "cost / 1,000", "imputed share"],
-                       [[num(p["threshold"]), num(p["handoff_rate"]), num(p["win_rate"]), num(p["net_gain"]),
-                         num(p["cost_per_1000"]), num(p["imputed_share"])] for p in replay["curve"]])),
+            (
+                "table",
+                (
+                    ["threshold", "handoff rate", "est. win rate", "gain per vote", "cost / 1,000", "imputed share"],
+                    [
+                        [
+                            num(p["threshold"]),
+                            num(p["handoff_rate"]),
+                            num(p["win_rate"]),
+                            num(p["net_gain"]),
+                            num(p["cost_per_1000"]),
+                            num(p["imputed_share"]),
+                        ]
+                        for p in replay["curve"]
+                    ],
+                ),
+            ),
             ("chart", charts.replay_curve(replay["curve"], replay["recommended_threshold"])),
-        ]  # fmt: skip
+        ]
     imp = summary["improvement"]
     out += [
         ("h2", "What to improve"),
@@ -92,29 +141,62 @@ def blocks(summary: dict[str, Any]) -> list[Block]:
         ("h3", "Where handoff hurts (cloud worse)"),
         ("list", imp["findings"]["handoff_hurts"] or ["No segment where the cloud answer is clearly worse."]),
         ("h3", "Prompt clusters (TF-IDF + k-means)"),
-        ("table", (["cluster", "decided", "handoff-on win rate"],
-                   [[c["label"], num(c["decided"]), num(c["handoff_on_win_rate"])] for c in imp["prompt_clusters"]])),
+        (
+            "table",
+            (
+                ["cluster", "decided", "handoff-on win rate"],
+                [[c["label"], num(c["decided"]), num(c["handoff_on_win_rate"])] for c in imp["prompt_clusters"]],
+            ),
+        ),
         ("h3", "Reason tags by arm"),
-        ("list", [f"{arm}: " + ", ".join(f"{tag} {num(n)}" for tag, n in tags.items()) for arm, tags in imp["reason_tags"].items()]
-                 or ["No tags."]),
+        (
+            "list",
+            [
+                f"{arm}: " + ", ".join(f"{tag} {num(n)}" for tag, n in tags.items())
+                for arm, tags in imp["reason_tags"].items()
+            ]
+            or ["No tags."],
+        ),
         ("h3", "Comment themes (redacted)"),
-        ("list", [f"{t['label']} ({num(t['comments'])} comments): " + " / ".join(f"“{c}”" for c in t["examples"])
-                  for t in imp["comment_themes"]] or ["No comments."]),
+        (
+            "list",
+            [
+                f"{t['label']} ({num(t['comments'])} comments): " + " / ".join(f"“{c}”" for c in t["examples"])
+                for t in imp["comment_themes"]
+            ]
+            or ["No comments."],
+        ),
         ("h3", "Worst-rated examples (redacted)"),
-        ("list", [f"{e['arm']} arm, {num(e['stars'])} stars, {e['category']}: “{e['prompt']}” → “{e['answer']}”"
-                  for e in imp["worst_rated"]] or ["No ratings."]),
-    ]  # fmt: skip
+        (
+            "list",
+            [
+                f"{e['arm']} arm, {num(e['stars'])} stars, {e['category']}: “{e['prompt']}” → “{e['answer']}”"
+                for e in imp["worst_rated"]
+            ]
+            or ["No ratings."],
+        ),
+    ]
     ratings = summary["ratings"]
     inter = ratings["inter_rater"]
     out += [
         ("h2", "Ratings"),
-        ("table", (["arm", *[f"{s} stars" for s in range(1, 6)], "mean"],
-                   [[arm, *[num(d[str(s)]) for s in range(1, 6)], num(ratings["mean_stars"][arm])]
-                    for arm, d in sorted(ratings["stars"].items())])),
+        (
+            "table",
+            (
+                ["arm", *[f"{s} stars" for s in range(1, 6)], "mean"],
+                [
+                    [arm, *[num(d[str(s)]) for s in range(1, 6)], num(ratings["mean_stars"][arm])]
+                    for arm, d in sorted(ratings["stars"].items())
+                ],
+            ),
+        ),
         ("chart", charts.stars(ratings["stars"])),
-        ("p", f"Inter-rater: {num(inter['prompts_rated_more_than_once'])} prompts were voted on more than once; "
-              f"{num(inter['verdict_pairs'])} pairs of verdicts on the same prompt agree {num(inter['agreement'])} of the time."),
-    ]  # fmt: skip
+        (
+            "p",
+            f"Inter-rater: {num(inter['prompts_rated_more_than_once'])} prompts were voted on more than once; "
+            f"{num(inter['verdict_pairs'])} pairs of verdicts on the same prompt agree {num(inter['agreement'])} of the time.",
+        ),
+    ]
     return [b for b in out if not (b[0] == "chart" and b[1] is None)]
 
 
@@ -156,7 +238,9 @@ def to_html(items: list[Block]) -> str:
         elif kind == "table":
             head, rows = value
             body.append(
-                "<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in head) + "</tr></thead><tbody>"
+                "<table><thead><tr>"
+                + "".join(f"<th>{_inline(h)}</th>" for h in head)
+                + "</tr></thead><tbody>"
                 + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rows)
                 + "</tbody></table>"
             )

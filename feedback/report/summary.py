@@ -23,7 +23,7 @@ from feedback.export.arms import arm_names
 from feedback.export.dataset import DecisionRow, ExportFilters, conversation_query
 from feedback.redaction import redact
 from feedback.replay import SWEEP, ReplayError, default_policy, load_turns, replay
-from feedback.report.themes import prompt_clusters, comment_themes
+from feedback.report.themes import comment_themes, prompt_clusters
 
 SMALL = 30  # segments with fewer decided votes are flagged as small (shown, not hidden)
 OUTCOMES = ("on", "off", "tie", "both_bad", "identical")
@@ -63,10 +63,18 @@ def _vote_facts(connection, filters: ExportFilters) -> pd.DataFrame:  # noqa: AN
     language = func.coalesce(Turn.language, "unknown")
     stmt = (
         select(
-            Event.code.label("event"), Event.region, category.label("category"), language.label("language"),
-            HandoffDecision.handed_off, HandoffDecision.policy, HandoffDecision.threshold, off.model.label("model_off"),
-            Conversation.handoff_side, Vote.winner_arm, func.count().label("n"),
-        )  # fmt: skip
+            Event.code.label("event"),
+            Event.region,
+            category.label("category"),
+            language.label("language"),
+            HandoffDecision.handed_off,
+            HandoffDecision.policy,
+            HandoffDecision.threshold,
+            off.model.label("model_off"),
+            Conversation.handoff_side,
+            Vote.winner_arm,
+            func.count().label("n"),
+        )
         .join(visible, visible.c.id == Vote.conversation_id)
         .join(Conversation, Conversation.id == Vote.conversation_id)
         .join(Event, Event.id == Conversation.event_id)
@@ -74,13 +82,35 @@ def _vote_facts(connection, filters: ExportFilters) -> pd.DataFrame:  # noqa: AN
         .outerjoin(HandoffDecision, HandoffDecision.turn_id == Turn.id)
         .outerjoin(off, and_(off.turn_id == Turn.id, off.arm == "off"))
         .where(Vote.hidden_at.is_(None))
-        .group_by(Event.code, Event.region, category, language, HandoffDecision.handed_off, HandoffDecision.policy,
-                  HandoffDecision.threshold, off.model, Conversation.handoff_side, Vote.winner_arm)  # fmt: skip
+        .group_by(
+            Event.code,
+            Event.region,
+            category,
+            language,
+            HandoffDecision.handed_off,
+            HandoffDecision.policy,
+            HandoffDecision.threshold,
+            off.model,
+            Conversation.handoff_side,
+            Vote.winner_arm,
+        )
     )
-    frame = pd.DataFrame(connection.execute(stmt).all(), columns=[
-        "event", "region", "category", "language", "handed_off", "policy", "threshold", "model_off", "handoff_side",
-        "winner_arm", "n",
-    ])  # fmt: skip
+    frame = pd.DataFrame(
+        connection.execute(stmt).all(),
+        columns=[
+            "event",
+            "region",
+            "category",
+            "language",
+            "handed_off",
+            "policy",
+            "threshold",
+            "model_off",
+            "handoff_side",
+            "winner_arm",
+            "n",
+        ],
+    )
     frame["handed_off"] = frame["handed_off"].fillna(False).astype(bool)
     return frame
 
@@ -115,8 +145,10 @@ def _leaderboard(frame: pd.DataFrame, *, rounds: int, seed: int) -> list[dict[st
 
 def _position_bias(frame: pd.DataFrame) -> dict[str, Any]:
     decided = frame[frame.winner_arm.isin(["on", "off"])]
-    left = decided[((decided.winner_arm == "on") & (decided.handoff_side == "a"))
-                   | ((decided.winner_arm == "off") & (decided.handoff_side == "b"))]["n"].sum()  # fmt: skip
+    left = decided[
+        ((decided.winner_arm == "on") & (decided.handoff_side == "a"))
+        | ((decided.winner_arm == "off") & (decided.handoff_side == "b"))
+    ]["n"].sum()
     total = int(decided["n"].sum())
     return {"decided": total, "left_wins": int(left), "left_win_rate": r4(left / total) if total else None}
 
@@ -175,10 +207,16 @@ def _handoff(connection, filters: ExportFilters, table, *, rounds: int, seed: in
         "live_handoff_rate": r4(result.live_handoff_rate),
         "recommended_threshold": r4(best.threshold) if best else None,
         "curve": [
-            {"threshold": r4(p.threshold), "handoff_rate": r4(p.handoff_rate), "win_rate": r4(p.win_rate),
-             "net_gain": r4(p.net_gain), "cost_per_1000": r4(p.cost_per_1000), "imputed_share": r4(p.imputed_share)}
+            {
+                "threshold": r4(p.threshold),
+                "handoff_rate": r4(p.handoff_rate),
+                "win_rate": r4(p.win_rate),
+                "net_gain": r4(p.net_gain),
+                "cost_per_1000": r4(p.cost_per_1000),
+                "imputed_share": r4(p.imputed_share),
+            }
             for p in result.points
-        ],  # fmt: skip
+        ],
     }
     decided = table.handed_off & np.isin(table.vote, ["on", "off"])
     for name in sorted({*table.scores, *set(table.live_policy.astype(str))}):
@@ -201,11 +239,11 @@ def _ratings(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: ANN
     distribution: dict[str, dict[str, int]] = {}
     for arm, stars, n in connection.execute(base):
         distribution.setdefault(arm, {str(s): 0 for s in range(1, 6)})[str(stars)] = int(n)
-    mean = {
-        arm: r4(sum(int(s) * n for s, n in d.items()) / max(sum(d.values()), 1)) for arm, d in distribution.items()
-    }
+    mean = {arm: r4(sum(int(s) * n for s, n in d.items()) / max(sum(d.values()), 1)) for arm, d in distribution.items()}
     tags: dict[str, Counter[str]] = {}
-    tag_list = cast(Rating.tags, Text)  # counted per distinct stored list in SQL: a few hundred rows, not one per rating
+    tag_list = cast(
+        Rating.tags, Text
+    )  # counted per distinct stored list in SQL: a few hundred rows, not one per rating
     for arm, raw, n in connection.execute(
         select(Rating.arm, tag_list, func.count())
         .join(Vote, Vote.id == Rating.vote_id)
@@ -234,8 +272,11 @@ def _ratings(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: ANN
         "stars": distribution,
         "mean_stars": mean,
         "tags": {arm: dict(counter.most_common(8)) for arm, counter in sorted(tags.items())},
-        "inter_rater": {"prompts_rated_more_than_once": len(repeated), "verdict_pairs": pairs,
-                        "agreement": r4(agreement)},  # fmt: skip
+        "inter_rater": {
+            "prompts_rated_more_than_once": len(repeated),
+            "verdict_pairs": pairs,
+            "agreement": r4(agreement),
+        },
     }
 
 
@@ -254,8 +295,16 @@ def _examples(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: AN
             .order_by(Rating.stars, Vote.id.desc())
             .limit(3)
         ).all()
-        worst += [{"arm": arm, "stars": int(s), "category": c or "unknown", "prompt": redact(p)[:200],
-                   "answer": redact(t)[:200]} for s, p, t, c in rows]  # fmt: skip
+        worst += [
+            {
+                "arm": arm,
+                "stars": int(s),
+                "category": c or "unknown",
+                "prompt": redact(p)[:200],
+                "answer": redact(t)[:200],
+            }
+            for s, p, t, c in rows
+        ]
     comments = [
         redact(c)
         for (c,) in connection.execute(
@@ -293,19 +342,25 @@ def _findings(summary: dict[str, Any]) -> dict[str, list[str]]:
         for key, seg in ranked(section)[:3]:
             if seg["handoff_on_win_rate"] > 0.5:
                 flag = " (small sample)" if seg["small"] else ""
-                loses.append(f"{what} {key}: the local model loses `{seg['handoff_on_win_rate']}` of "
-                             f"`{seg['decided']}` decided votes{flag}; add {key} examples to its fine-tuning data.")  # fmt: skip
+                loses.append(
+                    f"{what} {key}: the local model loses `{seg['handoff_on_win_rate']}` of "
+                    f"`{seg['decided']}` decided votes{flag}; add {key} examples to its fine-tuning data."
+                )
     for cluster in summary["improvement"]["prompt_clusters"][:3]:
         if cluster["handoff_on_win_rate"] is not None and cluster["handoff_on_win_rate"] > 0.5:
-            loses.append(f"prompts about '{cluster['label']}': the local model loses `{cluster['handoff_on_win_rate']}` "
-                         f"of `{cluster['decided']}` decided votes.")  # fmt: skip
+            loses.append(
+                f"prompts about '{cluster['label']}': the local model loses `{cluster['handoff_on_win_rate']}` "
+                f"of `{cluster['decided']}` decided votes."
+            )
     hurts = []
     for section in ("by_category", "by_language", "by_region", "by_event"):
         for key, seg in summary[section].items():
             ci = seg["ci95"]
             if ci and ci[1] < 0.5:
-                hurts.append(f"{section.removeprefix('by_')} {key}: the cloud answer is worse, handoff wins only "
-                             f"`{seg['handoff_on_win_rate']}` (CI `{ci[0]}`–`{ci[1]}`); raise the threshold there.")  # fmt: skip
+                hurts.append(
+                    f"{section.removeprefix('by_')} {key}: the cloud answer is worse, handoff wins only "
+                    f"`{seg['handoff_on_win_rate']}` (CI `{ci[0]}`–`{ci[1]}`); raise the threshold there."
+                )
     return {"local_loses_most": loses, "handoff_hurts": hurts}
 
 

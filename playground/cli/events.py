@@ -18,7 +18,6 @@ from playground.settings import get_settings
 app = typer.Typer(help="Events.", no_args_is_help=True)
 
 
-
 @app.command("create")
 def create(
     code: str = typer.Option(..., help="Short code attendees type, e.g. SF-2026."),

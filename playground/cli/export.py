@@ -17,7 +17,6 @@ from playground.settings import get_settings
 Format = StrEnum("Format", {name: name for name in FORMATS})
 
 
-
 def filters_from(
     event: str | None, region: Region | None, since: dt.datetime | None, until: dt.datetime | None
 ) -> ExportFilters:
@@ -44,9 +43,12 @@ def export(
     filters = filters_from(event, region, since, until)
     total = count_conversations(url, filters)
     with Progress(
-        TextColumn("exporting conversations"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("exporting conversations"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
         transient=True,
-    ) as bar:  # fmt: skip
+    ) as bar:
         task = bar.add_task("export", total=total)
         result = write_export(
             url, fmt.value, out, filters, redact=not no_redact, progress=lambda n: bar.advance(task, n)

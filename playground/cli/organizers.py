@@ -27,9 +27,13 @@ def add(
     role: Role = typer.Option(..., help="admin (every event) or organizer (one event)."),
     event: str | None = typer.Option(None, help="Event code, for --role organizer."),
     password: str = typer.Option(
-        ..., prompt=True, hide_input=True, confirmation_prompt=True, envvar="HANDOFF_NEW_ORGANIZER_PASSWORD",
+        ...,
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        envvar="HANDOFF_NEW_ORGANIZER_PASSWORD",
         help="Asked for without echo (or read from HANDOFF_NEW_ORGANIZER_PASSWORD); only its hash is stored.",
-    ),  # fmt: skip
+    ),
 ) -> None:
     """Create an organizer account."""
     url = get_settings().resolved_database_url

@@ -31,8 +31,10 @@ def replay(
         raise typer.Exit(1) from None
     live = ", ".join(f"{t:g}" for t in result.live_thresholds) or "none"
     rate = f"{result.live_handoff_rate:.4f}" if result.live_handoff_rate is not None else "n/a"
-    typer.echo(f"policy {result.policy}: {result.turns:,} turns, {result.voted:,} voted; "
-               f"live threshold {live}, live handoff rate {rate}")  # fmt: skip
+    typer.echo(
+        f"policy {result.policy}: {result.turns:,} turns, {result.voted:,} voted; "
+        f"live threshold {live}, live handoff rate {rate}"
+    )
     typer.echo(f"{'threshold':>9}  {'handoff':>7}  {'win rate':>8}  {'gain/vote':>9}  {'cost/1k':>9}  {'imputed':>7}")
     for p in result.points:
         win = f"{p.win_rate:.3f}" if p.win_rate is not None else "n/a"

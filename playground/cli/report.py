@@ -24,6 +24,8 @@ def report(
     ensure_migrated(url)
     result = build_report(url, out, filters_from(event, region, None, None), seed=seed, rounds=rounds)
     overall = result.summary["overall"]
-    typer.echo(f"{overall['votes']:,} votes, {overall['decided']:,} decided; handoff-on win rate "
-               f"{overall['handoff_on_win_rate']} (95% CI {overall['ci95']})")  # fmt: skip
+    typer.echo(
+        f"{overall['votes']:,} votes, {overall['decided']:,} decided; handoff-on win rate "
+        f"{overall['handoff_on_win_rate']} (95% CI {overall['ci95']})"
+    )
     typer.echo(f"Wrote {result.html_path}, {result.md_path}, {result.summary_path}")

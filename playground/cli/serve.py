@@ -44,10 +44,20 @@ def serve() -> None:
     typer.echo(f"Cloud: {settings.resolved_cloud_base_url}")
     typer.echo(f"Open http://localhost:{settings.port}")
     command = [
-        sys.executable, "-m", "streamlit", "run", str(APP),
-        "--server.port", str(settings.port), "--server.address", settings.host,
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.port",
+        str(settings.port),
+        "--server.address",
+        settings.host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     try:
         raise typer.Exit(subprocess.call(command))
     finally:

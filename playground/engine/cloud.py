@@ -153,7 +153,11 @@ class CloudStream:
         tokens_in = getattr(usage, "prompt_tokens", None)
         tokens_out = getattr(usage, "completion_tokens", None)
         prices = settings.cloud_prices
-        cost = prices.cost(client.model, tokens_in, tokens_out) if tokens_in is not None and tokens_out is not None else None
+        cost = (
+            prices.cost(client.model, tokens_in, tokens_out)
+            if tokens_in is not None and tokens_out is not None
+            else None
+        )
         self.result = CloudResult(
             text="".join(parts),
             model=client.model,

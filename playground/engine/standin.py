@@ -26,10 +26,18 @@ def standin_command(settings: Settings) -> list[str]:
     model = resolve_model(settings.local_model, settings.model_cache_dir)
     cli = Path(sys.executable).with_name("transformers")
     return [
-        str(cli), "serve", model,
-        "--host", settings.standin_host, "--port", str(settings.standin_port),
-        "--dtype", settings.local_dtype, "--device", settings.local_device,
-    ]  # fmt: skip
+        str(cli),
+        "serve",
+        model,
+        "--host",
+        settings.standin_host,
+        "--port",
+        str(settings.standin_port),
+        "--dtype",
+        settings.local_dtype,
+        "--device",
+        settings.local_device,
+    ]
 
 
 def is_up(settings: Settings) -> bool:

@@ -99,10 +99,7 @@ class ConfidencePolicy:
             + 0.2 * _clip01(signals["mean_entropy"] / 3)
             + 0.2 * _clip01(signals["max_entropy"] / 6)
         )
-        reason = (
-            f"low confidence: p10 log-prob {signals['p10_logprob']:.2f}, "
-            f"max entropy {signals['max_entropy']:.2f}"
-        )
+        reason = f"low confidence: p10 log-prob {signals['p10_logprob']:.2f}, max entropy {signals['max_entropy']:.2f}"
         return score, reason
 
 
@@ -130,7 +127,9 @@ def get_policy(name: str, settings: Settings | None = None, engine: LocalEngine 
     raise UnknownPolicy(name)
 
 
-def resolve_policy(name: str | None, settings: Settings, engine: LocalEngine | None = None) -> tuple[Policy, str | None]:
+def resolve_policy(
+    name: str | None, settings: Settings, engine: LocalEngine | None = None
+) -> tuple[Policy, str | None]:
     """The live policy for an event: its own choice, else the settings'; falls back when unavailable.
 
     Returns (policy, note); the note says why the fallback policy is live instead (logged too).

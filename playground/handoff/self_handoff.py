@@ -97,4 +97,7 @@ class SelfHandoffPolicy:
         signals["self_handoff_reason"] = reason
         if reason is None:
             return 0.0, None
-        return 1.0, f"the local model asked for the cloud: {reason}" if reason else "the local model asked for the cloud"
+        return (
+            1.0,
+            f"the local model asked for the cloud: {reason}" if reason else "the local model asked for the cloud",
+        )

@@ -91,9 +91,13 @@ if "event" in state and not state.get("language_applied"):
     state.language_applied = True
 heading, picker = st.columns([4, 1], vertical_alignment="bottom")
 picker.selectbox(
-    "language", list(LANGUAGES), format_func=LANGUAGES.get, key="ui_language", on_change=_language_changed,
+    "language",
+    list(LANGUAGES),
+    format_func=LANGUAGES.get,
+    key="ui_language",
+    on_change=_language_changed,
     label_visibility="collapsed",
-)  # fmt: skip
+)
 t = Translator(state.ui_language)
 heading.title(t("app.title"))
 st.caption(t("app.tagline"))
@@ -120,9 +124,7 @@ except DatabaseUnavailable:
 
 def _samples(clickable: bool) -> tuple[str | None, str | None]:
     """Sample tasks by category; returns (prompt, category) when one was clicked."""
-    category = st.pills(
-        t("prompt.samples"), CATEGORIES, format_func=lambda c: t(f"categories.{c}"), key="category"
-    )
+    category = st.pills(t("prompt.samples"), CATEGORIES, format_func=lambda c: t(f"categories.{c}"), key="category")
     if category is None:
         return None, None
     for index, sample in enumerate(t.list(f"samples.{category}")):
@@ -167,9 +169,12 @@ if event.ask_profile and not state.get("profile_done"):
         labels = {"role": "roles", "experience": "experience", "language": "languages"}
         for name, choices in PROFILE_CHOICES.items():
             st.selectbox(
-                t(f"profile.{name}"), choices, index=None, key=f"profile_{name}",
+                t(f"profile.{name}"),
+                choices,
+                index=None,
+                key=f"profile_{name}",
                 format_func=lambda value, section=labels[name]: t(f"{section}.{value}"),
-            )  # fmt: skip
+            )
         save, skip = st.columns(2)
         if save.button(t("profile.save"), key="profile_save", width="stretch"):
             try:
@@ -310,22 +315,29 @@ if latest is not None and not comparison.revealed:
             st.feedback("stars", key=f"stars_{pane}")
             st.pills(
                 t("feedback.tags_both") if pane == "both" else t("feedback.tags", pane=pane.upper()),
-                event.tags, selection_mode="multi", format_func=_tag_label, key=f"tags_{pane}",
-            )  # fmt: skip
+                event.tags,
+                selection_mode="multi",
+                format_func=_tag_label,
+                key=f"tags_{pane}",
+            )
     st.subheader(t("feedback.heading"))
     if not comparison.identical:
         st.segmented_control(
             t("feedback.which"), PAIRWISE_CHOICES, format_func=lambda c: t(f"feedback.{c}"), key="winner"
         )
-    st.text_area(t("feedback.comment"), key="comment", help=t("feedback.comment_help", max_chars=settings.max_comment_chars))
+    st.text_area(
+        t("feedback.comment"), key="comment", help=t("feedback.comment_help", max_chars=settings.max_comment_chars)
+    )
     label = t("feedback.update") if comparison.saved else t("feedback.save")
     if st.button(label, type="primary", key="save_feedback"):
         winner = "identical" if comparison.identical else state.get("winner")
         ratings = {
-            pane: PaneRating(None if state.get(f"stars_{pane}") is None else state[f"stars_{pane}"] + 1,
-                             list(state.get(f"tags_{pane}") or []))
+            pane: PaneRating(
+                None if state.get(f"stars_{pane}") is None else state[f"stars_{pane}"] + 1,
+                list(state.get(f"tags_{pane}") or []),
+            )
             for pane in panes_rated
-        }  # fmt: skip
+        }
         if winner is None:
             st.warning(t("feedback.pick_winner"))
         elif winner == "identical" and ratings["both"].stars is None:

@@ -31,13 +31,17 @@ with session_scope(url) as session:
 
 columns = st.columns(4)
 tag = columns[0].selectbox("Tag", [None, *tags], format_func=lambda t: "any" if t is None else t, key="filter_tag")
-arm = columns[1].selectbox("Verdict", [None, *WINNER_ARMS], format_func=lambda a: "any" if a is None else a,
-                           key="filter_arm")  # fmt: skip
-stars = columns[2].selectbox("Stars", [None, 1, 2, 3, 4, 5], format_func=lambda s: "any" if s is None else "★" * s,
-                             key="filter_stars")  # fmt: skip
+arm = columns[1].selectbox(
+    "Verdict", [None, *WINNER_ARMS], format_func=lambda a: "any" if a is None else a, key="filter_arm"
+)
+stars = columns[2].selectbox(
+    "Stars", [None, 1, 2, 3, 4, 5], format_func=lambda s: "any" if s is None else "★" * s, key="filter_stars"
+)
 include_hidden = columns[3].toggle("Show hidden", key="filter_hidden")
-st.caption(f"Hidden so far: {hidden_votes} comment(s), {hidden_conversations} conversation(s). "
-           "Hidden items stay in the database but leave reports, exports and the live numbers.")  # fmt: skip
+st.caption(
+    f"Hidden so far: {hidden_votes} comment(s), {hidden_conversations} conversation(s). "
+    "Hidden items stay in the database but leave reports, exports and the live numbers."
+)
 
 
 def _moderate(action, item_id: int, *by: str) -> None:  # noqa: ANN001
@@ -51,8 +55,9 @@ def _moderate(action, item_id: int, *by: str) -> None:  # noqa: ANN001
 if error := st.session_state.pop("moderation_error", None):
     st.error(error)
 
-where = CommentFilter(event_ids=scope.event_ids, region=scope.region, tag=tag, winner_arm=arm, stars=stars,
-                      include_hidden=include_hidden)  # fmt: skip
+where = CommentFilter(
+    event_ids=scope.event_ids, region=scope.region, tag=tag, winner_arm=arm, stars=stars, include_hidden=include_hidden
+)
 with session_scope(url) as session:
     comments = comment_feed(session, where, limit=PAGE_SIZE)
 if not comments:
@@ -73,14 +78,30 @@ for comment in comments:
             st.text(comment.prompt)
         left, right = st.columns(2)
         if comment.hidden and not comment.conversation_hidden:
-            left.button("Unhide comment", key=f"unhide_vote_{comment.vote_id}",
-                        on_click=_moderate, args=(unhide_comment, comment.vote_id))  # fmt: skip
+            left.button(
+                "Unhide comment",
+                key=f"unhide_vote_{comment.vote_id}",
+                on_click=_moderate,
+                args=(unhide_comment, comment.vote_id),
+            )
         elif not comment.hidden:
-            left.button("Hide comment", key=f"hide_vote_{comment.vote_id}",
-                        on_click=_moderate, args=(hide_comment, comment.vote_id, identity.username))  # fmt: skip
+            left.button(
+                "Hide comment",
+                key=f"hide_vote_{comment.vote_id}",
+                on_click=_moderate,
+                args=(hide_comment, comment.vote_id, identity.username),
+            )
         if comment.conversation_hidden:
-            right.button("Unhide conversation", key=f"unhide_conv_{comment.vote_id}",
-                         on_click=_moderate, args=(unhide_conversation, comment.conversation_id))  # fmt: skip
+            right.button(
+                "Unhide conversation",
+                key=f"unhide_conv_{comment.vote_id}",
+                on_click=_moderate,
+                args=(unhide_conversation, comment.conversation_id),
+            )
         else:
-            right.button("Hide conversation", key=f"hide_conv_{comment.vote_id}",
-                         on_click=_moderate, args=(hide_conversation, comment.conversation_id, identity.username))  # fmt: skip
+            right.button(
+                "Hide conversation",
+                key=f"hide_conv_{comment.vote_id}",
+                on_click=_moderate,
+                args=(hide_conversation, comment.conversation_id, identity.username),
+            )

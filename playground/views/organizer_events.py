@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal, InvalidOperation
 
 import streamlit as st
@@ -50,40 +49,80 @@ with st.form(f"event_form_{suffix}"):
     left, right = st.columns(2)
     code = left.text_input("Code attendees type", current.code, key=f"event_code_{suffix}", placeholder="SF-2026")
     name = right.text_input("Name", current.name, key=f"event_name_{suffix}")
-    region = left.selectbox("Region", REGIONS, index=REGIONS.index(current.region), format_func=REGION_NAMES.get,
-                            key=f"event_region_{suffix}")  # fmt: skip
+    region = left.selectbox(
+        "Region",
+        REGIONS,
+        index=REGIONS.index(current.region),
+        format_func=REGION_NAMES.get,
+        key=f"event_region_{suffix}",
+    )
     city = right.text_input("City", current.city, key=f"event_city_{suffix}")
-    timezone = left.selectbox("Time zone", zones, index=zones.index(current.timezone) if current.timezone in zones else 0,
-                              key=f"event_timezone_{suffix}")  # fmt: skip
-    dates = right.date_input("Dates", value=[d for d in (current.starts_on, current.ends_on) if d] or [],
-                             key=f"event_dates_{suffix}")  # fmt: skip
-    budget = left.text_input("Cloud budget (empty: no limit)", "" if current.cloud_budget is None else str(current.cloud_budget),
-                             key=f"event_budget_{suffix}")  # fmt: skip
+    timezone = left.selectbox(
+        "Time zone",
+        zones,
+        index=zones.index(current.timezone) if current.timezone in zones else 0,
+        key=f"event_timezone_{suffix}",
+    )
+    dates = right.date_input(
+        "Dates", value=[d for d in (current.starts_on, current.ends_on) if d] or [], key=f"event_dates_{suffix}"
+    )
+    budget = left.text_input(
+        "Cloud budget (empty: no limit)",
+        "" if current.cloud_budget is None else str(current.cloud_budget),
+        key=f"event_budget_{suffix}",
+    )
     currency = right.text_input("Currency", current.currency, key=f"event_currency_{suffix}")
     policies = [None, *POLICY_NAMES]
-    policy = left.selectbox("Handoff policy", policies, index=policies.index(current.handoff_policy),
-                            format_func=lambda p: f"default ({settings.handoff_policy})" if p is None else p,
-                            key=f"event_policy_{suffix}")  # fmt: skip
+    policy = left.selectbox(
+        "Handoff policy",
+        policies,
+        index=policies.index(current.handoff_policy),
+        format_func=lambda p: f"default ({settings.handoff_policy})" if p is None else p,
+        key=f"event_policy_{suffix}",
+    )
     use_default = current.handoff_threshold is None
-    threshold = right.slider("Handoff threshold", 0.0, 1.0, settings.handoff_threshold if use_default else current.handoff_threshold,
-                             0.01, key=f"event_threshold_{suffix}")  # fmt: skip
-    default_threshold = right.checkbox("Use the default threshold", use_default, key=f"event_default_threshold_{suffix}")
-    like_tags = left.text_area("Tags for a good answer (comma-separated)", ", ".join(current.like_tags), key=f"event_like_{suffix}")
-    dislike_tags = right.text_area("Tags for a bad answer", ", ".join(current.dislike_tags), key=f"event_dislike_{suffix}")
-    consent = st.text_area("Consent text (empty: the standard text)", current.consent_text or "", key=f"event_consent_{suffix}")
+    threshold = right.slider(
+        "Handoff threshold",
+        0.0,
+        1.0,
+        settings.handoff_threshold if use_default else current.handoff_threshold,
+        0.01,
+        key=f"event_threshold_{suffix}",
+    )
+    default_threshold = right.checkbox(
+        "Use the default threshold", use_default, key=f"event_default_threshold_{suffix}"
+    )
+    like_tags = left.text_area(
+        "Tags for a good answer (comma-separated)", ", ".join(current.like_tags), key=f"event_like_{suffix}"
+    )
+    dislike_tags = right.text_area(
+        "Tags for a bad answer", ", ".join(current.dislike_tags), key=f"event_dislike_{suffix}"
+    )
+    consent = st.text_area(
+        "Consent text (empty: the standard text)", current.consent_text or "", key=f"event_consent_{suffix}"
+    )
     submitted = st.form_submit_button("Create event" if event is None else "Save changes", type="primary")
 
 if submitted:
     starts_on, ends_on = (list(dates) + [None, None])[:2] if isinstance(dates, (list, tuple)) else (dates, None)
     try:
         spec = EventSpec(
-            code=code, name=name, region=region, city=city, timezone=timezone,
-            starts_on=starts_on, ends_on=ends_on or starts_on, cloud_budget=_budget(budget),
-            currency=currency.strip() or "USD", handoff_policy=policy,
+            code=code,
+            name=name,
+            region=region,
+            city=city,
+            timezone=timezone,
+            starts_on=starts_on,
+            ends_on=ends_on or starts_on,
+            cloud_budget=_budget(budget),
+            currency=currency.strip() or "USD",
+            handoff_policy=policy,
             handoff_threshold=None if default_threshold else float(threshold),
-            like_tags=parse_tags(like_tags), dislike_tags=parse_tags(dislike_tags), consent_text=consent,
+            like_tags=parse_tags(like_tags),
+            dislike_tags=parse_tags(dislike_tags),
+            consent_text=consent,
             ui_language=current.ui_language,
-        )  # fmt: skip
+        )
         with session_scope(url) as session:
             if event is None:
                 saved_event = create_event(session, spec, POLICY_NAMES)
@@ -107,5 +146,6 @@ if event is not None:
     st.image(png, width=240, caption=f"Scan to join {event.code}")
     left, right = st.columns(2)
     left.download_button("Download QR (PNG, print)", png, f"{event.code}-qr.png", "image/png", key="qr_png")
-    right.download_button("Download QR (SVG, posters)", qr_code(link, "svg"), f"{event.code}-qr.svg",
-                          "image/svg+xml", key="qr_svg")  # fmt: skip
+    right.download_button(
+        "Download QR (SVG, posters)", qr_code(link, "svg"), f"{event.code}-qr.svg", "image/svg+xml", key="qr_svg"
+    )

@@ -28,8 +28,10 @@ url = database_url()
 settings = get_settings()
 out_dir = settings.data_dir / "exports"
 st.title("Exports & reports")
-st.caption("Consented, visible data only: hidden comments and conversations are left out, PII is redacted and "
-           "participant ids are re-hashed.")  # fmt: skip
+st.caption(
+    "Consented, visible data only: hidden comments and conversations are left out, PII is redacted and "
+    "participant ids are re-hashed."
+)
 
 scope, label = scope_picker(url, identity, key="exports_scope")
 dates = st.date_input("Days (UTC, optional)", value=[], key="exports_dates")
@@ -70,14 +72,22 @@ for fmt in FORMATS:
         _build(fmt)
     if (done := built.get(f"{filter_key}:{fmt}")) is not None:
         path, card = Path(done["path"]), Path(done["card"])
-        right.download_button(f"Download {fmt} ({int(done['rows']):,} rows)", path.read_bytes(), path.name,
-                              key=f"download_{fmt}", on_click="ignore")  # fmt: skip
-        right.download_button("Data card", card.read_bytes(), card.name, "text/markdown", key=f"card_{fmt}",
-                              on_click="ignore")  # fmt: skip
+        right.download_button(
+            f"Download {fmt} ({int(done['rows']):,} rows)",
+            path.read_bytes(),
+            path.name,
+            key=f"download_{fmt}",
+            on_click="ignore",
+        )
+        right.download_button(
+            "Data card", card.read_bytes(), card.name, "text/markdown", key=f"card_{fmt}", on_click="ignore"
+        )
 
 st.subheader("Improvement report")
-st.caption("Win rates with bootstrap CIs per region, event, category and language, the leaderboard, where handoff "
-           "helps or hurts, reason tags and comment themes: for the filter above.")  # fmt: skip
+st.caption(
+    "Win rates with bootstrap CIs per region, event, category and language, the leaderboard, where handoff "
+    "helps or hurts, reason tags and comment themes: for the filter above."
+)
 reports: dict[str, dict[str, str]] = st.session_state.setdefault("reports_built", {})
 if st.button("Build report", key="build_report", type="primary"):
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
@@ -89,7 +99,10 @@ if st.button("Build report", key="build_report", type="primary"):
     reports[filter_key] = {"html": str(report.html_path), "md": str(report.md_path), "json": str(report.summary_path)}
 if (paths := reports.get(filter_key)) is not None:
     columns = st.columns(3)
-    for column, (kind, mime) in zip(columns, (("html", "text/html"), ("md", "text/markdown"), ("json", "application/json"))):
+    for column, (kind, mime) in zip(
+        columns, (("html", "text/html"), ("md", "text/markdown"), ("json", "application/json")), strict=False
+    ):
         path = Path(paths[kind])
-        column.download_button(f"Download {path.name}", path.read_bytes(), path.name, mime, key=f"report_{kind}",
-                               on_click="ignore")  # fmt: skip
+        column.download_button(
+            f"Download {path.name}", path.read_bytes(), path.name, mime, key=f"report_{kind}", on_click="ignore"
+        )

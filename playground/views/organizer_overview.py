@@ -33,15 +33,18 @@ def _headline(numbers: Overview) -> None:
     columns[2].metric("Votes", f"{numbers.votes:,}")
     interval = numbers.on_win_rate_ci()
     columns[3].metric(
-        "Handoff-on win rate", _percent(numbers.on_win_rate),
+        "Handoff-on win rate",
+        _percent(numbers.on_win_rate),
         help="Share of decisive votes (on vs off) won by the handoff arm; ties and 'both bad' left out.",
-    )  # fmt: skip
+    )
     if interval:
         columns[3].caption(f"95% CI {interval[0]:.0%}–{interval[1]:.0%} over {numbers.decisive:,} votes")
     columns[4].metric("Handoff rate", _percent(numbers.handoff_rate), help="Turns the policy handed off.")
     columns[4].caption(f"{numbers.reached_cloud:,} of {numbers.turns:,} turns answered by the cloud")
     spend = f"{numbers.cloud_cost:,.2f}"
-    columns[5].metric("Cloud spend", spend if numbers.cloud_budget is None else f"{spend} / {numbers.cloud_budget:,.2f}")
+    columns[5].metric(
+        "Cloud spend", spend if numbers.cloud_budget is None else f"{spend} / {numbers.cloud_budget:,.2f}"
+    )
     if numbers.budget_used is not None:
         columns[5].progress(min(numbers.budget_used, 1.0), text=f"{numbers.budget_used:.0%} of budget")
 
@@ -60,7 +63,9 @@ def _charts(numbers: Overview) -> None:
     with right:
         st.subheader("Latency per arm")
         st.dataframe(
-            pd.DataFrame([vars(a) for a in numbers.latency]).rename(columns={"p50_ms": "p50 (ms)", "p95_ms": "p95 (ms)"}),
+            pd.DataFrame([vars(a) for a in numbers.latency]).rename(
+                columns={"p50_ms": "p50 (ms)", "p95_ms": "p95 (ms)"}
+            ),
             hide_index=True,
         )
         st.subheader("Top reason tags")
