@@ -8,6 +8,7 @@ conversation round. Enough is stored to replay any policy threshold offline.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -50,6 +51,10 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def new_uid() -> str:
+    return str(uuid.uuid4())
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {
@@ -60,7 +65,17 @@ class Base(DeclarativeBase):
     }
 
 
-class Event(Base):
+class StableId:
+    """A ``uid`` that stays the same when a row is copied to another database (``handoff merge``).
+
+    Integer ids are local to one database; two regions both have a participant 17. The uid is
+    what a merge matches on, so running it twice adds nothing.
+    """
+
+    uid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uid)
+
+
+class Event(StableId, Base):
     __tablename__ = "events"
     __table_args__ = (CheckConstraint("region IN ('sf', 'europe', 'apac')", name="region"),)
 
@@ -91,7 +106,7 @@ class Event(Base):
     participants: Mapped[list[Participant]] = relationship(back_populates="event")
 
 
-class Participant(Base):
+class Participant(StableId, Base):
     """A pseudonymous attendee of one event; only created once consent was given."""
 
     __tablename__ = "participants"
@@ -107,7 +122,7 @@ class Participant(Base):
     event: Mapped[Event] = relationship(back_populates="participants")
 
 
-class Conversation(Base):
+class Conversation(StableId, Base):
     """One blind comparison; ``handoff_side`` says which pane (a = left) holds the handoff arm."""
 
     __tablename__ = "conversations"
@@ -128,7 +143,7 @@ class Conversation(Base):
     votes: Mapped[list[Vote]] = relationship(back_populates="conversation")
 
 
-class Turn(Base):
+class Turn(StableId, Base):
     __tablename__ = "turns"
     __table_args__ = (UniqueConstraint("conversation_id", "index", name="conversation_index"),)
 
@@ -147,7 +162,7 @@ class Turn(Base):
     )
 
 
-class HandoffDecision(Base):
+class HandoffDecision(StableId, Base):
     """What the live policy saw and decided, with every cheap signal, so any threshold replays."""
 
     __tablename__ = "handoff_decisions"
@@ -171,7 +186,7 @@ class HandoffDecision(Base):
     turn: Mapped[Turn] = relationship(back_populates="decision")
 
 
-class Answer(Base):
+class Answer(StableId, Base):
     """One answer as shown in one arm (``off``/``on``) or fetched as a never-shown ``shadow``."""
 
     __tablename__ = "answers"
@@ -205,7 +220,7 @@ class Answer(Base):
     turn: Mapped[Turn] = relationship(back_populates="answers")
 
 
-class Vote(Base):
+class Vote(StableId, Base):
     """A participant's verdict on a conversation, after a given turn; editable until the next prompt."""
 
     __tablename__ = "votes"
@@ -234,7 +249,7 @@ class Vote(Base):
     ratings: Mapped[list[Rating]] = relationship(back_populates="vote", cascade="all, delete-orphan")
 
 
-class Rating(Base):
+class Rating(StableId, Base):
     """Stars and reason tags for one arm's answer (``both`` when the panes were identical)."""
 
     __tablename__ = "ratings"

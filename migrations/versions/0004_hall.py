@@ -1,0 +1,50 @@
+"""stable uids on every research table, for ``handoff merge``
+
+Revision ID: 0004_hall
+Revises: 0001
+Create Date: 2026-11-26 04:00:00
+
+Existing rows get a fresh uuid4 each (backfilled in chunks), then the column becomes NOT NULL and
+unique. Downgrade drops the column again.
+"""
+
+import uuid
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004_hall"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TABLES = ("events", "participants", "conversations", "turns", "handoff_decisions", "answers", "votes", "ratings")
+CHUNK = 10_000
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    for name in TABLES:
+        with op.batch_alter_table(name) as batch:
+            batch.add_column(sa.Column("uid", sa.String(length=36), nullable=True))
+        table = sa.table(name, sa.column("id", sa.Integer), sa.column("uid", sa.String))
+        fill = table.update().where(table.c.id == sa.bindparam("row_id")).values(uid=sa.bindparam("row_uid"))
+        last = 0
+        while (
+            ids := bind.execute(sa.select(table.c.id).where(table.c.id > last).order_by(table.c.id).limit(CHUNK))
+            .scalars()
+            .all()
+        ):
+            bind.execute(fill, [{"row_id": row_id, "row_uid": str(uuid.uuid4())} for row_id in ids])
+            last = ids[-1]
+        with op.batch_alter_table(name) as batch:
+            batch.alter_column("uid", existing_type=sa.String(length=36), nullable=False)
+            batch.create_unique_constraint(op.f(f"uq_{name}_uid"), ["uid"])
+
+
+def downgrade() -> None:
+    for name in reversed(TABLES):
+        with op.batch_alter_table(name) as batch:
+            batch.drop_constraint(op.f(f"uq_{name}_uid"), type_="unique")
+            batch.drop_column("uid")
