@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from sqlalchemy import select
@@ -17,8 +18,38 @@ from db.queries import normalize_code
 CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,63}$")
 
 
+# Money and routing, and how attendees find the event: an organizer of the event may not change these.
+ADMIN_ONLY_FIELDS = ("code", "region", "cloud_budget", "currency", "handoff_policy", "handoff_threshold")
+
+
 class EventInvalid(ValueError):
     """Event settings a person can fix; the message names the field and what it takes."""
+
+
+class EventForbidden(EventInvalid):
+    """A change the editor's role does not allow; the message says who can make it."""
+
+
+class Editor(Protocol):
+    """Who creates or edits an event (``playground.auth.Identity`` is one): admins may change anything,
+    an organizer only the non-money fields of their own event."""
+
+    @property
+    def is_admin(self) -> bool: ...
+
+    @property
+    def event_id(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Operator:
+    """The person running the CLI with the database's credentials: acts as an admin."""
+
+    is_admin: bool = True
+    event_id: int | None = None
+
+
+OPERATOR = Operator()
 
 
 @dataclass
@@ -99,8 +130,12 @@ def _apply(event: Event, spec: EventSpec) -> None:
     event.like_tags, event.dislike_tags = spec.like_tags or None, spec.dislike_tags or None
 
 
-def create_event(session: Session, spec: EventSpec, policies: tuple[str, ...] | None = None) -> Event:
-    """Add an event attendees can join by its code; the code must be free."""
+def create_event(
+    session: Session, spec: EventSpec, policies: tuple[str, ...] | None = None, *, editor: Editor
+) -> Event:
+    """Add an event attendees can join by its code (admins only); the code must be free."""
+    if not editor.is_admin:
+        raise EventForbidden("Only an admin can create events.")
     spec = validate(spec, policies)
     if session.scalar(select(Event.id).where(Event.code == spec.code)) is not None:
         raise EventInvalid(f"Code: an event with code {spec.code} exists already; pick another code.")
@@ -111,12 +146,21 @@ def create_event(session: Session, spec: EventSpec, policies: tuple[str, ...] | 
     return event
 
 
-def update_event(session: Session, event_id: int, spec: EventSpec, policies: tuple[str, ...] | None = None) -> Event:
-    """Change an event's settings; a new code must be free (attendee links with the old code stop working)."""
+def update_event(
+    session: Session, event_id: int, spec: EventSpec, policies: tuple[str, ...] | None = None, *, editor: Editor
+) -> Event:
+    """Change an event's settings; a new code must be free (attendee links with the old code stop working).
+    An organizer may edit only their own event, and not its ``ADMIN_ONLY_FIELDS``."""
+    if not editor.is_admin and editor.event_id != event_id:
+        raise EventForbidden("You can only edit your own event.")
     spec = validate(spec, policies)
-    event = session.get(Event, event_id)
+    event = session.get(Event, event_id, with_for_update=True)
     if event is None:
         raise EventInvalid("This event no longer exists; reload the page.")
+    if not editor.is_admin:
+        changed = [name for name in ADMIN_ONLY_FIELDS if getattr(spec, name) != getattr(event, name)]
+        if changed:
+            raise EventForbidden(f"Only an admin can change {', '.join(changed)}; ask an admin.")
     taken = session.scalar(select(Event.id).where(Event.code == spec.code, Event.id != event_id))
     if taken is not None:
         raise EventInvalid(f"Code: an event with code {spec.code} exists already; pick another code.")

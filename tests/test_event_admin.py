@@ -9,7 +9,16 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from db.events import EventInvalid, EventSpec, create_event, parse_tags, update_event
+from db.events import (
+    OPERATOR,
+    EventForbidden,
+    EventInvalid,
+    EventSpec,
+    Operator,
+    create_event,
+    parse_tags,
+    update_event,
+)
 from db.models import Event, Organizer
 from db.session import session_scope
 from playground.cli import app as cli
@@ -34,7 +43,7 @@ SPEC = EventSpec(
 
 def test_created_event_keeps_every_setting_normalized(db_url: str) -> None:
     with session_scope(db_url) as session:
-        event_id = create_event(session, SPEC, ("confidence", "never")).id
+        event_id = create_event(session, SPEC, ("confidence", "never"), editor=OPERATOR).id
     with session_scope(db_url) as session:
         event = session.get(Event, event_id)
         assert (event.code, event.timezone, event.handoff_threshold) == ("SF-2026", "America/Los_Angeles", 0.4)
@@ -45,14 +54,14 @@ def test_created_event_keeps_every_setting_normalized(db_url: str) -> None:
 
 def test_editing_an_event_changes_it_and_refuses_a_taken_code(db_url: str) -> None:
     with session_scope(db_url) as session:
-        sf = create_event(session, SPEC)
-        create_event(session, EventSpec(code="EU-1", name="EU", region="europe", city="Paris"))
+        sf = create_event(session, SPEC, editor=OPERATOR)
+        create_event(session, EventSpec(code="EU-1", name="EU", region="europe", city="Paris"), editor=OPERATOR)
         edited = EventSpec.of(sf)
         edited.city, edited.cloud_budget, edited.handoff_policy = "Oakland", None, None
-        update_event(session, sf.id, edited)
+        update_event(session, sf.id, edited, editor=OPERATOR)
         edited.code = "eu-1"
         with pytest.raises(EventInvalid, match="EU-1 exists already"):
-            update_event(session, sf.id, edited)
+            update_event(session, sf.id, edited, editor=OPERATOR)
     with session_scope(db_url) as session:
         event = session.scalar(select(Event).where(Event.code == "SF-2026"))
         assert event.city == "Oakland" and event.cloud_budget is None and event.handoff_policy is None
@@ -74,7 +83,58 @@ def test_editing_an_event_changes_it_and_refuses_a_taken_code(db_url: str) -> No
 def test_invalid_event_settings_name_the_field_to_fix(sqlite_url: str, change: dict, message: str) -> None:
     spec = EventSpec(**{**vars(SPEC), **change})
     with session_scope(sqlite_url) as session, pytest.raises(EventInvalid, match=message):
-        create_event(session, spec, ("confidence", "never"))
+        create_event(session, spec, ("confidence", "never"), editor=OPERATOR)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"cloud_budget": None}, "cloud_budget"),
+        ({"cloud_budget": Decimal("1000")}, "cloud_budget"),
+        ({"currency": "EUR"}, "currency"),
+        ({"handoff_policy": "always"}, "handoff_policy"),
+        ({"handoff_threshold": 0.0}, "handoff_threshold"),
+        ({"region": "europe"}, "region"),
+        ({"code": "MINE-1"}, "code"),
+    ],
+)
+def test_an_organizer_cannot_change_money_routing_or_code_of_their_event(db_url: str, change: dict, field: str) -> None:
+    with session_scope(db_url) as session:
+        event_id = create_event(session, SPEC, editor=OPERATOR).id
+    organizer = Operator(is_admin=False, event_id=event_id)
+    with session_scope(db_url) as session:
+        spec = EventSpec(**{**vars(EventSpec.of(session.get(Event, event_id))), **change})
+        with pytest.raises(EventForbidden, match=f"Only an admin can change {field}"):
+            update_event(session, event_id, spec, ("confidence", "always"), editor=organizer)
+    with session_scope(db_url) as session:
+        event = session.get(Event, event_id)
+        assert (event.code, event.region, event.cloud_budget, event.currency) == ("SF-2026", "sf", Decimal("25"), "USD")
+        assert (event.handoff_policy, event.handoff_threshold) == ("confidence", 0.4)
+
+
+def test_an_organizer_edits_the_rest_of_their_own_event_only(db_url: str) -> None:
+    with session_scope(db_url) as session:
+        own = create_event(session, SPEC, editor=OPERATOR).id
+        other = create_event(
+            session, EventSpec(code="EU-1", name="EU", region="europe", city="Paris"), editor=OPERATOR
+        ).id
+    organizer = Operator(is_admin=False, event_id=own)
+    with session_scope(db_url) as session:
+        spec = EventSpec.of(session.get(Event, own))
+        spec.name, spec.city, spec.like_tags = "SF Day 2", "Oakland", ["clear"]
+        update_event(session, own, spec, editor=organizer)
+        with pytest.raises(EventForbidden, match="only edit your own event"):
+            update_event(session, other, EventSpec.of(session.get(Event, other)), editor=organizer)
+        with pytest.raises(EventForbidden, match="Only an admin can create"):
+            create_event(session, EventSpec(code="NEW-1", name="New", region="sf", city="SF"), editor=organizer)
+    with session_scope(db_url) as session:
+        event = session.get(Event, own)
+        assert (event.name, event.city, event.like_tags, event.cloud_budget) == (
+            "SF Day 2",
+            "Oakland",
+            ["clear"],
+            Decimal("25"),
+        )
 
 
 def test_tags_are_split_trimmed_and_deduplicated() -> None:

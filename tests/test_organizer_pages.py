@@ -208,3 +208,26 @@ def test_exports_page_builds_every_format_for_download(demo: str, fmt: str) -> N
     assert not at.exception, at.exception
     (entry,) = at.session_state["exports_built"].values()
     assert int(entry["rows"]) > 0 and Path(entry["path"]).stat().st_size > 0 and Path(entry["card"]).exists()
+
+
+def test_an_organizer_edits_their_event_but_not_its_budget_policy_or_code(organizer_env: Settings) -> None:
+    url = organizer_env.resolved_database_url
+    with session_scope(url) as session:
+        event = Event(
+            code="SF-1", name="SF", region="sf", city="SF", timezone="UTC", cloud_budget=5, handoff_policy="never"
+        )
+        session.add(event)
+        session.flush()
+        add_organizer(session, "mia", "mia-password-123", "organizer", event)
+        suffix = event.id
+    at = _signed_in("mia", "mia-password-123")
+    at.switch_page("views/organizer_events.py").run()
+    for key in ("code", "region", "budget", "currency", "policy", "threshold", "default_threshold"):
+        assert next(w for w in at.main if getattr(w, "key", None) == f"event_{key}_{suffix}").disabled, key
+    # the service refuses these fields for an organizer too (tests/test_event_admin.py): a page bug can't open them
+    at.text_input(key=f"event_city_{suffix}").input("Oakland")
+    next(b for b in at.button if b.label == "Save changes").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    with session_scope(url) as session:
+        stored = session.get(Event, suffix)
+        assert (stored.cloud_budget, stored.handoff_policy, stored.city) == (5, "never", "Oakland")

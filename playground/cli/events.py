@@ -8,7 +8,7 @@ from decimal import Decimal
 import typer
 from sqlalchemy import select
 
-from db.events import EventInvalid, EventSpec, create_event
+from db.events import OPERATOR, EventInvalid, EventSpec, create_event
 from db.models import Event, Region
 from db.queries import list_events, normalize_code
 from db.session import ensure_migrated, session_scope
@@ -56,7 +56,7 @@ def create(
             if if_missing and session.scalar(select(Event.id).where(Event.code == normalize_code(code))):
                 typer.echo(f"Event {normalize_code(code)} exists already.")
                 return
-            event = create_event(session, spec, POLICY_NAMES)
+            event = create_event(session, spec, POLICY_NAMES, editor=OPERATOR)
     except EventInvalid as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None

@@ -34,6 +34,7 @@ event = events.get(picked)
 current = EventSpec.of(event) if event else EventSpec(code="", name="", region="sf", city="")
 zones = timezones()
 suffix = event.id if event else "new"  # widget keys per event, so switching events shows that event's values
+locked = not identity.is_admin  # money, routing and the code: admins only (db.events enforces it too)
 
 
 def _budget(text: str) -> Decimal | None:
@@ -47,7 +48,9 @@ def _budget(text: str) -> Decimal | None:
 
 with st.form(f"event_form_{suffix}"):
     left, right = st.columns(2)
-    code = left.text_input("Code attendees type", current.code, key=f"event_code_{suffix}", placeholder="SF-2026")
+    code = left.text_input(
+        "Code attendees type", current.code, key=f"event_code_{suffix}", disabled=locked, placeholder="SF-2026"
+    )
     name = right.text_input("Name", current.name, key=f"event_name_{suffix}")
     region = left.selectbox(
         "Region",
@@ -55,6 +58,7 @@ with st.form(f"event_form_{suffix}"):
         index=REGIONS.index(current.region),
         format_func=REGION_NAMES.get,
         key=f"event_region_{suffix}",
+        disabled=locked,
     )
     city = right.text_input("City", current.city, key=f"event_city_{suffix}")
     timezone = left.selectbox(
@@ -70,8 +74,9 @@ with st.form(f"event_form_{suffix}"):
         "Cloud budget (empty: no limit)",
         "" if current.cloud_budget is None else str(current.cloud_budget),
         key=f"event_budget_{suffix}",
+        disabled=locked,
     )
-    currency = right.text_input("Currency", current.currency, key=f"event_currency_{suffix}")
+    currency = right.text_input("Currency", current.currency, key=f"event_currency_{suffix}", disabled=locked)
     policies = [None, *POLICY_NAMES]
     policy = left.selectbox(
         "Handoff policy",
@@ -79,6 +84,7 @@ with st.form(f"event_form_{suffix}"):
         index=policies.index(current.handoff_policy),
         format_func=lambda p: f"default ({settings.handoff_policy})" if p is None else p,
         key=f"event_policy_{suffix}",
+        disabled=locked,
     )
     use_default = current.handoff_threshold is None
     threshold = right.slider(
@@ -88,9 +94,10 @@ with st.form(f"event_form_{suffix}"):
         settings.handoff_threshold if use_default else current.handoff_threshold,
         0.01,
         key=f"event_threshold_{suffix}",
+        disabled=locked,
     )
     default_threshold = right.checkbox(
-        "Use the default threshold", use_default, key=f"event_default_threshold_{suffix}"
+        "Use the default threshold", use_default, key=f"event_default_threshold_{suffix}", disabled=locked
     )
     like_tags = left.text_area(
         "Tags for a good answer (comma-separated)", ", ".join(current.like_tags), key=f"event_like_{suffix}"
@@ -125,11 +132,9 @@ if submitted:
         )
         with session_scope(url) as session:
             if event is None:
-                saved_event = create_event(session, spec, POLICY_NAMES)
-            elif identity.may_see(event.id):
-                saved_event = update_event(session, event.id, spec, POLICY_NAMES)
+                saved_event = create_event(session, spec, POLICY_NAMES, editor=identity)
             else:
-                raise EventInvalid("You can only edit your own event.")
+                saved_event = update_event(session, event.id, spec, POLICY_NAMES, editor=identity)
             label = f"{saved_event.code} · {saved_event.name}"
     except EventInvalid as error:
         st.error(str(error))
