@@ -15,6 +15,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
 
 
 def win_rate(wins: int, losses: int) -> float | None:
@@ -199,3 +200,352 @@ def pairwise_agreement(verdict_counts_per_item: Iterable[Sequence[int]]) -> tupl
         pairs += n * (n - 1) // 2
         agree += int((c * (c - 1) // 2).sum())
     return pairs, (agree / pairs if pairs else None)
+
+
+def single_threaded() -> threadpool_limits:
+    """Many small L-BFGS fits: BLAS threads only wait on each other (20x slower on a busy machine)."""
+    return threadpool_limits(1)
+
+
+# --- Cluster bootstrap: resample participants, not votes ---------------------------------------------
+
+
+def participant_draws(groups: int, *, rounds: int, seed: int) -> np.ndarray:
+    """How often each participant is drawn in each bootstrap round (``rounds × groups``).
+
+    Votes of one participant are not independent (people differ in taste and habits), so every
+    interval resamples whole participants; the same draws serve every estimate of one report.
+    """
+    rng = np.random.default_rng(seed)
+    if groups == 0:
+        return np.zeros((rounds, 0))
+    return rng.multinomial(groups, np.full(groups, 1.0 / groups), size=rounds).astype(np.float64)
+
+
+def percentile_ci(draws: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval of bootstrap draws (nan draws, from empty resamples, are left out)."""
+    x = np.asarray(draws, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return None
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(x, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def cluster_ratio_ci(
+    numerator: np.ndarray, denominator: np.ndarray, draws: np.ndarray, level: float = 0.95
+) -> tuple[float, float] | None:
+    """CI of Σ numerator / Σ denominator when whole participants are resampled.
+
+    ``numerator``/``denominator`` hold one sum per participant (e.g. wins and decided votes), in the
+    column order of ``draws`` (see ``participant_draws``); a win rate is the ratio of wins to decided.
+    """
+    num = draws @ np.asarray(numerator, dtype=np.float64)
+    den = draws @ np.asarray(denominator, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return percentile_ci(np.where(den > 0, num / np.where(den > 0, den, 1), np.nan), level)
+
+
+def cluster_win_rate(
+    participant: np.ndarray, won: np.ndarray, *, rounds: int, seed: int, level: float = 0.95
+) -> dict[str, float | int | list[float] | None]:
+    """Win rate over decided votes with a participant (cluster) bootstrap CI and how many people it rests on.
+
+    ``participant`` names the voter of each decided vote, ``won`` says whether the handoff arm won it.
+    """
+    codes, people = pd.factorize(pd.Series(participant))
+    wins = np.bincount(codes, weights=np.asarray(won, dtype=np.float64), minlength=len(people))
+    decided = np.bincount(codes, minlength=len(people)).astype(np.float64)
+    ci = cluster_ratio_ci(wins, decided, participant_draws(len(people), rounds=rounds, seed=seed), level)
+    return {
+        "rate": float(wins.sum() / decided.sum()) if decided.sum() else None,
+        "ci95": list(ci) if ci else None,
+        "decided": int(decided.sum()),
+        "participants": len(people),
+    }
+
+
+def row_weights(groups: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Per-row bootstrap weights (``rounds × rows``): each row counts as often as its participant was drawn."""
+    return draws[:, np.asarray(groups, dtype=np.int64)]
+
+
+def cluster_bootstrap_bt(
+    battles: pd.DataFrame, *, rounds: int, seed: int, scale: float = 400.0, init_rating: float = 1000.0
+) -> tuple[pd.Series, pd.DataFrame, int]:
+    """Bradley-Terry ratings with bootstrap rounds that resample participants (column ``participant``).
+
+    Battles may be pre-counted (column ``n``). Returns the ratings, one row of ratings per round and
+    the number of participants the leaderboard rests on.
+    """
+    codes, people = pd.factorize(battles["participant"])
+    matchups, outcomes, models, _ = preprocess_for_bt(battles)
+    n = battles["n"].to_numpy(np.float64) if "n" in battles else np.ones(len(battles))
+    # the unique (matchup, outcome) row of every battle row, to sum per-round weights onto
+    key = np.column_stack([*preprocess_rows(battles, models)])
+    _, inverse = np.unique(key, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    alpha = math.log(10.0)
+    base = np.bincount(inverse, weights=n, minlength=len(outcomes))
+    ratings = pd.Series(_scale(fit_bt(matchups, outcomes, base, len(models), alpha), scale, init_rating), index=models)
+    draws = participant_draws(len(people), rounds=rounds, seed=seed)
+    rows = []
+    with single_threaded():
+        for weights in draws:
+            w = np.bincount(inverse, weights=n * weights[codes], minlength=len(outcomes))
+            rows.append(_scale(fit_bt(matchups, outcomes, w, len(models), alpha), scale, init_rating))
+    return ratings.sort_values(ascending=False), pd.DataFrame(rows, columns=models), len(people)
+
+
+def preprocess_rows(battles: pd.DataFrame, models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(model_a code, model_b code, outcome) per battle row, in the model order of ``preprocess_for_bt``."""
+    index = {m: i for i, m in enumerate(models)}
+    a = battles["model_a"].map(index).to_numpy(np.float64)
+    b = battles["model_b"].map(index).to_numpy(np.float64)
+    outcome = np.full(len(battles), 0.5)
+    outcome[(battles["winner"] == "model_a").to_numpy()] = 1.0
+    outcome[(battles["winner"] == "model_b").to_numpy()] = 0.0
+    return a, b, outcome
+
+
+# --- Style control (FastChat rating_systems.py: preprocess_for_style, fit_contextual_bt) -------------
+
+STYLE_FEATURES = ("tokens", "headers", "lists", "bold", "code_blocks")
+
+
+def style_differences(style_a: np.ndarray, style_b: np.ndarray) -> np.ndarray:
+    """Normalised style differences (a − b) / (a + b + 1) per feature, scaled to unit standard deviation.
+
+    As in FastChat's ``preprocess_for_style`` (ratio with add-one, then standardised), except that the
+    mean is not subtracted: our pane order is random, so the mean difference is ~0 anyway, and not
+    centring keeps "0" meaning "both answers have the same style".
+    """
+    a, b = np.asarray(style_a, dtype=np.float64), np.asarray(style_b, dtype=np.float64)
+    diff = (a - b) / (a + b + 1.0)
+    std = diff.std(axis=0)
+    return diff / np.where(std > 0, std, 1.0)
+
+
+def _contextual_loss(
+    params: np.ndarray,
+    n_models: int,
+    matchups: np.ndarray,
+    features: np.ndarray,
+    outcomes: np.ndarray,
+    weights: np.ndarray,
+    alpha: float,
+    reg: float,
+) -> tuple[float, np.ndarray]:
+    ratings, coefs = params[:n_models], params[n_models:]
+    # elementwise, not BLAS: a threaded gemv on a busy machine costs 20x the work itself here
+    logits = alpha * (ratings[matchups[:, 0]] - ratings[matchups[:, 1]]) + (features * coefs).sum(axis=1)
+    probs = expit(logits)
+    eps = 1e-12
+    loss = -((np.log(probs + eps) * outcomes + np.log(1 - probs + eps) * (1 - outcomes)) * weights).sum()
+    loss += reg / 2 * float(params @ params)
+    error = (outcomes - probs) * weights
+    grad = reg * params
+    grad[:n_models] += alpha * (
+        np.bincount(matchups[:, 1], weights=error, minlength=n_models)
+        - np.bincount(matchups[:, 0], weights=error, minlength=n_models)
+    )
+    grad[n_models:] -= (features * error[:, None]).sum(axis=0)
+    return float(loss), grad
+
+
+def fit_contextual_bt(
+    matchups: np.ndarray,
+    features: np.ndarray,
+    outcomes: np.ndarray,
+    n_models: int,
+    *,
+    weights: np.ndarray | None = None,
+    alpha: float = math.log(10.0),
+    reg: float = 0.5,
+    tol: float = 1e-6,
+) -> np.ndarray:
+    """Bradley-Terry ratings plus one coefficient per style feature (FastChat's contextual BT, L2 ``reg``)."""
+    w = np.ones(len(outcomes)) if weights is None else np.asarray(weights, dtype=np.float64)
+    result = minimize(
+        _contextual_loss,
+        np.zeros(n_models + features.shape[1]),
+        args=(n_models, matchups, features, outcomes, w, alpha, reg),
+        jac=True,
+        method="L-BFGS-B",
+        options={"disp": False, "maxiter": 200, "gtol": tol},
+    )
+    return result.x
+
+
+def handoff_effect(
+    on_is_a: np.ndarray,
+    a_won: np.ndarray,
+    participant: np.ndarray,
+    features: np.ndarray | None,
+    *,
+    rounds: int,
+    seed: int,
+    level: float = 0.95,
+) -> dict[str, object]:
+    """P(handoff arm wins a decided vote) from a two-arm Bradley-Terry fit, optionally at equal style.
+
+    Each decided vote is a battle of pane a against pane b; ``features`` (pane a − pane b, e.g. from
+    ``style_differences``) enter the fit as covariates, so the arm effect is the effect at equal
+    features. Intervals resample participants. Returns the win probability, its CI, and the
+    covariates' coefficients (logit per standard deviation) with CIs.
+    """
+    on_is_a = np.asarray(on_is_a, dtype=bool)
+    matchups = np.where(on_is_a[:, None], [[0, 1]], [[1, 0]])  # 0 = handoff on, 1 = off
+    outcomes = np.asarray(a_won, dtype=np.float64)
+    x = np.zeros((len(outcomes), 0)) if features is None else np.asarray(features, dtype=np.float64)
+    codes, people = pd.factorize(pd.Series(participant))
+    alpha = math.log(10.0)
+
+    def fit(weights: np.ndarray | None) -> np.ndarray:
+        params = fit_contextual_bt(matchups, x, outcomes, 2, weights=weights, alpha=alpha)
+        return np.concatenate([[expit(alpha * (params[0] - params[1]))], params[2:]])
+
+    draws = participant_draws(len(people), rounds=rounds, seed=seed)
+    with single_threaded():
+        point = fit(None)
+        boot = np.array([fit(w[codes]) for w in draws]) if len(outcomes) else np.zeros((0, len(point)))
+    cis = [percentile_ci(boot[:, i], level) for i in range(len(point))]
+    return {
+        "win_probability": float(point[0]),
+        "ci95": list(cis[0]) if cis[0] else None,
+        "coefficients": [float(c) for c in point[1:]],
+        "coefficient_ci95": [list(c) if c else None for c in cis[1:]],
+        "decided": len(outcomes),
+        "participants": len(people),
+    }
+
+
+def style_explained(raw: float, controlled: float) -> float | None:
+    """Share of the handoff advantage (win probability above 0.5) that style accounts for."""
+    if raw is None or controlled is None or abs(raw - 0.5) < 1e-9:
+        return None
+    return 1 - (controlled - 0.5) / (raw - 0.5)
+
+
+# --- Agreement ----------------------------------------------------------------------------------------
+
+
+def cohen_kappa(x: np.ndarray, y: np.ndarray, labels: Sequence[str] | None = None) -> float | None:
+    """Cohen's κ of two raters on the same items: agreement beyond what their label shares predict."""
+    x, y = np.asarray(x, dtype=object), np.asarray(y, dtype=object)
+    if x.size == 0:
+        return None
+    cats = list(labels) if labels is not None else sorted(set(x) | set(y))
+    observed = float((x == y).mean())
+    expected = sum(float((x == c).mean()) * float((y == c).mean()) for c in cats)
+    return (observed - expected) / (1 - expected) if expected < 1 else None
+
+
+def agreement(
+    human: np.ndarray, judge: np.ndarray, participant: np.ndarray, *, rounds: int, seed: int, level: float = 0.95
+) -> dict[str, object]:
+    """Agreement rate and Cohen's κ of judge and human verdicts, with participant-bootstrap CIs."""
+    human, judge = np.asarray(human, dtype=object), np.asarray(judge, dtype=object)
+    codes, people = pd.factorize(pd.Series(participant))
+    labels = sorted(set(human) | set(judge))
+    same = (human == judge).astype(np.float64)
+    draws = participant_draws(len(people), rounds=rounds, seed=seed)
+    rate_ci = cluster_ratio_ci(
+        np.bincount(codes, weights=same, minlength=len(people)),
+        np.bincount(codes, minlength=len(people)).astype(np.float64),
+        draws,
+        level,
+    )
+    kappas = []
+    for w in draws:
+        rw = w[codes]
+        total = rw.sum()
+        if total == 0:
+            continue
+        observed = float((rw * same).sum() / total)
+        expected = sum(float(rw[human == c].sum() / total) * float(rw[judge == c].sum() / total) for c in labels)
+        kappas.append((observed - expected) / (1 - expected) if expected < 1 else np.nan)
+    kappa_ci = percentile_ci(np.asarray(kappas), level)
+    return {
+        "n": int(human.size),
+        "participants": len(people),
+        "agreement": float(same.mean()) if same.size else None,
+        "agreement_ci95": list(rate_ci) if rate_ci else None,
+        "kappa": cohen_kappa(human, judge, labels),
+        "kappa_ci95": list(kappa_ci) if kappa_ci else None,
+    }
+
+
+# --- RouteLLM: threshold calibration and cost-quality metrics ----------------------------------------
+
+
+def calibrate_threshold(scores: np.ndarray, target_rate: float) -> float:
+    """Threshold ``t`` so that a share ``target_rate`` of scores is ``>= t`` (RouteLLM's
+    ``calibrate_threshold.py``: the (1 − strong-model share) quantile of the router's scores)."""
+    s = np.sort(np.asarray(scores, dtype=np.float64)[~np.isnan(scores)])
+    if s.size == 0:
+        raise ValueError("No scores to calibrate on.")
+    if target_rate <= 0:
+        return float(np.nextafter(s[-1], np.inf))
+    k = min(s.size, max(1, int(round(target_rate * s.size))))
+    return float(s[s.size - k])  # exactly k scores are >= it (ties aside)
+
+
+def performance_gap_recovered(rates: np.ndarray, gains: np.ndarray) -> dict[str, float | None]:
+    """RouteLLM's cost-quality metrics on a replay curve (Ong et al. 2024, ``routellm/evals/evaluate.py``).
+
+    ``rates`` = share handed off, ``gains`` = quality gained over never handing off. PGR(rate) is the
+    gain divided by the gain of always handing off; CPT(x) is the smallest handoff share whose PGR
+    reaches x (interpolated), APGR the area under PGR over handoff shares 0…1.
+    """
+    order = np.argsort(rates)
+    r = np.concatenate([[0.0], np.asarray(rates, dtype=np.float64)[order]])
+    g = np.concatenate([[0.0], np.asarray(gains, dtype=np.float64)[order]])
+    full = g[np.argmax(r)]
+    if r.max() < 1 - 1e-9 or full <= 0:
+        return {"full_gain": float(full), "cpt50": None, "cpt80": None, "apgr": None}
+    pgr = g / full
+
+    def cpt(x: float) -> float | None:
+        above = np.flatnonzero(pgr >= x)
+        if above.size == 0:
+            return None
+        i = above[0]
+        if i == 0:
+            return float(r[0])
+        return float(np.interp(x, [pgr[i - 1], pgr[i]], [r[i - 1], r[i]]))
+
+    return {
+        "full_gain": float(full),
+        "cpt50": cpt(0.5),
+        "cpt80": cpt(0.8),
+        "apgr": float(np.trapezoid(pgr, r)),
+    }
+
+
+# --- Shown precision -----------------------------------------------------------------------------------
+
+
+def decimals_for(half_width: float) -> int:
+    """Decimal places an estimate supports: one significant digit of its CI half-width."""
+    if not half_width or not math.isfinite(half_width) or half_width <= 0:
+        return 4
+    return int(-math.floor(math.log10(half_width)))
+
+
+def shown(value: float | None, ci: Sequence[float] | None = None, *, significant: int = 3) -> float | int | None:
+    """A number rounded to what its CI supports; without a CI, to ``significant`` digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    v = float(value)
+    if ci is not None and ci[0] is not None and ci[1] is not None:
+        d = decimals_for((ci[1] - ci[0]) / 2)
+    elif v == 0:
+        return 0.0
+    else:
+        d = significant - 1 - int(math.floor(math.log10(abs(v))))
+    out = round(v, d)
+    return int(out) if d <= 0 else out

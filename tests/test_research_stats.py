@@ -1,0 +1,128 @@
+"""Research statistics on simulated data of known truth: cluster bootstrap, style control, agreement,
+calibration and RouteLLM's cost-quality metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import expit, logit
+
+from feedback import stats
+
+
+def _simulate(rng: np.random.Generator, people: int, sigma: float, truth: float) -> tuple[np.ndarray, np.ndarray]:
+    """Decided votes of ``people`` participants (2–14 each) whose own win probability varies by ``sigma`` (logit)."""
+    own = expit(logit(truth) + rng.normal(0, sigma, people)) if sigma else np.full(people, truth)
+    votes = rng.integers(2, 15, people)
+    participant = np.repeat(np.arange(people), votes)
+    won = rng.random(participant.size) < own[participant]
+    return participant, won
+
+
+def _population_truth(sigma: float, truth: float) -> float:
+    """The ratio Σ wins / Σ decided in an infinite population (votes per person independent of taste)."""
+    if not sigma:
+        return truth
+    z = np.random.default_rng(123).normal(0, sigma, 2_000_000)
+    return float(expit(logit(truth) + z).mean())
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1.5])
+def test_participant_bootstrap_covers_the_truth_at_least_93_percent_with_and_without_heterogeneity(
+    sigma: float,
+) -> None:
+    rng = np.random.default_rng(7)
+    truth = _population_truth(sigma, 0.62)
+    sets, covered, vote_covered = 240, 0, 0
+    for trial in range(sets):
+        participant, won = _simulate(rng, 120, sigma, 0.62)
+        result = stats.cluster_win_rate(participant, won, rounds=300, seed=trial)
+        low, high = result["ci95"]
+        covered += low <= truth <= high
+        assert result["participants"] == 120 and result["decided"] == participant.size
+        vote_low, vote_high = stats.bootstrap_ci(int(won.sum()), int((~won).sum()), rounds=300, seed=trial)
+        vote_covered += vote_low <= truth <= vote_high
+    assert covered / sets >= 0.93, covered / sets
+    if sigma:  # resampling votes ignores who cast them: too narrow when people differ
+        assert vote_covered / sets < covered / sets
+
+
+def _style_battles(rng: np.random.Generator, n: int, p_substance: float, length_pref: float):
+    """Decided votes where the handoff answer is longer and voters prefer longer answers by ``length_pref``."""
+    on_is_a = rng.random(n) < 0.5
+    on_tokens = rng.integers(150, 400, n)
+    off_tokens = rng.integers(20, 200, n)
+    a = np.where(on_is_a, on_tokens, off_tokens)
+    b = np.where(on_is_a, off_tokens, on_tokens)
+    raw_diff = (a - b) / (a + b + 1)
+    arm = np.where(on_is_a, 1.0, -1.0) * logit(p_substance)
+    a_won = rng.random(n) < expit(arm + length_pref * raw_diff)
+    style_a = np.column_stack([a, rng.integers(0, 3, n), rng.integers(0, 5, n), rng.integers(0, 4, n), np.zeros(n)])
+    style_b = np.column_stack([b, rng.integers(0, 3, n), rng.integers(0, 5, n), rng.integers(0, 4, n), np.zeros(n)])
+    participant = rng.integers(0, n // 6, n)
+    return on_is_a, a_won, participant, stats.style_differences(style_a, style_b)
+
+
+def test_style_control_removes_a_planted_length_preference() -> None:
+    rng = np.random.default_rng(3)
+    on_is_a, a_won, participant, features = _style_battles(rng, 3000, p_substance=0.5, length_pref=3.0)
+    raw = stats.handoff_effect(on_is_a, a_won, participant, None, rounds=60, seed=1)
+    controlled = stats.handoff_effect(on_is_a, a_won, participant, features, rounds=60, seed=1)
+    assert raw["ci95"][0] > 0.55  # uncontrolled, longer looks better
+    low, high = controlled["ci95"]
+    assert low <= 0.5 <= high  # at equal style the planted truth (no real advantage) is covered
+    tokens_low, _ = controlled["coefficient_ci95"][0]
+    assert tokens_low > 0  # the length coefficient carries the preference
+    assert 0.8 < stats.style_explained(raw["win_probability"], controlled["win_probability"]) < 1.2
+
+
+def test_style_control_keeps_a_real_advantage_when_voters_ignore_length() -> None:
+    rng = np.random.default_rng(4)
+    on_is_a, a_won, participant, features = _style_battles(rng, 3000, p_substance=0.65, length_pref=0.0)
+    controlled = stats.handoff_effect(on_is_a, a_won, participant, features, rounds=60, seed=2)
+    low, high = controlled["ci95"]
+    assert low <= 0.65 <= high
+
+
+def test_cohen_kappa_of_a_planted_judge_equals_its_known_value() -> None:
+    rng = np.random.default_rng(5)
+    n = 4000
+    human = rng.choice(["on", "off"], n, p=[0.6, 0.4])
+    agree = rng.random(n) < 0.8  # the judge copies the human 80% of the time, else flips
+    judge = np.where(agree, human, np.where(human == "on", "off", "on"))
+    participant = rng.integers(0, 500, n)
+    result = stats.agreement(human, judge, participant, rounds=200, seed=0)
+    # known κ: p_o = 0.8; judge shares: on 0.6·0.8 + 0.4·0.2 = 0.56; p_e = 0.6·0.56 + 0.4·0.44 = 0.512
+    known_kappa = (0.8 - 0.512) / (1 - 0.512)
+    assert result["agreement_ci95"][0] <= 0.8 <= result["agreement_ci95"][1]
+    assert result["kappa_ci95"][0] <= known_kappa <= result["kappa_ci95"][1]
+    assert stats.cohen_kappa(np.array(["a", "b"]), np.array(["a", "b"])) == 1.0
+
+
+def test_calibrated_threshold_hits_the_target_rate_on_held_out_turns() -> None:
+    rng = np.random.default_rng(6)
+    scores = rng.beta(2, 5, 40_000)
+    train, held_out = scores[:20_000], scores[20_000:]
+    for target in (0.1, 0.3, 0.5):
+        t = stats.calibrate_threshold(train, target)
+        assert abs((held_out >= t).mean() - target) <= 0.02
+        assert (train >= t).mean() == pytest.approx(target, abs=1 / 20_000)
+
+
+def test_routellm_metrics_on_a_known_curve() -> None:
+    rates = np.linspace(0, 1, 11)
+    gains = np.sqrt(rates) * 0.2  # concave: the first handoffs recover most of the gain
+    metrics = stats.performance_gap_recovered(rates, gains)
+    assert metrics["full_gain"] == pytest.approx(0.2)
+    assert metrics["cpt50"] == pytest.approx(0.25, abs=0.02)  # sqrt(r) = 0.5
+    assert metrics["cpt80"] == pytest.approx(0.64, abs=0.03)
+    assert metrics["apgr"] == pytest.approx(2 / 3, abs=0.02)  # ∫ sqrt(r) dr
+    assert stats.performance_gap_recovered(rates, -gains)["cpt50"] is None  # handoff never helps
+
+
+def test_numbers_are_shown_to_the_precision_their_interval_supports() -> None:
+    assert stats.shown(0.631234, (0.61, 0.65)) == 0.63
+    assert stats.shown(1026.6431, (1010.0, 1040.0)) == 1030
+    assert stats.shown(1099.1516) == 1100
+    assert stats.shown(0.012345) == 0.0123
+    assert stats.shown(7) == 7 and stats.shown(None) is None
