@@ -37,6 +37,7 @@ ARMS = ("off", "on", "shadow")
 WINNERS = ("a", "b", "tie", "both_bad", "identical")
 WINNER_ARMS = ("on", "off", "tie", "both_bad", "identical")
 ROLES = ("admin", "organizer")
+DISPLAYS = ("live", "fair")  # how the panes streamed: as generated, or released together (latency-fair)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -100,6 +101,8 @@ class Event(StableId, Base):
     like_tags: Mapped[list[str] | None]
     dislike_tags: Mapped[list[str] | None]
     ask_profile: Mapped[bool] = mapped_column(Boolean, default=False)
+    # both panes start and finish showing text together, so timing does not reveal the handoff side
+    latency_fair: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     licence: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -215,6 +218,10 @@ class Answer(StableId, Base):
     error: Mapped[str | None] = mapped_column(Text)
     cost: Mapped[Decimal | None]
     price_version: Mapped[str | None] = mapped_column(String(32))
+    # style features (tokens, headers, lists, bold, code_blocks) for style control; see feedback.style
+    style: Mapped[dict[str, Any] | None]
+    # the text names a model or company, so the vote on it was not blind
+    reveals_origin: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     turn: Mapped[Turn] = relationship(back_populates="answers")
@@ -226,6 +233,7 @@ class Vote(StableId, Base):
     __tablename__ = "votes"
     __table_args__ = (
         CheckConstraint("winner IN ('a', 'b', 'tie', 'both_bad', 'identical')", name="winner"),
+        CheckConstraint("display IS NULL OR display IN ('live', 'fair')", name="display"),
         UniqueConstraint("conversation_id", "turn_id", name="conversation_turn"),
     )
 
@@ -240,6 +248,9 @@ class Vote(StableId, Base):
     winner_arm: Mapped[str] = mapped_column(String(16), index=True)
     comment: Mapped[str | None] = mapped_column(Text)
     final: Mapped[bool] = mapped_column(Boolean, default=False)
+    # answers complete -> first save of this vote (too fast to have read them is a quality flag)
+    time_to_vote_ms: Mapped[float | None] = mapped_column(Float)
+    display: Mapped[str | None] = mapped_column(String(8))  # DISPLAYS: which streaming the voter saw
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     hidden_at: Mapped[dt.datetime | None]
@@ -266,6 +277,30 @@ class Rating(StableId, Base):
     tags: Mapped[list[str] | None]
 
     vote: Mapped[Vote] = relationship(back_populates="ratings")
+
+
+class JudgeVerdict(Base):
+    """An LLM judge's verdict on a voted pair in one presentation order, kept apart from human votes."""
+
+    __tablename__ = "judge_verdicts"
+    __table_args__ = (
+        UniqueConstraint("vote_id", "model", "order", name="vote_model_order"),
+        CheckConstraint("\"order\" IN ('on_first', 'off_first')", name="order"),
+        CheckConstraint("winner_arm IS NULL OR winner_arm IN ('on', 'off', 'tie')", name="winner_arm"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vote_id: Mapped[int] = mapped_column(ForeignKey("votes.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    base_url_host: Mapped[str | None] = mapped_column(String(200))
+    order: Mapped[str] = mapped_column(String(16))  # which arm's answer was shown to the judge first
+    winner_arm: Mapped[str | None] = mapped_column(String(16))  # None: the reply named no winner
+    reply: Mapped[str] = mapped_column(Text)
+    tokens_in: Mapped[int | None] = mapped_column(Integer)
+    tokens_out: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[Decimal | None]
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Organizer(Base):

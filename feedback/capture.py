@@ -34,6 +34,7 @@ from db.models import (
 )
 from db.session import session_scope
 from feedback.records import TurnRecord
+from feedback.style import reveals_origin, style_features
 from playground.i18n import translate
 
 PANES = ("a", "b")
@@ -244,7 +245,14 @@ def record_turn(session: Session, conversation_id: int, record: TurnRecord) -> T
         signals=decision.signals,
         shadow_propensity=decision.shadow_propensity,
     )
-    turn.answers = [Answer(**vars(answer)) for answer in record.answers]
+    turn.answers = [
+        Answer(
+            **vars(answer),
+            style=style_features(answer.text, answer.tokens_out),
+            reveals_origin=reveals_origin(answer.text),
+        )
+        for answer in record.answers
+    ]
     session.add(turn)
     session.flush()
     return turn
@@ -279,6 +287,7 @@ class VoteSubmission:
     comment: str | None = None
     ratings: dict[str, PaneRating] = field(default_factory=dict)  # pane a / b, or "both"
     turn_id: int | None = None
+    display: str | None = None  # "live" or "fair" (latency-fair): how the panes streamed for this vote
 
 
 def winner_arm(winner: str, handoff_side: str) -> str:
@@ -320,6 +329,16 @@ def _validate_submission(submission: VoteSubmission, allowed_tags: Collection[st
             raise FeedbackRejected("unknown_tag", tag=unknown[0])
 
 
+def _time_to_vote_ms(turn: Turn) -> float | None:
+    """Milliseconds from the turn's answers being stored (both complete) to this first save."""
+    done = turn.created_at
+    if done is None:
+        return None
+    if done.tzinfo is None:  # SQLite hands back naive UTC datetimes
+        done = done.replace(tzinfo=dt.UTC)
+    return max(0.0, (utcnow() - done).total_seconds() * 1000)
+
+
 def submit_vote(
     session: Session,
     submission: VoteSubmission,
@@ -356,6 +375,8 @@ def submit_vote(
             conversation_id=conversation.id,
             turn_id=turn.id,
             participant_id=conversation.participant_id,
+            time_to_vote_ms=_time_to_vote_ms(turn),
+            display=submission.display,
         )
         session.add(vote)
     elif vote.final or vote.turn_id != turn.id:

@@ -16,10 +16,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit, logit
 from sqlalchemy import Connection, func, insert, select, text
 
-from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
+from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict, Participant, Rating, Turn, Vote
 from db.session import get_engine
+from feedback.style import reveals_origin, style_features
 
 LOCAL_MODEL = "SmolLM2-135M-Instruct"
 CLOUD_MODEL = "gpt-4.1-mini"
@@ -59,6 +61,49 @@ COMMENT_THEMES = {
     "tone": ["Felt robotic and generic.", "Friendly and clear explanation, thanks!"],
     "pii": ["Contact me at jane.doe@example.com for a follow-up.", "My number is +1 415 555 0134, call me."],
 }
+
+
+PLANTED_JUDGE = "planted-judge"
+BOT_TIME_TO_VOTE_MS = (300.0, 1500.0)  # planted bots vote this fast, always on the left pane, in long runs
+
+
+@dataclass(frozen=True)
+class Plant:
+    """Effects of known size to plant, so the report's controls can be checked against the truth.
+
+    Each is off at its default, and then the data are exactly as before (planting uses its own random
+    stream). Where a preference is planted (length, speed, participant heterogeneity), the handoff arm's
+    real advantage is the constant ``win_rate`` (logit scale), the same for every category and score.
+
+    - ``length_preference``: voters' extra logit for an answer per unit of normalised token difference
+      (own − other) / (own + other + 1); cloud answers are longer, so handoff looks better than it is.
+    - ``bots``: share of participants that are bots: they always pick the left pane, 0.3–1.5 s after the
+      answers complete, over 6–11 conversations.
+    - ``latency_leak_ms``: extra mean duration of the handoff pane; 0 makes both panes' timing identically
+      distributed (no leak). None keeps the default (the cloud answer takes ~1.2 s longer).
+    - ``speed_preference``: voters' extra logit for the pane that finished first (live display only).
+    - ``fair_share``: share of votes that saw the latency-fair display (panes released together).
+    - ``heterogeneity``: standard deviation (logit) of each participant's own taste for the handoff arm.
+    - ``origin_leak``: share of cloud answers that name their origin ("As ChatGPT by OpenAI").
+    - ``duplicates``: share of conversations that repeat the participant's previous prompt, nearly verbatim.
+    - ``judge_agreement``: write verdicts of a ``planted-judge`` (both orders) that agree with each decided
+      human vote with this probability.
+    """
+
+    length_preference: float = 0.0
+    bots: float = 0.0
+    latency_leak_ms: float | None = None
+    speed_preference: float = 0.0
+    fair_share: float = 0.0
+    heterogeneity: float = 0.0
+    origin_leak: float = 0.0
+    duplicates: float = 0.0
+    judge_agreement: float | None = None
+
+    @property
+    def preference(self) -> bool:
+        """Votes come from the planted model (constant real advantage plus planted preferences)."""
+        return bool(self.length_preference or self.speed_preference or self.heterogeneity)
 
 
 class DemoDataError(RuntimeError):
@@ -153,19 +198,29 @@ class _Writer:
         rows.append(row)
 
     def flush(self) -> None:
-        for model in (Participant, Conversation, Turn, HandoffDecision, Answer, Vote, Rating):
+        for model in (Participant, Conversation, Turn, HandoffDecision, Answer, Vote, Rating, JudgeVerdict):
             rows = self.rows.pop(model, None)
             if rows:
                 self.connection.execute(insert(model), rows)
 
 
 def generate(
-    url: str, votes: int, seed: int, win_rate: float = 0.6, progress: Callable[[int], None] | None = None
+    url: str,
+    votes: int,
+    seed: int,
+    win_rate: float = 0.6,
+    progress: Callable[[int], None] | None = None,
+    plant: Plant | None = None,
 ) -> int:
     """Fill the (migrated) database with ``votes`` votes of demo data; returns the number written."""
     if not 0.0 <= win_rate <= 1.0:
         raise ValueError("--win-rate is a probability: give a number between 0 and 1.")
+    plant = plant or Plant()
+    for name in ("bots", "fair_share", "origin_leak", "duplicates"):
+        if not 0.0 <= getattr(plant, name) <= 1.0:
+            raise ValueError(f"--plant-{name.replace('_', '-')} is a share: give a number between 0 and 1.")
     rng = np.random.default_rng(seed)
+    extra = np.random.default_rng([seed, 13])  # planted effects and new fields: the base data stay the same
     questions = load_prompts()
     categories = sorted(CATEGORY_EFFECT)
     engine = get_engine(url)
@@ -180,6 +235,11 @@ def generate(
             event_id, region, threshold = events[int(rng.integers(len(events)))]
             participant_id = ids.participant
             ids.participant += 1
+            voter = _Voter(
+                bot=bool(extra.random() < plant.bots),
+                taste=float(extra.normal(0, plant.heterogeneity)) if plant.heterogeneity else 0.0,
+            )
+            last_prompt: str | None = None
             when = start + dt.timedelta(seconds=float(rng.uniform(0, 2 * 86400)))
             writer.add(
                 Participant,
@@ -192,7 +252,10 @@ def generate(
                     "created_at": when,
                 },
             )
-            for _ in range(int(rng.integers(1, 4))):  # conversations per participant
+            conversations = int(rng.integers(1, 4))
+            if voter.bot:
+                conversations = int(extra.integers(6, 12))
+            for _ in range(conversations):  # conversations per participant
                 if written >= votes:
                     break
                 conversation_id = ids.conversation
@@ -214,11 +277,17 @@ def generate(
                     },
                 )
                 n_turns = min(int(rng.choice([1, 1, 1, 2, 2, 3])), votes - written)
+                repeat = last_prompt is not None and extra.random() < plant.duplicates
                 for index in range(n_turns):
                     when += dt.timedelta(seconds=float(rng.uniform(20, 120)))
                     prompt = _prompt(rng, question, index, language)
-                    context = _Context(event_id, participant_id, conversation_id, handoff_side, category, threshold)
-                    _turn(rng, writer, ids, context, index, prompt, language, win_rate, when, seed)
+                    if repeat and index == 0:  # the same question again, as people retype it
+                        prompt = last_prompt.rstrip("?.! ") + ("?" if extra.random() < 0.5 else " please")
+                    last_prompt = prompt
+                    context = _Context(
+                        event_id, participant_id, conversation_id, handoff_side, category, threshold, voter
+                    )
+                    _turn(rng, writer, ids, context, index, prompt, language, win_rate, when, seed, extra, plant)
                     written += 1
                     pending += 1
             if pending >= BATCH:
@@ -249,6 +318,12 @@ def _prompt(rng: np.random.Generator, question: dict, index: int, language: str)
 
 
 @dataclass(frozen=True)
+class _Voter:
+    bot: bool
+    taste: float  # the participant's own logit offset for the handoff arm
+
+
+@dataclass(frozen=True)
 class _Context:
     event_id: int
     participant_id: int
@@ -256,6 +331,7 @@ class _Context:
     handoff_side: str
     category: str
     threshold: float
+    voter: _Voter
 
 
 def _turn(
@@ -269,6 +345,8 @@ def _turn(
     win_rate: float,
     when: dt.datetime,
     seed: int,
+    extra: np.random.Generator,
+    plant: Plant,
 ) -> None:
     """One turn with its decision, answers (plus a shadow answer on a random ε of kept-local turns), vote, ratings."""
     conversation_id, category, threshold = context.conversation_id, context.category, context.threshold
@@ -339,6 +417,10 @@ def _turn(
         "cost": None,
         "price_version": None,  # same keys in every row of a batch
     }
+    if extra.random() < plant.origin_leak:
+        cloud_text = "As ChatGPT, a model by OpenAI: " + cloud_text
+    if extra.random() < 0.5:  # cloud answers are often formatted
+        cloud_text = f"## {prompt[:30]}\n- **{cloud_text[:20]}**\n- {cloud_text[20:]}"
     cloud_tokens = int(rng.integers(80, 400))
     cost = Decimal(cloud_tokens * 1.6 + len(prompt) // 4 * 0.4).scaleb(-6).quantize(Decimal("0.000001"))
     cloud = {
@@ -358,16 +440,31 @@ def _turn(
         "price_version": "2026-01",
         "created_at": when,
     }
+    if plant.latency_leak_ms is not None:  # timing drawn like the local answer's, plus the planted leak
+        cloud["ttft_ms"] = float(extra.gamma(2, 40)) + plant.latency_leak_ms / 10
+        cloud["latency_ms"] = float(extra.gamma(4, 400)) + plant.latency_leak_ms
+    for row in (local, cloud):
+        row["style"] = style_features(row["text"], row["tokens_out"])
+        row["reveals_origin"] = reveals_origin(row["text"])
     for arm, row in (("off", local), ("on", cloud if handed_off else local)):
         writer.add(Answer, {**row, "id": ids.answer, "arm": arm})
         ids.answer += 1
     if shadow:
         writer.add(Answer, {**cloud, "id": ids.answer, "arm": "shadow"})
         ids.answer += 1
+    display = "fair" if extra.random() < plant.fair_share else "live"
     winner_arm = _verdict(rng, handed_off, score, threshold, win_rate, category)
+    if plant.preference and handed_off and winner_arm in ("on", "off"):
+        on_first = cloud["latency_ms"] < local["latency_ms"]
+        winner_arm = _planted_verdict(extra, win_rate, context.voter, plant, cloud, local, on_first, display)
     winner = winner_arm
     if winner_arm in ("on", "off"):
         winner = handoff_side if winner_arm == "on" else ("b" if handoff_side == "a" else "a")
+    time_to_vote = float(extra.lognormal(np.log(12_000), 0.5))
+    if context.voter.bot:
+        winner = "a"
+        winner_arm = "on" if handoff_side == "a" else "off"  # as capture maps a pane, even on equal answers
+        time_to_vote = float(extra.uniform(*BOT_TIME_TO_VOTE_MS))
     vote_id = ids.vote
     ids.vote += 1
     comment = None
@@ -387,10 +484,32 @@ def _turn(
             "winner_arm": winner_arm,
             "comment": comment,
             "final": False,
+            "time_to_vote_ms": time_to_vote,
+            "display": display,
             "created_at": when,
             "updated_at": when,
         },
     )
+    if plant.judge_agreement is not None and handed_off and winner_arm in ("on", "off"):
+        other = "off" if winner_arm == "on" else "on"
+        verdict = winner_arm if extra.random() < plant.judge_agreement else other
+        for order in ("on_first", "off_first"):
+            writer.add(
+                JudgeVerdict,
+                {
+                    "vote_id": vote_id,
+                    "model": PLANTED_JUDGE,
+                    "base_url_host": None,
+                    "order": order,
+                    "winner_arm": verdict,
+                    "reply": f"[[{'A' if (verdict == 'on') == (order == 'on_first') else 'B'}]]",
+                    "tokens_in": 400,
+                    "tokens_out": 5,
+                    "cost": Decimal("0.000650"),
+                    "latency_ms": 300.0,
+                    "created_at": when,
+                },
+            )
     for arm, stars in _stars(rng, winner_arm).items():
         tags = list(rng.choice(LIKE_TAGS if stars >= 4 else DISLIKE_TAGS, size=int(rng.integers(0, 3)), replace=False))
         writer.add(Rating, {"id": ids.rating, "vote_id": vote_id, "arm": arm, "stars": stars, "tags": tags or None})
@@ -416,6 +535,26 @@ def _verdict(
     effect = CATEGORY_EFFECT[category] if room >= 0.2 else 0.0
     p = win_rate + slope * (score - (1 + threshold) / 2) + effect
     return "on" if rng.random() < min(1.0, max(0.0, p)) else "off"
+
+
+def _planted_verdict(
+    rng: np.random.Generator,
+    win_rate: float,
+    voter: _Voter,
+    plant: Plant,
+    cloud: dict,
+    local: dict,
+    on_first: bool,
+    display: str,
+) -> str:
+    """A decided verdict from the planted model: real advantage logit(win_rate), plus planted preferences."""
+    p = min(max(win_rate, 1e-6), 1 - 1e-6)
+    on_tokens, off_tokens = cloud["tokens_out"], local["tokens_out"]
+    x = float(logit(p)) + voter.taste
+    x += plant.length_preference * (on_tokens - off_tokens) / (on_tokens + off_tokens + 1)
+    if display == "live":
+        x += plant.speed_preference * (1 if on_first else -1)
+    return "on" if rng.random() < expit(x) else "off"
 
 
 def _stars(rng: np.random.Generator, winner_arm: str) -> dict[str, int]:
