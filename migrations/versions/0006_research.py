@@ -2,7 +2,7 @@
 latency-fair event setting, LLM judge verdicts
 
 Revision ID: 0006_research
-Revises: 0001
+Revises: 0004_hall
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_research"
-down_revision: str | None = "0001"
+down_revision: str | None = "0004_hall"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
