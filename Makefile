@@ -7,7 +7,7 @@ DEMO_EVENT ?= DEMO
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: install run test test-fast lint browser clean bench
+.PHONY: install run test test-fast lint browser clean bench llama-cpp
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,12 +40,26 @@ test: install browser lint
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not browser"
 
+# llama.cpp (llama-cpp-python, from source, ~4 min on 2 cores) built for THIS machine's CPU: native flags, with the
+# AMX kernels switched off only where the CPU has AMX (they crashed in a VM). The stamp names the CPU's flags, so a
+# venv moved to another CPU kind rebuilds, without pip's wheel cache (a wheel built for AVX-512 dies with SIGILL
+# on an AVX2 machine).
+CPU_ID := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-12)
+LLAMA_STAMP := $(VENV)/.llama-cpp-$(CPU_ID)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON $(if $(shell grep -m1 -o 'amx_tile' /proc/cpuinfo 2>/dev/null),\
+	-DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF)
+$(LLAMA_STAMP): | $(STAMP)
+	rm -f $(VENV)/.llama-cpp-*
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet --no-cache-dir --force-reinstall --no-deps \
+		'llama-cpp-python>=0.3'
+	$(BIN)/python -m pip install --quiet 'llama-cpp-python[server]>=0.3'
+	touch $@
+
+llama-cpp: $(LLAMA_STAMP)
+
 # Benchmarks (bench/README.md): ends with one line per target, `name: measured (target) OK|MISS`.
-# llama.cpp is built for AVX-512 without AMX: the native build's AMX kernels segfault on this VM.
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-	-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF
-bench: install
-	$(BIN)/python -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[bench]'
+bench: install llama-cpp
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 
 clean:

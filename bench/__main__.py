@@ -10,8 +10,11 @@ reports a MISS line saying so, and the others still run.
 
 from __future__ import annotations
 
+import collections
 import json
+import os
 import pkgutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,16 +50,46 @@ def modules() -> list[str]:
     return sorted(names)
 
 
-def run(name: str) -> list[Target]:
-    print(f"\n== bench.{name}", flush=True)
+def run(name: str, package: str = "bench") -> list[Target]:
+    """Run one module in its own process; a crash keeps the lines measured before it, plus a MISS naming it."""
+    print(f"\n== {package}.{name}", flush=True)
     started = time.perf_counter()
-    with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        process = subprocess.run([sys.executable, "-c", _CHILD, f"bench.{name}", result.name], check=False)
-        data = Path(result.name).read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as folder:
+        result, partial = Path(folder) / "result.json", Path(folder) / "partial.jsonl"
+        process = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, f"{package}.{name}", str(result)],
+            env={**os.environ, "BENCH_PARTIAL": str(partial)},
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+        tail: collections.deque[str] = collections.deque(maxlen=40)
+        assert process.stderr is not None
+        for line in process.stderr:  # shown as it comes, and the end kept to name a crash
+            sys.stderr.write(line)
+            tail.append(line.rstrip())
+        returncode = process.wait()
+        data = result.read_text(encoding="utf-8") if result.exists() else ""
+        measured = partial.read_text(encoding="utf-8").splitlines() if partial.exists() else []
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
-    if process.returncode != 0 or not data:
-        return [Target(f"bench.{name} ran to the end (exit status {process.returncode})", 0, 1)]
-    return [Target(**fields) for fields in json.loads(data)]
+    if returncode == 0 and data:
+        return [Target(**fields) for fields in json.loads(data)]
+    targets = [Target(**json.loads(line)) for line in measured]
+    targets.append(Target(f"{package}.{name} ran to the end ({crash_reason(returncode, list(tail))})", 0, 1))
+    return targets
+
+
+def crash_reason(returncode: int, stderr_tail: list[str]) -> str:
+    """What killed a benchmark process, in words a reader can act on."""
+    if returncode < 0:
+        signal_name = signal.Signals(-returncode).name
+        if signal_name == "SIGILL":
+            return "crashed: SIGILL, illegal instruction: a native build for another CPU's instruction set"
+        if signal_name == "SIGKILL":
+            return "killed: SIGKILL, likely out of memory"
+        return f"crashed: {signal_name}"
+    last = next((line for line in reversed(stderr_tail) if line.strip()), "")
+    return f"exit status {returncode}: {last[:200]}" if last else f"exit status {returncode}"
 
 
 def main(argv: list[str]) -> int:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
@@ -24,6 +25,14 @@ class Target:
     @property
     def ok(self) -> bool:
         return self.measured >= self.target if self.higher_is_better else self.measured <= self.target
+
+    def __post_init__(self) -> None:
+        # Written the moment a figure exists, so a module that crashes later (a SIGILL in a native
+        # build, an out-of-memory kill) still reports every line it measured (see bench/__main__.py).
+        partial = os.environ.get("BENCH_PARTIAL")
+        if partial:
+            with open(partial, "a", encoding="utf-8") as out:
+                out.write(json.dumps(asdict(self)) + "\n")
 
     def line(self) -> str:
         sign = "≥" if self.higher_is_better else "≤"
@@ -86,14 +95,31 @@ class PeakMemory:
 
 
 def machine() -> str:
-    """One line describing where the figures came from, with the load at the start."""
-    import platform
+    """One line describing where the figures came from: CPU model and the flags that change the figures
+    (AVX2 / AVX-512 / AMX / native bf16), the dtype ``auto`` picks here, cores, memory, load at the start."""
+    from playground.engine.device import NATIVE_BF16_FLAGS, cpu_flags, resolve_dtype
 
+    flags = cpu_flags()
+    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", *NATIVE_BF16_FLAGS, "amx_tile", "amx_int8") if f in flags]
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
-        f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
+        f"{cpu_model()} [{' '.join(shown) or 'none of avx2/avx512/amx'}], auto dtype "
+        f"{resolve_dtype('auto', 'cpu').dtype}, {psutil.cpu_count()} cores, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, load average {load}"
     )
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu shows it (``AMD EPYC``, ``Intel(R) Xeon(R) ...``)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 BENCH_DATA = Path(__file__).resolve().parent.parent / "data" / "bench"

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     local_model: str = BUNDLED_MODEL
     model_cache_dir: Path = Path("data") / "models"
     local_device: str = "cpu"
-    local_dtype: str = "bfloat16"
+    local_dtype: str = "auto"  # auto: chosen for this device (playground/engine/device.py)
     max_new_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 0.9

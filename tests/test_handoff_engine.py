@@ -11,6 +11,7 @@ from sqlalchemy import select
 from db.models import Answer, Event, HandoffDecision
 from db.session import session_scope
 from playground.comparison import BUDGET_NOTE, RATE_NOTE, Delta
+from playground.engine.device import resolve_dtype
 from playground.engine.model_store import resolve_model
 from playground.handoff.policies import AlwaysPolicy, ConfidencePolicy, NeverPolicy
 from playground.settings import Settings
@@ -39,7 +40,12 @@ def test_never_keeps_both_arms_local_and_logs_every_signal(settings: Settings) -
     assert decision.shadow_propensity == 0.0
     assert {a.arm: a.source for a in record.answers} == {"off": "local", "on": "local"}
     off = record.answer("off")
-    assert off.model == "SmolLM2-135M-Instruct" and off.dtype == "bfloat16" and off.tokens_in and off.ttft_ms
+    assert (
+        off.model == "SmolLM2-135M-Instruct"
+        and off.dtype == resolve_dtype(settings.local_dtype, settings.local_device).dtype
+        and off.tokens_in
+        and off.ttft_ms
+    )
 
 
 def test_always_starts_the_cloud_call_before_local_generation_ends(settings: Settings) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from playground.engine.device import resolve_dtype
 from playground.engine.model_store import resolve_model
 from playground.settings import BUNDLED_MODEL, Settings
 
@@ -160,7 +161,8 @@ class LocalEngine:
         self.settings = settings
         started = time.perf_counter()
         path = resolve_model(settings.local_model, settings.model_cache_dir)
-        self.dtype = settings.local_dtype
+        choice = resolve_dtype(settings.local_dtype, settings.local_device)
+        self.dtype, self.dtype_reason = choice.dtype, choice.reason
         self.device = torch.device(settings.local_device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype))

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from playground.engine.device import resolve_dtype
 from playground.engine.model_store import resolve_model
 from playground.settings import Settings
 
@@ -34,7 +35,7 @@ def standin_command(settings: Settings) -> list[str]:
         "--port",
         str(settings.standin_port),
         "--dtype",
-        settings.local_dtype,
+        resolve_dtype(settings.local_dtype, settings.local_device).dtype,
         "--device",
         settings.local_device,
     ]
@@ -49,7 +50,7 @@ def is_up(settings: Settings) -> bool:
         return False
 
 
-def start_standin(settings: Settings, log_path: Path, timeout_s: float = 120) -> subprocess.Popen[bytes]:
+def start_standin(settings: Settings, log_path: Path, timeout_s: float = 300) -> subprocess.Popen[bytes]:
     """Start the server and wait until it answers its health check."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
