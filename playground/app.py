@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from playground.organizer_access import current_identity, sign_out
+from playground.untrusted import inert
 
 PAGES = Path(__file__).parent / "views"
 
@@ -29,7 +30,7 @@ else:
         st.Page(PAGES / "organizer_exports.py", title="Exports & reports", icon="📦"),
     ]
     with st.sidebar:
-        st.caption(f"Signed in as **{identity.username}** ({identity.role})")
+        st.caption(f"Signed in as **{inert(identity.username)}** ({identity.role})")
         st.button("Sign out", key="sign_out", on_click=sign_out)
 navigation = st.navigation({"Playground": [attendee], "Organizers": organizer_pages})
 navigation.run()

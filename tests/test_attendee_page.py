@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
 from db.session import session_scope
 from playground.settings import Settings, get_settings
+from playground.untrusted import inert
 from tests.conftest import ROOT
 from tests.db_outage import database_unavailable
 
@@ -84,8 +85,16 @@ def test_unknown_event_code_gets_a_clear_message(app_env: Settings) -> None:
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
     at.text_input(key="event_code").input("NOPE-1")
     at.button(key="join").click().run()
-    assert "No event with code 'NOPE-1'" in at.error[0].value
+    assert f"No event with code '{inert('NOPE-1')}'" in at.error[0].value
     assert not at.chat_input
+
+
+def test_a_tampered_event_link_is_echoed_as_plain_text(app_env: Settings) -> None:
+    code = "![x](https://tracker.example/p.png?leak=1) # [Sign in here](https://phish.example)"
+    at = opened(code)
+    (shown,) = [e.value for e in at.error]
+    assert inert(code) in shown
+    assert "](" not in shown and "![" not in shown and "# [" not in shown
 
 
 def test_unmigrated_database_is_refused(app_env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -16,6 +16,7 @@ from feedback.demo_data import generate
 from feedback.export import ExportFilters, write_export
 from playground.auth import Identity, add_organizer
 from playground.settings import Settings
+from playground.untrusted import inert
 from tests.conftest import ORGANIZER_PASSWORD, ROOT
 
 APP = str(ROOT / "playground" / "app.py")
@@ -231,3 +232,17 @@ def test_an_organizer_edits_their_event_but_not_its_budget_policy_or_code(organi
     with session_scope(url) as session:
         stored = session.get(Event, suffix)
         assert (stored.cloud_budget, stored.handoff_policy, stored.city) == (5, "never", "Oakland")
+
+
+def test_comments_show_attendee_markdown_as_plain_text(demo: str) -> None:
+    hostile = "![pixel](https://tracker.example/p.png)\n# URGENT: [re-enter your password](https://phish.example)"
+    with session_scope(demo) as session:
+        vote = session.scalar(select(Vote).where(Vote.comment.is_not(None)).order_by(Vote.created_at.desc()))
+        vote.comment = hostile
+        vote.created_at = dt.datetime.now(dt.UTC)  # first in the feed
+    at = _signed_in()
+    at.switch_page("views/organizer_comments.py").run()
+    assert not at.exception
+    shown = [m.value for m in at.markdown]
+    assert inert(hostile) in shown
+    assert not any("](" in value or "![" in value for value in shown)

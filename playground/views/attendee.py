@@ -30,6 +30,7 @@ from playground.i18n import LANGUAGES, Translator
 from playground.runtime import engine_ready, start_loading
 from playground.settings import get_settings
 from playground.turn_runner import ARMS
+from playground.untrusted import answer_markdown, inert
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -62,7 +63,7 @@ def _open_event(code: str) -> str | None:
     try:
         state.event = load_event(url, code)
     except UnknownEvent as error:
-        return Translator(state.get("ui_language"))("entry.unknown_code", code=error.code)
+        return Translator(state.get("ui_language"))("entry.unknown_code", code=inert(error.code))
     except DatabaseUnavailable as error:
         return error.message(state.get("ui_language") or "en")
     st.query_params["event"] = state.event.code
@@ -114,7 +115,7 @@ if "event" not in state:
     st.stop()
 
 event: EventView = state.event
-st.caption(t("entry.where", name=event.name, city=event.city, region=t(f"regions.{event.region}")))
+st.caption(t("entry.where", name=inert(event.name), city=inert(event.city), region=t(f"regions.{event.region}")))
 try:
     if handoff_paused(url, event.id):
         st.warning(t("prompt.handoff_paused"))
@@ -148,7 +149,7 @@ if not state.get("participant_id"):
         st.stop()
     with st.container(border=True):
         st.subheader(t("consent.heading"))
-        st.markdown(event.consent_text or t("consent.default_text"))
+        st.markdown(answer_markdown(event.consent_text or t("consent.default_text")))
         accept, decline = st.columns(2)
         if accept.button(t("consent.accept"), type="primary", key="consent_accept", width="stretch"):
             try:
@@ -238,13 +239,13 @@ for pane, column in columns.items():
     for turn in comparison.turns:
         arm = comparison.arm_of(pane)
         with column:
-            st.chat_message("user").markdown(turn.prompt)
+            st.chat_message("user").markdown(inert(turn.prompt))
             with st.chat_message("assistant"):
-                st.markdown(turn.texts[arm])
+                st.markdown(answer_markdown(turn.texts[arm]))
                 if arm in turn.stopped:
                     st.caption(t("pane.stopped"))
                 if comparison.revealed and turn.notes[arm]:
-                    st.caption(t("reveal.notes", pane=pane.upper(), notes="; ".join(turn.notes[arm])))
+                    st.caption(t("reveal.notes", pane=pane.upper(), notes=inert("; ".join(turn.notes[arm]))))
 
 # --- streaming both panes at once --------------------------------------------------------------
 if running and runner is not None:
@@ -254,7 +255,7 @@ if running and runner is not None:
         with column:
             if st.button(t("pane.stop", pane=pane.upper()), key=f"stop_{pane}", icon=":material/stop_circle:"):
                 runner.stop(arm)
-            st.chat_message("user").markdown(runner.prompt)
+            st.chat_message("user").markdown(inert(runner.prompt))
             live[arm] = st.chat_message("assistant").empty()
     shown: dict[str, str | None] = dict.fromkeys(ARMS)
 
@@ -263,7 +264,7 @@ if running and runner is not None:
         for arm, placeholder in live.items():
             text = texts[arm] or f"_{t('pane.thinking')}_"
             if force or text != shown[arm]:
-                placeholder.markdown(text)
+                placeholder.markdown(answer_markdown(text))
                 shown[arm] = text
 
     with st.spinner(t("pane.working")):
@@ -282,7 +283,7 @@ if running and runner is not None:
     elif view.state == "not_saved":
         st.error(t("pane.turn_not_saved"))
     else:
-        st.error(view.error or "")
+        st.error(inert(view.error or ""))
     st.stop()
 
 
@@ -304,7 +305,7 @@ if latest is not None and not comparison.revealed:
     panes_rated = ("both",) if comparison.identical else PANES
 
     def _tag_label(tag: str) -> str:
-        return ("👍 " if tag in event.like_tags else "👎 ") + t.label("tags", tag)
+        return ("👍 " if tag in event.like_tags else "👎 ") + inert(t.label("tags", tag))
 
     for pane in panes_rated:
         column = st.container() if pane == "both" else columns[pane]
@@ -372,9 +373,9 @@ if comparison.revealed:
         if turn.handed_off:
             happened = t("reveal.handed_off")
         elif turn.blocked_by:
-            happened = t("reveal.blocked", blocked_by=turn.blocked_by)
+            happened = t("reveal.blocked", blocked_by=inert(turn.blocked_by))
         else:
             happened = t("reveal.stayed_local")
         latency = t("reveal.latency", **{p: _seconds(turn.latency_ms[comparison.arm_of(p)]) for p in PANES})
-        why = f" · {t('reveal.reason', reason=turn.reason)}" if turn.reason and turn.handed_off else ""
+        why = f" · {t('reveal.reason', reason=inert(turn.reason))}" if turn.reason and turn.handed_off else ""
         st.markdown(f"- **{t('reveal.turn', turn=number)}**: {happened}{why} · {latency}")

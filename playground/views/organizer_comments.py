@@ -18,6 +18,7 @@ from feedback.moderation import (
     used_tags,
 )
 from playground.organizer_access import allowed_event_ids, database_url, require_identity, scope_picker
+from playground.untrusted import inert
 
 PAGE_SIZE = 50
 identity = require_identity()
@@ -70,10 +71,10 @@ for comment in comments:
         st.markdown(head)
         if comment.hidden:
             what = "conversation" if comment.conversation_hidden else "comment"
-            st.caption(f"Hidden ({what}) by {comment.hidden_by}")
-        st.markdown(f"> {comment.comment}")
+            st.caption(f"Hidden ({what}) by {inert(comment.hidden_by or '')}")
+        st.markdown(inert(comment.comment))  # attendee text: never a link, image or heading
         if comment.tags:
-            st.caption("Tags: " + "; ".join(f"{arm}: {', '.join(t)}" for arm, t in comment.tags.items()))
+            st.caption("Tags: " + "; ".join(f"{arm}: {inert(', '.join(t))}" for arm, t in comment.tags.items()))
         with st.expander("Prompt"):
             st.text(comment.prompt)
         left, right = st.columns(2)

@@ -13,6 +13,7 @@ from playground.event_link import attendee_link, qr_code
 from playground.handoff.policies import POLICY_NAMES
 from playground.organizer_access import REGION_NAMES, database_url, require_identity, visible_events
 from playground.settings import get_settings
+from playground.untrusted import inert
 
 NEW = "➕ New event"
 identity = require_identity()
@@ -135,11 +136,12 @@ if submitted:
                 saved_event = create_event(session, spec, POLICY_NAMES, editor=identity)
             else:
                 saved_event = update_event(session, event.id, spec, POLICY_NAMES, editor=identity)
+            saved_event_code, saved_event_name = saved_event.code, saved_event.name
             label = f"{saved_event.code} · {saved_event.name}"
     except EventInvalid as error:
         st.error(str(error))
     else:
-        st.session_state["event_saved"] = f"Saved event {label}."
+        st.session_state["event_saved"] = f"Saved event {saved_event_code} · {inert(saved_event_name)}."
         st.session_state["event_pick_next"] = label
         st.rerun()
 
@@ -148,7 +150,7 @@ if event is not None:
     link = attendee_link(event.code, settings)
     st.code(link, language=None)
     png = qr_code(link)
-    st.image(png, width=240, caption=f"Scan to join {event.code}")
+    st.image(png, width=240, caption=f"Scan to join {inert(event.code)}")
     left, right = st.columns(2)
     left.download_button("Download QR (PNG, print)", png, f"{event.code}-qr.png", "image/png", key="qr_png")
     right.download_button(

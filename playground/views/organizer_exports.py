@@ -15,6 +15,7 @@ from feedback.export import FORMATS, ExportFilters, count_conversations, write_e
 from feedback.report import build_report
 from playground.organizer_access import database_url, require_identity, scope_picker
 from playground.settings import get_settings
+from playground.untrusted import inert
 
 FORMAT_NOTES = {
     "jsonl": "one conversation per line, every turn, answer and vote",
@@ -92,7 +93,7 @@ reports: dict[str, dict[str, str]] = st.session_state.setdefault("reports_built"
 if st.button("Build report", key="build_report", type="primary"):
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     with st.status("Building the improvement report …", expanded=True) as status:
-        st.write(f"Computing win rates and bootstrap intervals for {label} …")
+        st.write(f"Computing win rates and bootstrap intervals for {inert(label)} …")
         report = build_report(url, out_dir / f"{stamp}-{secrets.token_hex(3)}-report", filters)
         st.write("Writing report.html, report.md and summary.json …")
         status.update(label=f"Report ready: {report.summary['overall']['votes']:,} votes", state="complete")
