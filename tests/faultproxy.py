@@ -4,13 +4,16 @@ Tests point ``cloud_base_url`` at it and queue faults; each request takes the ne
 (then ``default``). Faults: ``pass`` (forward to the stand-in, streaming), ``timeout`` (accept and
 never answer), ``429``, ``500``, ``503``, ``malformed`` (200 with a broken event stream), ``html``
 (200 with an HTML page) and ``drop`` (stream a little of the real answer, then cut the
-connection). "Connection refused" needs no proxy: point the client at a port nobody listens on.
+connection). "Connection refused" needs no proxy: point the client at a port nobody listens on;
+a proxy started later on that ``port`` is the server coming back. ``retry_after`` (a header value)
+goes on every 429 and 503 while it is set.
 """
 
 from __future__ import annotations
 
 import http.client
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -21,13 +24,16 @@ FAULTS = ("pass", "timeout", "429", "500", "503", "malformed", "html", "drop")
 
 
 class FaultProxy:
-    def __init__(self, upstream_host: str, upstream_port: int, default: str = "pass") -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, default: str = "pass", port: int = 0) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.default = default
+        self.retry_after: str | None = None
         self.queue: deque[str] = deque()
         self.seen: list[str] = []  # the fault applied to each request, in order
+        self.seen_at: list[float] = []  # time.monotonic() of each request
         self.lock = threading.Lock()
         self._release = threading.Event()
+        self._connections: set[socket.socket] = set()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,6 +42,11 @@ class FaultProxy:
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with proxy.lock:
+                    proxy._connections.add(self.connection)
+
             def do_GET(self) -> None:
                 proxy._forward(self, b"")
 
@@ -43,7 +54,7 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 proxy._handle(self, body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -54,9 +65,16 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Gone like a dead server: the listener and every open (keep-alive) connection close."""
         self._release.set()
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def inject(self, *faults: str) -> FaultProxy:
         for fault in faults:
@@ -69,6 +87,7 @@ class FaultProxy:
         with self.lock:
             fault = self.queue.popleft() if self.queue else self.default
             self.seen.append(fault)
+            self.seen_at.append(time.monotonic())
             return fault
 
     def _handle(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
@@ -82,6 +101,8 @@ class FaultProxy:
             handler.send_response(int(fault))
             handler.send_header("Content-Type", "application/json")
             handler.send_header("Content-Length", str(len(payload)))
+            if self.retry_after is not None and fault in ("429", "503"):
+                handler.send_header("Retry-After", self.retry_after)
             handler.end_headers()
             handler.wfile.write(payload)
         elif fault == "malformed":

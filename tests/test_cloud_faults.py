@@ -94,3 +94,46 @@ def test_connection_refused_is_retried_then_recorded() -> None:
         CloudClient(settings_via(f"http://127.0.0.1:{free_port()}/v1", cloud_max_retries=1)).stream(MESSAGES).wait()
     )
     assert result.error_kind == "connection" and result.retries == 1 and result.text == ""
+
+
+@pytest.mark.reliability
+def test_retry_after_on_a_429_is_waited_before_the_next_attempt(proxy: FaultProxy) -> None:
+    proxy.retry_after = "1"
+    proxy.inject("429")
+    result = call(proxy, cloud_backoff_max_s=2.0)  # the usual backoff would retry after 0.01 s
+    assert result.ok and result.retries == 1 and proxy.seen == ["429", "pass"]
+    assert proxy.seen_at[1] - proxy.seen_at[0] >= 1.0
+
+
+@pytest.mark.reliability
+def test_retry_after_longer_than_the_backoff_cap_is_not_retried_at_all(proxy: FaultProxy) -> None:
+    proxy.retry_after = "120"
+    proxy.default = "429"
+    result = call(proxy, cloud_max_retries=3, cloud_backoff_max_s=2.0)
+    assert result.error_kind == "rate_limited" and result.retries == 0 and proxy.seen == ["429"]
+    assert result.surely_unbilled
+
+
+@pytest.mark.reliability
+def test_retry_after_as_an_http_date_is_understood(proxy: FaultProxy) -> None:
+    import email.utils
+    import time
+
+    proxy.retry_after = email.utils.formatdate(time.time() + 3600, usegmt=True)
+    proxy.inject("503")
+    result = call(proxy, cloud_backoff_max_s=2.0)
+    assert result.error_kind == "server_error" and proxy.seen == ["503"]
+
+
+@pytest.mark.reliability
+def test_the_cloud_coming_back_is_used_again(standin: Settings) -> None:
+    """Server gone (refused), back (answers), gone again with pooled connections, back again."""
+    port = free_port()
+    client = CloudClient(settings_via(f"http://127.0.0.1:{port}/v1", cloud_max_retries=1))
+    assert client.stream(MESSAGES).wait().error_kind == "connection"
+    for _ in range(2):
+        with FaultProxy(standin.standin_host, standin.standin_port, port=port):
+            result = client.stream(MESSAGES).wait()
+            assert result.ok and result.text
+        gone = client.stream(MESSAGES).wait()
+        assert gone.error_kind == "connection" and gone.surely_unbilled

@@ -5,18 +5,23 @@ malformed response ends the stream and is recorded as ``error_kind`` on the resu
 can fall back to the local answer. Transient failures (timeout, connection, 429, 5xx) are retried
 with bounded exponential backoff (tenacity) while nothing has been streamed yet; the retries are
 counted on the result. The client's own hidden retries are off so every attempt is accounted for.
+A server that says when to come back (``Retry-After`` / ``retry-after-ms`` on a 429 or 503) is
+obeyed: the next attempt waits at least that long, and a wait longer than ``cloud_backoff_max_s``
+is not made at all (the attendee would be waiting; the answer falls back to local instead).
 """
 
 from __future__ import annotations
 
+import email.utils
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
 import openai
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from playground.engine.model_store import resolve_model
 from playground.settings import Settings
@@ -86,6 +91,29 @@ def _retryable(error: BaseException) -> bool:
     return not isinstance(error, _AfterFirstDelta) and error_kind(error) in RETRYABLE
 
 
+def retry_after_s(error: BaseException | None) -> float | None:
+    """How long the server asked us to wait before trying again, when it said (seconds or a date)."""
+    headers = getattr(getattr(error, "response", None), "headers", None)  # openai's own httpx Response
+    if headers is None:
+        return None
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1000)
+        if (value := headers.get("retry-after")) is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    except (ValueError, TypeError, OverflowError):
+        return None  # unreadable: the usual backoff applies
+
+
+def _asked_wait(state: RetryCallState) -> float | None:
+    return retry_after_s(state.outcome.exception()) if state.outcome is not None else None
+
+
 CAUGHT = (openai.OpenAIError, httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError, _AfterFirstDelta)
 
 
@@ -136,10 +164,19 @@ class CloudStream:
         parts: list[str] = []
         kind = message = None
         attempts = 0
+        backoff = wait_exponential(multiplier=settings.cloud_backoff_s, max=settings.cloud_backoff_max_s)
+
+        def wait(state: RetryCallState) -> float:
+            return max(backoff(state), _asked_wait(state) or 0.0)
+
+        def too_long(state: RetryCallState) -> bool:
+            asked = _asked_wait(state)
+            return asked is not None and asked > settings.cloud_backoff_max_s
+
         try:
             for attempt in Retrying(
-                stop=stop_after_attempt(settings.cloud_max_retries + 1),
-                wait=wait_exponential(multiplier=settings.cloud_backoff_s, max=settings.cloud_backoff_max_s),
+                stop=stop_after_attempt(settings.cloud_max_retries + 1) | too_long,
+                wait=wait,
                 retry=retry_if_exception(_retryable),
                 reraise=True,
             ):
