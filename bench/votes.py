@@ -2,7 +2,7 @@
 
     python -m bench.votes
 
-Each writer is a thread, as Streamlit sessions are, and calls ``feedback.capture.save_vote`` (the
+Each writer is a thread, as Streamlit sessions are, and calls ``feedback.votes.save_vote`` (the
 page's path: its own transaction, retries while the database is briefly unavailable). 900 distinct
 votes are sent, plus 100 repeats of already-sent ones with the same idempotency key (double clicks);
 afterwards the database must hold each distinct vote exactly once. Latency is per submission, from
@@ -31,8 +31,9 @@ from sqlalchemy import func, select
 from bench.common import Target, percentile, report, scratch_postgres
 from db import session as db_session
 from db.models import Event, Vote
-from feedback.capture import PaneRating, VoteSubmission, join_event, record_turn, save_vote, start_conversation
+from feedback.capture import join_event, record_turn, start_conversation
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
+from feedback.votes import PaneRating, VoteSubmission, save_vote
 
 SUBMISSIONS = 1000
 REPEATS = 100

@@ -33,9 +33,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 REGIONS = ("sf", "europe", "apac")
 Region = StrEnum("Region", {name: name for name in REGIONS})  # for CLI options
-ARMS = ("off", "on", "shadow")
-WINNERS = ("a", "b", "tie", "both_bad", "identical")
-WINNER_ARMS = ("on", "off", "tie", "both_bad", "identical")
 ROLES = ("admin", "organizer")
 DISPLAYS = ("live", "fair")  # how the panes streamed: as generated, or released together (latency-fair)
 

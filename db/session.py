@@ -1,19 +1,27 @@
-"""Engine and session factory, plus the migration check the app runs at start-up."""
+"""Engine and session factory, transactions that ride out a briefly unavailable database, and the
+migration check the app runs at start-up."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+
+T = TypeVar("T")
 
 
 class DatabaseNotMigrated(RuntimeError):
@@ -58,6 +66,40 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database could not be reached after retries; nothing was written, the caller keeps the data.
+
+    ``key`` names the message a page shows (in the attendee's language).
+    """
+
+    key = "errors.database_unavailable"
+    params: dict[str, object] = {}
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"The database is unavailable ({type(cause).__name__}).")
+
+
+def in_transaction(url: str, work: Callable[[Session], T], *, attempts: int = 3, backoff_s: float = 0.2) -> T:
+    """Run ``work`` in its own transaction, retrying while the database is unreachable.
+
+    ``work`` must be safe to repeat (idempotent), since a commit may succeed even when its
+    acknowledgement is lost; raises ``DatabaseUnavailable`` once every attempt failed.
+    """
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=backoff_s, max=2.0),
+        retry=retry_if_exception_type(UNAVAILABLE),
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt, session_scope(url) as session:
+                result = work(session)
+        return result
+    except UNAVAILABLE as error:
+        raise DatabaseUnavailable(error) from error
 
 
 def alembic_config(url: str) -> Config:

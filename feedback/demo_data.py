@@ -21,6 +21,7 @@ from sqlalchemy import Connection, func, insert, select, text
 
 from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict, Participant, Rating, Turn, Vote
 from db.session import get_engine
+from db.vocabulary import DECIDED, PANES, arm_of, winner_pane
 from feedback.style import reveals_origin, style_features
 
 LOCAL_MODEL = "SmolLM2-135M-Instruct"
@@ -260,7 +261,7 @@ def generate(
                     break
                 conversation_id = ids.conversation
                 ids.conversation += 1
-                handoff_side = "a" if rng.random() < 0.5 else "b"
+                handoff_side = PANES[0] if rng.random() < 0.5 else PANES[1]
                 category = categories[int(rng.integers(len(categories)))]
                 candidates = [q for q in questions if q["category"] == category] or questions
                 question = candidates[int(rng.integers(len(candidates)))]
@@ -454,16 +455,14 @@ def _turn(
         ids.answer += 1
     display = "fair" if extra.random() < plant.fair_share else "live"
     winner_arm = _verdict(rng, handed_off, score, threshold, win_rate, category)
-    if plant.preference and handed_off and winner_arm in ("on", "off"):
+    if plant.preference and handed_off and winner_arm in DECIDED:
         on_first = cloud["latency_ms"] < local["latency_ms"]
         winner_arm = _planted_verdict(extra, win_rate, context.voter, plant, cloud, local, on_first, display)
-    winner = winner_arm
-    if winner_arm in ("on", "off"):
-        winner = handoff_side if winner_arm == "on" else ("b" if handoff_side == "a" else "a")
+    winner = winner_pane(winner_arm, handoff_side)
     time_to_vote = float(extra.lognormal(np.log(12_000), 0.5))
     if context.voter.bot:
-        winner = "a"
-        winner_arm = "on" if handoff_side == "a" else "off"  # as capture maps a pane, even on equal answers
+        winner = PANES[0]
+        winner_arm = arm_of(winner, handoff_side)  # as capture maps a pane, even on equal answers
         time_to_vote = float(extra.uniform(*BOT_TIME_TO_VOTE_MS))
     vote_id = ids.vote
     ids.vote += 1
@@ -490,7 +489,7 @@ def _turn(
             "updated_at": when,
         },
     )
-    if plant.judge_agreement is not None and handed_off and winner_arm in ("on", "off"):
+    if plant.judge_agreement is not None and handed_off and winner_arm in DECIDED:
         other = "off" if winner_arm == "on" else "on"
         verdict = winner_arm if extra.random() < plant.judge_agreement else other
         for order in ("on_first", "off_first"):

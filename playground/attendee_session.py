@@ -1,7 +1,7 @@
 """What the attendee page does, without Streamlit: join, consent, prompt checks, blind state, feedback.
 
 The page keeps one ``BlindComparison`` per browser tab and calls these functions; everything that
-touches the database goes through ``feedback.capture`` with retries for a briefly unavailable one.
+touches the database goes through ``feedback.capture`` and ``feedback.votes`` with retries for a briefly unavailable one.
 """
 
 from __future__ import annotations
@@ -14,23 +14,20 @@ from sqlalchemy import select
 
 from db.models import Event, Participant
 from db.queries import event_by_code
+from db.session import in_transaction
+from db.vocabulary import arm_of, pane_of
 from feedback.capture import (
-    FeedbackRejected,
-    PaneRating,
-    VoteSubmission,
     check_prompt_allowed,
-    event_tags,
-    finalize_votes,
-    in_transaction,
     join_event,
     record_turn,
     save_profile,
-    save_vote,
     set_ui_language,
     start_conversation,
     validate_prompt,
 )
+from feedback.errors import FeedbackRejected
 from feedback.records import TurnRecord
+from feedback.votes import PaneRating, VoteSubmission, event_tags, finalize_votes, save_vote
 from playground.runtime import cloud_client, comparison_for
 from playground.settings import Settings
 from playground.turn_runner import ShownTurn, TurnRunner
@@ -130,11 +127,11 @@ class BlindComparison:
 
     def pane_of(self, arm: str) -> str:
         assert self.handoff_side is not None
-        other = "b" if self.handoff_side == "a" else "a"
-        return self.handoff_side if arm == "on" else other
+        return pane_of(arm, self.handoff_side)
 
     def arm_of(self, pane: str) -> str:
-        return "on" if pane == self.handoff_side else "off"
+        assert self.handoff_side is not None
+        return arm_of(pane, self.handoff_side)
 
     def history(self, arm: str) -> list[Message]:
         """The conversation as this arm's pane showed it: each pane continues its own history."""

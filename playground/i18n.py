@@ -11,11 +11,18 @@ import string
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 LANGUAGES = {"en": "English", "ja": "日本語", "fr": "Français"}
 DEFAULT_LANGUAGE = "en"
+
+
+class KeyedMessage(Protocol):
+    """What ``feedback`` and ``db`` errors a person may see carry instead of a translated text."""
+
+    key: str
+    params: dict[str, Any]
 
 
 class UnknownMessage(KeyError):
@@ -77,6 +84,10 @@ class Translator:
 
     def list(self, key: str) -> list[str]:
         return list(lookup(self.language, key))
+
+    def error(self, error: KeyedMessage) -> str:
+        """The message of an error raised below the pages, which names its message by key."""
+        return self(error.key, **error.params)
 
     def label(self, prefix: str, name: str) -> str:
         """A label for an organizer-defined name (a tag): its translation when the catalog has one."""

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from feedback.capture import DatabaseUnavailable
+from db.session import DatabaseUnavailable
+from db.vocabulary import SHOWN_ARMS
 from feedback.records import TurnRecord
 from playground.comparison import Delta, Finished, Status, TurnEvent
 
-ARMS = ("off", "on")
 RunState = Literal["running", "finished", "cancelled", "not_saved", "failed"]
 
 
@@ -55,8 +55,8 @@ class TurnRunner:
     events: Callable[[], Iterator[TurnEvent]]
     store: Callable[[TurnRecord], int]
     category: str | None = None
-    _texts: dict[str, str] = field(default_factory=lambda: dict.fromkeys(ARMS, ""))
-    _notes: dict[str, list[str]] = field(default_factory=lambda: {arm: [] for arm in ARMS})
+    _texts: dict[str, str] = field(default_factory=lambda: dict.fromkeys(SHOWN_ARMS, ""))
+    _notes: dict[str, list[str]] = field(default_factory=lambda: {arm: [] for arm in SHOWN_ARMS})
     _stopped: set[str] = field(default_factory=set)
     _state: RunState = "running"
     _turn: ShownTurn | None = None
@@ -72,7 +72,7 @@ class TurnRunner:
         with self._lock:
             if self._state == "running":
                 self._stopped.add(arm)
-                if self._stopped >= set(ARMS):
+                if self._stopped >= set(SHOWN_ARMS):
                     self._state = "cancelled"
 
     def snapshot(self) -> RunView:
@@ -123,7 +123,7 @@ class TurnRunner:
         record = finished.record
         shown = {"off": finished.off_text, "on": finished.on_text}
         with self._lock:
-            for arm in ARMS:
+            for arm in SHOWN_ARMS:
                 answer = record.answer(arm)
                 if arm in self._stopped and answer is not None:
                     answer.text, answer.finish_reason, answer.tokens_out = self._texts[arm], "stopped", None
@@ -133,7 +133,7 @@ class TurnRunner:
 
     def _shown(self, turn_id: int, record: TurnRecord) -> ShownTurn:
         decision = record.decision
-        answers = {arm: record.answer(arm) for arm in ARMS}
+        answers = {arm: record.answer(arm) for arm in SHOWN_ARMS}
         return ShownTurn(
             turn_id=turn_id,
             prompt=self.prompt,

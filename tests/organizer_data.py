@@ -11,8 +11,9 @@ from sqlalchemy import update
 
 from db.models import Event, Vote
 from db.session import session_scope
-from feedback.capture import PaneRating, VoteSubmission, join_event, record_turn, start_conversation, submit_vote
+from feedback.capture import join_event, record_turn, start_conversation
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
+from feedback.votes import PaneRating, VoteSubmission, submit_vote
 
 
 @dataclass

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from feedback import capture
+from feedback import capture, votes
+from feedback.errors import TurnLimitReached
 from playground.i18n import LANGUAGES, Translator, catalog, placeholders, supported, translate
 from tests.conftest import ROOT
 
@@ -52,13 +53,15 @@ def test_every_key_the_page_asks_for_exists() -> None:
 
 
 def test_every_error_a_person_can_cause_has_a_message() -> None:
-    source = (ROOT / "feedback" / "capture.py").read_text()
-    for key in set(re.findall(r'FeedbackRejected\("(\w+)"', source)) | set(
+    source = "".join(path.read_text() for path in (ROOT / "feedback").rglob("*.py"))
+    keys = set(re.findall(r'FeedbackRejected\("(\w+)"', source)) | set(
         re.findall(r'super\(\).__init__\("(\w+)"', source)
-    ):
+    )
+    assert {"empty_prompt", "vote_final", "bad_winner"} <= keys
+    for key in keys:
         for language in LANGUAGES:
             assert f"errors.{key}" in catalog(language), (language, key)
-    assert capture.TurnLimitReached(3).message("fr").startswith("Cette comparaison a atteint ses 3 tours")
+    assert Translator("fr").error(TurnLimitReached(3)).startswith("Cette comparaison a atteint ses 3 tours")
 
 
 def test_categories_have_samples_and_profile_choices_have_labels() -> None:
@@ -70,7 +73,7 @@ def test_categories_have_samples_and_profile_choices_have_labels() -> None:
         for name, choices in capture.PROFILE_CHOICES.items():
             for choice in choices:
                 assert t(f"{sections[name]}.{choice}")
-        for tag in capture.DEFAULT_LIKE_TAGS + capture.DEFAULT_DISLIKE_TAGS:
+        for tag in votes.DEFAULT_LIKE_TAGS + votes.DEFAULT_DISLIKE_TAGS:
             assert t.label("tags", tag) != tag
 
 

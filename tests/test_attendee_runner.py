@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from db.models import Answer, Event, Turn
-from db.session import session_scope
-from feedback.capture import in_transaction, join_event, record_turn, start_conversation
+from db.session import in_transaction, session_scope
+from feedback.capture import join_event, record_turn, start_conversation
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from playground.comparison import Delta, Finished, Status, TurnEvent
 from playground.turn_runner import RunView, TurnRunner

@@ -15,10 +15,11 @@ from sqlalchemy import select, update
 from db.models import Conversation, Event, Vote, utcnow
 from db.session import session_scope
 from feedback import stats
-from feedback.capture import PaneRating, VoteSubmission, join_event, record_turn, start_conversation, submit_vote
+from feedback.capture import join_event, record_turn, start_conversation
 from feedback.demo_data import generate
 from feedback.export import FORMATS, ExportFilters, UnknownFormat, write_export
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
+from feedback.votes import PaneRating, VoteSubmission, submit_vote
 
 PII_PROMPT = (
     "Email me at alice.smith@example.org or call +1 (415) 555-0199, server 192.168.10.42, "

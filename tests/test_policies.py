@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from db.session import session_scope
-from feedback.capture import VoteSubmission, submit_vote
+from feedback.votes import VoteSubmission, submit_vote
 from playground.handoff.policies import (
     AlwaysPolicy,
     ConfidencePolicy,

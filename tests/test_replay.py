@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 
 from db.models import Event
 from db.session import session_scope
-from feedback.capture import VoteSubmission, join_event, record_turn, start_conversation, submit_vote
+from feedback.capture import join_event, record_turn, start_conversation
 from feedback.export import ExportFilters
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from feedback.replay import TurnTable, load_turns, replay, replay_database
+from feedback.votes import VoteSubmission, submit_vote
 from playground import settings as settings_module
 from playground.handoff.policies import ConfidencePolicy, PolicyInput, decide
 

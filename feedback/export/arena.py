@@ -12,12 +12,13 @@ from pathlib import Path
 
 import orjson
 
+from db.vocabulary import PANES, arm_of
 from feedback.export.arms import arm_names
 from feedback.export.dataset import ConversationRow, Tally
 
 SUFFIX = ".jsonl"
 UNIT = "battle"
-WINNERS = {"a": "model_a", "b": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}
+FASTCHAT_WINNERS = {"a": "model_a", "b": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}  # from pane terms
 FIELDS = {
     "question_id": "conversation id and turn index, `<conversation>-<turn>`",
     "model_a, model_b": "arm shown left / right: the local model, or the local model + handoff policy and threshold",
@@ -37,20 +38,19 @@ def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> 
     with out.open("wb") as handle:
         for batch in batches:
             for conversation in batch:
-                side_on = conversation.handoff_side
-                panes = {"a": "on" if side_on == "a" else "off", "b": "off" if side_on == "a" else "on"}
+                panes = {pane: arm_of(pane, conversation.handoff_side) for pane in PANES}
                 for turn in conversation.turns:
                     off = turn.answers.get("off")
                     names = arm_names(off.model if off else None, turn.decision)
                     for vote in turn.votes:
-                        if vote.winner not in WINNERS:
+                        if vote.winner not in FASTCHAT_WINNERS:
                             tally.skipped["identical votes (no winner)"] += 1
                             continue
                         record = {
                             "question_id": f"{conversation.id}-{turn.index}",
                             "model_a": names[panes["a"]],
                             "model_b": names[panes["b"]],
-                            "winner": WINNERS[vote.winner],
+                            "winner": FASTCHAT_WINNERS[vote.winner],
                             "judge": conversation.participant,
                             "conversation_a": conversation.messages(panes["a"], turn.index),
                             "conversation_b": conversation.messages(panes["b"], turn.index),

@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 
 from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
 from db.session import get_engine
+from db.vocabulary import DECIDED, PANES, WINNER_ARMS, arm_of, winner_pane
 from feedback import stats
 from feedback.export.arms import arm_names
 from feedback.export.dataset import DecisionRow, ExportFilters, conversation_query
@@ -26,7 +27,6 @@ from feedback.replay import SWEEP, ReplayError, default_policy, load_turns, repl
 from feedback.report.themes import comment_themes, prompt_clusters
 
 SMALL = 30  # segments with fewer decided votes are flagged as small (shown, not hidden)
-OUTCOMES = ("on", "off", "tie", "both_bad", "identical")
 SAMPLE = 5_000  # comments / prompts read for themes and clusters
 
 
@@ -37,7 +37,7 @@ def r4(value: float | None) -> float | None:
 
 def segment(counts: pd.Series, *, rounds: int, seed: int) -> dict[str, Any]:
     """Win rate of the handoff arm over decided votes, with its CI and the other outcome rates."""
-    c = {k: int(counts.get(k, 0)) for k in OUTCOMES}
+    c = {k: int(counts.get(k, 0)) for k in WINNER_ARMS}
     votes = sum(c.values())
     wins, losses = c["on"], c["off"]
     ci = stats.bootstrap_ci(wins, losses, rounds=rounds, seed=seed)
@@ -130,10 +130,8 @@ def _leaderboard(frame: pd.DataFrame, *, rounds: int, seed: int) -> list[dict[st
     for row in battles.itertuples():
         decision = DecisionRow(row.policy, row.threshold, 0.0, row.handed_off, None, None, {}) if row.policy else None
         names = arm_names(row.model_off, decision)
-        a, b = ("on", "off") if row.handoff_side == "a" else ("off", "on")
-        winner = {"on": "model_a" if a == "on" else "model_b", "off": "model_a" if a == "off" else "model_b"}.get(
-            row.winner_arm, "tie"
-        )
+        a, b = (arm_of(pane, row.handoff_side) for pane in PANES)
+        winner = f"model_{winner_pane(row.winner_arm, row.handoff_side)}" if row.winner_arm in DECIDED else "tie"
         rows.append((names[a], names[b], winner, row.n))
     grouped = pd.DataFrame(rows, columns=["model_a", "model_b", "winner", "n"])  # pre-counted: one row per kind
     board = stats.leaderboard(grouped, rounds=rounds, seed=seed)
@@ -144,11 +142,9 @@ def _leaderboard(frame: pd.DataFrame, *, rounds: int, seed: int) -> list[dict[st
 
 
 def _position_bias(frame: pd.DataFrame) -> dict[str, Any]:
-    decided = frame[frame.winner_arm.isin(["on", "off"])]
-    left = decided[
-        ((decided.winner_arm == "on") & (decided.handoff_side == "a"))
-        | ((decided.winner_arm == "off") & (decided.handoff_side == "b"))
-    ]["n"].sum()
+    decided = frame[frame.winner_arm.isin(DECIDED)]
+    panes = [winner_pane(arm, side) for arm, side in zip(decided.winner_arm, decided.handoff_side, strict=True)]
+    left = decided["n"][pd.Series(panes, index=decided.index, dtype=object) == PANES[0]].sum()
     total = int(decided["n"].sum())
     return {"decided": total, "left_wins": int(left), "left_win_rate": r4(left / total) if total else None}
 

@@ -11,8 +11,11 @@ import time
 import streamlit as st
 
 from db.queries import UnknownEvent
-from db.session import DatabaseNotMigrated, ensure_migrated
-from feedback.capture import PAIRWISE_CHOICES, PROFILE_CHOICES, DatabaseUnavailable, FeedbackRejected, PaneRating
+from db.session import DatabaseNotMigrated, DatabaseUnavailable, ensure_migrated
+from db.vocabulary import BOTH, PAIRWISE_WINNERS, PANES, SHOWN_ARMS
+from feedback.capture import PROFILE_CHOICES
+from feedback.errors import FeedbackRejected
+from feedback.votes import PaneRating
 from playground.attendee_session import (
     BlindComparison,
     EventView,
@@ -29,15 +32,13 @@ from playground.attendee_session import (
 from playground.i18n import LANGUAGES, Translator
 from playground.runtime import engine_ready, start_loading
 from playground.settings import get_settings
-from playground.turn_runner import ARMS
 from playground.untrusted import answer_markdown, inert
 
 settings = get_settings()
 url = settings.resolved_database_url
 state = st.session_state
-PANES = ("a", "b")
 CATEGORIES = ("coding", "reasoning", "math", "writing", "extraction", "stem", "humanities", "roleplay")
-FEEDBACK_KEYS = ("winner", "comment", *(f"{kind}_{p}" for kind in ("stars", "tags") for p in (*PANES, "both")))
+FEEDBACK_KEYS = ("winner", "comment", *(f"{kind}_{p}" for kind in ("stars", "tags") for p in (*PANES, BOTH)))
 
 if not state.get("schema_checked"):  # once per tab: a later outage must not hide kept feedback
     try:
@@ -65,7 +66,7 @@ def _open_event(code: str) -> str | None:
     except UnknownEvent as error:
         return Translator(state.get("ui_language"))("entry.unknown_code", code=inert(error.code))
     except DatabaseUnavailable as error:
-        return error.message(state.get("ui_language") or "en")
+        return Translator(state.get("ui_language")).error(error)
     st.query_params["event"] = state.event.code
     return None
 
@@ -157,7 +158,7 @@ if not state.get("participant_id"):
                 state.consent = "accepted"
                 st.rerun()
             except DatabaseUnavailable as error:
-                st.error(error.message(t.language))
+                st.error(t.error(error))
         if decline.button(t("consent.decline"), key="consent_decline", width="stretch"):
             state.consent = "declined"
             st.rerun()
@@ -184,7 +185,7 @@ if event.ask_profile and not state.get("profile_done"):
                 st.toast(t("profile.saved"))
                 st.rerun()
             except (FeedbackRejected, DatabaseUnavailable) as error:
-                st.error(error.message(t.language))
+                st.error(t.error(error))
         if skip.button(t("profile.skip"), key="profile_skip", width="stretch"):
             state.profile_done = True
             st.rerun()
@@ -229,9 +230,9 @@ if prompt is not None and not running:
         for key in FEEDBACK_KEYS:
             state.pop(key, None)
     except FeedbackRejected as error:
-        st.error(error.message(t.language))
+        st.error(t.error(error))
     except DatabaseUnavailable as error:
-        st.error(error.message(t.language))
+        st.error(t.error(error))
 
 columns = dict(zip(PANES, st.columns(2), strict=True))
 for pane, column in columns.items():
@@ -257,7 +258,7 @@ if running and runner is not None:
                 runner.stop(arm)
             st.chat_message("user").markdown(inert(runner.prompt))
             live[arm] = st.chat_message("assistant").empty()
-    shown: dict[str, str | None] = dict.fromkeys(ARMS)
+    shown: dict[str, str | None] = dict.fromkeys(SHOWN_ARMS)
 
     def _draw(texts: dict[str, str], force: bool = False) -> None:
         # Redrawing now and then also lets a click (a stop button) reach this run while nothing streams.
@@ -292,7 +293,7 @@ def _submit(submission) -> None:  # noqa: ANN001 - a VoteSubmission
     try:
         save_feedback(url, settings, event, submission)
     except FeedbackRejected as error:
-        st.error(error.message(t.language))
+        st.error(t.error(error))
     except DatabaseUnavailable:
         comparison.pending = submission
     else:
@@ -302,20 +303,20 @@ def _submit(submission) -> None:  # noqa: ANN001 - a VoteSubmission
 
 latest = comparison.latest
 if latest is not None and not comparison.revealed:
-    panes_rated = ("both",) if comparison.identical else PANES
+    panes_rated = (BOTH,) if comparison.identical else PANES
 
     def _tag_label(tag: str) -> str:
         return ("👍 " if tag in event.like_tags else "👎 ") + inert(t.label("tags", tag))
 
     for pane in panes_rated:
-        column = st.container() if pane == "both" else columns[pane]
+        column = st.container() if pane == BOTH else columns[pane]
         with column:
-            if pane == "both":
+            if pane == BOTH:
                 st.info(t("feedback.identical"))
-            st.caption(t("feedback.stars_both") if pane == "both" else t("feedback.stars", pane=pane.upper()))
+            st.caption(t("feedback.stars_both") if pane == BOTH else t("feedback.stars", pane=pane.upper()))
             st.feedback("stars", key=f"stars_{pane}")
             st.pills(
-                t("feedback.tags_both") if pane == "both" else t("feedback.tags", pane=pane.upper()),
+                t("feedback.tags_both") if pane == BOTH else t("feedback.tags", pane=pane.upper()),
                 event.tags,
                 selection_mode="multi",
                 format_func=_tag_label,
@@ -324,7 +325,7 @@ if latest is not None and not comparison.revealed:
     st.subheader(t("feedback.heading"))
     if not comparison.identical:
         st.segmented_control(
-            t("feedback.which"), PAIRWISE_CHOICES, format_func=lambda c: t(f"feedback.{c}"), key="winner"
+            t("feedback.which"), PAIRWISE_WINNERS, format_func=lambda c: t(f"feedback.{c}"), key="winner"
         )
     st.text_area(
         t("feedback.comment"), key="comment", help=t("feedback.comment_help", max_chars=settings.max_comment_chars)
@@ -341,7 +342,7 @@ if latest is not None and not comparison.revealed:
         }
         if winner is None:
             st.warning(t("feedback.pick_winner"))
-        elif winner == "identical" and ratings["both"].stars is None:
+        elif winner == "identical" and ratings[BOTH].stars is None:
             st.warning(t("feedback.nothing"))
         else:
             _submit(comparison.submission(winner, state.get("comment"), ratings))
@@ -357,7 +358,7 @@ if latest is not None and not comparison.revealed:
                 reveal(url, comparison)
                 st.rerun()
             except DatabaseUnavailable as error:
-                st.error(error.message(t.language))
+                st.error(t.error(error))
     else:
         st.caption(t("reveal.need_vote"))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from db.models import WINNER_ARMS
 from db.session import session_scope
+from db.vocabulary import WINNER_ARMS
 from feedback.moderation import (
     CommentFilter,
     ModerationRefused,

@@ -1,0 +1,33 @@
+"""Refusals a person can fix (an empty prompt, a turn past the limit, a vote already final).
+
+Each carries a message key (``errors.<name>`` in the interface catalogs) and its parameters; the
+page translates them into the attendee's language, so this layer never needs the catalogs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FeedbackRejected(ValueError):
+    """Input a person can fix; ``key`` and ``params`` name the message in every interface language."""
+
+    def __init__(self, key: str, **params: Any) -> None:
+        self.key, self.params = f"errors.{key}", params
+        super().__init__(" ".join([self.key, *(f"{name}={value!r}" for name, value in params.items())]))
+
+
+class VoteIsFinal(FeedbackRejected):
+    def __init__(self) -> None:
+        super().__init__("vote_final")
+
+
+class TurnLimitReached(FeedbackRejected):
+    def __init__(self, max_turns: int) -> None:
+        super().__init__("turn_limit", max_turns=max_turns)
+
+
+class RateLimited(FeedbackRejected):
+    def __init__(self, limit: int, wait_s: int) -> None:
+        super().__init__("rate_limited", limit=limit, wait=wait_s)
+        self.wait_s = wait_s
