@@ -34,8 +34,9 @@ from feedback.language import detect_language
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from playground.engine.cloud import CloudClient, CloudResult, CloudStream
 from playground.engine.local import Generation, LocalEngine, LocalResult
+from playground.handoff.base import Policy, PolicyInput
 from playground.handoff.budget import EventBudget, ParticipantRateLimit, Reservation
-from playground.handoff.policies import HandoffDecision, Policy, PolicyInput, decide
+from playground.handoff.policies import HandoffDecision, decide
 from playground.handoff.router import RouterPolicy
 from playground.handoff.signals import token_signals
 from playground.settings import Settings

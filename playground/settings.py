@@ -20,7 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from playground.handoff.pricing import PriceTable
+from feedback.pricing import PriceTable
 
 BUNDLED_MODEL = "bundled:smollm2"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     # researcher exports: participant ids are re-hashed with this salt; unset means a fresh random
     # salt per export, so two releases can't be joined unless the organizer sets (and keeps) one
     export_salt: SecretStr | None = None
-    export_licence: str = "Licence not set: the organizer sets it on the event before publishing."
+    export_licence: str | None = None  # the card's licence for events without one (None: "not set")
 
     # attendee limits
     max_prompt_chars: int = 8000
@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'playground.db').resolve()}"
+
+    @property
+    def export_salt_bytes(self) -> bytes | None:
+        """The configured export salt as the exporter takes it (None: a fresh one per export)."""
+        return self.export_salt.get_secret_value().encode() if self.export_salt else None
 
     @property
     def uses_standin(self) -> bool:

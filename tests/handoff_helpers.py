@@ -10,8 +10,8 @@ from db.session import session_scope
 from feedback.capture import join_event, record_turn, start_conversation
 from playground.comparison import Comparison, Delta, Finished, Status, TurnEvent
 from playground.engine.cloud import CloudClient
+from playground.handoff.base import Policy
 from playground.handoff.budget import EventBudget, ParticipantRateLimit
-from playground.handoff.policies import Policy
 from playground.runtime import local_engine
 from playground.settings import Settings
 

@@ -9,12 +9,11 @@ from typer.testing import CliRunner
 
 from db.session import session_scope
 from feedback.votes import VoteSubmission, submit_vote
+from playground.handoff.base import PolicyInput, PolicyUnavailable
 from playground.handoff.policies import (
     AlwaysPolicy,
     ConfidencePolicy,
     NeverPolicy,
-    PolicyInput,
-    PolicyUnavailable,
     UnknownPolicy,
     decide,
     get_policy,

@@ -17,7 +17,8 @@ from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from feedback.replay import TurnTable, load_turns, replay, replay_database
 from feedback.votes import VoteSubmission, submit_vote
 from playground import settings as settings_module
-from playground.handoff.policies import ConfidencePolicy, PolicyInput, decide
+from playground.handoff.base import PolicyInput
+from playground.handoff.policies import ConfidencePolicy, decide
 
 LIVE = 0.5
 CLOUD_COST, SHADOW_COST, PROPENSITY = Decimal("0.002"), Decimal("0.001"), 0.5

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
-from feedback.export.card import write_card
+from feedback.export.card import NO_LICENCE, write_card
 from feedback.export.dataset import ConversationRow, ExportFilters, Tally, count_conversations, iter_conversations
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet", "arena", "dpo")
@@ -42,19 +42,17 @@ def write_export(
     redact: bool = True,
     progress: Callable[[int], None] | None = None,
     salt: bytes | None = None,
+    default_licence: str | None = None,
 ) -> ExportResult:
     """Write one export and its data card; ``progress`` gets the number of conversations per batch.
 
-    ``salt`` re-hashes participant ids; None means the settings' ``export_salt`` or, when unset, a
-    fresh random salt (exports then can't be joined with each other).
+    ``salt`` re-hashes participant ids (the organizer's configured one, so exports join); None means
+    a fresh random salt, and exports then can't be joined with each other. ``default_licence`` is
+    what the card states for events that set no licence of their own.
     """
     if fmt not in FORMATS:
         raise UnknownFormat(fmt)
-    from playground.settings import get_settings
-
-    settings = get_settings()
-    configured = settings.export_salt.get_secret_value().encode() if settings.export_salt else None
-    use_salt = salt or configured or secrets.token_bytes(32)
+    use_salt = salt or secrets.token_bytes(32)
     module = import_module(f"feedback.export.{fmt}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +76,7 @@ def write_export(
         tally,
         rows,
         redact=redact,
-        salted_with_setting=salt is None and configured is not None,
-        default_licence=settings.export_licence,
+        salted_with_setting=bool(salt),
+        default_licence=default_licence or NO_LICENCE,
     )
     return ExportResult(path=out, card_path=card, rows=rows, tally=tally)

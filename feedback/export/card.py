@@ -20,6 +20,9 @@ def card_path(out: Path) -> Path:
     return out.with_name(out.name + ".card.md")
 
 
+NO_LICENCE = "Licence not set: the organizer sets it on the event before publishing."
+
+
 def write_card(
     url: str,
     out: Path,

@@ -38,7 +38,8 @@ def export(
     no_redact: bool = typer.Option(False, "--no-redact", help="Keep PII in the text: internal use only."),
 ) -> None:
     """Export consented, visible feedback for researchers (PII redacted, participant ids re-hashed)."""
-    url = get_settings().resolved_database_url
+    settings = get_settings()
+    url = settings.resolved_database_url
     ensure_migrated(url)
     filters = filters_from(event, region, since, until)
     total = count_conversations(url, filters)
@@ -51,7 +52,14 @@ def export(
     ) as bar:
         task = bar.add_task("export", total=total)
         result = write_export(
-            url, fmt.value, out, filters, redact=not no_redact, progress=lambda n: bar.advance(task, n)
+            url,
+            fmt.value,
+            out,
+            filters,
+            redact=not no_redact,
+            progress=lambda n: bar.advance(task, n),
+            salt=settings.export_salt_bytes,
+            default_licence=settings.export_licence,
         )
     typer.echo(f"Wrote {result.rows:,} rows to {result.path}")
     typer.echo(f"Data card: {result.card_path}")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from playground.handoff.base import Policy, PolicyInput, PolicyUnavailable, Stage
+from playground.handoff.router import RouterPolicy
 from playground.handoff.self_handoff import SelfHandoffPolicy
 from playground.handoff.signals import token_signals
 
@@ -20,18 +22,7 @@ if TYPE_CHECKING:
     from playground.engine.local import LocalEngine
     from playground.settings import Settings
 
-Stage = Literal["pre", "post"]
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PolicyInput:
-    """What a policy may look at: the conversation and, for ``post`` policies, the local draft."""
-
-    messages: list[dict[str, str]]
-    draft: str = ""
-    logprobs: list[float] = field(default_factory=list)
-    entropies: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -45,21 +36,6 @@ class HandoffDecision:
     reason: str | None
     latency_ms: float
     signals: dict[str, Any]
-
-
-class Policy(Protocol):
-    name: ClassVar[str]
-    version: str
-    stage: ClassVar[Stage]
-    early: ClassVar[bool]
-
-    def score(self, data: PolicyInput, signals: dict[str, Any]) -> tuple[float, str | None]:
-        """Return (score, human-readable reason)."""
-        ...
-
-
-class PolicyUnavailable(RuntimeError):
-    """The chosen policy cannot run with this model or data; the message says what would fix it."""
 
 
 def _clip01(value: float) -> float:
@@ -119,8 +95,6 @@ def get_policy(name: str, settings: Settings | None = None, engine: LocalEngine 
     if name == "self":
         return SelfHandoffPolicy.for_engine(engine)
     if name == "router":
-        from playground.handoff.router import RouterPolicy
-
         if settings is None:
             raise PolicyUnavailable("The router policy needs the settings to find its trained model.")
         return RouterPolicy.load(settings)

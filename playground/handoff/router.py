@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from db.models import Turn, Vote
 from db.session import session_scope
-from playground.handoff.policies import PolicyInput, PolicyUnavailable
+from playground.handoff.base import PolicyInput, PolicyUnavailable
 from playground.settings import Settings
 
 POSITIVE = ("on",)

@@ -13,9 +13,10 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from playground.handoff.base import PolicyInput, PolicyUnavailable
+
 if TYPE_CHECKING:
     from playground.engine.local import LocalEngine
-    from playground.handoff.policies import PolicyInput
 
 TOOL_NAME = "handoff_to_cloud"
 HANDOFF_TOOL: dict[str, Any] = {
@@ -77,8 +78,6 @@ class SelfHandoffPolicy:
     @classmethod
     def for_engine(cls, engine: LocalEngine | None) -> SelfHandoffPolicy:
         """Check at start-up that this local model can be offered the tool; raise if not."""
-        from playground.handoff.policies import PolicyUnavailable
-
         if engine is None:
             raise PolicyUnavailable("The self policy needs the local engine to check its chat template.")
         if not template_offers_tools(engine.tokenizer):

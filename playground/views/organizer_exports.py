@@ -60,7 +60,15 @@ def _build(fmt: str) -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     suffix = import_module(f"feedback.export.{fmt}").SUFFIX
     out = out_dir / f"{stamp}-{secrets.token_hex(3)}-{fmt}{suffix}"
-    result = write_export(url, fmt, out, filters, progress=advance)
+    result = write_export(
+        url,
+        fmt,
+        out,
+        filters,
+        progress=advance,
+        salt=settings.export_salt_bytes,
+        default_licence=settings.export_licence,
+    )
     bar.empty()
     built[f"{filter_key}:{fmt}"] = {"path": str(result.path), "card": str(result.card_path), "rows": str(result.rows)}
 
