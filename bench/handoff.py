@@ -32,7 +32,8 @@ from playground.comparison import Comparison, Delta, Finished
 from playground.engine.cloud import CloudClient
 from playground.engine.local import LocalEngine
 from playground.engine.standin import start_standin
-from playground.handoff.policies import PolicyInput, get_policy
+from playground.handoff.base import PolicyInput
+from playground.handoff.policies import get_policy
 from playground.handoff.signals import token_signals
 from playground.settings import Settings
 
