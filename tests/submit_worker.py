@@ -19,16 +19,10 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from db.models import Event
-from feedback.capture import (
-    PaneRating,
-    VoteSubmission,
-    in_transaction,
-    join_event,
-    record_turn,
-    save_vote,
-    start_conversation,
-)
+from db.session import in_transaction
+from feedback.capture import join_event, record_turn, start_conversation
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
+from feedback.votes import PaneRating, VoteSubmission, save_vote
 
 
 def turn_record(index: int) -> TurnRecord:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from db import session as db_session
-from feedback.capture import save_vote
+from feedback.votes import save_vote
 from tests.own_postgres import OwnPostgres
 from tests.vote_burst import BurstOutcome, burst, rounds, stored_votes, votes_per_round
 

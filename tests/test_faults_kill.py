@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Answer, Event, HandoffDecision, Rating, Turn, Vote
-from db.session import session_scope
-from feedback.capture import in_transaction, record_turn
+from db.session import in_transaction, session_scope
+from feedback.capture import record_turn
 from tests.conftest import ROOT
 from tests.submit_worker import turn_record
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from db.models import Conversation, Event, Participant, Turn, Vote, utcnow
-from db.session import session_scope
-from feedback.capture import DatabaseUnavailable, PaneRating, VoteSubmission, save_vote
+from db.session import DatabaseUnavailable, session_scope
+from feedback.votes import PaneRating, VoteSubmission, save_vote
 
 
 @dataclass
