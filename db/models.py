@@ -300,6 +300,23 @@ class JudgeVerdict(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class TurnSlot(Base):
+    """A turn being answered now: at most ``max_running_turns_per_event`` per event, across replicas.
+
+    Also the record of every started turn (stopped or not), which the prompt rate limit counts.
+    A slot of a crashed replica lapses at ``expires_at``.
+    """
+
+    __tablename__ = "turn_slots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"), index=True)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime | None]
+
+
 class Organizer(Base):
     """Someone who may sign in to the organizer pages: admin of all events or organizer of one."""
 

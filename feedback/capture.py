@@ -8,8 +8,6 @@ database are ``db.session.in_transaction``.
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import secrets
 
 from sqlalchemy import func, select, update
@@ -17,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Turn, utcnow
 from db.vocabulary import PANES
-from feedback.errors import FeedbackRejected, RateLimited, TurnLimitReached
+from feedback.errors import FeedbackRejected, TurnLimitReached
 from feedback.records import TurnRecord
 from feedback.style import reveals_origin, style_features
 from feedback.votes import finalize_votes
@@ -28,7 +26,6 @@ PROFILE_CHOICES: dict[str, tuple[str, ...]] = {
     "experience": ("none", "tried", "regular", "builder"),
     "language": ("en", "ja", "fr", "zh", "ko", "es", "de", "other"),
 }
-RATE_WINDOW = dt.timedelta(minutes=1)
 
 
 def validate_prompt(prompt: str, max_chars: int) -> str:
@@ -39,37 +36,12 @@ def validate_prompt(prompt: str, max_chars: int) -> str:
     return prompt
 
 
-def check_prompt_allowed(
-    session: Session,
-    participant_id: int,
-    conversation_id: int | None,
-    *,
-    max_turns: int,
-    per_minute: int,
-    now: dt.datetime | None = None,
-) -> None:
-    """Refuse a prompt past the conversation's turn limit or the participant's rate limit.
-
-    Counted in the database, so two tabs of one participant share the same limits.
-    """
+def check_prompt_allowed(session: Session, conversation_id: int | None, *, max_turns: int) -> None:
+    """Refuse a prompt past the conversation's turn limit (the prompt rate is ``db.slots.take_slot``)."""
     if conversation_id is not None:
         turns = session.scalar(select(func.count()).select_from(Turn).where(Turn.conversation_id == conversation_id))
         if turns >= max_turns:
             raise TurnLimitReached(max_turns)
-    now = now or utcnow()
-    recent = list(
-        session.scalars(
-            select(Turn.created_at)
-            .join(Conversation, Turn.conversation_id == Conversation.id)
-            .where(Conversation.participant_id == participant_id, Turn.created_at > now - RATE_WINDOW)
-            .order_by(Turn.created_at)
-        )
-    )
-    if len(recent) >= per_minute:
-        oldest = recent[-per_minute]
-        if oldest.tzinfo is None:  # SQLite hands back naive UTC datetimes
-            oldest = oldest.replace(tzinfo=dt.UTC)
-        raise RateLimited(per_minute, max(1, math.ceil((oldest + RATE_WINDOW - now).total_seconds())))
 
 
 def validate_profile(profile: dict[str, str | None]) -> dict[str, str]:

@@ -27,6 +27,13 @@ class TurnLimitReached(FeedbackRejected):
         super().__init__("turn_limit", max_turns=max_turns)
 
 
+class HallBusy(FeedbackRejected):
+    """The event already has its cap of turns being answered; the person tries again shortly."""
+
+    def __init__(self, running: int, limit: int) -> None:
+        super().__init__("hall_busy", running=running, limit=limit)
+
+
 class RateLimited(FeedbackRejected):
     def __init__(self, limit: int, wait_s: int) -> None:
         super().__init__("rate_limited", limit=limit, wait=wait_s)

@@ -6,6 +6,10 @@ touches the database goes through ``feedback.capture`` and ``feedback.votes`` wi
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import hmac
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +19,7 @@ from sqlalchemy import select
 from db.models import Event, Participant
 from db.queries import event_by_code
 from db.session import in_transaction
+from db.slots import SlotRefused, give_back_slot, take_slot
 from db.vocabulary import arm_of, pane_of
 from feedback.capture import (
     check_prompt_allowed,
@@ -25,7 +30,7 @@ from feedback.capture import (
     start_conversation,
     validate_prompt,
 )
-from feedback.errors import FeedbackRejected
+from feedback.errors import FeedbackRejected, HallBusy, RateLimited
 from feedback.records import TurnRecord
 from feedback.votes import PaneRating, VoteSubmission, event_tags, finalize_votes, save_vote
 from playground.runtime import cloud_client, comparison_for
@@ -95,6 +100,52 @@ def handoff_paused(url: str, event_id: int) -> bool:
     if budget is None:
         return False
     return budget - (spent or 0) < cloud_client().max_cost([{"role": "user", "content": ""}])
+
+
+def _participant_key(settings: Settings) -> bytes:
+    if settings.participant_secret is not None:
+        return settings.participant_secret.get_secret_value().encode()
+    return _PROCESS_KEY
+
+
+_PROCESS_KEY = secrets.token_bytes(32)  # used when no participant_secret is set (one replica)
+COOKIE_PREFIX = "handoff_participant_"
+
+
+def participant_cookie_name(event: EventView) -> str:
+    """One cookie per event, so one browser can take part in two events."""
+    return f"{COOKIE_PREFIX}{event.id}"
+
+
+def _signature(settings: Settings, event_id: int, uid: str) -> str:
+    message = f"participant:{event_id}:{uid}".encode()
+    return hmac.new(_participant_key(settings), message, hashlib.sha256).hexdigest()[:32]
+
+
+def participant_token(url: str, settings: Settings, event: EventView, participant_id: int) -> str:
+    """A token that brings this participant back after a reload: their uid, signed for this event.
+
+    Only the signature depends on the secret; the secret itself never leaves the settings.
+    """
+    uid = in_transaction(
+        url, lambda session: session.scalar(select(Participant.uid).where(Participant.id == participant_id))
+    )
+    return f"{uid}.{_signature(settings, event.id, uid)}"
+
+
+def returning_participant(url: str, settings: Settings, event: EventView, token: str | None) -> int | None:
+    """The participant a token names, when its signature holds for this event; else None (ask consent)."""
+    if not token or token.count(".") != 1:
+        return None
+    uid, signature = token.split(".")
+    if not hmac.compare_digest(signature, _signature(settings, event.id, uid)):
+        return None
+    return in_transaction(
+        url,
+        lambda session: session.scalar(
+            select(Participant.id).where(Participant.uid == uid, Participant.event_id == event.id)
+        ),
+    )
 
 
 def give_consent(url: str, event: EventView, ui_language: str) -> int:
@@ -171,7 +222,9 @@ def start_turn(
 ) -> TurnRunner:
     """Check the prompt against every limit, open the conversation on its first prompt, start the turn.
 
-    Raises ``FeedbackRejected`` (with a message key) for a prompt the person should change.
+    Raises ``FeedbackRejected`` (with a message key) for a prompt the person should change or
+    send later. The turn holds a slot (``db.slots``) while it runs: a started turn counts against
+    the prompt rate even when both panes are stopped, and the event caps how many run at once.
     """
     validate_prompt(prompt, settings.max_prompt_chars)
     if comparison.revealed:
@@ -180,20 +233,37 @@ def start_turn(
         save_feedback(url, settings, event, comparison.pending)
         comparison.pending, comparison.saved = None, True
 
-    def open_conversation(session: Any) -> tuple[int | None, str | None]:
-        check_prompt_allowed(
+    slot = in_transaction(
+        url,
+        lambda session: take_slot(
             session,
+            event.id,
             participant_id,
-            comparison.conversation_id,
-            max_turns=settings.max_turns,
             per_minute=settings.max_prompts_per_minute,
-        )
+            max_running=settings.max_running_turns_per_event,
+            ttl=dt.timedelta(seconds=settings.turn_slot_ttl_s),
+        ),
+    )
+    if isinstance(slot, SlotRefused):
+        if slot.reason == "rate":
+            raise RateLimited(slot.limit, slot.wait_s)
+        raise HallBusy(slot.running, slot.limit)
+
+    def open_conversation(session: Any) -> tuple[int | None, str | None]:
+        check_prompt_allowed(session, comparison.conversation_id, max_turns=settings.max_turns)
         if comparison.conversation_id is not None:
             return comparison.conversation_id, comparison.handoff_side
         conversation = start_conversation(session, session.get(Participant, participant_id), category)
         return conversation.id, conversation.handoff_side
 
-    comparison.conversation_id, comparison.handoff_side = in_transaction(url, open_conversation)
+    def release(counted: bool = True) -> None:
+        in_transaction(url, lambda session: give_back_slot(session, slot, counted=counted))
+
+    try:
+        comparison.conversation_id, comparison.handoff_side = in_transaction(url, open_conversation)
+    except BaseException:
+        release(counted=False)
+        raise
     conversation_id = comparison.conversation_id
     history_off, history_on = comparison.history("off"), comparison.history("on")
 
@@ -207,6 +277,7 @@ def start_turn(
             prompt, history_off, history_on, category, participant_id=participant_id
         ),
         store=store,
+        on_end=release,
     ).start()
     return comparison.runner
 

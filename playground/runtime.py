@@ -84,7 +84,11 @@ def comparison_for(
         threshold=settings.handoff_threshold if threshold is None else threshold,
         settings=settings,
         budget=EventBudget(url, event_id) if event_id is not None else None,
-        rate_limit=ParticipantRateLimit(settings.cloud_rate_limit),
+        rate_limit=ParticipantRateLimit(
+            settings.cloud_rate_limit,
+            storage_uri=settings.rate_limit_storage.get_secret_value(),
+            prefix=settings.rate_limit_prefix,
+        ),
         shadow_rate=event_shadow_rate(url, event_id) if event_id is not None else None,
         router=trained_router(settings),
         policy_note=note,

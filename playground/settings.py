@@ -86,7 +86,17 @@ class Settings(BaseSettings):
     max_prompt_chars: int = 8000
     max_comment_chars: int = 2000
     max_turns: int = 10
-    max_prompts_per_minute: int = 6  # per participant, across tabs
+    max_prompts_per_minute: int = 6  # started turns per participant (stopped ones too), across tabs and replicas
+    max_running_turns_per_event: int = 32  # turns being answered at once per event, across replicas; 0: no cap
+    turn_slot_ttl_s: float = 600.0  # a running turn of a crashed replica stops counting after this long
+    # keeps a participant across reloads in the same browser (signed cookie); unset: a random key per
+    # process, so set it when several replicas serve one event
+    participant_secret: SecretStr | None = None
+
+    # where the per-participant cloud-call limit is counted (`limits` storage URI): memory:// is one
+    # process; several replicas share redis://host:6379 (docs/deploy.md)
+    rate_limit_storage: SecretStr = SecretStr("memory://")
+    rate_limit_prefix: str = "handoff"  # keeps two deployments on one Redis apart
 
     # organizer side
     organizer_password: SecretStr | None = None  # bootstrap admin for offline events; only its hash is kept

@@ -55,6 +55,7 @@ class TurnRunner:
     events: Callable[[], Iterator[TurnEvent]]
     store: Callable[[TurnRecord], int]
     category: str | None = None
+    on_end: Callable[[], None] | None = None  # called once the turn is over, whatever the outcome
     _texts: dict[str, str] = field(default_factory=lambda: dict.fromkeys(SHOWN_ARMS, ""))
     _notes: dict[str, list[str]] = field(default_factory=lambda: {arm: [] for arm in SHOWN_ARMS})
     _stopped: set[str] = field(default_factory=set)
@@ -80,6 +81,16 @@ class TurnRunner:
             return RunView(self._state, dict(self._texts), sorted(self._stopped), self._turn, self._error)
 
     def _run(self) -> None:
+        try:
+            self._answer()
+        finally:
+            if self.on_end is not None:
+                try:
+                    self.on_end()
+                except DatabaseUnavailable:
+                    pass  # the slot lapses at its expiry time instead
+
+    def _answer(self) -> None:
         try:
             finished = self._consume()
             if finished is None:

@@ -175,3 +175,30 @@ def test_existing_rows_get_distinct_uids_when_migrated(tmp_path: Path) -> None:
     with db_session.get_engine(url).connect() as connection:
         uids = list(connection.scalars(select(Event.uid)))
     assert len(set(uids)) == 2 and all(len(uid) == 36 for uid in uids)
+
+
+def test_cli_upgrade_and_event_create_on_postgresql(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """docs/deploy.md §1, as written: migrate an empty regional PostgreSQL, create the event."""
+    from playground import settings as settings_module
+
+    url = next(database := _postgres_database())
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("HANDOFF_CONFIG", str(tmp_path / "none.toml"))
+    settings_module.get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        upgraded = runner.invoke(app, ["db", "upgrade"])
+        assert upgraded.exit_code == 0, upgraded.output
+        created = runner.invoke(
+            app,
+            "event create --code SF-2026 --name".split()
+            + ["Handoff Night SF", "--region", "sf", "--city", "San Francisco"]
+            + "--timezone America/Los_Angeles --budget 200".split(),
+        )
+        assert created.exit_code == 0, created.output
+        with db_session.session_scope(url) as session:
+            event = session.scalar(select(Event))
+            assert (event.code, event.region, event.cloud_budget) == ("SF-2026", "sf", 200)
+    finally:
+        settings_module.get_settings.cache_clear()
+        database.close()

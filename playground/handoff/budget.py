@@ -8,8 +8,10 @@ money); after the call the reservation is *settled* to the real cost from the re
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 
 from limits import parse, storage, strategies
 from sqlalchemy import select, update
@@ -18,8 +20,7 @@ from db.models import Event
 from db.session import session_scope
 from playground.engine.cloud import CloudResult
 
-_rate_storage = storage.MemoryStorage()  # one per process: every Streamlit session shares it
-_limiter = strategies.MovingWindowRateLimiter(_rate_storage)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,20 +80,35 @@ class EventBudget:
         return budget, Decimal(spent or 0)
 
 
+@lru_cache(maxsize=8)
+def rate_limiter(storage_uri: str) -> strategies.MovingWindowRateLimiter:
+    """One limiter per storage per process: ``memory://`` is shared by this process's sessions only,
+    ``redis://…`` by every replica pointed at it."""
+    return strategies.MovingWindowRateLimiter(storage.storage_from_string(storage_uri))
+
+
 class ParticipantRateLimit:
     """At most N cloud calls per participant per window (``cloud_rate_limit``, e.g. ``10/minute``).
 
-    Counted in this process's memory (a moving window), which is where every session of a
-    Streamlit server runs.
+    Counted in the ``limits`` storage named by ``rate_limit_storage``. When that storage cannot be
+    reached the call is refused (``rate_limit``): the budget and the local answer are unaffected.
     """
 
-    def __init__(self, limit: str, scope: str = "cloud") -> None:
+    def __init__(
+        self, limit: str, scope: str = "cloud", storage_uri: str = "memory://", prefix: str = "handoff"
+    ) -> None:
         self.item = parse(limit)
         self.scope = scope
+        self.prefix = prefix
+        self.limiter = rate_limiter(storage_uri)
 
     def allow(self, participant_id: int) -> bool:
         """Count one call for the participant; False when the window is full (not counted)."""
-        return _limiter.hit(self.item, self.scope, str(participant_id))
+        try:
+            return self.limiter.hit(self.item, self.prefix, self.scope, str(participant_id))
+        except Exception as error:  # noqa: BLE001 - any storage error: refuse the cloud call, keep the turn
+            log.warning("rate-limit storage unavailable (%s): cloud call refused", type(error).__name__)
+            return False
 
 
 def event_shadow_rate(database_url: str, event_id: int) -> float | None:

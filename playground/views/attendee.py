@@ -6,6 +6,7 @@ string comes from the catalog (``playground.i18n``). Text is rendered as markdow
 
 from __future__ import annotations
 
+import json
 import time
 
 import streamlit as st
@@ -23,7 +24,10 @@ from playground.attendee_session import (
     handoff_paused,
     leave,
     load_event,
+    participant_cookie_name,
+    participant_token,
     remember_language,
+    returning_participant,
     reveal,
     save_feedback,
     start_turn,
@@ -137,6 +141,17 @@ def _samples(clickable: bool) -> tuple[str | None, str | None]:
     return None, category
 
 
+# --- a returning participant (reload, new tab): the signed cookie set after consent ----------------
+cookie_name = participant_cookie_name(event)
+if not state.get("participant_id") and not state.get("cookie_checked"):
+    state.cookie_checked = True
+    try:
+        returning = returning_participant(url, settings, event, st.context.cookies.get(cookie_name))
+    except DatabaseUnavailable:
+        returning = None  # consent is asked again; a new participant is only made after consent
+    if returning is not None:
+        state.participant_id, state.consent = returning, "accepted"
+
 # --- consent -------------------------------------------------------------------------------
 if not state.get("participant_id"):
     if state.get("consent") == "declined":
@@ -163,6 +178,21 @@ if not state.get("participant_id"):
             state.consent = "declined"
             st.rerun()
     st.stop()
+
+if "participant_token" not in state:
+    try:
+        state.participant_token = participant_token(url, settings, event, state.participant_id)
+    except DatabaseUnavailable:
+        state.participant_token = None  # tried again on the next run
+if state.get("participant_token") and st.context.cookies.get(cookie_name) != state.participant_token:
+    # A script, not a Set-Cookie header: Streamlit pages can't send headers. Only the signed token
+    # is written; the signing secret stays in the settings.
+    cookie = f"{cookie_name}={state.participant_token}; path=/; max-age={3 * 86400}; samesite=strict"
+    st.html(
+        f"<script>document.cookie = {json.dumps(cookie)}"
+        " + (location.protocol === 'https:' ? '; secure' : '');</script>",
+        unsafe_allow_javascript=True,
+    )
 
 # --- optional profile ------------------------------------------------------------------------
 if event.ask_profile and not state.get("profile_done"):
