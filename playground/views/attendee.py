@@ -179,11 +179,11 @@ if not state.get("participant_id"):
             st.rerun()
     st.stop()
 
-if "participant_token" not in state:
+if not state.get("participant_token"):
     try:
         state.participant_token = participant_token(url, settings, event, state.participant_id)
     except DatabaseUnavailable:
-        state.participant_token = None  # tried again on the next run
+        pass  # only a convenience for a later reload: tried again on the next run
 if state.get("participant_token") and st.context.cookies.get(cookie_name) != state.participant_token:
     # A script, not a Set-Cookie header: Streamlit pages can't send headers. Only the signed token
     # is written; the signing secret stays in the settings.
