@@ -335,3 +335,14 @@ class Organizer(Base):
 
 
 Index("ix_answers_arm_source", Answer.arm, Answer.source)
+
+
+class SignInThrottle(Base):
+    """Failed sign-ins under a username without an account, throttled like an account's, so the
+    lock-out message does not tell which usernames exist."""
+
+    __tablename__ = "sign_in_throttles"
+
+    username: Mapped[str] = mapped_column(String(100), primary_key=True)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None]

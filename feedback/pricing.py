@@ -52,11 +52,12 @@ class PriceTable(BaseModel):
     def max_cost(self, model: str, messages: list[dict[str, str]], max_output_tokens: int) -> Decimal:
         """An upper bound on a call's cost, known before it is made: what the budget reserves.
 
-        Input tokens are bounded by characters (a BPE token is at least one character) plus the
-        formatting overhead; output tokens by ``max_tokens`` sent with the request.
+        Input tokens are bounded by UTF-8 bytes (a byte-level BPE token covers at least one byte; a
+        character does not bound it: one emoji is 4 bytes and up to 4 tokens) plus the formatting
+        overhead; output tokens by ``max_tokens`` sent with the request.
         """
-        chars = sum(len(m.get("content") or "") for m in messages)
-        tokens_in = chars + MESSAGE_OVERHEAD_TOKENS * len(messages) + REQUEST_OVERHEAD_TOKENS
+        size = sum(len((m.get("content") or "").encode("utf-8", "surrogatepass")) for m in messages)
+        tokens_in = size + MESSAGE_OVERHEAD_TOKENS * len(messages) + REQUEST_OVERHEAD_TOKENS
         price = self.price(model)
         bound = (price.input * tokens_in + price.output * max_output_tokens) / MILLION
         return bound.quantize(Decimal("0.000001"), rounding="ROUND_UP")

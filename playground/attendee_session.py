@@ -33,7 +33,7 @@ from feedback.capture import (
 from feedback.errors import FeedbackRejected, HallBusy, RateLimited
 from feedback.records import TurnRecord
 from feedback.votes import PaneRating, VoteSubmission, event_tags, finalize_votes, save_vote
-from playground.runtime import cloud_client, comparison_for
+from playground.runtime import cloud_client, comparison_for, context_window
 from playground.settings import Settings
 from playground.turn_runner import ShownTurn, TurnRunner
 
@@ -211,6 +211,24 @@ class BlindComparison:
         return VoteSubmission(self.vote_key, self.conversation_id, winner, comment, ratings, turn_id=latest.turn_id)
 
 
+def check_context(settings: Settings, comparison: BlindComparison, prompt: str) -> None:
+    """Refuse a prompt, or a conversation with it, that the model can't read and still answer in full.
+
+    Counted in tokens (8,000 emoji are ~24,000 tokens): room = the model's context - ``max_new_tokens``.
+    Each arm continues its own history, so the longer one counts.
+    """
+    window = context_window(settings)
+    room = window.context_tokens - settings.max_new_tokens
+    asked = {"role": "user", "content": prompt}
+    alone = window.count([asked])
+    if alone > room:
+        raise FeedbackRejected("prompt_too_many_tokens", tokens=alone, max_tokens=room)
+    if comparison.turns:
+        longest = max(window.count([*comparison.history(arm), asked]) for arm in ("off", "on"))
+        if longest > room:
+            raise FeedbackRejected("conversation_too_long", tokens=longest, max_tokens=room)
+
+
 def start_turn(
     url: str,
     settings: Settings,
@@ -227,6 +245,7 @@ def start_turn(
     the prompt rate even when both panes are stopped, and the event caps how many run at once.
     """
     validate_prompt(prompt, settings.max_prompt_chars)
+    check_context(settings, comparison, prompt)
     if comparison.revealed:
         raise FeedbackRejected("revealed")
     if comparison.pending is not None:  # feedback kept through an outage goes in before the round closes

@@ -10,6 +10,7 @@ database.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -17,9 +18,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import SecretStr
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import ROLES, Event, Organizer, utcnow
+from db.models import ROLES, Event, Organizer, SignInThrottle, utcnow
 from db.session import session_scope
 from playground.settings import Settings
 
@@ -27,6 +29,7 @@ from playground.settings import Settings
 SETTINGS_PASSWORD = "settings:HANDOFF_ORGANIZER_PASSWORD"
 MAX_LOCKOUT = dt.timedelta(hours=1)
 MIN_PASSWORD_CHARS = 10
+USERNAME_CHARS = 100  # the column's length
 
 _hasher = PasswordHasher()
 # Verified against when the username is unknown, so a wrong username costs as long as a wrong password.
@@ -56,6 +59,7 @@ class Identity:
     role: str  # admin | organizer
     event_id: int | None  # the one event of an organizer; None for an admin
     expires_at: dt.datetime
+    account: str | None = None  # ``account_fingerprint`` at sign-in: a changed account ends the sign-in
 
     @property
     def is_admin(self) -> bool:
@@ -67,6 +71,18 @@ class Identity:
     def may_see(self, event_id: int) -> bool:
         """Admins see every event; an organizer only their own."""
         return self.is_admin or self.event_id == event_id
+
+
+def account_fingerprint(organizer: Organizer) -> str:
+    """Changes whenever the account's password, role or event changes, or it is removed and recreated."""
+    material = f"{organizer.id}|{organizer.username}|{organizer.password_hash}|{organizer.role}|{organizer.event_id}"
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def still_valid(session: Session, identity: Identity) -> bool:
+    """True while the account behind a sign-in is unchanged (checked on every organizer page run)."""
+    organizer = session.scalar(select(Organizer).where(Organizer.username == identity.username))
+    return organizer is not None and account_fingerprint(organizer) == identity.account
 
 
 def hash_password(password: str) -> str:
@@ -120,62 +136,103 @@ def _bootstrap_admin(session: Session, settings: Settings) -> Organizer | None:
     return organizer
 
 
-def sign_in(
-    session: Session, username: str, password: str, settings: Settings, now: dt.datetime | None = None
-) -> Identity:
-    """Check a sign-in; count failures and lock with back-off. The caller must commit even on refusal
-    (``attempt_sign_in`` does), or the failure count is lost."""
-    now = now or utcnow()
-    username = username.strip()
-    organizer = session.scalar(select(Organizer).where(Organizer.username == username))
-    if organizer is None and username == settings.organizer_admin_username:
+def _throttle_key(username: str) -> str:
+    """The username as a throttle key the column holds (no NUL: PostgreSQL refuses it)."""
+    return username.replace("\x00", "\ufffd")[:USERNAME_CHARS]
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """An attempt counted before its password is checked (so parallel attempts can't all pass the lock)."""
+
+    organizer: Organizer | None  # detached copy; None for a username without an account
+    attempts: int  # consecutive failures, this attempt counted as one until it succeeds
+
+
+def _begin_attempt(session: Session, username: str, settings: Settings, now: dt.datetime) -> _Attempt:
+    """Count the attempt under a row lock; raise ``AccountLocked`` when the account (or the
+    unknown username) is locked, by earlier failures or by attempts still being checked."""
+    key = _throttle_key(username)
+    # a write first: takes the row lock (PostgreSQL) or the write lock (SQLite) before anything is read
+    session.execute(
+        update(Organizer).where(Organizer.username == key).values(failed_attempts=Organizer.failed_attempts)
+    )
+    organizer = session.scalar(select(Organizer).where(Organizer.username == key))
+    if organizer is None and key == settings.organizer_admin_username:
         organizer = _bootstrap_admin(session, settings)
-    if organizer is None:
-        verify_password(_DUMMY_HASH, password)
-        raise SignInRefused("Wrong username or password.")
-    locked_until = _aware(organizer.locked_until)
+    row: Organizer | SignInThrottle | None = organizer
+    if row is None:
+        row = session.get(SignInThrottle, key, with_for_update=True)
+        if row is None:
+            try:
+                with session.begin_nested():  # a parallel attempt may insert the same username first
+                    row = SignInThrottle(username=key, failed_attempts=0)
+                    session.add(row)
+            except IntegrityError:
+                row = session.get(SignInThrottle, key, with_for_update=True, populate_existing=True)
+    locked_until = _aware(row.locked_until)
     if locked_until is not None and locked_until > now:
         raise AccountLocked(locked_until, now)
-    if organizer.password_hash == SETTINGS_PASSWORD:
-        stored = _settings_password_hash(settings)
-        ok = stored is not None and verify_password(stored, password)
-    else:
-        ok = verify_password(organizer.password_hash, password)
-    if not ok:
-        # increment in SQL so two concurrent failures both count
-        session.execute(
-            update(Organizer).where(Organizer.id == organizer.id).values(failed_attempts=Organizer.failed_attempts + 1)
-        )
-        session.refresh(organizer)
-        until = lockout_until(organizer.failed_attempts, now, settings)
-        organizer.locked_until = until
-        session.flush()
-        if until is not None:
-            raise AccountLocked(until, now)
-        raise SignInRefused("Wrong username or password.")
-    organizer.failed_attempts, organizer.locked_until, organizer.last_login_at = 0, None, now
-    if organizer.password_hash != SETTINGS_PASSWORD and _hasher.check_needs_rehash(organizer.password_hash):
-        organizer.password_hash = hash_password(password)
+    row.failed_attempts = (row.failed_attempts or 0) + 1
+    # locked from now on should this attempt fail, so the next parallel attempt is refused at once
+    row.locked_until = lockout_until(row.failed_attempts, now, settings)
     session.flush()
-    return Identity(
-        username=organizer.username,
-        role=organizer.role,
-        event_id=organizer.event_id if organizer.role == "organizer" else None,
-        expires_at=now + dt.timedelta(minutes=settings.organizer_session_minutes),
-    )
+    if organizer is not None:
+        session.expunge(organizer)
+    return _Attempt(organizer, row.failed_attempts)
+
+
+def _end_attempt(session: Session, organizer: Organizer, password: str, now: dt.datetime) -> None:
+    """A verified sign-in: clear the failures (and the lock this attempt set), rehash if due."""
+    values: dict = {"failed_attempts": 0, "locked_until": None, "last_login_at": now}
+    if organizer.password_hash != SETTINGS_PASSWORD and _hasher.check_needs_rehash(organizer.password_hash):
+        values["password_hash"] = organizer.password_hash = hash_password(password)
+    session.execute(update(Organizer).where(Organizer.id == organizer.id).values(**values))
 
 
 def attempt_sign_in(
     url: str, username: str, password: str, settings: Settings, now: dt.datetime | None = None
 ) -> Identity:
-    """``sign_in`` in its own transaction that keeps the failure count when the sign-in is refused."""
+    """Check a sign-in; count failures and lock with back-off.
+
+    Atomic under parallel attempts: each attempt is counted (and the lock its failure would cause is
+    set) in its own transaction *before* the slow hash is checked, so nine wrong passwords and the
+    right one sent at once cannot all pass the lock check. A username without an account is counted
+    and locked the same way, so the messages don't tell which usernames exist.
+    """
+    now = now or utcnow()
+    username = username.strip()
     refused: SignInRefused | None = None
     with session_scope(url) as session:
         try:
-            return sign_in(session, username, password, settings, now)
-        except SignInRefused as error:
+            attempt = _begin_attempt(session, username, settings, now)
+        except AccountLocked as error:
             refused = error
-    raise refused
+    if refused is not None:
+        raise refused
+    organizer = attempt.organizer
+    if organizer is None:
+        verify_password(_DUMMY_HASH, password)
+        ok = False
+    elif organizer.password_hash == SETTINGS_PASSWORD:
+        stored = _settings_password_hash(settings)
+        ok = stored is not None and verify_password(stored, password)
+    else:
+        ok = verify_password(organizer.password_hash, password)
+    if not ok:
+        until = lockout_until(attempt.attempts, now, settings)
+        if until is not None:
+            raise AccountLocked(until, now)
+        raise SignInRefused("Wrong username or password.")
+    with session_scope(url) as session:
+        _end_attempt(session, organizer, password, now)
+    return Identity(
+        username=organizer.username,
+        role=organizer.role,
+        event_id=organizer.event_id if organizer.role == "organizer" else None,
+        expires_at=now + dt.timedelta(minutes=settings.organizer_session_minutes),
+        account=account_fingerprint(organizer),
+    )
 
 
 def add_organizer(session: Session, username: str, password: str, role: str, event: Event | None = None) -> Organizer:

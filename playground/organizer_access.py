@@ -12,7 +12,7 @@ from db.analytics import Scope
 from db.models import REGIONS, Event
 from db.queries import list_events
 from db.session import DatabaseNotMigrated, ensure_migrated, session_scope
-from playground.auth import Identity
+from playground.auth import Identity, still_valid
 from playground.settings import get_settings
 
 STATE_KEY = "organizer"
@@ -37,6 +37,13 @@ def current_identity() -> Identity | None:
         del st.session_state[STATE_KEY]
         st.session_state["organizer_notice"] = "Your organizer sign-in expired; sign in again."
         return None
+    if identity is not None:
+        with session_scope(get_settings().resolved_database_url) as session:
+            valid = still_valid(session, identity)
+        if not valid:  # password, role or event changed, or the account was removed, since this sign-in
+            del st.session_state[STATE_KEY]
+            st.session_state["organizer_notice"] = "Your organizer account changed; sign in again."
+            return None
     return identity
 
 

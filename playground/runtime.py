@@ -7,10 +7,13 @@ share it; the CLI and tests use the same functions.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from typing import Any
 
 from playground.comparison import Comparison
 from playground.engine.cloud import CloudClient
 from playground.engine.local import LocalEngine
+from playground.engine.model_store import resolve_model
 from playground.handoff.budget import EventBudget, ParticipantRateLimit, event_shadow_rate
 from playground.handoff.policies import resolve_policy
 from playground.handoff.router import trained_router
@@ -43,6 +46,37 @@ def local_engine(settings: Settings | None = None) -> LocalEngine:
             engine.warm_up()
             _engines[key] = engine
         return _engines[key]
+
+
+@dataclass(frozen=True)
+class ContextWindow:
+    """How many tokens the local model reads at once, and its tokenizer to count a chat the way the engine does."""
+
+    tokenizer: Any
+    context_tokens: int
+
+    def count(self, messages: list[dict[str, str]]) -> int:
+        """Tokens of the chat as the model sees it (chat template and generation prompt included)."""
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        return len(encoded["input_ids"])
+
+
+_windows: dict[tuple[str, str], ContextWindow] = {}
+_windows_lock = threading.Lock()
+
+
+def context_window(settings: Settings | None = None) -> ContextWindow:
+    """The local model's context window, without waiting for the model itself to load (tokenizer and config only)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    settings = settings or get_settings()
+    key = (settings.local_model, str(settings.model_cache_dir))
+    with _windows_lock:
+        if key not in _windows:
+            path = resolve_model(settings.local_model, settings.model_cache_dir)
+            config = AutoConfig.from_pretrained(path)
+            _windows[key] = ContextWindow(AutoTokenizer.from_pretrained(path), int(config.max_position_embeddings))
+        return _windows[key]
 
 
 _cloud: tuple[Settings, CloudClient] | None = None

@@ -258,6 +258,16 @@ def test_empty_and_overlong_prompts_are_refused(app_env: Settings) -> None:
     assert count(app_env, Turn) == 0
 
 
+def test_a_prompt_within_the_character_limit_but_over_the_context_is_refused_in_tokens(app_env: Settings) -> None:
+    at = joined(add_event(app_env))
+    ask(at, "🎉" * 8000)  # 8,000 characters: inside the character limit, ~3 tokens each
+    (message,) = [e.value for e in at.error]
+    room = 8192 - app_env.max_new_tokens
+    assert f"the model reads at most {room:,} before answering" in message
+    assert int(message.split(" tokens")[0].rsplit(" ", 1)[1].replace(",", "")) > 16_000
+    assert count(app_env, Turn) == 0 and not at.chat_input(key="prompt").disabled
+
+
 def test_turn_limit_and_rate_limit_get_clear_messages(app_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HANDOFF_MAX_TURNS", "2")
     monkeypatch.setenv("HANDOFF_MAX_PROMPTS_PER_MINUTE", "3")

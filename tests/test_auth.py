@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from db.models import Event, Organizer
 from db.session import session_scope
+from playground import auth
 from playground.auth import (
     SETTINGS_PASSWORD,
     AccountLocked,
@@ -18,7 +21,9 @@ from playground.auth import (
     SignInRefused,
     add_organizer,
     attempt_sign_in,
+    hash_password,
     lockout_until,
+    still_valid,
     unlock,
 )
 from playground.settings import Settings
@@ -148,3 +153,65 @@ def test_invalid_accounts_are_refused_with_a_fix(
         add_organizer(session, "mia", PASSWORD, "organizer", event)
         with pytest.raises(OrganizerInvalid, match=message):
             add_organizer(session, username, password, role, event if with_event else None)
+
+
+def test_parallel_wrong_passwords_and_the_right_one_do_not_sign_in(
+    db_url: str, event_id: int, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """9 wrong + 1 right at once: the wrong ones are still being hashed when the right one arrives."""
+    real_verify = auth.verify_password
+    hashing, release = threading.Semaphore(0), threading.Event()
+
+    def slow_wrong_verify(stored: str, password: str) -> bool:
+        if password != PASSWORD:
+            hashing.release()
+            release.wait(30)
+        return real_verify(stored, password)
+
+    monkeypatch.setattr(auth, "verify_password", slow_wrong_verify)
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        wrong = [pool.submit(_failed, db_url, "mia", f"wrong-{i}", settings) for i in range(9)]
+        # wait until as many wrong attempts as lock the account are inside the slow hash (the rest may be
+        # refused at once): before the fix, all nine passed the lock check and the right password signed in
+        for _ in range(settings.organizer_lockout_after):
+            assert hashing.acquire(timeout=60)
+        try:
+            right = _failed(db_url, "mia", PASSWORD, settings)
+        finally:
+            release.set()
+        refusals = [f.result() for f in wrong]
+    assert isinstance(right, AccountLocked)
+    assert sum(isinstance(r, AccountLocked) for r in refusals) >= 9 - settings.organizer_lockout_after + 1
+    with session_scope(db_url) as session:
+        row = session.scalar(select(Organizer).where(Organizer.username == "mia"))
+        assert row.last_login_at is None and row.locked_until is not None
+
+
+def test_unknown_usernames_lock_out_like_accounts_do(db_url: str, event_id: int, settings: Settings) -> None:
+    """Lock-out messages must not tell which usernames exist."""
+    for username in ("mia", "nobody", "x" * 500, "nul\x00name"):
+        messages = [str(_failed(db_url, username, "wrong", settings)) for _ in range(4)]
+        assert messages == [
+            "Wrong username or password.",
+            "Wrong username or password.",
+            "Too many failed sign-ins. Try again in 30 seconds.",
+            "Too many failed sign-ins. Try again in 30 seconds.",
+        ], username
+    with session_scope(db_url) as session:
+        assert session.scalar(select(func.count()).select_from(Organizer)) == 1  # no account was made
+
+
+def test_a_sign_in_ends_when_the_account_changes(db_url: str, event_id: int, settings: Settings) -> None:
+    identity = _attempt(db_url, "mia", PASSWORD, settings)
+    with session_scope(db_url) as session:
+        assert still_valid(session, identity)
+        session.scalar(select(Organizer).where(Organizer.username == "mia")).password_hash = hash_password(
+            "new-pw-1234"
+        )
+    with session_scope(db_url) as session:
+        assert not still_valid(session, identity)
+    identity = _attempt(db_url, "mia", "new-pw-1234", settings)
+    with session_scope(db_url) as session:
+        session.delete(session.scalar(select(Organizer).where(Organizer.username == "mia")))
+    with session_scope(db_url) as session:
+        assert not still_valid(session, identity)

@@ -69,3 +69,28 @@ def test_concurrent_handoffs_stop_when_the_budget_is_spent(standin: Settings, db
     with session_scope(db_url) as session:
         event = session.get(Event, event_id)
         assert event.cloud_spent == charged <= event.cloud_budget
+
+
+def test_the_worst_case_reserved_bounds_an_emoji_prompt_by_its_bytes() -> None:
+    prices = Settings().cloud_prices
+    ascii_cost = prices.max_cost("gpt-4.1-mini", [{"role": "user", "content": "a" * 1000}], 0)
+    emoji_cost = prices.max_cost("gpt-4.1-mini", [{"role": "user", "content": "🎉" * 1000}], 0)
+    assert emoji_cost >= prices.cost("gpt-4.1-mini", 4 * 1000, 0) > ascii_cost
+
+
+@pytest.mark.slow
+def test_concurrent_emoji_handoffs_never_spend_past_a_tight_budget(standin: Settings, db_url: str) -> None:
+    """Each emoji is ~3 tokens for the stand-in's tokenizer: a reservation by characters settled above itself."""
+    settings = fast(standin, max_new_tokens=8)
+    prompt = "🎉🚀🌍" * 100
+    probe = comparison(settings, AlwaysPolicy(), 0.5)
+    one_call = probe.cloud.max_cost(probe.messages([], prompt))
+    event_id, participant = make_event(db_url, budget=one_call * 2)
+    live = comparison(settings, AlwaysPolicy(), 0.5, db_url, event_id)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        turns = list(pool.map(lambda _: run_turn(live, prompt, participant)[1], range(4)))
+    cloud = [t.record.answer("on") for t in turns if t.record.answer("on").source == "cloud"]
+    assert cloud and all(a.tokens_in > 2 * len(prompt) for a in cloud)  # the tokenizer really counts emoji as several
+    with session_scope(db_url) as session:
+        event = session.get(Event, event_id)
+        assert event.cloud_spent == sum(a.cost for a in cloud) <= event.cloud_budget
