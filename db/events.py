@@ -16,6 +16,14 @@ from db.models import REGIONS, Event
 from db.queries import normalize_code
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,63}$")
+MAX_BUDGET = Decimal("999999.99")  # the column holds Numeric(12, 6)
+# Column lengths (PostgreSQL refuses longer text; SQLite would keep it) and what a person calls the field.
+TEXT_FIELDS = {
+    "name": ("Name", 200),
+    "city": ("City", 100),
+    "currency": ("Currency", 8),
+    "consent_text": ("Consent text", None),
+}
 
 
 # Money and routing, and how attendees find the event: an organizer of the event may not change these.
@@ -98,6 +106,15 @@ def parse_tags(text: str) -> list[str]:
 def validate(spec: EventSpec, policies: tuple[str, ...] | None = None) -> EventSpec:
     """A normalized copy of the spec, or EventInvalid naming the first field to fix."""
     spec = EventSpec(**asdict(spec))
+    texts = {"code": ("Code", spec.code), "timezone": ("Time zone", spec.timezone)}
+    texts |= {name: (label, getattr(spec, name) or "") for name, (label, _) in TEXT_FIELDS.items()}
+    texts |= {"tags": ("Tags", "".join(spec.like_tags + spec.dislike_tags))}
+    for label, value in texts.values():
+        if "\x00" in value:  # PostgreSQL can't store it; a person can remove it
+            raise EventInvalid(f"{label}: remove the NUL character (\\0) from the text.")
+    for name, (label, limit) in TEXT_FIELDS.items():
+        if limit is not None and len((getattr(spec, name) or "").strip()) > limit:
+            raise EventInvalid(f"{label}: at most {limit} characters.")
     spec.code = normalize_code(spec.code)
     if not CODE_PATTERN.match(spec.code):
         raise EventInvalid("Code: 2 to 64 letters, digits, '-' or '_', e.g. SF-2026.")
@@ -114,8 +131,10 @@ def validate(spec: EventSpec, policies: tuple[str, ...] | None = None) -> EventS
         raise EventInvalid(f"Time zone: {spec.timezone!r} is not an IANA name like Europe/Paris.") from None
     if spec.starts_on and spec.ends_on and spec.ends_on < spec.starts_on:
         raise EventInvalid("Dates: the event can't end before it starts.")
-    if spec.cloud_budget is not None and spec.cloud_budget < 0:
-        raise EventInvalid("Budget: use 0 or more (leave empty for no cloud budget limit).")
+    if spec.cloud_budget is not None and not (spec.cloud_budget.is_finite() and 0 <= spec.cloud_budget <= MAX_BUDGET):
+        raise EventInvalid(f"Budget: a number from 0 to {MAX_BUDGET:,} (leave empty for no cloud budget limit).")
+    if spec.cloud_budget is not None:
+        spec.cloud_budget = spec.cloud_budget.quantize(Decimal("0.000001"))
     if spec.handoff_threshold is not None and not 0.0 <= spec.handoff_threshold <= 1.0:
         raise EventInvalid("Threshold: a handoff score between 0 and 1.")
     if spec.handoff_policy is not None and policies is not None and spec.handoff_policy not in policies:

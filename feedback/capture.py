@@ -33,6 +33,8 @@ def validate_prompt(prompt: str, max_chars: int) -> str:
         raise FeedbackRejected("empty_prompt")
     if len(prompt) > max_chars:
         raise FeedbackRejected("prompt_too_long", length=len(prompt), max_chars=max_chars)
+    if "\x00" in prompt:  # PostgreSQL can't store it, and the person can remove it
+        raise FeedbackRejected("nul_character")
     return prompt
 
 

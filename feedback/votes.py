@@ -57,6 +57,8 @@ def validate_comment(comment: str | None, max_chars: int) -> str | None:
         return None
     if len(comment) > max_chars:
         raise FeedbackRejected("comment_too_long", length=len(comment), max_chars=max_chars)
+    if "\x00" in comment:  # PostgreSQL can't store it, and the person can remove it
+        raise FeedbackRejected("nul_character")
     return comment
 
 

@@ -7,6 +7,7 @@ The rules (hashing, lock-out, expiry, roles) live in ``playground.auth``; this m
 from __future__ import annotations
 
 import streamlit as st
+from sqlalchemy.exc import DBAPIError
 
 from db.analytics import Scope
 from db.models import REGIONS, Event
@@ -19,13 +20,19 @@ STATE_KEY = "organizer"
 REGION_NAMES = {"sf": "San Francisco", "europe": "Europe", "apac": "APAC"}
 
 
+DATABASE_DOWN = "The database can't be reached right now. Try again in a minute; nothing was changed."
+
+
 def database_url() -> str:
-    """The configured database, or a stopped page saying which command migrates it."""
+    """The configured database, or a stopped page saying which command migrates it (or that it is down)."""
     url = get_settings().resolved_database_url
     try:
         ensure_migrated(url)
     except DatabaseNotMigrated as error:
         st.error(str(error))
+        st.stop()
+    except DBAPIError:
+        st.error(DATABASE_DOWN)
         st.stop()
     return url
 
@@ -38,8 +45,12 @@ def current_identity() -> Identity | None:
         st.session_state["organizer_notice"] = "Your organizer sign-in expired; sign in again."
         return None
     if identity is not None:
-        with session_scope(get_settings().resolved_database_url) as session:
-            valid = still_valid(session, identity)
+        try:
+            with session_scope(get_settings().resolved_database_url) as session:
+                valid = still_valid(session, identity)
+        except DBAPIError:
+            st.error(DATABASE_DOWN)
+            st.stop()
         if not valid:  # password, role or event changed, or the account was removed, since this sign-in
             del st.session_state[STATE_KEY]
             st.session_state["organizer_notice"] = "Your organizer account changed; sign in again."

@@ -107,8 +107,9 @@ class Settings(BaseSettings):
     organizer_refresh_s: float = 5.0  # live overview auto-refresh
     public_url: str | None = None  # base URL attendees open (QR codes); default http://localhost:<port>
 
-    # web
-    host: str = "0.0.0.0"
+    # web: loopback by default; to open it to the event's network, put a TLS reverse proxy in front
+    # (README, "Serving on a network") and set public_url to its https:// address
+    host: str = "127.0.0.1"
     port: int = 8501
 
     @classmethod
@@ -151,8 +152,15 @@ class Settings(BaseSettings):
 
     @property
     def cloud_host(self) -> str:
-        """The host part of the cloud base URL: what may be recorded (never the key)."""
-        return urlsplit(self.resolved_cloud_base_url).netloc
+        """The host (and port) of the cloud base URL: what may be recorded. Never the key, nor a
+        ``user:password@`` part of the URL."""
+        return urlsplit(self.resolved_cloud_base_url).netloc.rsplit("@", 1)[-1]
+
+    @property
+    def served_in_clear_publicly(self) -> bool:
+        """Bound beyond loopback without an https:// public URL: passwords would cross the network in clear."""
+        loopback = self.host in ("localhost", "::1") or self.host.startswith("127.")
+        return not loopback and not (self.public_url or "").lower().startswith("https://")
 
     @property
     def cloud_api_key(self) -> str:

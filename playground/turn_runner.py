@@ -7,6 +7,7 @@ stores it as ``stopped``; stopping both abandons the turn and stores nothing.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from db.vocabulary import SHOWN_ARMS
 from feedback.records import TurnRecord
 from playground.comparison import Delta, Finished, Status, TurnEvent
 
+log = logging.getLogger(__name__)
 RunState = Literal["running", "finished", "cancelled", "not_saved", "failed"]
 
 
@@ -102,8 +104,10 @@ class TurnRunner:
                 self._state = "finished"
         except DatabaseUnavailable as error:
             self._end("not_saved", str(error))
-        except Exception as error:  # noqa: BLE001 - shown to the person, the thread must not die silently
-            self._end("failed", f"{type(error).__name__}: {error}")
+        except Exception as error:  # noqa: BLE001 - the thread must not die silently
+            # the details go to the server log; the page says only that it failed (no SQL, paths or values)
+            log.exception("turn failed")
+            self._end("failed", type(error).__name__)
 
     def _end(self, state: RunState, error: str) -> None:
         with self._lock:

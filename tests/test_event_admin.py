@@ -78,11 +78,20 @@ def test_editing_an_event_changes_it_and_refuses_a_taken_code(db_url: str) -> No
         ({"cloud_budget": Decimal("-1")}, "Budget:"),
         ({"handoff_threshold": 1.5}, "between 0 and 1"),
         ({"handoff_policy": "magic"}, "Policy: one of confidence, never"),
+        ({"cloud_budget": Decimal("NaN")}, "Budget: a number from 0 to 999,999.99"),
+        ({"cloud_budget": Decimal("Infinity")}, "Budget: a number from 0"),
+        ({"cloud_budget": Decimal("1e15")}, "Budget: a number from 0"),
+        ({"handoff_threshold": float("nan")}, "between 0 and 1"),
+        ({"name": "SF\x00Day"}, "Name: remove the NUL character"),
+        ({"consent_text": "ok\x00"}, "Consent text: remove the NUL"),
+        ({"like_tags": ["a\x00"]}, "Tags: remove the NUL"),
+        ({"name": "x" * 201}, "Name: at most 200 characters"),
+        ({"city": "y" * 101}, "City: at most 100 characters"),
     ],
 )
-def test_invalid_event_settings_name_the_field_to_fix(sqlite_url: str, change: dict, message: str) -> None:
+def test_invalid_event_settings_name_the_field_to_fix(db_url: str, change: dict, message: str) -> None:
     spec = EventSpec(**{**vars(SPEC), **change})
-    with session_scope(sqlite_url) as session, pytest.raises(EventInvalid, match=message):
+    with session_scope(db_url) as session, pytest.raises(EventInvalid, match=message):
         create_event(session, spec, ("confidence", "never"), editor=OPERATOR)
 
 

@@ -11,7 +11,7 @@ import typer
 from db.session import DatabaseNotMigrated, ensure_migrated
 from playground.engine import standin as standin_server
 from playground.engine.model_store import resolve_model
-from playground.settings import get_settings
+from playground.settings import Settings, get_settings
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
@@ -28,22 +28,9 @@ def standin() -> None:
     raise typer.Exit(subprocess.call(standin_server.standin_command(settings)))
 
 
-def serve() -> None:
-    """Start the cloud stand-in if needed, then the Streamlit app; Ctrl+C stops both."""
-    settings = get_settings()
-    try:
-        ensure_migrated(settings.resolved_database_url)
-    except DatabaseNotMigrated as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from None
-    prepare_model()
-    process = None
-    if settings.uses_standin and not standin_server.is_up(settings):
-        typer.echo(f"Starting the cloud stand-in on {settings.resolved_cloud_base_url} …")
-        process = standin_server.start_standin(settings, settings.data_dir / "logs" / "standin.log")
-    typer.echo(f"Cloud: {settings.resolved_cloud_base_url}")
-    typer.echo(f"Open http://localhost:{settings.port}")
-    command = [
+def streamlit_command(settings: Settings) -> list[str]:
+    """``streamlit run`` of the app as ``handoff serve`` starts it: no error details for browsers."""
+    return [
         sys.executable,
         "-m",
         "streamlit",
@@ -57,7 +44,34 @@ def serve() -> None:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        "--client.showErrorDetails",
+        "none",  # tracebacks (SQL, paths, values) go to the server log, never to a browser
     ]
+
+
+def serve() -> None:
+    """Start the cloud stand-in if needed, then the Streamlit app; Ctrl+C stops both."""
+    settings = get_settings()
+    try:
+        ensure_migrated(settings.resolved_database_url)
+    except DatabaseNotMigrated as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    prepare_model()
+    process = None
+    if settings.uses_standin and not standin_server.is_up(settings):
+        typer.echo(f"Starting the cloud stand-in on {settings.resolved_cloud_base_url} …")
+        process = standin_server.start_standin(settings, settings.data_dir / "logs" / "standin.log")
+    typer.echo(f"Cloud: {settings.cloud_host}")
+    typer.echo(f"Open http://localhost:{settings.port}")
+    if settings.served_in_clear_publicly:
+        typer.echo(
+            f"WARNING: serving plain HTTP on {settings.host}: organizer passwords and attendee prompts cross the "
+            "network in clear. Put a TLS reverse proxy in front and set HANDOFF_PUBLIC_URL=https://… "
+            "(README, 'Serving on a network'), or bind HANDOFF_HOST=127.0.0.1.",
+            err=True,
+        )
+    command = streamlit_command(settings)
     try:
         raise typer.Exit(subprocess.call(command))
     finally:

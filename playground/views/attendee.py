@@ -10,6 +10,7 @@ import json
 import time
 
 import streamlit as st
+from sqlalchemy.exc import DBAPIError
 
 from db.queries import UnknownEvent
 from db.session import DatabaseNotMigrated, DatabaseUnavailable, ensure_migrated
@@ -49,6 +50,9 @@ if not state.get("schema_checked"):  # once per tab: a later outage must not hid
         ensure_migrated(url)
     except DatabaseNotMigrated as error:
         st.error(str(error))
+        st.stop()
+    except DBAPIError:  # down at page load: a message, never a traceback
+        st.error(Translator(state.get("ui_language"))("errors.database_unavailable"))
         st.stop()
     state.schema_checked = True
 
@@ -314,7 +318,7 @@ if running and runner is not None:
     elif view.state == "not_saved":
         st.error(t("pane.turn_not_saved"))
     else:
-        st.error(inert(view.error or ""))
+        st.error(t("pane.turn_failed"))  # the cause is in the server log, never on the page
     st.stop()
 
 
