@@ -21,9 +21,13 @@ _API_KEY = re.compile(
     r"|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}|xox[abprs]-[A-Za-z0-9-]{10,}"  # AWS, Google, Slack
     r"|hf_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{20,}|sk_(?:live|test)_[A-Za-z0-9]{16,})"  # HF, GitLab, Stripe
     r"|(?i:bearer\s+)[A-Za-z0-9._~+/-]{20,}=*"
-    r"|(?i:\b(?:api[_-]?key|secret|token|password|passwd)\b\s*[:=]\s*)['\"]?[^\s'\"]{6,}"
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"  # a bare JWT: header.payload.signature
+    # name = value, the name alone or inside an environment variable (OPENAI_API_KEY=, AWS_SECRET_ACCESS_KEY:)
+    r"|(?i:\b(?:[A-Za-z0-9]+_)*(?:api[_-]?key|secret|token|password|passwd)(?:_[A-Za-z0-9]+)*\b\s*[:=]\s*)"
+    r"['\"]?[^\s'\"]{6,}"
 )
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
+# Unicode letters on both sides (josé@correo.es, 用户@例子.公司): \w is Unicode-aware for str patterns
+_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}(?![\w-])")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
@@ -67,7 +71,7 @@ def _phone(match: re.Match[str]) -> str | None:
 _DIGIT = re.compile(r"\d")
 # sk- sk_ secret gh?_ github_pat_ glpat- akia aiza api xox hf_ bearer token passw, grouped by first letter (faster)
 _API_KEY_HINT_LOWER = re.compile(
-    r"s(?:k[-_]|ecret)|g(?:h[pousr]_|ithub_pat_|lpat-)|a(?:kia|iza|pi)|xox|hf_|bearer|token|passw"
+    r"s(?:k[-_]|ecret)|g(?:h[pousr]_|ithub_pat_|lpat-)|a(?:kia|iza|pi)|xox|hf_|bearer|token|passw|eyj"
 )
 # non-ASCII text: IGNORECASE also folds e.g. "ı" to "i" and "ſ" to "s", which str.lower() does not
 _API_KEY_HINT = re.compile(_API_KEY_HINT_LOWER.pattern, re.IGNORECASE)

@@ -263,7 +263,7 @@ def test_a_prompt_within_the_character_limit_but_over_the_context_is_refused_in_
     ask(at, "🎉" * 8000)  # 8,000 characters: inside the character limit, ~3 tokens each
     (message,) = [e.value for e in at.error]
     room = 8192 - app_env.max_new_tokens
-    assert f"the model reads at most {room:,} before answering" in message
+    assert f"it reads at most {room:,} before answering" in message
     assert int(message.split(" tokens")[0].rsplit(" ", 1)[1].replace(",", "")) > 16_000
     assert count(app_env, Turn) == 0 and not at.chat_input(key="prompt").disabled
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from feedback.capture import FeedbackRejected
+from feedback.errors import FeedbackRejected
 from playground.attendee_session import BlindComparison, check_context
+from playground.i18n import Translator
 from playground.runtime import context_window
 from playground.settings import Settings
 from playground.turn_runner import ShownTurn
@@ -29,7 +30,7 @@ def test_an_emoji_prompt_inside_the_character_limit_is_refused_with_its_token_co
         check_context(SETTINGS, BlindComparison(), "🎉" * 8000)
     assert refused.value.key == "errors.prompt_too_many_tokens"
     assert refused.value.params["max_tokens"] == 8192 - 256 and refused.value.params["tokens"] > 20_000
-    assert "Shorten it" in refused.value.message("en")
+    assert "Shorten it" in Translator("en").error(refused.value)
     check_context(SETTINGS, BlindComparison(), "Hello " * 1000)  # long in characters, fine in tokens
 
 
@@ -40,4 +41,4 @@ def test_a_conversation_that_outgrows_the_context_asks_for_a_new_comparison() ->
     with pytest.raises(FeedbackRejected) as refused:
         check_context(SETTINGS, comparison, "And then? " * 100)
     assert refused.value.key == "errors.conversation_too_long"
-    assert "Start a new comparison" in refused.value.message("en")
+    assert "Start a new comparison" in Translator("en").error(refused.value)

@@ -222,3 +222,21 @@ def test_data_card_states_filters_counts_consent_and_licence(db_url: str, seeded
 def test_unknown_format_is_a_clear_error(db_url: str, tmp_path: Path) -> None:
     with pytest.raises(UnknownFormat, match="choose one of"):
         write_export(db_url, "xlsx", tmp_path / "x.xlsx", ExportFilters())
+
+
+def test_decision_signals_are_redacted_too(db_url: str, tmp_path: Path) -> None:
+    """A self-handoff reason or a router's notes can quote the prompt: its PII must not leave either."""
+    with session_scope(db_url) as session:
+        event = Event(code="SIG-1", name="Signals", region="sf", city="SF", timezone="UTC")
+        session.add(event)
+        session.flush()
+        conversation = start_conversation(session, join_event(session, event))
+        record = _turn("hello", handed_off=True)
+        record.decision.signals = {"reason": "asked by josé@correo.es", "notes": ["OPENAI_API_KEY=abcd1234efgh"]}
+        record_turn(session, conversation.id, record)
+        conversation_id = conversation.id
+    with session_scope(db_url) as session:
+        submit_vote(session, VoteSubmission("k-sig", conversation_id, "a", None, {"a": PaneRating(4, [])}))
+    text = write_export(db_url, "jsonl", tmp_path / "s.jsonl", ExportFilters(event="SIG-1")).path.read_text("utf-8")
+    assert "[EMAIL]" in text and "[API_KEY]" in text
+    assert "josé" not in text and "abcd1234efgh" not in text

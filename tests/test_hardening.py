@@ -16,6 +16,7 @@ from feedback.capture import validate_prompt
 from feedback.errors import FeedbackRejected
 from feedback.votes import validate_comment
 from playground.cli.serve import streamlit_command
+from playground.i18n import Translator
 from playground.settings import Settings
 from playground.turn_runner import TurnRunner
 from tests.conftest import ROOT
@@ -81,7 +82,7 @@ def test_the_cloud_host_recorded_never_holds_url_credentials() -> None:
 def test_nul_characters_get_a_message_instead_of_a_database_error(validate) -> None:  # noqa: ANN001
     with pytest.raises(FeedbackRejected) as refused:
         validate("hello\x00world")
-    assert refused.value.key == "errors.nul_character" and "NUL" in refused.value.message("en")
+    assert refused.value.key == "errors.nul_character" and "NUL" in Translator("en").error(refused.value)
 
 
 def test_a_failed_turn_tells_the_page_only_that_it_failed() -> None:

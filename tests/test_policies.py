@@ -70,6 +70,8 @@ def test_unknown_policy_names_the_choices() -> None:
         ('{"name": "handoff_to_cloud", "arguments": {}}', ""),
         ("The capital of France is Paris.", None),
         ("I could hand off to the cloud but I won't.", None),
+        ('You could call the "handoff_to_cloud" tool, {"reason": "but I will not"}.', None),
+        ('A call looks like {"name": "handoff_to_cloud", "arguments": {"reason": "x"}} in JSON.', None),
     ],
 )
 def test_self_handoff_call_is_parsed_from_harmony_and_json_tool_calls(text: str, reason: str | None) -> None:

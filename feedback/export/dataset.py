@@ -192,6 +192,17 @@ def _cleaner(tally: Tally, redact_pii: bool) -> Callable[[str], str]:
     return clean
 
 
+def _cleaned(value: Any, clean: Callable[[str], str]) -> Any:
+    """Every string inside decision signals redacted (a self-handoff reason quotes the prompt)."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, dict):
+        return {key: _cleaned(item, clean) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cleaned(item, clean) for item in value]
+    return value
+
+
 def iter_conversations(
     url: str,
     filters: ExportFilters,
@@ -296,7 +307,7 @@ def _load(connection, ids: list[int], participant, clean, tally: Tally, signals:
         .where(in_batch)
     ).all():
         turns[tid].decision = DecisionRow(
-            policy, threshold, score, handed_off, blocked_by, propensity, _json(stored) or {}
+            policy, threshold, score, handed_off, blocked_by, propensity, _cleaned(_json(stored) or {}, clean)
         )
     votes: dict[int, VoteRow] = {}
     for vid, tid, winner, winner_arm, comment, final, created in connection.execute(

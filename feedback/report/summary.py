@@ -322,7 +322,8 @@ def _examples(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: AN
     return {
         "worst_rated": worst,
         "comment_themes": comment_themes(comments),
-        "prompt_clusters": prompt_clusters([p for p, _ in prompts], [w == "on" for _, w in prompts]),
+        # clustered on redacted prompts: a cluster's label is its top terms, which could be a key or an address
+        "prompt_clusters": prompt_clusters([redact(p) for p, _ in prompts], [w == "on" for _, w in prompts]),
     }
 
 

@@ -35,8 +35,13 @@ HANDOFF_TOOL: dict[str, Any] = {
     },
 }
 # The call as text: harmony (``to=functions.handoff_to_cloud … {"reason": …}``, special tokens
-# stripped or not) or JSON tool-call formats (``{"name": "handoff_to_cloud", "arguments": {…}}``).
-_CALL = re.compile(r"""(?:functions\.|["'])handoff_to_cloud\b""")
+# stripped or not) or a JSON tool call (``{"name": "handoff_to_cloud", "arguments": {…}}``) that is the
+# answer itself or inside ``<tool_call>``. The name merely quoted in prose ("the "handoff_to_cloud"
+# tool") is not a call: answer text is the model's, and a prompt can make it say anything.
+_CALL = re.compile(
+    r"""\bto=functions\.handoff_to_cloud\b"""
+    r"""|(?:\A\s*|<tool_call>\s*)\{\s*["']name["']\s*:\s*["']handoff_to_cloud["']"""
+)
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}")
 
 
