@@ -250,6 +250,7 @@ def generate(
                     "pseudonym": f"demo-{seed}-{participant_id}",
                     "consented_at": when,
                     "ui_language": "en",
+                    "profile": {"planted": "bot"} if voter.bot else None,  # the truth the bot flags are checked on
                     "created_at": when,
                 },
             )

@@ -25,11 +25,13 @@ from sqlalchemy.orm import aliased
 
 from db.models import Answer, HandoffDecision, Turn, Vote
 from db.session import get_engine
+from feedback import stats
 from feedback.export.dataset import ExportFilters, conversation_query
 
 BINS = 20
 CHUNK = 10_000  # rows read and turned into arrays at a time
 SWEEP = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 21))
+KEEP_GAIN = 0.8  # the recommended threshold keeps this share of the best quality gain, at least cost
 
 
 class ReplayError(ValueError):
@@ -82,12 +84,22 @@ class ReplayResult:
 
     @property
     def recommended(self) -> ReplayPoint | None:
-        """The threshold with the most quality gained; among near-equal ones (within 0.5 pt), the cheapest."""
+        """The cheapest threshold that keeps ``KEEP_GAIN`` (80 %) of the best quality gain.
+
+        Cost counts: the last 20 % of the gain usually takes most of the handoffs (RouteLLM's CPT(80%)
+        is the same trade). Where no threshold gains quality, the one that costs least.
+        """
         if not self.points:
             return None
         best = max(p.net_gain for p in self.points)
-        near = [p for p in self.points if p.net_gain >= best - 0.005]
-        return min(near, key=lambda p: (p.cost_per_1000, -p.threshold))
+        enough = [p for p in self.points if p.net_gain >= KEEP_GAIN * best] if best > 0 else self.points
+        return min(enough, key=lambda p: (p.cost_per_1000, p.handoff_rate, -p.threshold))
+
+    def routellm(self) -> dict[str, float | None]:
+        """CPT(50%), CPT(80%) and APGR of this curve (``stats.performance_gap_recovered``)."""
+        return stats.performance_gap_recovered(
+            np.array([p.handoff_rate for p in self.points]), np.array([p.net_gain for p in self.points])
+        )
 
 
 def load_turns(url: str, filters: ExportFilters) -> TurnTable:
@@ -243,6 +255,40 @@ def replay(table: TurnTable, policy: str, thresholds: Iterable[float]) -> Replay
     return result
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """A threshold chosen to meet a target, and what it gives on the stored turns."""
+
+    policy: str
+    threshold: float
+    target: str
+    point: ReplayPoint
+
+
+def calibrate(
+    table: TurnTable, policy: str, *, target_handoff_rate: float | None = None, budget_per_1000: float | None = None
+) -> Calibration:
+    """The threshold meeting a handoff share (RouteLLM's calibration: the (1 − share) quantile of the
+    stored scores) or a cloud budget per 1,000 prompts (the lowest threshold whose replayed cost fits)."""
+    score = table.score(policy)
+    covered = score[~np.isnan(score)]
+    if covered.size == 0:
+        raise ReplayError(f"No stored scores for policy {policy!r} in this selection; nothing to calibrate.")
+    if target_handoff_rate is not None:
+        if not 0.0 <= target_handoff_rate <= 1.0:
+            raise ReplayError("--target-handoff-rate is a share: give a number between 0 and 1.")
+        threshold = stats.calibrate_threshold(covered, target_handoff_rate)
+        point = replay(table, policy, [threshold]).points[0]
+        return Calibration(policy, threshold, f"handoff rate {target_handoff_rate:g}", point)
+    if budget_per_1000 is None or budget_per_1000 < 0:
+        raise ReplayError("Give --target-handoff-rate R or --budget-per-1000 X (a cost of at least 0).")
+    candidates = np.unique(np.concatenate([np.quantile(covered, np.linspace(0, 1, 401)), [np.inf]]))
+    result = replay(table, policy, candidates)
+    fitting = [p for p in result.points if p.cost_per_1000 <= budget_per_1000]
+    point = min(fitting, key=lambda p: p.threshold)  # the +inf threshold (never) always fits
+    return Calibration(policy, point.threshold, f"cloud cost {budget_per_1000:g} per 1,000 prompts", point)
+
+
 def default_policy(table: TurnTable) -> str:
     """The live policy of most turns."""
     names, counts = np.unique(table.live_policy.astype(str), return_counts=True)
@@ -262,10 +308,12 @@ def replay_database(
 
 
 __all__ = [
+    "Calibration",
     "ReplayError",
     "ReplayPoint",
     "ReplayResult",
     "TurnTable",
+    "calibrate",
     "default_policy",
     "load_turns",
     "replay",

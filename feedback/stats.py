@@ -549,3 +549,35 @@ def shown(value: float | None, ci: Sequence[float] | None = None, *, significant
         d = significant - 1 - int(math.floor(math.log10(abs(v))))
     out = round(v, d)
     return int(out) if d <= 0 else out
+
+
+def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
+    """AUROC with row weights (ties count half), in one sort: P(score of a positive > of a negative)."""
+    s, y, w = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool), np.asarray(weights)
+    order = np.argsort(s, kind="mergesort")
+    s, y, w = s[order], y[order], w[order]
+    group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1
+    neg = np.bincount(group, weights=w * ~y)
+    pos = np.bincount(group, weights=w * y)
+    below = np.cumsum(neg) - neg  # negative weight strictly below each tie group
+    total_pos, total_neg = pos.sum(), neg.sum()
+    if total_pos == 0 or total_neg == 0:
+        return float("nan")
+    return float((pos * (below + neg / 2)).sum() / (total_pos * total_neg))
+
+
+def cluster_auroc(
+    scores: np.ndarray, labels: np.ndarray, participant: np.ndarray, *, rounds: int, seed: int, level: float = 0.95
+) -> dict[str, object]:
+    """AUROC of a score for a yes/no outcome, with a participant-bootstrap CI."""
+    codes, people = pd.factorize(pd.Series(participant))
+    draws = participant_draws(len(people), rounds=rounds, seed=seed)
+    point = weighted_auroc(scores, labels, np.ones(len(codes)))
+    boot = np.array([weighted_auroc(scores, labels, w[codes]) for w in draws]) if len(codes) else np.array([])
+    ci = percentile_ci(boot, level)
+    return {
+        "auroc": None if math.isnan(point) else point,
+        "ci95": list(ci) if ci else None,
+        "n": len(codes),
+        "participants": len(people),
+    }

@@ -19,7 +19,8 @@ from sqlalchemy.orm import aliased
 from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
 from db.session import get_engine
 from db.vocabulary import DECIDED, PANES, WINNER_ARMS, arm_of, winner_pane
-from feedback import stats
+from feedback import research, stats
+from feedback.embeddings import Embed, embed
 from feedback.export.arms import arm_names
 from feedback.export.dataset import DecisionRow, ExportFilters, conversation_query
 from feedback.redaction import redact
@@ -30,9 +31,9 @@ SMALL = 30  # segments with fewer decided votes are flagged as small (shown, not
 SAMPLE = 5_000  # comments / prompts read for themes and clusters
 
 
-def r4(value: float | None) -> float | None:
-    """Numbers are rounded once here, so the report's text and summary.json show the same values."""
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) else round(float(value), 4)
+def full(value: float | None) -> float | None:
+    """A JSON-ready number at full precision (nan as None); the report rounds what it shows (``stats.shown``)."""
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else float(value)
 
 
 def segment(counts: pd.Series, *, rounds: int, seed: int) -> dict[str, Any]:
@@ -46,11 +47,11 @@ def segment(counts: pd.Series, *, rounds: int, seed: int) -> dict[str, Any]:
         "decided": wins + losses,
         "handoff_on_wins": wins,
         "handoff_off_wins": losses,
-        "handoff_on_win_rate": r4(stats.win_rate(wins, losses)),
-        "ci95": [r4(ci[0]), r4(ci[1])] if ci else None,
-        "tie_rate": r4(c["tie"] / votes) if votes else None,
-        "both_bad_rate": r4(c["both_bad"] / votes) if votes else None,
-        "identical_rate": r4(c["identical"] / votes) if votes else None,
+        "handoff_on_win_rate": full(stats.win_rate(wins, losses)),
+        "ci95": [full(ci[0]), full(ci[1])] if ci else None,
+        "tie_rate": full(c["tie"] / votes) if votes else None,
+        "both_bad_rate": full(c["both_bad"] / votes) if votes else None,
+        "identical_rate": full(c["identical"] / votes) if votes else None,
         "small": wins + losses < SMALL,
     }
 
@@ -115,30 +116,57 @@ def _vote_facts(connection, filters: ExportFilters) -> pd.DataFrame:  # noqa: AN
     return frame
 
 
-def _by(frame: pd.DataFrame, column: str, *, rounds: int, seed: int) -> dict[str, Any]:
+def _by(frame: pd.DataFrame, column: str, votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
     out = {}
     for key, group in frame.groupby(column, sort=True):
-        out[str(key)] = segment(group.groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed)
+        seg = segment(group.groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed)
+        out[str(key)] = _by_participants(seg, votes[votes[column].astype(str) == str(key)], rounds=rounds, seed=seed)
     return out
 
 
-def _leaderboard(frame: pd.DataFrame, *, rounds: int, seed: int) -> list[dict[str, Any]]:
-    battles = frame[frame.winner_arm.isin(["on", "off", "tie", "both_bad"])]
+def _by_participants(seg: dict[str, Any], votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
+    """The segment's CI from a participant (cluster) bootstrap, and how many people it rests on."""
+    decided = votes[votes["winner_arm"].isin(["on", "off"])]
+    result = stats.cluster_win_rate(
+        decided["participant_id"].to_numpy(), (decided["winner_arm"] == "on").to_numpy(), rounds=rounds, seed=seed
+    )
+    return {**seg, "ci95": result["ci95"], "participants": result["participants"]}
+
+
+def _leaderboard(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
+    """Bradley-Terry arms with intervals that resample participants (pre-counted per participant)."""
+    battles = votes[votes.winner_arm.isin(["on", "off", "tie", "both_bad"])]
     if battles.empty:
-        return []
+        return {"participants": 0, "arms": []}
+    keys = ["participant_id", "policy", "threshold", "model_off", "handoff_side", "winner_arm"]
     rows = []
-    for row in battles.itertuples():
-        decision = DecisionRow(row.policy, row.threshold, 0.0, row.handed_off, None, None, {}) if row.policy else None
-        names = arm_names(row.model_off, decision)
+    for row in battles.groupby(keys, dropna=False).size().reset_index(name="n").itertuples():
+        policy = row.policy if isinstance(row.policy, str) else None
+        decision = DecisionRow(policy, row.threshold, 0.0, True, None, None, {}) if policy else None
+        names = arm_names(row.model_off if isinstance(row.model_off, str) else None, decision)
         a, b = (arm_of(pane, row.handoff_side) for pane in PANES)
         winner = f"model_{winner_pane(row.winner_arm, row.handoff_side)}" if row.winner_arm in DECIDED else "tie"
-        rows.append((names[a], names[b], winner, row.n))
-    grouped = pd.DataFrame(rows, columns=["model_a", "model_b", "winner", "n"])  # pre-counted: one row per kind
-    board = stats.leaderboard(grouped, rounds=rounds, seed=seed)
-    return [
-        {"arm": r.arm, "rating": r4(r.rating), "lower": r4(r.lower), "upper": r4(r.upper), "battles": int(r.battles)}
-        for r in board.itertuples()
-    ]
+        rows.append((row.participant_id, names[a], names[b], winner, row.n))
+    grouped = pd.DataFrame(rows, columns=["participant", "model_a", "model_b", "winner", "n"])
+    ratings, boot, people = stats.cluster_bootstrap_bt(grouped, rounds=rounds, seed=seed)
+    counts = pd.concat([grouped.set_index("model_a")["n"], grouped.set_index("model_b")["n"]]).groupby(level=0).sum()
+    return {
+        "participants": people,
+        "arms": [
+            {
+                "arm": arm,
+                "rating": full(rating),
+                "lower": full(boot[arm].quantile(0.025)),
+                "upper": full(boot[arm].quantile(0.975)),
+                "battles": int(counts[arm]),
+            }
+            for arm, rating in ratings.items()
+        ],
+    }
+
+
+def _leaderboard_fields(board: dict[str, Any]) -> dict[str, Any]:
+    return {"leaderboard": board["arms"], "leaderboard_participants": board["participants"]}
 
 
 def _position_bias(frame: pd.DataFrame) -> dict[str, Any]:
@@ -146,7 +174,7 @@ def _position_bias(frame: pd.DataFrame) -> dict[str, Any]:
     panes = [winner_pane(arm, side) for arm, side in zip(decided.winner_arm, decided.handoff_side, strict=True)]
     left = decided["n"][pd.Series(panes, index=decided.index, dtype=object) == PANES[0]].sum()
     total = int(decided["n"].sum())
-    return {"decided": total, "left_wins": int(left), "left_win_rate": r4(left / total) if total else None}
+    return {"decided": total, "left_wins": int(left), "left_win_rate": full(left / total) if total else None}
 
 
 def _handoff(connection, filters: ExportFilters, table, *, rounds: int, seed: int) -> dict[str, Any]:  # noqa: ANN001
@@ -182,10 +210,10 @@ def _handoff(connection, filters: ExportFilters, table, *, rounds: int, seed: in
     out: dict[str, Any] = {
         "turns": int(turns or 0),
         "handed_off": int(handed or 0),
-        "handoff_rate": r4(handed / turns) if turns else None,
-        "cost_per_1000_prompts": r4(float(cost or 0) / turns * 1000) if turns else None,
-        "added_latency_ms_p50": r4(stats.percentile(added, 50)),
-        "added_latency_ms_p95": r4(stats.percentile(added, 95)),
+        "handoff_rate": full(handed / turns) if turns else None,
+        "cost_per_1000_prompts": full(float(cost or 0) / turns * 1000) if turns else None,
+        "added_latency_ms_p50": full(stats.percentile(added, 50)),
+        "added_latency_ms_p95": full(stats.percentile(added, 95)),
         "replay": None,
         "auroc": {},
     }
@@ -199,17 +227,21 @@ def _handoff(connection, filters: ExportFilters, table, *, rounds: int, seed: in
     best = result.recommended
     out["replay"] = {
         "policy": policy,
-        "live_thresholds": [r4(t) for t in result.live_thresholds],
-        "live_handoff_rate": r4(result.live_handoff_rate),
-        "recommended_threshold": r4(best.threshold) if best else None,
+        "live_thresholds": [full(t) for t in result.live_thresholds],
+        "live_handoff_rate": full(result.live_handoff_rate),
+        "recommended_threshold": full(best.threshold) if best else None,
+        "recommended_rule": (
+            "the cheapest threshold keeping 80% of the best quality gain (or the cheapest, where none gains)"
+        ),
+        "routellm": {k: full(v) for k, v in result.routellm().items()},
         "curve": [
             {
-                "threshold": r4(p.threshold),
-                "handoff_rate": r4(p.handoff_rate),
-                "win_rate": r4(p.win_rate),
-                "net_gain": r4(p.net_gain),
-                "cost_per_1000": r4(p.cost_per_1000),
-                "imputed_share": r4(p.imputed_share),
+                "threshold": full(p.threshold),
+                "handoff_rate": full(p.handoff_rate),
+                "win_rate": full(p.win_rate),
+                "net_gain": full(p.net_gain),
+                "cost_per_1000": full(p.cost_per_1000),
+                "imputed_share": full(p.imputed_share),
             }
             for p in result.points
         ],
@@ -219,7 +251,7 @@ def _handoff(connection, filters: ExportFilters, table, *, rounds: int, seed: in
         scores = table.score(name)[decided]
         keep = ~np.isnan(scores)
         value = stats.auroc(scores[keep], table.vote[decided][keep] == "on")
-        out["auroc"][name] = {"auroc": r4(value), "n": int(keep.sum())}
+        out["auroc"][name] = {"auroc": full(value), "n": int(keep.sum())}
     return out
 
 
@@ -235,7 +267,9 @@ def _ratings(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: ANN
     distribution: dict[str, dict[str, int]] = {}
     for arm, stars, n in connection.execute(base):
         distribution.setdefault(arm, {str(s): 0 for s in range(1, 6)})[str(stars)] = int(n)
-    mean = {arm: r4(sum(int(s) * n for s, n in d.items()) / max(sum(d.values()), 1)) for arm, d in distribution.items()}
+    mean = {
+        arm: full(sum(int(s) * n for s, n in d.items()) / max(sum(d.values()), 1)) for arm, d in distribution.items()
+    }
     tags: dict[str, Counter[str]] = {}
     tag_list = cast(
         Rating.tags, Text
@@ -271,7 +305,7 @@ def _ratings(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: ANN
         "inter_rater": {
             "prompts_rated_more_than_once": len(repeated),
             "verdict_pairs": pairs,
-            "agreement": r4(agreement),
+            "agreement": full(agreement),
         },
     }
 
@@ -361,8 +395,12 @@ def _findings(summary: dict[str, Any]) -> dict[str, list[str]]:
     return {"local_loses_most": loses, "handoff_hurts": hurts}
 
 
-def compute_summary(url: str, filters: ExportFilters, *, seed: int, rounds: int) -> dict[str, Any]:
-    """All report numbers: headline, segments, leaderboard, handoff analysis, improvements, ratings."""
+def compute_summary(
+    url: str, filters: ExportFilters, *, seed: int, rounds: int, embed: Embed | None = embed
+) -> dict[str, Any]:
+    """All report numbers: headline, segments, leaderboard, handoff analysis, improvements, ratings,
+    and the research controls (style, latency, vote quality, judges); full precision throughout."""
+    votes, judges = research.load_votes(url, filters)
     with get_engine(url).connect() as connection:
         frame = _vote_facts(connection, filters)
         table = load_turns(url, filters)
@@ -371,20 +409,29 @@ def compute_summary(url: str, filters: ExportFilters, *, seed: int, rounds: int)
             "seed": seed,
             "rounds": rounds,
             "small_segment_threshold": SMALL,
-            "overall": segment(frame.groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed),
-            "when_handed_off": segment(
-                frame[frame.handed_off].groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed
+            "overall": _by_participants(
+                segment(frame.groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed),
+                votes,
+                rounds=rounds,
+                seed=seed,
             ),
-            "by_region": _by(frame, "region", rounds=rounds, seed=seed),
-            "by_event": _by(frame, "event", rounds=rounds, seed=seed),
-            "by_category": _by(frame, "category", rounds=rounds, seed=seed),
-            "by_language": _by(frame, "language", rounds=rounds, seed=seed),
-            "leaderboard": _leaderboard(frame, rounds=rounds, seed=seed),
+            "when_handed_off": _by_participants(
+                segment(frame[frame.handed_off].groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed),
+                votes[votes.handed_off],
+                rounds=rounds,
+                seed=seed,
+            ),
+            "by_region": _by(frame, "region", votes, rounds=rounds, seed=seed),
+            "by_event": _by(frame, "event", votes, rounds=rounds, seed=seed),
+            "by_category": _by(frame, "category", votes, rounds=rounds, seed=seed),
+            "by_language": _by(frame, "language", votes, rounds=rounds, seed=seed),
+            **_leaderboard_fields(_leaderboard(votes, rounds=rounds, seed=seed)),
             "position_bias": _position_bias(frame),
             "handoff": _handoff(connection, filters, table, rounds=rounds, seed=seed),
             "ratings": _ratings(connection, filters),
             "improvement": _examples(connection, filters),
         }
+    summary["research"], _ = research.research(votes, judges, rounds=rounds, seed=seed, embed=embed)
     summary["improvement"]["findings"] = _findings(summary)
     summary["improvement"]["reason_tags"] = summary["ratings"]["tags"]
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from db.session import ensure_migrated
-from feedback.replay import SWEEP, ReplayError, replay_database
+from feedback.replay import SWEEP, ReplayError, calibrate, default_policy, load_turns, replay_database
 from playground.cli.export import Region, filters_from
 from playground.settings import get_settings
 
@@ -16,13 +16,42 @@ def replay(
     policy: str | None = typer.Option(None, help="Policy whose stored scores to replay (default: the live one)."),
     event: str | None = typer.Option(None, help="Only this event code."),
     region: Region | None = typer.Option(None, help="Only this region."),
+    target_handoff_rate: float | None = typer.Option(
+        None, help="Print the threshold that hands off this share of the stored turns (0…1)."
+    ),
+    budget_per_1000: float | None = typer.Option(
+        None, help="Print the lowest threshold whose replayed cloud cost per 1,000 prompts fits this budget."
+    ),
 ) -> None:
-    """Handoff rate, estimated win rate and cost per 1,000 prompts at each threshold."""
-    if not threshold and not sweep:
-        typer.echo("Give --threshold T (repeatable) or --sweep.", err=True)
+    """Handoff rate, estimated win rate and cost per 1,000 prompts at each threshold, or the threshold
+    that meets a handoff share or a budget."""
+    if not threshold and not sweep and target_handoff_rate is None and budget_per_1000 is None:
+        typer.echo(
+            "Give --threshold T (repeatable), --sweep, --target-handoff-rate R or --budget-per-1000 X.", err=True
+        )
         raise typer.Exit(2)
     url = get_settings().resolved_database_url
     ensure_migrated(url)
+    if target_handoff_rate is not None or budget_per_1000 is not None:
+        try:
+            table = load_turns(url, filters_from(event, region, None, None))
+            chosen = calibrate(
+                table,
+                policy or default_policy(table),
+                target_handoff_rate=target_handoff_rate,
+                budget_per_1000=budget_per_1000,
+            )
+        except ReplayError as error:
+            typer.echo(f"Error: {error}", err=True)
+            raise typer.Exit(1) from None
+        p = chosen.point
+        win = f"{p.win_rate:.3f}" if p.win_rate is not None else "n/a"
+        typer.echo(
+            f"policy {chosen.policy}, target {chosen.target}: threshold {chosen.threshold:.6g} "
+            f"(handoff rate {p.handoff_rate:.4f}, est. win rate {win}, cost/1k {p.cost_per_1000:.4f})"
+        )
+        if not threshold and not sweep:
+            return
     thresholds = [*threshold, *(SWEEP if sweep else ())]
     try:
         result = replay_database(url, filters_from(event, region, None, None), policy, thresholds)

@@ -1,0 +1,95 @@
+"""The report's research controls on demo data with planted effects of known size."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import select
+
+from db.models import Participant
+from db.session import session_scope
+from feedback import research
+from feedback.demo_data import PLANTED_JUDGE, Plant, generate
+from feedback.export import ExportFilters
+
+ROUNDS = 100
+
+
+def _votes(url: str):
+    return research.load_votes(url, ExportFilters())
+
+
+def test_style_control_removes_a_planted_length_preference(sqlite_url: str) -> None:
+    generate(sqlite_url, 3000, seed=21, win_rate=0.5, plant=Plant(length_preference=4.0))
+    votes, _ = _votes(sqlite_url)
+    result = research.style_control(votes, rounds=ROUNDS, seed=0)
+    raw, controlled = result["raw"], result["controlled"]
+    assert raw["ci95"][0] > 0.55  # without control the longer cloud answer looks better
+    low, high = controlled["ci95"]
+    assert low <= 0.5 <= high  # the planted real advantage: none
+    assert controlled["coefficient_ci95"]["tokens"][0] > 0
+    assert result["mean_style"]["on"]["tokens"] > result["mean_style"]["off"]["tokens"]
+    assert result["explained_share"] > 0.6
+
+
+def test_planted_bots_are_flagged_with_precision_and_recall_of_at_least_0_9(sqlite_url: str) -> None:
+    generate(sqlite_url, 3000, seed=22, plant=Plant(bots=0.1))
+    votes, _ = _votes(sqlite_url)
+    flags = research.quality_flags(votes)
+    flagged = set(votes.loc[flags["flagged_participant"], "participant_id"])
+    with session_scope(sqlite_url) as session:
+        bots = {p.id for p in session.scalars(select(Participant)) if (p.profile or {}).get("planted") == "bot"}
+    assert len(bots) >= 20
+    true_positives = len(flagged & bots)
+    assert true_positives / len(flagged) >= 0.9 and true_positives / len(bots) >= 0.9
+    quality = research.vote_quality(votes, flags, rounds=ROUNDS, seed=0)
+    assert quality["filters"]["flagged_participant"]["removed"] == int(flags["flagged_participant"].sum())
+    assert quality["filters"]["all"]["votes"] + quality["filters"]["all"]["removed"] == len(votes)
+
+
+def test_a_planted_latency_leak_is_detected_and_its_absence_is_not(sqlite_url: str, tmp_path) -> None:
+    from db.session import upgrade
+
+    generate(sqlite_url, 2000, seed=23, plant=Plant(latency_leak_ms=1500.0, fair_share=0.3))
+    leak = research.latency(_votes(sqlite_url)[0], rounds=ROUNDS, seed=0)
+    assert leak["leak_detected"] and leak["signals"]["duration"]["auroc"] > 0.7
+    assert set(leak["by_display"]) == {"live", "fair"}
+    clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
+    upgrade(clean_url)
+    generate(clean_url, 2000, seed=23, plant=Plant(latency_leak_ms=0.0))
+    clean = research.latency(_votes(clean_url)[0], rounds=ROUNDS, seed=0)
+    low, high = clean["signals"]["duration"]["ci95"]
+    assert low <= 0.5 <= high and not clean["leak_detected"]
+
+
+def test_agreement_of_a_planted_judge_equals_its_known_value(sqlite_url: str) -> None:
+    generate(sqlite_url, 3000, seed=24, plant=Plant(judge_agreement=0.8))
+    votes, judges = _votes(sqlite_url)
+    result = research.judge_agreement(votes, judges, rounds=ROUNDS, seed=0)[PLANTED_JUDGE]
+    low, high = result["agreement_ci95"]
+    assert low <= 0.8 <= high
+    assert result["position_consistent"] == 1.0 and result["cost"] > 0 and result["tokens_in"] > 0
+    assert result["disagreements"] and all(d["human"] != d["judge"] for d in result["disagreements"])
+
+
+def test_repeated_prompts_are_flagged_once_seen_exactly_or_nearly(sqlite_url: str) -> None:
+    generate(sqlite_url, 600, seed=25, plant=Plant(duplicates=0.5))
+    votes, _ = _votes(sqlite_url)
+    exact = research.duplicate_votes(votes, None)
+    assert exact.any()
+    first_prompts = (
+        votes.loc[~exact].groupby("participant_id")["prompt"].apply(lambda p: p.str.lower().duplicated().any())
+    )
+    assert not first_prompts.any()
+    near = research.duplicate_votes(votes, lambda texts: _bag_of_words(texts))
+    assert near.sum() >= exact.sum()
+
+
+def _bag_of_words(texts) -> np.ndarray:
+    """A stand-in sentence embedding for the test of the near-duplicate rule (the real one is MiniLM)."""
+    vocab = sorted({w for t in texts for w in t.split()})
+    index = {w: i for i, w in enumerate(vocab)}
+    out = np.zeros((len(texts), len(vocab)))
+    for row, text in enumerate(texts):
+        for word in text.split():
+            out[row, index[word]] += 1
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
