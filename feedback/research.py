@@ -105,6 +105,8 @@ def quality_flags(votes: pd.DataFrame, embed: Embed | None = None) -> pd.DataFra
 
 def _bursts(votes: pd.DataFrame) -> pd.Series:
     """Participants with ``BURST_VOTES`` votes inside ``BURST_SECONDS``."""
+    if votes.empty:
+        return pd.Series(dtype=bool)
     times = pd.to_datetime(votes["created_at"], utc=True)
     frame = pd.DataFrame({"p": votes["participant_id"].to_numpy(), "t": times.to_numpy()}).sort_values(["p", "t"])
     later = frame.groupby("p")["t"].shift(-(BURST_VOTES - 1))
@@ -160,6 +162,7 @@ def style_control(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, A
     people = decided["participant_id"].to_numpy()
     raw = stats.handoff_effect(on_is_a, a_won, people, None, rounds=rounds, seed=seed)
     controlled = stats.handoff_effect(on_is_a, a_won, people, stats.style_differences(a, b), rounds=rounds, seed=seed)
+    explained = stats.style_explained(raw["win_probability"], controlled["win_probability"])
     on_style = _style_matrix(decided["on_style"]).mean(axis=0)
     off_style = _style_matrix(decided["off_style"]).mean(axis=0)
     return {
@@ -173,7 +176,8 @@ def style_control(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, A
             "on": dict(zip(stats.STYLE_FEATURES, on_style.tolist(), strict=True)),
             "off": dict(zip(stats.STYLE_FEATURES, off_style.tolist(), strict=True)),
         },
-        "explained_share": stats.style_explained(raw["win_probability"], controlled["win_probability"]),
+        "explained_share": explained,
+        "explained_percent": None if explained is None else 100 * explained,
     }
 
 
@@ -274,6 +278,7 @@ def judge_agreement(
             "verdicts": int(len(rows)),
             "tokens_in": int(rows["tokens_in"].fillna(0).sum()),
             "tokens_out": int(rows["tokens_out"].fillna(0).sum()),
+            "tokens": int(rows["tokens_in"].fillna(0).sum() + rows["tokens_out"].fillna(0).sum()),
             "cost": float(rows["cost"].fillna(0).astype(float).sum()),
         }
     return out

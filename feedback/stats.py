@@ -554,6 +554,8 @@ def shown(value: float | None, ci: Sequence[float] | None = None, *, significant
 def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
     """AUROC with row weights (ties count half), in one sort: P(score of a positive > of a negative)."""
     s, y, w = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool), np.asarray(weights)
+    if s.size == 0:
+        return float("nan")
     order = np.argsort(s, kind="mergesort")
     s, y, w = s[order], y[order], w[order]
     group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from feedback.embeddings import Embed
 from feedback.export import ExportFilters
 from feedback.report.render import blocks, to_html, to_markdown
 from feedback.report.summary import compute_summary
@@ -23,11 +24,13 @@ class ReportResult:
     summary: dict[str, Any]
 
 
-def build_report(url: str, out_dir: Path, filters: ExportFilters, *, seed: int = 0, rounds: int = 200) -> ReportResult:
-    """Compute the summary once, then write the three files from it."""
+def build_report(
+    url: str, out_dir: Path, filters: ExportFilters, *, seed: int = 0, rounds: int = 200, embed: Embed | None = None
+) -> ReportResult:
+    """Compute the summary once, then write the three files from it (``embed``: see ``compute_summary``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = compute_summary(url, filters, seed=seed, rounds=rounds)
+    summary = compute_summary(url, filters, seed=seed, rounds=rounds, embed=embed)
     items = blocks(summary)
     result = ReportResult(out_dir / "report.html", out_dir / "report.md", out_dir / "summary.json", summary)
     result.summary_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

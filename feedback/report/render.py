@@ -8,21 +8,17 @@ import re
 from typing import Any
 
 from feedback.report import charts
+from feedback.report.sections import num, research_blocks
 
 Block = tuple[str, Any]
 
 
-def num(value: Any) -> str:
-    """A number exactly as stored in summary.json (already rounded there)."""
-    if value is None:
-        return "`n/a`"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return f"`{value}`"
-
-
 def _ci(seg: dict[str, Any]) -> str:
-    return f"{num(seg['ci95'][0])}–{num(seg['ci95'][1])}" if seg["ci95"] else "`n/a`"
+    return f"{num(seg['ci95'][0], seg['ci95'])}–{num(seg['ci95'][1], seg['ci95'])}" if seg["ci95"] else "`n/a`"
+
+
+def _rate(seg: dict[str, Any]) -> str:
+    return num(seg["handoff_on_win_rate"], seg["ci95"])
 
 
 def _segment_table(segments: dict[str, dict[str, Any]]) -> Block:
@@ -31,7 +27,8 @@ def _segment_table(segments: dict[str, dict[str, Any]]) -> Block:
             key,
             num(s["votes"]),
             num(s["decided"]),
-            num(s["handoff_on_win_rate"]),
+            num(s.get("participants")),
+            _rate(s),
             _ci(s),
             num(s["tie_rate"]),
             num(s["both_bad_rate"]),
@@ -40,7 +37,18 @@ def _segment_table(segments: dict[str, dict[str, Any]]) -> Block:
         ]
         for key, s in segments.items()
     ]
-    head = ["segment", "votes", "decided", "handoff-on win rate", "CI (95%)", "tie", "both bad", "identical", "note"]
+    head = [
+        "segment",
+        "votes",
+        "decided",
+        "participants",
+        "handoff-on win rate",
+        "CI (95%)",
+        "tie",
+        "both bad",
+        "identical",
+        "note",
+    ]
     return ("table", (head, rows))
 
 
@@ -58,10 +66,10 @@ def blocks(summary: dict[str, Any]) -> list[Block]:
         (
             "list",
             [
-                f"Handoff-on win rate over {num(o['decided'])} decided votes (of {num(o['votes'])}): "
-                f"{num(o['handoff_on_win_rate'])}, CI (95%) {_ci(o)}.",
+                f"Handoff-on win rate over {num(o['decided'])} decided votes (of {num(o['votes'])}, from "
+                f"{num(o.get('participants'))} participants): {_rate(o)}, CI (95%) {_ci(o)}.",
                 f"Tie rate {num(o['tie_rate'])}, both-bad rate {num(o['both_bad_rate'])}, identical rate {num(o['identical_rate'])}.",
-                f"When a handoff happened: win rate {num(h['handoff_on_win_rate'])} over {num(h['decided'])} decided votes, CI {_ci(h)}.",
+                f"When a handoff happened: win rate {_rate(h)} over {num(h['decided'])} decided votes, CI {_ci(h)}.",
                 f"Position bias: the left pane won {num(summary['position_bias']['left_win_rate'])} of "
                 f"{num(summary['position_bias']['decided'])} decided votes.",
             ],
@@ -74,16 +82,34 @@ def blocks(summary: dict[str, Any]) -> list[Block]:
         ("by_category", "By category"),
         ("by_language", "By language"),
     ):
-        out += [("h3", title), _segment_table(summary[key])]
+        out += [
+            ("h3", title),
+            ("p", "Each row: handoff-on win rate over decided votes, with a CI that resamples participants."),
+            _segment_table(summary[key]),
+        ]
     board = summary["leaderboard"]
     if board:
         out += [
             ("h2", "Arms leaderboard (Bradley-Terry, ties as half)"),
             (
+                "p",
+                f"Each row: an arm's rating on the Elo scale (mean 1000) with a CI that resamples the "
+                f"{num(summary.get('leaderboard_participants'))} participants, and the battles it was in.",
+            ),
+            (
                 "table",
                 (
                     ["arm", "rating", "lower", "upper", "battles"],
-                    [[r["arm"], num(r["rating"]), num(r["lower"]), num(r["upper"]), num(r["battles"])] for r in board],
+                    [
+                        [
+                            r["arm"],
+                            num(r["rating"], (r["lower"], r["upper"])),
+                            num(r["lower"], (r["lower"], r["upper"])),
+                            num(r["upper"], (r["lower"], r["upper"])),
+                            num(r["battles"]),
+                        ]
+                        for r in board
+                    ],
                 ),
             ),
             ("chart", charts.leaderboard(board) if len(board) > 2 else None),
@@ -115,6 +141,10 @@ def blocks(summary: dict[str, Any]) -> list[Block]:
     if replay:
         out += [
             (
+                "p",
+                "Each row: one threshold replayed on the stored scores: what share would hand off, and at what gain and cost.",
+            ),
+            (
                 "table",
                 (
                     ["threshold", "handoff rate", "est. win rate", "gain per vote", "cost / 1,000", "imputed share"],
@@ -140,12 +170,20 @@ def blocks(summary: dict[str, Any]) -> list[Block]:
         ("list", imp["findings"]["local_loses_most"] or ["No segment where the local model clearly loses."]),
         ("h3", "Where handoff hurts (cloud worse)"),
         ("list", imp["findings"]["handoff_hurts"] or ["No segment where the cloud answer is clearly worse."]),
-        ("h3", "Prompt clusters (TF-IDF + k-means)"),
+        ("h3", "Prompt clusters"),
+        (
+            "p",
+            "Each row: a group of similar decided prompts, named by a representative prompt, and how often handoff won.",
+        ),
         (
             "table",
             (
-                ["cluster", "decided", "handoff-on win rate"],
-                [[c["label"], num(c["decided"]), num(c["handoff_on_win_rate"])] for c in imp["prompt_clusters"]],
+                ["cluster (its most representative prompt)", "language", "decided", "handoff-on win rate"],
+                [
+                    [c["label"], c["language"], num(c["decided"]), num(c["handoff_on_win_rate"])]
+                    for c in imp["prompt_clusters"]
+                ]
+                or [["no clusters (run `handoff report`, which loads the sentence encoder)", "", "", ""]],
             ),
         ),
         ("h3", "Reason tags by arm"),
@@ -180,6 +218,7 @@ def blocks(summary: dict[str, Any]) -> list[Block]:
     inter = ratings["inter_rater"]
     out += [
         ("h2", "Ratings"),
+        ("p", "Each row: how many answers of an arm got each number of stars."),
         (
             "table",
             (
@@ -197,6 +236,7 @@ def blocks(summary: dict[str, Any]) -> list[Block]:
             f"{num(inter['verdict_pairs'])} pairs of verdicts on the same prompt agree {num(inter['agreement'])} of the time.",
         ),
     ]
+    out += research_blocks(summary["research"], replay)
     return [b for b in out if not (b[0] == "chart" and b[1] is None)]
 
 

@@ -20,7 +20,7 @@ from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn
 from db.session import get_engine
 from db.vocabulary import DECIDED, PANES, WINNER_ARMS, arm_of, winner_pane
 from feedback import research, stats
-from feedback.embeddings import Embed, embed
+from feedback.embeddings import Embed
 from feedback.export.arms import arm_names
 from feedback.export.dataset import DecisionRow, ExportFilters, conversation_query
 from feedback.redaction import redact
@@ -310,7 +310,7 @@ def _ratings(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: ANN
     }
 
 
-def _examples(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: ANN001
+def _examples(connection, filters: ExportFilters, embed: Embed | None) -> dict[str, Any]:  # noqa: ANN001
     visible = conversation_query(filters).subquery()
     worst = []
     for arm in ("off", "on"):
@@ -346,7 +346,7 @@ def _examples(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: AN
         )
     ]
     prompts = connection.execute(
-        select(Turn.prompt, Vote.winner_arm)
+        select(Turn.prompt, Vote.winner_arm, Turn.language)
         .join(Vote, Vote.turn_id == Turn.id)
         .join(visible, visible.c.id == Vote.conversation_id)
         .where(Vote.hidden_at.is_(None), Vote.winner_arm.in_(["on", "off"]))
@@ -355,9 +355,14 @@ def _examples(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: AN
     ).all()
     return {
         "worst_rated": worst,
-        "comment_themes": comment_themes(comments),
-        # clustered on redacted prompts: a cluster's label is its top terms, which could be a key or an address
-        "prompt_clusters": prompt_clusters([redact(p) for p, _ in prompts], [w == "on" for _, w in prompts]),
+        "comment_themes": comment_themes(comments, embed),
+        # clustered on redacted prompts: a cluster's label is a representative prompt, shown in the report
+        "prompt_clusters": prompt_clusters(
+            [redact(p) for p, _, _ in prompts],
+            [w == "on" for _, w, _ in prompts],
+            [lang for _, _, lang in prompts],
+            embed,
+        ),
     }
 
 
@@ -396,10 +401,13 @@ def _findings(summary: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def compute_summary(
-    url: str, filters: ExportFilters, *, seed: int, rounds: int, embed: Embed | None = embed
+    url: str, filters: ExportFilters, *, seed: int, rounds: int, embed: Embed | None = None
 ) -> dict[str, Any]:
     """All report numbers: headline, segments, leaderboard, handoff analysis, improvements, ratings,
-    and the research controls (style, latency, vote quality, judges); full precision throughout."""
+    and the research controls (style, latency, vote quality, judges); full precision throughout.
+
+    ``embed`` (``feedback.embeddings.embed``: the bundled sentence encoder) builds prompt clusters,
+    comment themes and near-duplicate prompts; without it those are left out (exact duplicates only)."""
     votes, judges = research.load_votes(url, filters)
     with get_engine(url).connect() as connection:
         frame = _vote_facts(connection, filters)
@@ -429,7 +437,7 @@ def compute_summary(
             "position_bias": _position_bias(frame),
             "handoff": _handoff(connection, filters, table, rounds=rounds, seed=seed),
             "ratings": _ratings(connection, filters),
-            "improvement": _examples(connection, filters),
+            "improvement": _examples(connection, filters, embed),
         }
     summary["research"], _ = research.research(votes, judges, rounds=rounds, seed=seed, embed=embed)
     summary["improvement"]["findings"] = _findings(summary)

@@ -1,65 +1,101 @@
-"""Comment themes and prompt clusters: TF-IDF + k-means (scikit-learn), labelled by top terms."""
+"""Comment themes and prompt clusters on the bundled sentence embeddings (all-MiniLM-L6-v2), k-means
+per language, each labelled by its most representative text (the one nearest the centre).
+
+Prompts are clustered within their stored language, so a cluster never mixes languages; redaction
+markers (``[PHONE]``, ``[EMAIL]`` …) are removed before embedding, so they never make a theme.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.feature_extraction.text import TfidfVectorizer
+
+from feedback.embeddings import Embed
+
+MARKER = re.compile(r"\[[A-Z][A-Z_]*\]")
+LABEL_CHARS = 80
 
 
-def _cluster(texts: list[str], k: int, seed: int = 0) -> tuple[np.ndarray, list[str], np.ndarray, Any] | None:
-    unique = len(set(texts))
-    if unique < 2:
-        return None
-    k = max(1, min(k, unique))
-    vectorizer = TfidfVectorizer(stop_words="english", max_features=5000, ngram_range=(1, 2), min_df=1)
-    try:
-        matrix = vectorizer.fit_transform(texts)
-    except ValueError:  # only stop words
-        return None
-    model = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(matrix)
-    terms = np.asarray(vectorizer.get_feature_names_out())
-    labels = [", ".join(terms[np.argsort(center)[::-1][:3]]) for center in model.cluster_centers_]
-    distances = model.transform(matrix)
-    return model.labels_, labels, distances, matrix
+def without_markers(text: str) -> str:
+    """Text with redaction markers removed and spaces collapsed."""
+    return re.sub(r"\s+", " ", MARKER.sub(" ", text)).strip()
 
 
-def comment_themes(comments: list[str], k: int = 5, per_theme: int = 2) -> list[dict[str, Any]]:
-    """Themes of (already redacted) comments, biggest first, with the most representative comments."""
-    result = _cluster(comments, k)
-    if result is None:
+def _label(text: str) -> str:
+    text = without_markers(text)
+    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
+
+
+def _cluster(texts: Sequence[str], k: int, embed: Embed, seed: int = 0) -> list[np.ndarray]:
+    """Member indices per cluster, each ordered from the most representative (nearest the centre) out."""
+    cleaned = [without_markers(t) for t in texts]
+    keep = np.flatnonzero([bool(t) for t in cleaned])
+    distinct = sorted({cleaned[i] for i in keep})
+    if not distinct:
         return []
-    assignment, labels, distances, _ = result
+    vectors = embed(distinct)
+    index = {t: i for i, t in enumerate(distinct)}
+    rows = vectors[[index[cleaned[i]] for i in keep]]
+    k = max(1, min(k, len(distinct)))
+    model = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(rows)
+    distances = model.transform(rows)
+    clusters = []
+    for c in range(k):
+        members = np.flatnonzero(model.labels_ == c)
+        if members.size:
+            clusters.append(keep[members[np.argsort(distances[members, c], kind="stable")]])
+    return clusters
+
+
+def _examples(texts: Sequence[str], members: np.ndarray, n: int) -> list[str]:
+    out: list[str] = []
+    for i in members:
+        label = _label(texts[i])
+        if label and label not in out:
+            out.append(label)
+        if len(out) == n:
+            break
+    return out
+
+
+def comment_themes(comments: list[str], embed: Embed | None, k: int = 5, per_theme: int = 2) -> list[dict[str, Any]]:
+    """Themes of (already redacted) comments, biggest first, labelled by the most representative comment."""
+    if embed is None or len(set(comments)) < 2:
+        return []
     themes = []
-    for cluster, label in enumerate(labels):
-        members = np.flatnonzero(assignment == cluster)
-        if members.size == 0:
-            continue
-        order = members[np.argsort(distances[members, cluster])]
-        examples: list[str] = []
-        for i in order:
-            if comments[i] not in examples:
-                examples.append(comments[i])
-            if len(examples) == per_theme:
-                break
-        themes.append({"label": label, "comments": int(members.size), "examples": examples})
+    for members in _cluster(comments, k, embed):
+        examples = _examples(comments, members, per_theme)
+        themes.append({"label": examples[0], "comments": int(members.size), "examples": examples})
     return sorted(themes, key=lambda t: -t["comments"])
 
 
-def prompt_clusters(prompts: list[str], handoff_won: list[bool], k: int = 8) -> list[dict[str, Any]]:
-    """Clusters of decided prompts with the handoff arm's win rate in each, worst for the local model first."""
-    result = _cluster(prompts, k)
-    if result is None:
+def prompt_clusters(
+    prompts: list[str], handoff_won: list[bool], languages: list[str | None], embed: Embed | None, k: int = 8
+) -> list[dict[str, Any]]:
+    """Clusters of (redacted) decided prompts per language with the handoff arm's win rate in each,
+    worst for the local model first; ``k`` clusters in all, shared out by each language's size."""
+    if embed is None or not prompts:
         return []
-    assignment, labels, _, _ = result
     won = np.asarray(handoff_won, dtype=bool)
+    language = np.asarray([lang or "unknown" for lang in languages], dtype=object)
     clusters = []
-    for cluster, label in enumerate(labels):
-        members = assignment == cluster
-        n = int(members.sum())
-        if n:
-            rate = round(float(won[members].mean()), 4)
-            clusters.append({"label": label, "decided": n, "handoff_on_win_rate": rate})
+    for lang in sorted(set(language)):
+        positions = np.flatnonzero(language == lang)
+        share = max(1, round(k * positions.size / len(prompts)))
+        texts = [prompts[i] for i in positions]
+        for members in _cluster(texts, share, embed):
+            examples = _examples(texts, members, 3)
+            clusters.append(
+                {
+                    "label": examples[0] if examples else "",
+                    "language": str(lang),
+                    "examples": examples,
+                    "decided": int(members.size),
+                    "handoff_on_win_rate": float(won[positions[members]].mean()),
+                }
+            )
     return sorted(clusters, key=lambda c: -c["handoff_on_win_rate"])

@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 
 from db.session import ensure_migrated
+from feedback.embeddings import embed
 from feedback.report import build_report
+from feedback.stats import shown
 from playground.cli.export import Region, filters_from
 from playground.settings import get_settings
 
@@ -22,10 +24,11 @@ def report(
     """Write the improvement report: win rates with CIs, leaderboard, handoff analysis, what to improve."""
     url = get_settings().resolved_database_url
     ensure_migrated(url)
-    result = build_report(url, out, filters_from(event, region, None, None), seed=seed, rounds=rounds)
+    result = build_report(url, out, filters_from(event, region, None, None), seed=seed, rounds=rounds, embed=embed)
     overall = result.summary["overall"]
     typer.echo(
         f"{overall['votes']:,} votes, {overall['decided']:,} decided; handoff-on win rate "
-        f"{overall['handoff_on_win_rate']} (95% CI {overall['ci95']})"
+        f"{shown(overall['handoff_on_win_rate'], overall['ci95'])} (95% CI "
+        f"{[shown(x, overall['ci95']) for x in overall['ci95']] if overall['ci95'] else 'n/a'})"
     )
     typer.echo(f"Wrote {result.html_path}, {result.md_path}, {result.summary_path}")
