@@ -79,6 +79,7 @@ class EventSpec:
     dislike_tags: list[str] = field(default_factory=list)
     consent_text: str | None = None
     ui_language: str = "en"
+    latency_fair: bool = False  # both panes start and finish showing text together (timing hides the side)
 
     @classmethod
     def of(cls, event: Event) -> EventSpec:

@@ -25,7 +25,7 @@ from db.research import judge_rows, vote_rows
 from db.session import get_engine
 from feedback import stats
 from feedback.embeddings import Embed
-from feedback.export.dataset import ExportFilters, conversation_query
+from feedback.export.dataset import ExportFilters, FlagOf, VoteFlags, conversation_query
 from feedback.redaction import redact
 
 READ_FLOOR_MS = 2_000.0
@@ -297,6 +297,26 @@ def load_votes(url: str, filters: ExportFilters) -> tuple[pd.DataFrame, pd.DataF
     visible = conversation_query(filters).subquery()
     with get_engine(url).connect() as connection:
         return vote_rows(connection, visible), judge_rows(connection, visible)
+
+
+def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) -> FlagOf:
+    """Each vote's quality flags, computed once over the whole selection (participants, repeats)."""
+    votes, _ = load_votes(url, filters)
+    flags = quality_flags(votes, embed)
+    ids = votes["vote_id"].to_numpy(np.int64)
+    order = np.argsort(ids)
+    ids = ids[order]
+    columns = [flags[name].to_numpy()[order] for name in ("too_fast", "flagged_participant", "participant_flags")]
+    columns += [flags[name].to_numpy()[order] for name in ("reveals_origin", "duplicate")]
+
+    def flag_of(vote_id: int) -> VoteFlags | None:
+        i = int(np.searchsorted(ids, vote_id))
+        if i >= ids.size or ids[i] != vote_id:
+            return None
+        fast, flagged, why, origin, duplicate = (c[i] for c in columns)
+        return VoteFlags(bool(fast), bool(flagged), str(why), bool(origin), bool(duplicate))
+
+    return flag_of
 
 
 def research(

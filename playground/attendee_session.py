@@ -56,6 +56,7 @@ class EventView:
     ask_profile: bool
     handoff_policy: str | None
     handoff_threshold: float | None
+    latency_fair: bool = False
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -81,6 +82,7 @@ def load_event(url: str, code: str) -> EventView:
             ask_profile=bool(event.ask_profile),
             handoff_policy=event.handoff_policy,
             handoff_threshold=event.handoff_threshold,
+            latency_fair=bool(event.latency_fair),
         )
 
     return in_transaction(url, read)
@@ -208,7 +210,15 @@ class BlindComparison:
     def submission(self, winner: str, comment: str | None, ratings: dict[str, PaneRating]) -> VoteSubmission:
         latest = self.latest
         assert self.conversation_id is not None and latest is not None
-        return VoteSubmission(self.vote_key, self.conversation_id, winner, comment, ratings, turn_id=latest.turn_id)
+        return VoteSubmission(
+            self.vote_key,
+            self.conversation_id,
+            winner,
+            comment,
+            ratings,
+            turn_id=latest.turn_id,
+            display=latest.display,
+        )
 
 
 def check_context(settings: Settings, comparison: BlindComparison, prompt: str) -> None:
@@ -297,6 +307,7 @@ def start_turn(
         ),
         store=store,
         on_end=release,
+        fair=event.latency_fair,
     ).start()
     return comparison.runner
 

@@ -36,6 +36,7 @@ class ShownTurn:
     reason: str | None
     latency_ms: dict[str, float | None]
     category: str | None = None
+    display: str = "live"  # or "fair": both panes were released together (stored with the vote)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TurnRunner:
     store: Callable[[TurnRecord], int]
     category: str | None = None
     on_end: Callable[[], None] | None = None  # called once the turn is over, whatever the outcome
+    fair: bool = False  # latency-fair display: see ``_released``
     _texts: dict[str, str] = field(default_factory=lambda: dict.fromkeys(SHOWN_ARMS, ""))
     _notes: dict[str, list[str]] = field(default_factory=lambda: {arm: [] for arm in SHOWN_ARMS})
     _stopped: set[str] = field(default_factory=set)
@@ -80,7 +82,16 @@ class TurnRunner:
 
     def snapshot(self) -> RunView:
         with self._lock:
-            return RunView(self._state, dict(self._texts), sorted(self._stopped), self._turn, self._error)
+            return RunView(self._state, self._released(), sorted(self._stopped), self._turn, self._error)
+
+    def _released(self) -> dict[str, str]:
+        """What the panes show. Latency-fair: while the turn runs, each pane shows no more characters than
+        the slower pane has, so both start together and the faster one's rest appears when both are done."""
+        texts = dict(self._texts)
+        if self.fair and self._state == "running":
+            shown = min(len(text) for text in texts.values())
+            texts = {arm: text[:shown] for arm, text in texts.items()}
+        return texts
 
     def _run(self) -> None:
         try:
@@ -160,4 +171,5 @@ class TurnRunner:
             reason=decision.reason,
             latency_ms={arm: answer.latency_ms if answer else None for arm, answer in answers.items()},
             category=self.category,
+            display="fair" if self.fair else "live",
         )

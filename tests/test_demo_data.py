@@ -70,3 +70,31 @@ def test_demo_data_command(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp
         assert CliRunner().invoke(app, ["demo-data", "--votes", "3", "--win-rate", "1.5"]).exit_code != 0
     finally:
         settings_module.get_settings.cache_clear()
+
+
+def test_demo_data_plants_documented_effects(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from db.models import JudgeVerdict
+
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("HANDOFF_CONFIG", str(tmp_path / "none.toml"))
+    settings_module.get_settings.cache_clear()
+    from playground.cli import app
+
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["demo-data", "--votes", "200", "--plant-bots", "0.3", "--plant-judge-agreement", "0.9"]
+            + ["--plant-fair-share", "0.5", "--plant-origin-leak", "1"],
+        )
+        assert result.exit_code == 0 and "planted: bots=0.3" in result.output, result.output
+    finally:
+        settings_module.get_settings.cache_clear()
+    with session_scope(sqlite_url) as session:
+        bots = [p for p in session.scalars(select(Participant)) if (p.profile or {}).get("planted") == "bot"]
+        assert bots and session.scalar(select(func.count()).select_from(JudgeVerdict)) > 0
+        displays = Counter(session.scalars(select(Vote.display)))
+        assert displays["fair"] > 40 and displays["live"] > 40
+        cloud = list(session.scalars(select(Answer).where(Answer.source == "cloud")))
+        assert cloud and all(a.reveals_origin and a.style["tokens"] == a.tokens_out for a in cloud)
+        bot_votes = list(session.scalars(select(Vote).where(Vote.participant_id.in_([b.id for b in bots]))))
+        assert all(v.winner == "a" and v.time_to_vote_ms < 1500 for v in bot_votes)

@@ -240,3 +240,20 @@ def test_decision_signals_are_redacted_too(db_url: str, tmp_path: Path) -> None:
     text = write_export(db_url, "jsonl", tmp_path / "s.jsonl", ExportFilters(event="SIG-1")).path.read_text("utf-8")
     assert "[EMAIL]" in text and "[API_KEY]" in text
     assert "josé" not in text and "abcd1234efgh" not in text
+
+
+def test_exports_carry_vote_quality_flags_and_keep_every_row(sqlite_url: str, tmp_path: Path) -> None:
+    from feedback.demo_data import Plant
+
+    generate(sqlite_url, 400, seed=44, plant=Plant(bots=0.2, origin_leak=0.3))
+    result = write_export(sqlite_url, "csv", tmp_path / "flags.csv", ExportFilters())
+    frame = pd.read_csv(result.path)
+    assert len(frame) == 400  # flagged votes are carried, not dropped
+    assert frame["flagged_participant"].any() and not frame["flagged_participant"].all()
+    assert frame["reveals_origin"].any() and frame["too_fast"].any()
+    bots = frame[frame["participant_flags"].fillna("").str.contains("too_fast")]
+    assert (bots["time_to_vote_ms"] < 2000).mean() > 0.9
+    assert set(frame["display"]) == {"live"}
+    lines = write_export(sqlite_url, "jsonl", tmp_path / "flags.jsonl", ExportFilters()).path.read_text().splitlines()
+    vote = json.loads(lines[0])["turns"][0]["votes"][0]
+    assert {"too_fast", "flagged_participant", "reveals_origin", "duplicate"} <= set(vote["flags"])

@@ -53,6 +53,8 @@ def write_export(
     if fmt not in FORMATS:
         raise UnknownFormat(fmt)
     use_salt = salt or secrets.token_bytes(32)
+    from feedback.research import flag_lookup  # imports the export filters itself
+
     module = import_module(f"feedback.export.{fmt}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,12 @@ def write_export(
     def batches() -> Iterator[list[ConversationRow]]:
         # only formats that write the decisions' signals (SIGNALS = True) pay for reading them
         wanted = getattr(module, "SIGNALS", False)
-        for batch in iter_conversations(url, filters, salt=use_salt, redact_pii=redact, tally=tally, signals=wanted):
+        # vote-quality flags need every vote of the selection first (participants, repeats): formats that
+        # carry them (FLAGS = True) pay for that one pass
+        flag_of = flag_lookup(url, filters) if getattr(module, "FLAGS", False) else None
+        for batch in iter_conversations(
+            url, filters, salt=use_salt, redact_pii=redact, tally=tally, signals=wanted, flag_of=flag_of
+        ):
             yield batch
             if progress is not None:
                 progress(len(batch))

@@ -10,6 +10,7 @@ from feedback.export.dataset import ConversationRow, Tally
 from feedback.export.flat import COLUMNS, vote_tuples
 
 SUFFIX = ".csv"
+FLAGS = True  # votes carry their quality flags (feedback.research)
 UNIT = "vote"
 FIELDS = {name: meaning for name, (meaning, _) in COLUMNS.items()}
 NOTES = [

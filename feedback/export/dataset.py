@@ -59,6 +59,20 @@ class RatingRow:
 
 
 @dataclass(slots=True)
+class VoteFlags:
+    """Vote-quality flags (``feedback.research``): exports carry them instead of dropping rows."""
+
+    too_fast: bool
+    flagged_participant: bool
+    participant_flags: str  # why the participant is flagged: too_fast, same_side, burst (comma-separated)
+    reveals_origin: bool
+    duplicate: bool
+
+
+FlagOf = Callable[[int], VoteFlags | None]
+
+
+@dataclass(slots=True)
 class VoteRow:
     id: int
     winner: str
@@ -67,6 +81,9 @@ class VoteRow:
     final: bool
     created_at: dt.datetime
     ratings: dict[str, RatingRow] = field(default_factory=dict)  # off / on / both
+    time_to_vote_ms: float | None = None
+    display: str | None = None  # live or fair (latency-fair): how the panes streamed
+    flags: VoteFlags | None = None
 
 
 @dataclass(slots=True)
@@ -212,10 +229,12 @@ def iter_conversations(
     tally: Tally,
     batch: int = BATCH,
     signals: bool = True,
+    flag_of: FlagOf | None = None,
 ) -> Iterator[list[ConversationRow]]:
     """Yield batches of fully loaded conversations (turns, answers, decisions, visible votes, ratings).
 
-    ``signals=False`` leaves each decision's stored signals empty ({}), for formats that never show them.
+    ``signals=False`` leaves each decision's stored signals empty ({}), for formats that never show them;
+    ``flag_of`` gives each vote's quality flags (``feedback.research.flag_lookup``).
     """
     engine = get_engine(url)
     clean = _cleaner(tally, redact_pii)
@@ -226,7 +245,7 @@ def iter_conversations(
         )
         for partition in stream.partitions(batch):
             ids = [row[0] for row in partition]
-            yield _load(connection, ids, participant, clean, tally, signals)
+            yield _load(connection, ids, participant, clean, tally, signals, flag_of)
 
 
 def _json(raw: str | None) -> Any:
@@ -234,7 +253,9 @@ def _json(raw: str | None) -> Any:
     return None if raw is None else orjson.loads(raw)
 
 
-def _load(connection, ids: list[int], participant, clean, tally: Tally, signals: bool) -> list[ConversationRow]:  # noqa: ANN001
+def _load(
+    connection, ids: list[int], participant, clean, tally: Tally, signals: bool, flag_of=None
+) -> list[ConversationRow]:  # noqa: ANN001
     """Fill one batch with one query per table; rows are plain tuples (no ORM objects, no per-row attribute lookups)."""
     conversations: dict[int, ConversationRow] = {}
     event_ids = tally.event_ids
@@ -310,12 +331,32 @@ def _load(connection, ids: list[int], participant, clean, tally: Tally, signals:
             policy, threshold, score, handed_off, blocked_by, propensity, _cleaned(_json(stored) or {}, clean)
         )
     votes: dict[int, VoteRow] = {}
-    for vid, tid, winner, winner_arm, comment, final, created in connection.execute(
-        select(Vote.id, Vote.turn_id, Vote.winner, Vote.winner_arm, Vote.comment, Vote.final, Vote.created_at)
+    for vid, tid, winner, winner_arm, comment, final, created, time_to_vote, display in connection.execute(
+        select(
+            Vote.id,
+            Vote.turn_id,
+            Vote.winner,
+            Vote.winner_arm,
+            Vote.comment,
+            Vote.final,
+            Vote.created_at,
+            Vote.time_to_vote_ms,
+            Vote.display,
+        )
         .where(Vote.conversation_id.in_(ids), Vote.hidden_at.is_(None))
         .order_by(Vote.id)
     ).all():
-        vote = VoteRow(vid, winner, winner_arm, clean(comment) if comment else None, final, _as_utc(created))
+        vote = VoteRow(
+            vid,
+            winner,
+            winner_arm,
+            clean(comment) if comment else None,
+            final,
+            _as_utc(created),
+            time_to_vote_ms=time_to_vote,
+            display=display,
+            flags=flag_of(vid) if flag_of is not None else None,
+        )
         votes[vid] = vote
         turns[tid].votes.append(vote)
     if votes:

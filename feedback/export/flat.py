@@ -42,6 +42,13 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "tags_both": ("reason tags when identical, ';'-separated", "string"),
     "comment": ("free-text comment", "string"),
     "created_at": ("vote time (UTC)", "timestamp"),
+    "time_to_vote_ms": ("answers complete -> vote first saved, in ms", "float64"),
+    "display": ("live, or fair (both panes released together)", "string"),
+    "too_fast": ("saved sooner than the answers can be read (2 s + 10 ms per token of the shorter)", "bool"),
+    "flagged_participant": ("the voter looks automated or careless (see participant_flags)", "bool"),
+    "participant_flags": ("why: too_fast, same_side, burst (comma-separated)", "string"),
+    "reveals_origin": ("an answer names a model or AI company (the vote was not blind)", "bool"),
+    "duplicate": ("the voter already sent this prompt (exactly or nearly)", "bool"),
 }
 
 
@@ -99,6 +106,13 @@ def vote_tuples(batch: list[ConversationRow]) -> list[tuple[Any, ...]]:
                         ";".join(r_both.tags) if r_both else None,
                         vote.comment,
                         vote.created_at.astimezone(dt.UTC),
+                        vote.time_to_vote_ms,
+                        vote.display,
+                        *(
+                            (f.too_fast, f.flagged_participant, f.participant_flags, f.reveals_origin, f.duplicate)
+                            if (f := vote.flags) is not None
+                            else (None, None, None, None, None)
+                        ),
                     )
                 )
     return rows

@@ -10,6 +10,7 @@ import orjson
 from feedback.export.dataset import ConversationRow, Tally
 
 SUFFIX = ".jsonl"
+FLAGS = True  # votes carry their quality flags (feedback.research)
 UNIT = "conversation"
 FIELDS = {
     "id, event, region": "conversation id, event code, region (sf / europe / apac)",
@@ -19,6 +20,8 @@ FIELDS = {
     "turns[].answers.{off,on,shadow}": "answers per arm; `shadow` is a cloud answer fetched but never shown",
     "turns[].decision": "live policy, threshold, score, decision, shadow propensity and every stored signal",
     "turns[].votes[]": "votes cast after that turn: winner (pane), winner_arm, comment, ratings per arm",
+    "turns[].votes[].time_to_vote_ms, display": "answers complete -> vote saved (ms); live or fair (latency-fair) display",
+    "turns[].votes[].flags": "vote-quality flags: too_fast, flagged_participant (+ why), reveals_origin, duplicate",
 }
 NOTES: list[str] = []
 SIGNALS = True  # every stored signal of each decision is written

@@ -12,6 +12,7 @@ from feedback.export.dataset import ConversationRow, Tally
 from feedback.export.flat import COLUMNS, vote_tuples
 
 SUFFIX = ".parquet"
+FLAGS = True  # votes carry their quality flags (feedback.research)
 UNIT = "vote"
 FIELDS = {name: meaning for name, (meaning, _) in COLUMNS.items()}
 NOTES = ["Loads with `pandas.read_parquet` and `datasets.load_dataset('parquet', data_files=...)`."]

@@ -8,6 +8,7 @@ from playground.cli import db as db_commands
 from playground.cli import demo as demo_commands
 from playground.cli import events as event_commands
 from playground.cli import export as export_commands
+from playground.cli import judge as judge_commands
 from playground.cli import merge as merge_commands
 from playground.cli import organizers as organizer_commands
 from playground.cli import replay as replay_commands
@@ -27,6 +28,7 @@ app.command("export")(export_commands.export)
 app.command("merge")(merge_commands.merge)
 app.command("replay")(replay_commands.replay)
 app.command("report")(report_commands.report)
+app.command("judge")(judge_commands.judge)
 app.command("demo-data")(demo_commands.demo_data)
 
 

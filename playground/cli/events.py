@@ -32,6 +32,9 @@ def create(
     policy: str | None = typer.Option(None, help="Handoff policy (default: settings)."),
     threshold: float | None = typer.Option(None, help="Handoff threshold (default: settings)."),
     language: str = typer.Option("en", help="Interface language: en, ja or fr."),
+    latency_fair: bool = typer.Option(
+        False, "--latency-fair", help="Release both panes' text together, so timing does not reveal the handoff side."
+    ),
     if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing if the code exists."),
 ) -> None:
     """Create an event attendees can join by its code."""
@@ -50,6 +53,7 @@ def create(
         handoff_policy=policy,
         handoff_threshold=threshold,
         ui_language=language,
+        latency_fair=latency_fair,
     )
     try:
         with session_scope(url) as session:

@@ -109,6 +109,11 @@ with st.form(f"event_form_{suffix}"):
     consent = st.text_area(
         "Consent text (empty: the standard text)", current.consent_text or "", key=f"event_consent_{suffix}"
     )
+    latency_fair = st.checkbox(
+        "Latency-fair display (both panes start and finish showing text together)",
+        current.latency_fair,
+        key=f"event_latency_fair_{suffix}",
+    )
     submitted = st.form_submit_button("Create event" if event is None else "Save changes", type="primary")
 
 if submitted:
@@ -130,6 +135,7 @@ if submitted:
             dislike_tags=parse_tags(dislike_tags),
             consent_text=consent,
             ui_language=current.ui_language,
+            latency_fair=latency_fair,
         )
         with session_scope(url) as session:
             if event is None:
