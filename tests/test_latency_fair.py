@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from sqlalchemy import select
 
 from db.models import Event, Vote
-from db.session import session_scope
-from feedback.capture import in_transaction, join_event, record_turn, save_vote, start_conversation
+from db.session import in_transaction, session_scope
+from feedback.capture import join_event, record_turn, start_conversation
+from feedback.votes import save_vote
 from playground.attendee_session import BlindComparison
 from playground.comparison import Delta, Finished, TurnEvent
 from playground.turn_runner import TurnRunner

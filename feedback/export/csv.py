@@ -22,7 +22,7 @@ _RISKY = ("=", "+", "-", "@", "\t", "\r")
 
 def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
     rows = 0
-    created_at = len(COLUMNS) - 1
+    created_at = list(COLUMNS).index("created_at")
     with out.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(list(COLUMNS))
