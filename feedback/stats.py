@@ -534,6 +534,12 @@ def decimals_for(half_width: float) -> int:
     return int(-math.floor(math.log10(half_width)))
 
 
+def _shown_decimals(v: float, ci: Sequence[float] | None, significant: int) -> int:
+    if ci is not None and ci[0] is not None and ci[1] is not None:
+        return decimals_for((ci[1] - ci[0]) / 2)
+    return significant - 1 - int(math.floor(math.log10(abs(v))))
+
+
 def shown(value: float | None, ci: Sequence[float] | None = None, *, significant: int = 3) -> float | int | None:
     """A number rounded to what its CI supports; without a CI, to ``significant`` digits."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -541,14 +547,21 @@ def shown(value: float | None, ci: Sequence[float] | None = None, *, significant
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return int(value)
     v = float(value)
-    if ci is not None and ci[0] is not None and ci[1] is not None:
-        d = decimals_for((ci[1] - ci[0]) / 2)
-    elif v == 0:
+    if v == 0 and ci is None:
         return 0.0
-    else:
-        d = significant - 1 - int(math.floor(math.log10(abs(v))))
-    out = round(v, d)
+    d = _shown_decimals(v, ci, significant)
+    out = round(v, d) + 0.0  # no '-0.0'
     return int(out) if d <= 0 else out
+
+
+def shown_text(value: float | None, ci: Sequence[float] | None = None, *, significant: int = 3) -> str:
+    """``shown`` as text, keeping the trailing zeros the precision implies (``0.70``, not ``0.7``)."""
+    out = shown(value, ci, significant=significant)
+    if out is None:
+        return "n/a"
+    if isinstance(out, int) or float(value) == 0 and ci is None:
+        return str(out)
+    return f"{out:.{max(0, _shown_decimals(float(value), ci, significant))}f}"
 
 
 def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:

@@ -60,7 +60,7 @@ def test_report_files_agree_with_summary_json(db_url: str, tmp_path: Path) -> No
     allowed = [float(n) for n in _numbers(summary)]
     unexplained = {n for n in shown if not _is_rounding_of_one_of(n, allowed)}
     assert shown and not unexplained, unexplained  # every shown number is a summary.json number, rounded
-    rate = stats.shown(overall["handoff_on_win_rate"], overall["ci95"])
+    rate = stats.shown_text(overall["handoff_on_win_rate"], overall["ci95"])
     assert f"`{rate}`" in markdown and f"`{overall['votes']}`" in markdown
     assert len(str(rate)) <= 5  # ~1,000 decided votes support two decimals, not 0.6312
     stripped = re.sub(r"`[^`]*`", "", markdown)

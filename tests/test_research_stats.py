@@ -126,3 +126,4 @@ def test_numbers_are_shown_to_the_precision_their_interval_supports() -> None:
     assert stats.shown(1099.1516) == 1100
     assert stats.shown(0.012345) == 0.0123
     assert stats.shown(7) == 7 and stats.shown(None) is None
+    assert stats.shown_text(0.6953, (0.67, 0.72)) == "0.70" and stats.shown_text(1026.6, (1010.0, 1040.0)) == "1030"

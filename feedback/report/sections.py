@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from feedback.stats import shown
+from feedback.stats import shown_text
 
 Block = tuple[str, Any]
 
@@ -22,7 +22,7 @@ def num(value: Any, ci: Any = None) -> str:
         return "`n/a`"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return f"`{shown(value, ci)}`"
+    return f"`{shown_text(value, ci)}`"
 
 
 def estimate(value: Any, ci: Any) -> str:
@@ -41,7 +41,7 @@ def style_section(style: dict[str, Any] | None) -> list[Block]:
     raw, controlled = style["raw"], style["controlled"]
     explained = style["explained_percent"]
     sentence = (
-        f"Style (length and markdown) explains `{shown(explained, significant=2)}` % of the handoff advantage."
+        f"Style (length and markdown) explains `{shown_text(explained, significant=2)}` % of the handoff advantage."
         if explained is not None
         else "The handoff arm has no advantage to explain."
     )

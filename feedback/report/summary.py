@@ -379,13 +379,13 @@ def _findings(summary: dict[str, Any]) -> dict[str, list[str]]:
             if seg["handoff_on_win_rate"] > 0.5:
                 flag = " (small sample)" if seg["small"] else ""
                 loses.append(
-                    f"{what} {key}: the local model loses `{stats.shown(seg['handoff_on_win_rate'], seg['ci95'])}` of "
+                    f"{what} {key}: the local model loses `{stats.shown_text(seg['handoff_on_win_rate'], seg['ci95'])}` of "
                     f"`{seg['decided']}` decided votes{flag}; add {key} examples to its fine-tuning data."
                 )
     for cluster in summary["improvement"]["prompt_clusters"][:3]:
         if cluster["handoff_on_win_rate"] is not None and cluster["handoff_on_win_rate"] > 0.5:
             loses.append(
-                f"prompts like '{cluster['label']}': the local model loses `{stats.shown(cluster['handoff_on_win_rate'])}` "
+                f"prompts like '{cluster['label']}': the local model loses `{stats.shown_text(cluster['handoff_on_win_rate'])}` "
                 f"of `{cluster['decided']}` decided votes."
             )
     hurts = []
@@ -395,7 +395,7 @@ def _findings(summary: dict[str, Any]) -> dict[str, list[str]]:
             if ci and ci[1] < 0.5:
                 hurts.append(
                     f"{section.removeprefix('by_')} {key}: the cloud answer is worse, handoff wins only "
-                    f"`{stats.shown(seg['handoff_on_win_rate'], ci)}` (CI `{stats.shown(ci[0], ci)}`–`{stats.shown(ci[1], ci)}`); "
+                    f"`{stats.shown_text(seg['handoff_on_win_rate'], ci)}` (CI `{stats.shown_text(ci[0], ci)}`–`{stats.shown_text(ci[1], ci)}`); "
                     "raise the threshold there."
                 )
     return {"local_loses_most": loses, "handoff_hurts": hurts}

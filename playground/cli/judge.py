@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import openai
 import typer
 
 from db.session import ensure_migrated
@@ -25,14 +26,22 @@ def judge(
     if not pairs:
         typer.echo(f"Nothing to judge for {event.strip().upper()} with {cloud.model} (no new voted handoff pairs).")
         return
-    run = judge_pairs(
-        url,
-        pairs,
-        cloud.model,
-        openai_ask(cloud.openai, cloud.model, max_tokens or settings.max_new_tokens),
-        lambda tokens_in, tokens_out: settings.cloud_prices.cost(cloud.model, tokens_in, tokens_out),
-        settings.cloud_host,
-    )
+    try:
+        run = judge_pairs(
+            url,
+            pairs,
+            cloud.model,
+            openai_ask(cloud.openai, cloud.model, max_tokens or settings.max_new_tokens),
+            lambda tokens_in, tokens_out: settings.cloud_prices.cost(cloud.model, tokens_in, tokens_out),
+            settings.cloud_host,
+        )
+    except openai.APIError as error:  # verdicts stored so far stay; a rerun goes on where this stopped
+        typer.echo(
+            f"Error: the judge at {settings.cloud_host} failed ({type(error).__name__}); verdicts so far are kept, "
+            "run the command again to go on.",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     typer.echo(
         f"Judged {run.pairs:,} pairs ({run.verdicts:,} verdicts, {run.unparsed:,} without a verdict) with "
         f"{cloud.model}: {run.tokens_in + run.tokens_out:,} tokens, cost {run.cost} {settings.cloud_prices.currency}."

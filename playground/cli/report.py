@@ -9,7 +9,7 @@ import typer
 from db.session import ensure_migrated
 from feedback.embeddings import embed
 from feedback.report import build_report
-from feedback.stats import shown
+from feedback.stats import shown_text
 from playground.cli.export import Region, filters_from
 from playground.settings import get_settings
 
@@ -28,7 +28,7 @@ def report(
     overall = result.summary["overall"]
     typer.echo(
         f"{overall['votes']:,} votes, {overall['decided']:,} decided; handoff-on win rate "
-        f"{shown(overall['handoff_on_win_rate'], overall['ci95'])} (95% CI "
-        f"{[shown(x, overall['ci95']) for x in overall['ci95']] if overall['ci95'] else 'n/a'})"
+        f"{shown_text(overall['handoff_on_win_rate'], overall['ci95'])} (95% CI "
+        f"{[shown_text(x, overall['ci95']) for x in overall['ci95']] if overall['ci95'] else 'n/a'})"
     )
     typer.echo(f"Wrote {result.html_path}, {result.md_path}, {result.summary_path}")
