@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pytest
@@ -35,7 +36,7 @@ def test_judge_command_asks_both_orders_and_keeps_verdicts_apart(
     settings_module.get_settings.cache_clear()
 
     url = app_env.resolved_database_url
-    generate(url, 60, seed=41)
+    generate(url, 150, seed=41)
     with session_scope(url) as session:
         votes_before = session.scalar(select(func.count()).select_from(Vote))
     result = CliRunner().invoke(app, ["judge", "--event", "DEMO-SF", "--limit", "2", "--max-tokens", "8"])
@@ -49,6 +50,10 @@ def test_judge_command_asks_both_orders_and_keeps_verdicts_apart(
     assert all(v.tokens_in and v.tokens_out and v.cost > 0 and v.latency_ms > 0 for v in verdicts)
     assert all(v.base_url_host and "key" not in v.base_url_host for v in verdicts)
     again = CliRunner().invoke(app, ["judge", "--event", "DEMO-SF", "--limit", "2", "--max-tokens", "8"])
+    assert again.exit_code == 0, again.output
+    found = re.search(r"Judged (\d+) pairs", again.output)
+    judged_again = int(found.group(1)) if found else 0
+    assert found or "Nothing to judge" in again.output
     with session_scope(url) as session:
-        assert len({v for (v,) in session.execute(select(JudgeVerdict.vote_id))}) == 4  # new pairs, none twice
-    assert again.exit_code == 0
+        pairs = Counter(session.scalars(select(JudgeVerdict.vote_id)))
+    assert len(pairs) == 2 + judged_again and set(pairs.values()) == {2}  # new pairs only, each in both orders
