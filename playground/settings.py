@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,8 @@ from pydantic_settings import (
 )
 
 from feedback.pricing import PriceTable
+
+MIN_PASSWORD_CHARS = 10  # organizer passwords, the bootstrap admin's included
 
 BUNDLED_MODEL = "bundled:smollm2"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -100,6 +102,15 @@ class Settings(BaseSettings):
 
     # organizer side
     organizer_password: SecretStr | None = None  # bootstrap admin for offline events; only its hash is kept
+
+    @field_validator("organizer_password")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """The bootstrap admin sees every event: a short password is refused at start-up, not guessed later."""
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_PASSWORD_CHARS:
+            raise ValueError(f"HANDOFF_ORGANIZER_PASSWORD: use at least {MIN_PASSWORD_CHARS} characters.")
+        return value
+
     organizer_admin_username: str = "admin"
     organizer_session_minutes: int = 480  # a sign-in expires after this long
     organizer_lockout_after: int = 5  # failed sign-ins before the account locks

@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import func, select
 
 from db.models import Event, Organizer
@@ -215,3 +215,10 @@ def test_a_sign_in_ends_when_the_account_changes(db_url: str, event_id: int, set
         session.delete(session.scalar(select(Organizer).where(Organizer.username == "mia")))
     with session_scope(db_url) as session:
         assert not still_valid(session, identity)
+
+
+def test_a_short_bootstrap_password_is_refused_at_start_up() -> None:
+    with pytest.raises(ValidationError, match="use at least 10 characters") as refused:
+        Settings(organizer_password=SecretStr("admin123"))
+    assert "admin123" not in str(refused.value)
+    assert Settings(organizer_password=SecretStr("long-enough-1")).organizer_password is not None
