@@ -203,8 +203,12 @@ def errors(session: Session, scope: Scope) -> dict[str, int]:
 
 
 def cloud_spend(session: Session, scope: Scope) -> tuple[Decimal, Decimal | None]:
-    """Cloud cost recorded on answers (shown and shadow) and the summed budget of the events in scope."""
-    cost = session.scalar(_answers([func.coalesce(func.sum(Answer.cost), 0)], scope).where(Answer.source == "cloud"))
+    """The events' budget ledger (``cloud_spent``) and their summed budget, for the events in scope.
+
+    The ledger, not the answers' costs: it also holds calls in flight, timed-out calls that may be
+    billed and calls of turns nobody kept, which no answer row records. It is per event, so ``since``
+    does not apply."""
+    cost = session.scalar(select(func.coalesce(func.sum(Event.cloud_spent), 0)).where(*_event_filter(Event.id, scope)))
     budget = session.scalar(select(func.sum(Event.cloud_budget)).where(*_event_filter(Event.id, scope)))
     return Decimal(cost or 0), (Decimal(budget) if budget is not None else None)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.special import expit, logit
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, func, insert, select, text, update
 
 from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict, Participant, Rating, Turn, Vote
 from db.session import get_engine
@@ -299,6 +299,15 @@ def generate(
         writer.flush()
         if progress is not None and pending:
             progress(pending)
+        # the events' budget ledger holds what their cloud calls cost, as reservations settle it live
+        spent = (
+            select(func.coalesce(func.sum(Answer.cost), 0))
+            .join(Turn, Turn.id == Answer.turn_id)
+            .join(Conversation, Conversation.id == Turn.conversation_id)
+            .where(Conversation.event_id == Event.id, Answer.source == "cloud")
+            .scalar_subquery()
+        )
+        connection.execute(update(Event).values(cloud_spent=spent))
         if engine.dialect.name == "postgresql":  # ids were assigned here: move the sequences past them
             for model in (Event, Participant, Conversation, Turn, Answer, HandoffDecision, Vote, Rating):
                 table = model.__tablename__
