@@ -2,7 +2,7 @@
 
 Every number is one SQL aggregate (COUNT, SUM, GROUP BY, a percentile) over the rows in scope, so a
 refresh costs a handful of queries however many votes there are; nothing loops over rows in Python.
-Hidden votes and hidden conversations (moderation) are left out, as in exports and reports.
+What counts is ``db.visibility``'s rule, the same as in exports, reports, replay and the router.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 
-from scipy.stats import binomtest
 from sqlalchemy import ColumnElement, Select, and_, case, func, select, true
 from sqlalchemy.orm import Session
 
 from db.models import REGIONS, Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
+from db.visibility import conversation_counts, counted_votes
 
 BUCKETS = ("minute", "hour", "day")
 _SQLITE_BUCKET = {"minute": "%Y-%m-%d %H:%M:00", "hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
@@ -66,20 +66,21 @@ class Overview:
     languages: list[tuple[str, int]] = field(default_factory=list)
 
     @property
+    def on_wins(self) -> int:
+        return self.verdicts.get("on", 0)
+
+    @property
+    def off_wins(self) -> int:
+        return self.verdicts.get("off", 0)
+
+    @property
     def decisive(self) -> int:
         """Votes that preferred one arm (the win rate's denominator)."""
-        return self.verdicts.get("on", 0) + self.verdicts.get("off", 0)
+        return self.on_wins + self.off_wins
 
     @property
     def on_win_rate(self) -> float | None:
-        return self.verdicts.get("on", 0) / self.decisive if self.decisive else None
-
-    def on_win_rate_ci(self, confidence: float = 0.95) -> tuple[float, float] | None:
-        """Wilson score interval of the handoff-on win rate over decisive votes."""
-        if not self.decisive:
-            return None
-        interval = binomtest(self.verdicts.get("on", 0), self.decisive).proportion_ci(confidence, method="wilson")
-        return float(interval.low), float(interval.high)
+        return self.on_wins / self.decisive if self.decisive else None
 
     @property
     def handoff_rate(self) -> float | None:
@@ -107,21 +108,17 @@ def _event_filter(column: ColumnElement[int], scope: Scope) -> list[ColumnElemen
 
 
 def _visible_votes(scope: Scope) -> Select:
-    """Votes in scope that are not hidden and whose conversation is not hidden."""
-    query = (
-        select(Vote.id)
-        .join(Conversation, Conversation.id == Vote.conversation_id)
-        .where(Vote.hidden_at.is_(None), Conversation.hidden_at.is_(None), *_event_filter(Vote.event_id, scope))
-    )
+    """Votes in scope that count (``db.visibility``)."""
+    query = counted_votes().where(*_event_filter(Vote.event_id, scope))
     if scope.since is not None:
         query = query.where(Vote.created_at >= scope.since)
     return query
 
 
 def _turns_in_scope(query: Select, scope: Scope) -> Select:
-    """Restrict a query that joins Turn to visible conversations in scope."""
+    """Restrict a query that joins Turn to the conversations in scope that count."""
     query = query.join(Conversation, Conversation.id == Turn.conversation_id).where(
-        Conversation.hidden_at.is_(None), *_event_filter(Conversation.event_id, scope)
+        conversation_counts(), *_event_filter(Conversation.event_id, scope)
     )
     if scope.since is not None:
         query = query.where(Turn.created_at >= scope.since)
@@ -129,14 +126,14 @@ def _turns_in_scope(query: Select, scope: Scope) -> Select:
 
 
 def counts(session: Session, scope: Scope) -> tuple[int, int]:
-    """Participants who joined and visible conversations started, in scope."""
+    """Participants who joined and conversations started that count, in scope."""
     participants = session.scalar(
         select(func.count()).select_from(Participant).where(*_event_filter(Participant.event_id, scope))
     )
     conversations = (
         select(func.count())
         .select_from(Conversation)
-        .where(Conversation.hidden_at.is_(None), *_event_filter(Conversation.event_id, scope))
+        .where(conversation_counts(), *_event_filter(Conversation.event_id, scope))
     )
     if scope.since is not None:
         conversations = conversations.where(Conversation.created_at >= scope.since)

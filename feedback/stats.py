@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit
+from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
@@ -22,6 +23,17 @@ def win_rate(wins: int, losses: int) -> float | None:
     """Share of decided votes won; None when nothing was decided."""
     decided = wins + losses
     return wins / decided if decided else None
+
+
+def wilson_ci(wins: int, losses: int, *, level: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of the win rate over decided votes; None when nothing was decided.
+
+    Closed form, so cheap enough for a live page refresh (the bootstrap is for the report).
+    """
+    if not wins + losses:
+        return None
+    interval = binomtest(wins, wins + losses).proportion_ci(level, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def bootstrap_ci(

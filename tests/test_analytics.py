@@ -11,6 +11,7 @@ from sqlalchemy import update
 from db.analytics import ArmLatency, Scope, compare_regions, overview, votes_over_time
 from db.models import Event
 from db.session import session_scope
+from feedback.stats import wilson_ci
 from tests.organizer_data import Round, add_event, add_rounds
 
 
@@ -63,7 +64,7 @@ def test_one_event_overview_counts_exactly_what_happened(db_url: str, events: di
     assert (numbers.participants, numbers.conversations, numbers.votes) == (5, 5, 5)
     assert numbers.verdicts == {"on": 3, "off": 1, "tie": 1}
     assert numbers.on_win_rate == 0.75
-    low, high = numbers.on_win_rate_ci()
+    low, high = wilson_ci(numbers.on_wins, numbers.off_wins)
     assert 0.2 < low < 0.75 < high <= 1.0
     assert (numbers.turns, numbers.handed_off, numbers.reached_cloud) == (5, 3, 2)
     assert numbers.handoff_rate == pytest.approx(0.6)
@@ -87,7 +88,9 @@ def test_all_events_and_regions_add_up(db_url: str, events: dict[str, int]) -> N
     assert regions["europe"].verdicts == {"off": 2} and regions["europe"].on_win_rate == 0.0
     assert regions["europe"].languages == [("fr", 2)] and regions["europe"].cloud_budget is None
     assert (
-        regions["apac"].votes == 0 and regions["apac"].on_win_rate is None and regions["apac"].on_win_rate_ci() is None
+        regions["apac"].votes == 0
+        and regions["apac"].on_win_rate is None
+        and wilson_ci(regions["apac"].on_wins, regions["apac"].off_wins) is None
     )
     assert regions["apac"].latency == [ArmLatency("off", 0, None, None), ArmLatency("on", 0, None, None)]
     assert sum(r.votes for r in regions.values()) == everything.votes

@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Select, Text, cast, func, null, select
 
-from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
+from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
 from db.session import get_engine
+from db.visibility import counted_conversations, vote_not_hidden
 from feedback.redaction import redact
 
 BATCH = 500
@@ -132,13 +133,8 @@ def _day_start(day: dt.date) -> dt.datetime:
 
 
 def conversation_query(filters: ExportFilters) -> Select:
-    """Consented participants only, hidden conversations excluded, filters applied."""
-    stmt = (
-        select(Conversation.id)
-        .join(Participant, Participant.id == Conversation.participant_id)
-        .join(Event, Event.id == Conversation.event_id)
-        .where(Participant.consented_at.is_not(None), Conversation.hidden_at.is_(None))
-    )
+    """The conversations that count (``db.visibility``), with the filters applied."""
+    stmt = counted_conversations().join(Event, Event.id == Conversation.event_id)
     if filters.event:
         stmt = stmt.where(Event.code == filters.event.strip().upper())
     if filters.region:
@@ -312,7 +308,7 @@ def _load(connection, ids: list[int], participant, clean, tally: Tally, signals:
     votes: dict[int, VoteRow] = {}
     for vid, tid, winner, winner_arm, comment, final, created in connection.execute(
         select(Vote.id, Vote.turn_id, Vote.winner, Vote.winner_arm, Vote.comment, Vote.final, Vote.created_at)
-        .where(Vote.conversation_id.in_(ids), Vote.hidden_at.is_(None))
+        .where(Vote.conversation_id.in_(ids), vote_not_hidden())
         .order_by(Vote.id)
     ).all():
         vote = VoteRow(vid, winner, winner_arm, clean(comment) if comment else None, final, _as_utc(created))

@@ -7,6 +7,7 @@ import streamlit as st
 
 from db.analytics import BUCKETS, Overview, overview
 from db.session import session_scope
+from feedback.stats import wilson_ci
 from playground.organizer_access import current_identity, database_url, require_identity, scope_picker
 from playground.settings import get_settings
 
@@ -31,7 +32,7 @@ def _headline(numbers: Overview) -> None:
     columns[0].metric("Participants", f"{numbers.participants:,}")
     columns[1].metric("Conversations", f"{numbers.conversations:,}")
     columns[2].metric("Votes", f"{numbers.votes:,}")
-    interval = numbers.on_win_rate_ci()
+    interval = wilson_ci(numbers.on_wins, numbers.off_wins)
     columns[3].metric(
         "Handoff-on win rate",
         _percent(numbers.on_win_rate),
