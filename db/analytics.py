@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from db.models import REGIONS, Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
 from db.visibility import conversation_counts, counted_votes
+from db.vocabulary import SHOWN_ARMS
 
 BUCKETS = ("minute", "hour", "day")
 _SQLITE_BUCKET = {"minute": "%Y-%m-%d %H:%M:00", "hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
@@ -212,7 +213,7 @@ def cloud_spend(session: Session, scope: Scope) -> tuple[Decimal, Decimal | None
 
 def latency_percentiles(session: Session, scope: Scope) -> list[ArmLatency]:
     """p50 and p95 total latency of the shown answers per arm (nearest rank, same on both databases)."""
-    shown = Answer.arm.in_(("off", "on")) & Answer.latency_ms.is_not(None)
+    shown = Answer.arm.in_(SHOWN_ARMS) & Answer.latency_ms.is_not(None)
     if _dialect(session) == "postgresql":
         columns = [func.percentile_disc(q).within_group(Answer.latency_ms) for q in PERCENTILES]
         query = _answers([Answer.arm, func.count(), *columns], scope).where(shown).group_by(Answer.arm)
@@ -237,7 +238,7 @@ def latency_percentiles(session: Session, scope: Scope) -> list[ArmLatency]:
         ]
         query = select(ranked.c.arm, func.max(ranked.c.n), *wanted).group_by(ranked.c.arm)
         rows = {arm: (n, *values) for arm, n, *values in session.execute(query)}
-    return [ArmLatency(arm, *rows.get(arm, (0, None, None))) for arm in ("off", "on")]
+    return [ArmLatency(arm, *rows.get(arm, (0, None, None))) for arm in SHOWN_ARMS]
 
 
 def _nearest_rank(q: float, n: ColumnElement[int]) -> ColumnElement[int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, Text, and_, case, cast, func, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, Text, and_, case, cast, func, select
 from sqlalchemy.orm import aliased
 
 from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
@@ -99,15 +99,18 @@ def added_latencies(connection: Connection, conversations: Select) -> Iterator[f
     return (on_ms - off_ms for on_ms, off_ms in rows)
 
 
+def _on_counted_votes(columns: Sequence[Any], conversations: Select, via: ColumnElement[bool] | None = None) -> Select:
+    """``columns`` of the votes that count, reached from the columns' table ``via`` a join (None: votes' own)."""
+    visible = conversations.subquery()
+    stmt = select(*columns)
+    if via is not None:
+        stmt = stmt.join(Vote, via)
+    return stmt.join(visible, visible.c.id == Vote.conversation_id).where(vote_not_hidden())
+
+
 def _rated(columns: Sequence[Any], conversations: Select) -> Select:
     """Ratings of the votes that count, with ``columns``."""
-    visible = conversations.subquery()
-    return (
-        select(*columns)
-        .join(Vote, Vote.id == Rating.vote_id)
-        .join(visible, visible.c.id == Vote.conversation_id)
-        .where(vote_not_hidden())
-    )
+    return _on_counted_votes(columns, conversations, Vote.id == Rating.vote_id)
 
 
 def star_counts(connection: Connection, conversations: Select) -> list[Row[Any]]:
@@ -134,13 +137,7 @@ def tag_lists(connection: Connection, conversations: Select) -> list[Row[Any]]:
 
 def _voted_turns(columns: Sequence[Any], conversations: Select) -> Select:
     """Turns with the votes on them that count, with ``columns``."""
-    visible = conversations.subquery()
-    return (
-        select(*columns)
-        .join(Vote, Vote.turn_id == Turn.id)
-        .join(visible, visible.c.id == Vote.conversation_id)
-        .where(vote_not_hidden())
-    )
+    return _on_counted_votes(columns, conversations, Vote.turn_id == Turn.id)
 
 
 def verdicts_per_prompt(connection: Connection, conversations: Select) -> list[Row[Any]]:
@@ -171,11 +168,9 @@ def worst_rated(connection: Connection, conversations: Select, arm: str, limit: 
 
 def latest_comments(connection: Connection, conversations: Select, limit: int) -> list[str]:
     """The latest ``limit`` comments on votes that count."""
-    visible = conversations.subquery()
     stmt = (
-        select(Vote.comment)
-        .join(visible, visible.c.id == Vote.conversation_id)
-        .where(Vote.comment.is_not(None), vote_not_hidden())
+        _on_counted_votes([Vote.comment], conversations)
+        .where(Vote.comment.is_not(None))
         .order_by(Vote.id.desc())
         .limit(limit)
     )

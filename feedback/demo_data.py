@@ -21,7 +21,7 @@ from sqlalchemy import Connection, func, insert, select, text, update
 
 from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict, Participant, Rating, Turn, Vote
 from db.session import get_engine
-from db.vocabulary import DECIDED, PANES, arm_of, winner_pane
+from db.vocabulary import BOTH, DECIDED, PANES, arm_of, winner_pane
 from feedback.style import reveals_origin, style_features
 
 LOCAL_MODEL = "SmolLM2-135M-Instruct"
@@ -574,7 +574,7 @@ def _stars(rng: np.random.Generator, winner_arm: str) -> dict[str, int]:
     if winner_arm == "off":
         return {"off": high, "on": low}
     if winner_arm == "identical":
-        return {"both": int(rng.integers(2, 6))}
+        return {BOTH: int(rng.integers(2, 6))}
     if winner_arm == "both_bad":
         return {"on": int(rng.integers(1, 3)), "off": int(rng.integers(1, 3))}
     return {"on": high, "off": high}

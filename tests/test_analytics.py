@@ -12,14 +12,15 @@ from db.analytics import ArmLatency, Scope, compare_regions, overview, votes_ove
 from db.models import Event
 from db.session import session_scope
 from feedback.stats import wilson_ci
-from tests.organizer_data import Round, add_event, add_rounds
+from tests.factories import make_event
+from tests.organizer_data import Round, add_rounds
 
 
 @pytest.fixture
 def events(db_url: str) -> dict[str, int]:
-    sf = add_event(db_url, "SF-1", "sf", budget="10")
-    eu = add_event(db_url, "EU-1", "europe")
-    add_event(db_url, "APAC-1", "apac")
+    sf = make_event(db_url, "SF-1", "sf", cloud_budget=Decimal("10"))
+    eu = make_event(db_url, "EU-1", "europe")
+    make_event(db_url, "APAC-1", "apac")
     add_rounds(
         db_url,
         sf,
@@ -97,7 +98,7 @@ def test_all_events_and_regions_add_up(db_url: str, events: dict[str, int]) -> N
 
 
 def test_votes_over_time_are_bucketed_in_sql(db_url: str) -> None:
-    event = add_event(db_url, "T-1", "sf")
+    event = make_event(db_url, "T-1", "sf")
     base = dt.datetime(2026, 5, 4, 9, 0, tzinfo=dt.UTC)
     add_rounds(db_url, event, [Round("on", at=base + dt.timedelta(minutes=m)) for m in (10, 50, 65, 200)])
     with session_scope(db_url) as session:

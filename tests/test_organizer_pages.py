@@ -18,6 +18,7 @@ from playground.auth import Identity, add_organizer
 from playground.settings import Settings
 from playground.untrusted import inert
 from tests.conftest import ORGANIZER_PASSWORD, ROOT
+from tests.factories import make_event
 
 APP = str(ROOT / "playground" / "app.py")
 TIMEOUT = 120
@@ -213,12 +214,9 @@ def test_exports_page_builds_every_format_for_download(demo: str, fmt: str) -> N
 
 def test_an_organizer_edits_their_event_but_not_its_budget_policy_or_code(organizer_env: Settings) -> None:
     url = organizer_env.resolved_database_url
+    event_id = make_event(url, "SF-1", "sf", cloud_budget=5, handoff_policy="never")
     with session_scope(url) as session:
-        event = Event(
-            code="SF-1", name="SF", region="sf", city="SF", timezone="UTC", cloud_budget=5, handoff_policy="never"
-        )
-        session.add(event)
-        session.flush()
+        event = session.get(Event, event_id)
         add_organizer(session, "mia", "mia-password-123", "organizer", event)
         suffix = event.id
     at = _signed_in("mia", "mia-password-123")

@@ -13,7 +13,8 @@ from feedback.moderation import hide_conversation
 from feedback.replay import load_turns
 from feedback.report import build_report
 from playground.handoff.router import voted_examples
-from tests.organizer_data import Round, add_event, add_rounds
+from tests.factories import make_event
+from tests.organizer_data import Round, add_rounds
 
 PROMPTS = ("Why is the sky blue?", "Write a haiku about tea.", "What is 17 * 23?")
 
@@ -37,7 +38,7 @@ def _everything(url: str, tmp_path: Path, name: str) -> dict[str, object]:
 
 
 def test_hiding_a_conversation_removes_it_from_every_reader(db_url: str, tmp_path: Path) -> None:
-    event = add_event(db_url, "VIS-1", "sf")
+    event = make_event(db_url, "VIS-1", "sf")
     votes = [
         add_rounds(db_url, event, [Round(arm, handed_off=True)], prompt)[0]
         for arm, prompt in zip(("on", "off", "on"), PROMPTS, strict=True)

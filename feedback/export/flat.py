@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from db.vocabulary import BOTH
 from feedback.export.dataset import ConversationRow
 
 # column -> (meaning, pyarrow type name); the data card and the Parquet schema both read this
@@ -74,7 +75,7 @@ def vote_tuples(batch: list[ConversationRow]) -> list[tuple[Any, ...]]:
             category = turn.category or conversation.category
             for vote in turn.votes:
                 ratings = vote.ratings
-                r_off, r_on, r_both = ratings.get("off"), ratings.get("on"), ratings.get("both")
+                r_off, r_on, r_both = ratings.get("off"), ratings.get("on"), ratings.get(BOTH)
                 append(
                     (
                         vote.id,

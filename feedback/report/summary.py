@@ -135,7 +135,7 @@ def _handoff(
             for p in result.points
         ],
     }
-    decided = table.handed_off & np.isin(table.vote, ["on", "off"])
+    decided = table.handed_off & np.isin(table.vote, DECIDED)
     for name in sorted({*table.scores, *set(table.live_policy.astype(str))}):
         scores = table.score(name)[decided]
         keep = ~np.isnan(scores)
