@@ -197,14 +197,11 @@ def test_unknown_format_is_a_clear_error(db_url: str, tmp_path: Path) -> None:
 
 def test_decision_signals_are_redacted_too(db_url: str, tmp_path: Path) -> None:
     """A self-handoff reason or a router's notes can quote the prompt: its PII must not leave either."""
+    event_id = make_event(db_url, "SIG-1", "sf")
     with session_scope(db_url) as session:
-        event = Event(code="SIG-1", name="Signals", region="sf", city="SF", timezone="UTC")
-        session.add(event)
-        session.flush()
-        conversation = start_conversation(session, join_event(session, event))
-        record = _turn("hello", handed_off=True)
-        record.decision.signals = {"reason": "asked by josé@correo.es", "notes": ["OPENAI_API_KEY=abcd1234efgh"]}
-        record_turn(session, conversation.id, record)
+        conversation = start_conversation(session, join_event(session, session.get(Event, event_id)))
+        signals = {"reason": "asked by josé@correo.es", "notes": ["OPENAI_API_KEY=abcd1234efgh"]}
+        record_turn(session, conversation.id, turn_record("hello", signals=signals))
         conversation_id = conversation.id
     with session_scope(db_url) as session:
         submit_vote(session, VoteSubmission("k-sig", conversation_id, "a", None, {"a": PaneRating(4, [])}))

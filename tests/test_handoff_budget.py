@@ -85,7 +85,7 @@ def test_concurrent_emoji_handoffs_never_spend_past_a_tight_budget(standin: Sett
     prompt = "🎉🚀🌍" * 100
     probe = comparison(settings, AlwaysPolicy(), 0.5)
     one_call = probe.cloud.max_cost(probe.messages([], prompt))
-    event_id, participant = make_event(db_url, budget=one_call * 2)
+    event_id, participant = event_with_participant(db_url, budget=one_call * 2)
     live = comparison(settings, AlwaysPolicy(), 0.5, db_url, event_id)
     with ThreadPoolExecutor(max_workers=4) as pool:
         turns = list(pool.map(lambda _: run_turn(live, prompt, participant)[1], range(4)))
