@@ -103,6 +103,14 @@ def parse_tags(text: str) -> list[str]:
     return tags
 
 
+def _valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate(spec: EventSpec, policies: tuple[str, ...] | None = None) -> EventSpec:
     """A normalized copy of the spec, or EventInvalid naming the first field to fix."""
     spec = EventSpec(**asdict(spec))
@@ -115,6 +123,10 @@ def validate(spec: EventSpec, policies: tuple[str, ...] | None = None) -> EventS
     for name, (label, limit) in TEXT_FIELDS.items():
         if limit is not None and len((getattr(spec, name) or "").strip()) > limit:
             raise EventInvalid(f"{label}: at most {limit} characters.")
+    for name, value in asdict(spec).items():  # undecodable bytes (invalid UTF-8) arrive as lone surrogates
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and not _valid_unicode(text) for text in texts):
+            raise EventInvalid(f"{name.replace('_', ' ').capitalize()}: contains bytes that are not valid UTF-8 text.")
     spec.code = normalize_code(spec.code)
     if not CODE_PATTERN.match(spec.code):
         raise EventInvalid("Code: 2 to 64 letters, digits, '-' or '_', e.g. SF-2026.")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Turn, utcnow
 from db.vocabulary import PANES
-from feedback.errors import FeedbackRejected, TurnLimitReached
+from feedback.errors import FeedbackRejected, TurnLimitReached, check_text
 from feedback.records import TurnRecord
 from feedback.style import reveals_origin, style_features
 from feedback.votes import finalize_votes
@@ -35,7 +35,7 @@ def validate_prompt(prompt: str, max_chars: int) -> str:
         raise FeedbackRejected("prompt_too_long", length=len(prompt), max_chars=max_chars)
     if "\x00" in prompt:  # PostgreSQL can't store it, and the person can remove it
         raise FeedbackRejected("nul_character")
-    return prompt
+    return check_text(prompt)
 
 
 def check_prompt_allowed(session: Session, conversation_id: int | None, *, max_turns: int) -> None:

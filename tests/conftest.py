@@ -95,10 +95,10 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings) -> Iterator[Settings]:
-    """Environment for code that reads settings itself (pages, CLI): a fresh migrated SQLite DB."""
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    db_session.upgrade(url)
+def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings, db_url: str) -> Iterator[Settings]:
+    """Environment for code that reads settings itself (pages, CLI): a fresh migrated database of each
+    kind (every page test runs on SQLite and on PostgreSQL)."""
+    url = db_url
     env = {
         "DATABASE_URL": url,
         "HANDOFF_DATA_DIR": str(tmp_path),
@@ -114,11 +114,10 @@ ORGANIZER_PASSWORD = "organizer-test-password"
 
 
 @pytest.fixture
-def organizer_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
-    """Environment for the organizer pages and CLI (no model, no stand-in): a fresh migrated SQLite DB
-    and the bootstrap admin password ``ORGANIZER_PASSWORD``."""
-    url = f"sqlite:///{tmp_path / 'organizer.db'}"
-    db_session.upgrade(url)
+def organizer_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Iterator[Settings]:
+    """Environment for the organizer pages and CLI (no model, no stand-in): a fresh migrated database of
+    each kind and the bootstrap admin password ``ORGANIZER_PASSWORD``."""
+    url = db_url
     env = {
         "DATABASE_URL": url,
         "HANDOFF_DATA_DIR": str(tmp_path),
