@@ -28,6 +28,7 @@ from feedback.capture import join_event, record_turn, start_conversation
 from feedback.errors import FeedbackRejected
 from feedback.votes import PaneRating, VoteSubmission, save_vote
 from playground.handoff.self_handoff import parse_handoff_call
+from playground.i18n import Translator
 from playground.settings import get_settings
 from tests.conftest import MODEL_CACHE, ROOT, _postgres_database
 from tests.submit_worker import turn_record
@@ -35,7 +36,7 @@ from tests.submit_worker import turn_record
 pytestmark = pytest.mark.reliability
 PAGE = str(ROOT / "playground" / "views" / "attendee.py")
 KINDS = ("sqlite", "postgresql")
-GENERIC_FAILURE = "Something went wrong while answering this prompt"
+GENERIC_FAILURE = Translator("en")("pane.turn_failed")  # an unexpected failure: not a message about the input
 
 
 def security(item: str) -> pytest.MarkDecorator:
