@@ -26,7 +26,13 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 API_KEY = f"sk-proj-{secrets.token_hex(20)}"
 PASSWORD = f"organizer-{secrets.token_hex(8)}"
 SALT = f"salt-{secrets.token_hex(12)}"
-SECRETS = {"API key": API_KEY, "organizer password": PASSWORD, "export salt": SALT}
+PARTICIPANT_SECRET = f"participant-{secrets.token_hex(16)}"
+SECRETS = {
+    "API key": API_KEY,
+    "organizer password": PASSWORD,
+    "export salt": SALT,
+    "participant secret": PARTICIPANT_SECRET,
+}
 
 
 def elements(at: AppTest) -> list[str]:
@@ -52,6 +58,7 @@ def secret_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Setting
         "HANDOFF_CLOUD_MODEL": resolve_model("bundled:smollm2", MODEL_CACHE),
         "HANDOFF_ORGANIZER_PASSWORD": PASSWORD,
         "HANDOFF_EXPORT_SALT": SALT,
+        "HANDOFF_PARTICIPANT_SECRET": PARTICIPANT_SECRET,
     }
     next(settings_from_env(monkeypatch, env))
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)  # settings_from_env removes any real key; ours is known
