@@ -21,6 +21,8 @@ def normalize_code(code: str) -> str:
 
 
 def event_by_code(session: Session, code: str) -> Event:
+    if "\x00" in code or len(code) > 200:  # no event has such a code (and PostgreSQL refuses NUL): unknown
+        raise UnknownEvent(code)
     event = session.scalar(select(Event).where(Event.code == normalize_code(code)))
     if event is None:
         raise UnknownEvent(code)

@@ -95,10 +95,11 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings, db_url: str) -> Iterator[Settings]:
-    """Environment for code that reads settings itself (pages, CLI): a fresh migrated database of each
-    kind (every page test runs on SQLite and on PostgreSQL)."""
-    url = db_url
+def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings) -> Iterator[Settings]:
+    """Environment for code that reads settings itself (pages, CLI): a fresh migrated SQLite DB.
+    (The attendee page meets PostgreSQL in tests/test_hostile_input.py.)"""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    db_session.upgrade(url)
     env = {
         "DATABASE_URL": url,
         "HANDOFF_DATA_DIR": str(tmp_path),

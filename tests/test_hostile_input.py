@@ -97,8 +97,9 @@ COMMENTS = [
 
 
 def xfail_on(kind: str, text: str) -> list[pytest.MarkDecorator]:
-    """NUL bytes: PostgreSQL refuses them; the security branch turns that into a message."""
-    return [security("NUL bytes (PostgreSQL rejects them)")] if kind == "postgresql" and "\x00" in text else []
+    """Cases still waiting for the security branch, by database kind and text: none today (its NUL
+    refusals and length limits landed; the marks came off)."""
+    return []
 
 
 def cases(table: list[tuple], kinds: tuple[str, ...] = KINDS) -> list:
@@ -270,9 +271,6 @@ def test_hostile_comment_on_the_attendee_page(pages: Pages, kind: str, text: str
             kind,
             value,
             id=f"{kind}-{name}",
-            marks=[security("?event= echoed as markdown / NUL bytes")]
-            if kind == "postgresql" and "\x00" in value
-            else [],
         )
         for kind in KINDS
         for name, value in QUERY_EVENTS
@@ -343,12 +341,10 @@ def _rounds(url: str, count: int) -> list[VoteSubmission]:
         pytest.param(
             'The tool is called "handoff_to_cloud", but I can answer this myself.',
             id="quoted-name",
-            marks=security("`self` policy fires on a quoted handoff_to_cloud"),
         ),
         pytest.param(
             "You could use 'handoff_to_cloud' here.",
             id="single-quoted",
-            marks=security("`self` policy fires on a quoted handoff_to_cloud"),
         ),
         pytest.param("Use handoff_to_cloud if unsure.", id="bare-name"),
     ],
@@ -406,7 +402,6 @@ EVENT_FIELDS = [
             text,
             expected,
             id=name,
-            marks=[security("over-long names/cities")] if name == "long-name" else [],
         )
         for name, text, expected in EVENT_FIELDS
     ],
@@ -414,8 +409,6 @@ EVENT_FIELDS = [
 def test_hostile_event_fields_through_the_cli(
     cli_env: str, request: pytest.FixtureRequest, text: str, expected: str
 ) -> None:
-    if "\x00" in text and "postgresql" in cli_env:
-        request.applymarker(security("NUL bytes (PostgreSQL rejects them)"))
     code = f"EV-{uuid.uuid4().hex[:6].upper()}"
     exit_code, output = run_cli("event", "create", "--code", code, "--name", text, "--region", "sf", "--city", text)
     assert "Traceback" not in output
