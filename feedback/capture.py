@@ -102,12 +102,18 @@ def start_conversation(session: Session, participant: Participant, category: str
 
 
 def record_turn(session: Session, conversation_id: int, record: TurnRecord) -> Turn:
-    """Store a prompt with its answers and handoff decision; earlier votes become final."""
+    """Store a prompt with its answers and handoff decision; earlier votes become final.
+
+    Idempotent by ``record.uid``: storing the same record again returns the turn stored the first time."""
+    stored = session.scalar(select(Turn).where(Turn.uid == record.uid))
+    if stored is not None:
+        return stored
     index = session.scalar(
         select(Turn.index).where(Turn.conversation_id == conversation_id).order_by(Turn.index.desc()).limit(1)
     )
     finalize_votes(session, conversation_id)
     turn = Turn(
+        uid=record.uid,
         conversation_id=conversation_id,
         index=0 if index is None else index + 1,
         prompt=record.prompt,

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Answer, Event, HandoffDecision, Participant, Rating, Turn, Vote
-from db.session import DatabaseUnavailable, session_scope
+from db.session import DatabaseUnavailable, in_transaction, session_scope
 from db.vocabulary import winner_arm
 from feedback.capture import (
     check_prompt_allowed,
@@ -217,3 +217,23 @@ def test_feedback_kept_while_the_database_is_down_is_saved_exactly_once(db_url: 
 )
 def test_prompt_language_ignores_code_and_links(text: str, language: str | None) -> None:
     assert detect_language(text) == language
+
+
+def test_a_turn_stored_again_after_a_lost_commit_acknowledgement_is_stored_once(
+    db_url: str, conversation_id: int
+) -> None:
+    """The retry of ``in_transaction`` repeats the work when the commit landed but its answer was lost."""
+    record = turn_record("Is this stored twice?")
+    attempts = []
+
+    def store(session) -> int:  # noqa: ANN001
+        turn = record_turn(session, conversation_id, record)
+        attempts.append(turn.id)
+        return turn.id
+
+    first = in_transaction(db_url, store)
+    again = in_transaction(db_url, store)  # what the retry after a lost acknowledgement runs
+    assert first == again and attempts == [first, first]
+    with session_scope(db_url) as session:
+        prompts = session.scalars(select(Turn.prompt).where(Turn.conversation_id == conversation_id)).all()
+    assert prompts.count("Is this stored twice?") == 1
