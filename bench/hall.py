@@ -28,6 +28,7 @@ import multiprocessing as mp
 import os
 import queue
 import random
+import signal
 import socket
 import threading
 import time
@@ -235,32 +236,36 @@ def _stored(url: str, participants: list[int]) -> tuple[int, int]:
     return int(tokens), int(votes)
 
 
-def _targets(engine: str, levels: list[Level]) -> list[Target]:
+def _level_targets(engine: str, level: Level) -> list[Target]:
+    """The level's lines, printed at once (a long run shows its figures as they come)."""
     name = f"hall[{engine}]"
-    targets = []
-    for level in levels:
-        at = f"{name} at {level.rate:g}/s"
-        print(
-            f"{at}: {level.arrivals} arrived, {level.served} served, TTFT local p50/p95 "
-            f"{level.ttft('off', 50):.2f}/{level.ttft('off', 95):.2f} s, handoff pane p50/p95 "
-            f"{level.ttft('on', 50):.2f}/{level.ttft('on', 95):.2f} s, {level.tokens / level.wall_s:.1f} tok/s, "
-            f"votes confirmed {level.votes_confirmed} / stored {level.votes_stored}, errors {level.errors}",
-            flush=True,
-        )
-        for attendee in level.attendees:
-            if attendee.error:
-                print(f"  attendee {attendee.index} (replica {attendee.replica}): {attendee.error}", flush=True)
-        targets += [
-            Target(f"{at}: attendees served", level.served, level.arrivals, ""),
-            Target(f"{at}: p95 TTFT local pane", level.ttft("off", 95), TTFT_TARGET_S, " s", higher_is_better=False),
-            Target(f"{at}: p95 TTFT handoff pane", level.ttft("on", 95), TTFT_TARGET_S, " s", higher_is_better=False),
-            Target(f"{at}: tokens/s generated", level.tokens / level.wall_s, 5.0, " tok/s"),  # issue baseline: ~5
-            Target(f"{at}: votes stored - confirmed", abs(level.votes_stored - level.votes_confirmed), 0, "", False),
-            Target(f"{at}: errors", level.errors, 0, "", higher_is_better=False),
-        ]
-    holding = [level.rate for level in levels if level.holds]
-    targets.append(Target(f"{name}: largest arrival rate with p95 TTFT ≤ 2 s", max(holding, default=0.0), 0.1, " /s"))
+    targets: list[Target] = []
+    at = f"{name} at {level.rate:g}/s"
+    print(
+        f"{at}: {level.arrivals} arrived, {level.served} served, TTFT local p50/p95 "
+        f"{level.ttft('off', 50):.2f}/{level.ttft('off', 95):.2f} s, handoff pane p50/p95 "
+        f"{level.ttft('on', 50):.2f}/{level.ttft('on', 95):.2f} s, {level.tokens / level.wall_s:.1f} tok/s, "
+        f"votes confirmed {level.votes_confirmed} / stored {level.votes_stored}, errors {level.errors}",
+        flush=True,
+    )
+    for attendee in level.attendees:
+        if attendee.error:
+            print(f"  attendee {attendee.index} (replica {attendee.replica}): {attendee.error}", flush=True)
+    targets += [
+        Target(f"{at}: attendees served", level.served, level.arrivals, ""),
+        Target(f"{at}: p95 TTFT local pane", level.ttft("off", 95), TTFT_TARGET_S, " s", higher_is_better=False),
+        Target(f"{at}: p95 TTFT handoff pane", level.ttft("on", 95), TTFT_TARGET_S, " s", higher_is_better=False),
+        Target(f"{at}: tokens/s generated", level.tokens / level.wall_s, 5.0, " tok/s"),  # issue baseline: ~5
+        Target(f"{at}: votes stored - confirmed", abs(level.votes_stored - level.votes_confirmed), 0, "", False),
+        Target(f"{at}: errors", level.errors, 0, "", higher_is_better=False),
+    ]
+    report(targets)
     return targets
+
+
+def _capacity(engine: str, levels: list[Level]) -> Target:
+    holding = [level.rate for level in levels if level.holds]
+    return Target(f"hall[{engine}]: largest arrival rate with p95 TTFT ≤ 2 s", max(holding, default=0.0), 0.1, " /s")
 
 
 def _engines() -> list[str]:
@@ -358,11 +363,22 @@ def _leg(
         **extra,
     }
     hall = Hall(engine, env, replicas)
+    levels: list[Level] = []
     try:
-        levels = [hall.level(url, rate, attendees, prompts, seed=n) for n, rate in enumerate(sorted(rates))]
+        for n, rate in enumerate(sorted(rates)):
+            levels.append(hall.level(url, rate, attendees, prompts, seed=n))
+            targets += _level_targets(engine, levels[-1])  # kept even if a later rate crashes
     finally:
         hall.close()
-    targets += _targets(engine, levels)
+        targets.append(_capacity(engine, levels))
+
+
+class Interrupted(Exception):
+    """SIGTERM (a ``timeout`` around the run): end like a crash, printing every line measured so far."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(f"signal {signum}")
 
 
 def main() -> list[Target]:
@@ -376,6 +392,7 @@ def main() -> list[Target]:
     print(f"machine: {machine()}", flush=True)
     rates = tuple(float(r) for r in args.rates.split(","))
     targets: list[Target] = []
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         run(targets, rates, args.attendees, args.replicas)
     except Exception as error:  # noqa: BLE001 - every line it can, and a MISS naming the crash
