@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
+from db.models import Turn, Vote
+from db.session import session_scope
 from feedback.demo_data import generate
 from feedback.export import ExportFilters
 from feedback.report import build_report
@@ -88,3 +91,18 @@ def test_report_command(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_pa
         assert json.loads((tmp_path / "r" / "summary.json").read_text())["filters"] == {"event": "DEMO-SF"}
     finally:
         settings_module.get_settings.cache_clear()
+
+
+def test_prompt_cluster_labels_in_the_report_are_redacted(sqlite_url: str, tmp_path: Path) -> None:
+    """Cluster labels are top terms of prompts: an address many attendees pasted must not become one."""
+    generate(sqlite_url, 300, seed=5)
+    with session_scope(sqlite_url) as session:
+        decided = select(Vote.turn_id).where(Vote.winner_arm.in_(["on", "off"]))
+        for turn in session.scalars(select(Turn).where(Turn.id.in_(decided), Turn.id % 2 == 0)):
+            turn.prompt = "Write to zyxwv.qutsr@example.org about this"
+    report = build_report(sqlite_url, tmp_path / "r", ExportFilters())
+    clusters = report.summary["improvement"]["prompt_clusters"]
+    assert clusters
+    for path in (report.md_path, report.html_path, report.summary_path):
+        text = path.read_text(encoding="utf-8")
+        assert "zyxwv" not in text and "qutsr" not in text, path.name
