@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -25,6 +24,7 @@ POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://p
 from db import session as db_session  # noqa: E402
 from playground import settings as settings_module  # noqa: E402
 from playground.settings import Settings  # noqa: E402
+from playground.startup import streamlit_command  # noqa: E402
 
 
 def free_port() -> int:
@@ -145,21 +145,7 @@ def streamlit_app(log_path: Path) -> Iterator[str]:
     port = free_port()
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                str(ROOT / "playground" / "app.py"),
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-            ],
+            streamlit_command(port, "127.0.0.1"),
             cwd=ROOT,
             env=dict(os.environ),
             stdout=log,
