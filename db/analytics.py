@@ -13,7 +13,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db.models import REGIONS, Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
 from db.visibility import conversation_counts, counted_votes
@@ -65,6 +65,7 @@ class Overview:
     votes_over_time: list[tuple[dt.datetime, int]] = field(default_factory=list)
     top_tags: list[tuple[str, str, int]] = field(default_factory=list)  # (arm, tag, count)
     languages: list[tuple[str, int]] = field(default_factory=list)
+    energy: EnergyUse = field(default_factory=lambda: EnergyUse())
 
     @property
     def on_wins(self) -> int:
@@ -278,6 +279,52 @@ def languages(session: Session, scope: Scope, limit: int = 10) -> list[tuple[str
     return [(lang, n) for lang, n in session.execute(query)]
 
 
+@dataclass(frozen=True)
+class EnergyUse:
+    """Estimated energy and cloud cost of the two arms over the prompts that have estimates.
+
+    The handoff arm's energy counts the local draft before a cloud answer (taken as the local
+    answer's energy) plus the cloud answer; the local-only arm counts the local answer.
+    """
+
+    prompts: int = 0
+    local_wh: float = 0.0
+    handoff_wh: float = 0.0
+    handoff_cost: Decimal = Decimal(0)
+
+    def per_1000(self, value: float | Decimal) -> float | None:
+        """A total expressed per 1,000 prompts, or None without prompts."""
+        return float(value) * 1000 / self.prompts if self.prompts else None
+
+
+def energy_query() -> Select:
+    """Prompts with estimates and their summed energy (local arm, handoff arm) and handoff cloud cost.
+
+    One rule for the overview and the report (each adds its own scope): the handoff arm counts the
+    local draft before a cloud answer (taken as the local answer's energy) plus the cloud answer.
+    """
+    off, on = aliased(Answer), aliased(Answer)
+    cloud = on.source == "cloud"
+    return (
+        select(
+            func.count(),
+            func.coalesce(func.sum(off.energy_wh), 0.0),
+            func.coalesce(func.sum(on.energy_wh + case((cloud, off.energy_wh), else_=0.0)), 0.0),
+            func.coalesce(func.sum(case((cloud, func.coalesce(on.cost, 0)), else_=0)), 0),
+        )
+        .select_from(Turn)
+        .join(off, and_(off.turn_id == Turn.id, off.arm == "off"))
+        .join(on, and_(on.turn_id == Turn.id, on.arm == "on"))
+        .where(off.energy_wh.is_not(None), on.energy_wh.is_not(None))
+    )
+
+
+def energy_use(session: Session, scope: Scope) -> EnergyUse:
+    """Summed energy estimates (feedback.energy) and cloud cost of the shown arms, one SQL aggregate."""
+    prompts, local_wh, handoff_wh, cost = session.execute(_turns_in_scope(energy_query(), scope)).one()
+    return EnergyUse(int(prompts), float(local_wh), float(handoff_wh), Decimal(cost or 0))
+
+
 def overview(session: Session, scope: Scope, bucket: str = "hour") -> Overview:
     """Every number of the live overview for one scope."""
     participants, conversations = counts(session, scope)
@@ -300,6 +347,7 @@ def overview(session: Session, scope: Scope, bucket: str = "hour") -> Overview:
         votes_over_time=votes_over_time(session, scope, bucket),
         top_tags=top_tags(session, scope),
         languages=languages(session, scope),
+        energy=energy_use(session, scope),
     )
 
 

@@ -28,6 +28,8 @@ class AnswerRecord:
     error: str | None = None
     cost: Decimal | None = None
     price_version: str | None = None
+    energy_wh: float | None = None  # feedback.energy: an estimate, with the method that made it
+    energy_method: str | None = None
 
 
 @dataclass

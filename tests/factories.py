@@ -45,6 +45,8 @@ def turn_record(
     cost: Decimal | None = None,
     error_kind: str | None = None,
     base_url_host: str | None = None,
+    energy_off: float | None = None,
+    energy_on: float | None = None,
 ) -> TurnRecord:
     """A turn as the confidence policy at 0.5 would record it.
 
@@ -78,6 +80,7 @@ def turn_record(
                 model=LOCAL_MODEL,
                 tokens_out=tokens_out,
                 latency_ms=latency_off,
+                energy_wh=energy_off,
             ),
             AnswerRecord(
                 arm="on",
@@ -89,6 +92,7 @@ def turn_record(
                 cost=cost,
                 error_kind=error_kind,
                 base_url_host=base_url_host if cloud else None,
+                energy_wh=energy_on,
             ),
         ],
     )

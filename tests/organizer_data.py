@@ -33,6 +33,8 @@ class Round:
     tags_on: list[str] = field(default_factory=list)
     stars_on: int | None = None
     at: dt.datetime | None = None
+    energy_off: float | None = None  # Wh
+    energy_on: float | None = None
 
 
 def add_rounds(url: str, event_id: int, rounds: list[Round], prompt: str = "What is a handoff?") -> list[int]:
@@ -53,6 +55,8 @@ def add_rounds(url: str, event_id: int, rounds: list[Round], prompt: str = "What
                 latency_on=r.latency_on,
                 cost=r.cost,
                 error_kind=r.error_kind,
+                energy_off=r.energy_off,
+                energy_on=r.energy_on,
             )
             record_turn(session, conversation.id, record)
             side = conversation.handoff_side
