@@ -198,3 +198,12 @@ def update_event(
     _apply(event, spec)
     session.flush()
     return event
+
+
+def set_wall(session: Session, event_id: int, enabled: bool) -> Event:
+    """Turn the event's public results wall (/wall?event=CODE) on or off."""
+    event = session.get(Event, event_id)
+    if event is None:
+        raise EventInvalid("This event no longer exists.")
+    event.wall_enabled = enabled
+    return event

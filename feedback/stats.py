@@ -36,6 +36,22 @@ def wilson_ci(wins: int, losses: int, *, level: float = 0.95) -> tuple[float, fl
     return float(interval.low), float(interval.high)
 
 
+def win_rate_in_words(rate: float | None, interval: tuple[float, float] | None, votes: int) -> str:
+    """A handoff win rate and its 95% CI as one sentence a person reads: helps, hurts or can't tell yet.
+
+    "Helps" only when the whole interval is above an even split, "hurts" when it is all below.
+    """
+    if rate is None or interval is None:
+        return "No decisive votes yet: no verdict on handoff."
+    low, high = interval
+    spread = f"{rate:.0%} of {votes:,} decisive votes (95% CI {low:.0%} to {high:.0%})"
+    if low > 0.5:
+        return f"Handoff helps: people preferred it in {spread}, clearly above an even split."
+    if high < 0.5:
+        return f"Handoff hurts: people preferred it in only {spread}, clearly below an even split."
+    return f"No clear difference yet: handoff won {spread}; the interval includes an even split."
+
+
 def bootstrap_ci(
     wins: int, losses: int, *, rounds: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float] | None:
