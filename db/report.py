@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Row, Select, Text, and_, case, cast, func, select
 from sqlalchemy.orm import aliased
 
+from db.analytics import energy_query
 from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
 from db.visibility import vote_not_hidden
 from db.vocabulary import DECIDED
@@ -111,6 +112,12 @@ def _on_counted_votes(columns: Sequence[Any], conversations: Select, via: Column
 def _rated(columns: Sequence[Any], conversations: Select) -> Select:
     """Ratings of the votes that count, with ``columns``."""
     return _on_counted_votes(columns, conversations, Vote.id == Rating.vote_id)
+
+
+def energy_totals(connection: Connection, conversations: Select) -> Row[Any]:
+    """(prompts with estimates, local-arm Wh, handoff-arm Wh, handoff cloud cost): ``db.analytics``' rule."""
+    visible = conversations.subquery()
+    return connection.execute(energy_query().join(visible, visible.c.id == Turn.conversation_id)).one()
 
 
 def star_counts(connection: Connection, conversations: Select) -> list[Row[Any]]:

@@ -53,11 +53,17 @@ def test_report_files_agree_with_summary_json(db_url: str, tmp_path: Path) -> No
     assert shown and set(shown) <= allowed, set(shown) - allowed
     for number in (overall["votes"], overall["handoff_on_win_rate"], low, high):
         assert f"`{number}`" in markdown
-    stripped = re.sub(r"`[^`]*`", "", markdown)
+    # The one-screen lead answers in words, with rounded numbers; every section below shows summary.json's own.
+    lead, _, sections = markdown.partition("\n## ")
+    assert "Handoff helps" in lead and f"{overall['handoff_on_win_rate']:.0%} of {overall['decided']} decisive" in lead
+    assert f"95% CI {low:.0%} to {high:.0%}" in lead and "per 1,000 prompts" in lead
+    stripped = re.sub(r"`[^`]*`", "", sections)
     assert not re.search(r"(?<![\w.>=-])0\.\d", stripped)  # no number outside the summary's code spans
 
     page = result.html_path.read_text()
     assert page.count("<svg") >= 3 and "<script" not in page and "cdn" not in page.lower()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page) and "@import" not in page  # nothing remote
+    assert page.index('class="lead"') < page.index("<h2>") and page.count("<details>") >= 5  # tables folded
     assert f"<code>{overall['handoff_on_win_rate']}</code>" in page
 
 

@@ -144,6 +144,22 @@ def _handoff(
     return out
 
 
+def _energy(connection: Connection, conversations: Select) -> dict[str, Any]:
+    """Estimated energy (feedback.energy) and cloud cost per 1,000 prompts for each arm (db.analytics rule)."""
+    prompts, local_wh, handoff_wh, cost = report_queries.energy_totals(connection, conversations)
+
+    def per_1000(total: Any) -> float | None:
+        return r4(float(total) * 1000 / prompts) if prompts else None
+
+    return {
+        "prompts_with_estimates": int(prompts),
+        "local_wh_per_1000_prompts": per_1000(local_wh),
+        "handoff_wh_per_1000_prompts": per_1000(handoff_wh),
+        "handoff_cost_per_1000_prompts": per_1000(cost),
+        "method": "cloud: EcoLogits from model and output tokens; local: measured compute time x device power",
+    }
+
+
 def _ratings(connection: Connection, conversations: Select) -> dict[str, Any]:
     distribution: dict[str, dict[str, int]] = {}
     for arm, stars, n in report_queries.star_counts(connection, conversations):
@@ -253,6 +269,7 @@ def compute_summary(url: str, filters: ExportFilters, *, seed: int, rounds: int)
             "position_bias": _position_bias(frame),
             "handoff": _handoff(connection, conversations, table, rounds=rounds, seed=seed),
             "ratings": _ratings(connection, conversations),
+            "energy": _energy(connection, conversations),
             "improvement": _examples(connection, conversations),
         }
     summary["improvement"]["findings"] = _findings(summary)

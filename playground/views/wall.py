@@ -64,7 +64,7 @@ def live() -> None:
         for column, (key, region_numbers) in zip(st.columns(len(regions)), regions.items(), strict=True):
             with column.container(border=True):
                 st.metric(REGION_NAMES[key], _percent(region_numbers.on_win_rate))
-                interval = region_wilson_ci(numbers.on_wins, numbers.off_wins)
+                interval = wilson_ci(region_numbers.on_wins, region_numbers.off_wins)
                 st.markdown(
                     f"{region_numbers.votes:,} votes"
                     + (f" · 95% CI {interval[0]:.0%}–{interval[1]:.0%}" if interval else "")
