@@ -51,6 +51,7 @@ class AnswerRow:
     latency_ms: float | None
     cost: float | None
     error_kind: str | None
+    energy_wh: float | None = None  # estimate (feedback.energy)
 
 
 @dataclass(slots=True)
@@ -263,7 +264,7 @@ def _load(connection, ids: list[int], participant, clean, tally: Tally, signals:
         turns[tid] = turn
         conversations[cid].turns.append(turn)
     in_batch = Turn.conversation_id.in_(ids)
-    for tid, arm, source, text, model, tokens_out, latency_ms, cost, error_kind in connection.execute(
+    for tid, arm, source, text, model, tokens_out, latency_ms, cost, error_kind, energy_wh in connection.execute(
         select(
             Answer.turn_id,
             Answer.arm,
@@ -274,6 +275,7 @@ def _load(connection, ids: list[int], participant, clean, tally: Tally, signals:
             Answer.latency_ms,
             Answer.cost,
             Answer.error_kind,
+            Answer.energy_wh,
         )
         .join(Turn, Turn.id == Answer.turn_id)
         .where(in_batch)
@@ -287,6 +289,7 @@ def _load(connection, ids: list[int], participant, clean, tally: Tally, signals:
             latency_ms,
             float(cost) if cost is not None else None,
             error_kind,
+            energy_wh,
         )
     for tid, policy, threshold, score, handed_off, blocked_by, propensity, stored in connection.execute(
         select(
