@@ -60,8 +60,8 @@ def wait(timeout_s: float | None = None) -> bool:
 
 
 def streamlit_command(port: int, address: str) -> list[str]:
-    """``streamlit run`` as attendees get it: headless, no usage stats, and the toolbar in viewer mode
-    (no "Deploy" button or rerun menu, which are for developers)."""
+    """``streamlit run`` as attendees get it: headless, no usage stats, the toolbar in viewer mode (no
+    "Deploy" button, no rerun or clear-cache items: the menu keeps only theme and print)."""
     return [
         sys.executable,
         "-m",
@@ -80,4 +80,6 @@ def streamlit_command(port: int, address: str) -> list[str]:
         "viewer",
         "--client.showErrorDetails",
         "none",  # tracebacks (SQL, paths, values) go to the server log, never to a browser
+        "--server.fileWatcherType",
+        "none",  # a served app never reloads its source, nor offers attendees a "rerun" prompt
     ]
