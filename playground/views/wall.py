@@ -16,6 +16,7 @@ from feedback.stats import wilson_ci, win_rate_in_words
 from playground.organizer_access import REGION_NAMES, database_url
 from playground.settings import get_settings
 
+st.set_page_config(page_title="Results wall", initial_sidebar_state="collapsed")  # a venue screen: content only
 settings = get_settings()
 url = database_url()
 code = st.query_params.get("event") or ""
