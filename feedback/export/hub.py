@@ -110,7 +110,7 @@ def write_folder(
     for name, fmt, relative in CONFIGS:
         target = out / relative
         written = target if fmt == "parquet" else target.with_suffix(".jsonl")
-        result = write_export(url, fmt, written, filters, redact=True, salt=salt)
+        result = write_export(url, fmt, written, filters, redact=True, salt=salt, default_licence=default_licence)
         if written != target:
             _jsonl_to_parquet(written, target)
         rows[name] = result.rows
