@@ -78,7 +78,7 @@ def _no_developer_toolbar(page) -> None:  # noqa: ANN001
 
 def _pills_fit(page, selector: str) -> None:  # noqa: ANN001
     """Every pill group matching ``selector`` fits its pane: no sideways scrolling, every pill inside."""
-    groups = page.locator(f"{selector} [role='toolbar']")
+    groups = page.locator(f"{selector} [data-testid='stButtonGroup'] > [role]")  # toolbar (multi) or radiogroup
     groups.first.wait_for(timeout=WAIT)
     for index in range(groups.count()):
         overflow = groups.nth(index).evaluate(

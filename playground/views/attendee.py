@@ -67,10 +67,10 @@ def _warm_up() -> bool:
 
 
 _warm_up()
-# Reason-tag and category pills wrap onto more lines instead of scrolling past the pane's edge.
+# Reason-tag pills (multi-select: a toolbar) wrap onto more lines instead of scrolling past the pane's edge.
 st.html(
     """<style>
-    [class*="st-key-tags_"] [role="toolbar"], .st-key-category [role="toolbar"] {
+    [class*="st-key-tags_"] [role="toolbar"] {
         flex-wrap: wrap; overflow: visible; mask-image: none; -webkit-mask-image: none;
     }
     </style>"""
