@@ -1,7 +1,7 @@
 """energy per answer; public results wall per event
 
 Revision ID: 0007_ux
-Revises: 0006_research
+Revises: 0005_security
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_ux"
-down_revision: str | None = "0006_research"
+down_revision: str | None = "0005_security"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
