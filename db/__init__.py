@@ -1,1 +1,11 @@
-"""Storage: SQLAlchemy 2.0 typed models, engine/session, queries."""
+"""Storage, the lowest layer: it imports nothing from ``feedback`` or ``playground``.
+
+- ``models``: SQLAlchemy 2.0 typed models, the schema (kept in step with ``migrations/``)
+- ``session``: engine and session per URL, ``in_transaction`` (retries a briefly unavailable
+  database, then ``DatabaseUnavailable``), the migration check
+- ``vocabulary``: pane, arm and verdict names and the one pane<->arm mapping
+- ``visibility``: what counts (consented, not hidden), read by every number, export and the router
+- ``queries``, ``events``: events by code, creating and editing them
+- ``analytics``: the live overview's aggregates; ``report``: the improvement report's queries
+- ``merge``: copying one database's research rows into another
+"""

@@ -2,7 +2,7 @@
 
 Every number is one SQL aggregate (COUNT, SUM, GROUP BY, a percentile) over the rows in scope, so a
 refresh costs a handful of queries however many votes there are; nothing loops over rows in Python.
-Hidden votes and hidden conversations (moderation) are left out, as in exports and reports.
+What counts is ``db.visibility``'s rule, the same as in exports, reports, replay and the router.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 
-from scipy.stats import binomtest
 from sqlalchemy import ColumnElement, Select, and_, case, func, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db.models import REGIONS, Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
+from db.visibility import conversation_counts, counted_votes
+from db.vocabulary import SHOWN_ARMS
 
 BUCKETS = ("minute", "hour", "day")
 _SQLITE_BUCKET = {"minute": "%Y-%m-%d %H:%M:00", "hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
@@ -64,22 +65,24 @@ class Overview:
     votes_over_time: list[tuple[dt.datetime, int]] = field(default_factory=list)
     top_tags: list[tuple[str, str, int]] = field(default_factory=list)  # (arm, tag, count)
     languages: list[tuple[str, int]] = field(default_factory=list)
+    energy: EnergyUse = field(default_factory=lambda: EnergyUse())
+
+    @property
+    def on_wins(self) -> int:
+        return self.verdicts.get("on", 0)
+
+    @property
+    def off_wins(self) -> int:
+        return self.verdicts.get("off", 0)
 
     @property
     def decisive(self) -> int:
         """Votes that preferred one arm (the win rate's denominator)."""
-        return self.verdicts.get("on", 0) + self.verdicts.get("off", 0)
+        return self.on_wins + self.off_wins
 
     @property
     def on_win_rate(self) -> float | None:
-        return self.verdicts.get("on", 0) / self.decisive if self.decisive else None
-
-    def on_win_rate_ci(self, confidence: float = 0.95) -> tuple[float, float] | None:
-        """Wilson score interval of the handoff-on win rate over decisive votes."""
-        if not self.decisive:
-            return None
-        interval = binomtest(self.verdicts.get("on", 0), self.decisive).proportion_ci(confidence, method="wilson")
-        return float(interval.low), float(interval.high)
+        return self.on_wins / self.decisive if self.decisive else None
 
     @property
     def handoff_rate(self) -> float | None:
@@ -107,21 +110,17 @@ def _event_filter(column: ColumnElement[int], scope: Scope) -> list[ColumnElemen
 
 
 def _visible_votes(scope: Scope) -> Select:
-    """Votes in scope that are not hidden and whose conversation is not hidden."""
-    query = (
-        select(Vote.id)
-        .join(Conversation, Conversation.id == Vote.conversation_id)
-        .where(Vote.hidden_at.is_(None), Conversation.hidden_at.is_(None), *_event_filter(Vote.event_id, scope))
-    )
+    """Votes in scope that count (``db.visibility``)."""
+    query = counted_votes().where(*_event_filter(Vote.event_id, scope))
     if scope.since is not None:
         query = query.where(Vote.created_at >= scope.since)
     return query
 
 
 def _turns_in_scope(query: Select, scope: Scope) -> Select:
-    """Restrict a query that joins Turn to visible conversations in scope."""
+    """Restrict a query that joins Turn to the conversations in scope that count."""
     query = query.join(Conversation, Conversation.id == Turn.conversation_id).where(
-        Conversation.hidden_at.is_(None), *_event_filter(Conversation.event_id, scope)
+        conversation_counts(), *_event_filter(Conversation.event_id, scope)
     )
     if scope.since is not None:
         query = query.where(Turn.created_at >= scope.since)
@@ -129,14 +128,14 @@ def _turns_in_scope(query: Select, scope: Scope) -> Select:
 
 
 def counts(session: Session, scope: Scope) -> tuple[int, int]:
-    """Participants who joined and visible conversations started, in scope."""
+    """Participants who joined and conversations started that count, in scope."""
     participants = session.scalar(
         select(func.count()).select_from(Participant).where(*_event_filter(Participant.event_id, scope))
     )
     conversations = (
         select(func.count())
         .select_from(Conversation)
-        .where(Conversation.hidden_at.is_(None), *_event_filter(Conversation.event_id, scope))
+        .where(conversation_counts(), *_event_filter(Conversation.event_id, scope))
     )
     if scope.since is not None:
         conversations = conversations.where(Conversation.created_at >= scope.since)
@@ -203,15 +202,19 @@ def errors(session: Session, scope: Scope) -> dict[str, int]:
 
 
 def cloud_spend(session: Session, scope: Scope) -> tuple[Decimal, Decimal | None]:
-    """Cloud cost recorded on answers (shown and shadow) and the summed budget of the events in scope."""
-    cost = session.scalar(_answers([func.coalesce(func.sum(Answer.cost), 0)], scope).where(Answer.source == "cloud"))
+    """The events' budget ledger (``cloud_spent``) and their summed budget, for the events in scope.
+
+    The ledger, not the answers' costs: it also holds calls in flight, timed-out calls that may be
+    billed and calls of turns nobody kept, which no answer row records. It is per event, so ``since``
+    does not apply."""
+    cost = session.scalar(select(func.coalesce(func.sum(Event.cloud_spent), 0)).where(*_event_filter(Event.id, scope)))
     budget = session.scalar(select(func.sum(Event.cloud_budget)).where(*_event_filter(Event.id, scope)))
     return Decimal(cost or 0), (Decimal(budget) if budget is not None else None)
 
 
 def latency_percentiles(session: Session, scope: Scope) -> list[ArmLatency]:
     """p50 and p95 total latency of the shown answers per arm (nearest rank, same on both databases)."""
-    shown = Answer.arm.in_(("off", "on")) & Answer.latency_ms.is_not(None)
+    shown = Answer.arm.in_(SHOWN_ARMS) & Answer.latency_ms.is_not(None)
     if _dialect(session) == "postgresql":
         columns = [func.percentile_disc(q).within_group(Answer.latency_ms) for q in PERCENTILES]
         query = _answers([Answer.arm, func.count(), *columns], scope).where(shown).group_by(Answer.arm)
@@ -236,7 +239,7 @@ def latency_percentiles(session: Session, scope: Scope) -> list[ArmLatency]:
         ]
         query = select(ranked.c.arm, func.max(ranked.c.n), *wanted).group_by(ranked.c.arm)
         rows = {arm: (n, *values) for arm, n, *values in session.execute(query)}
-    return [ArmLatency(arm, *rows.get(arm, (0, None, None))) for arm in ("off", "on")]
+    return [ArmLatency(arm, *rows.get(arm, (0, None, None))) for arm in SHOWN_ARMS]
 
 
 def _nearest_rank(q: float, n: ColumnElement[int]) -> ColumnElement[int]:
@@ -276,6 +279,52 @@ def languages(session: Session, scope: Scope, limit: int = 10) -> list[tuple[str
     return [(lang, n) for lang, n in session.execute(query)]
 
 
+@dataclass(frozen=True)
+class EnergyUse:
+    """Estimated energy and cloud cost of the two arms over the prompts that have estimates.
+
+    The handoff arm's energy counts the local draft before a cloud answer (taken as the local
+    answer's energy) plus the cloud answer; the local-only arm counts the local answer.
+    """
+
+    prompts: int = 0
+    local_wh: float = 0.0
+    handoff_wh: float = 0.0
+    handoff_cost: Decimal = Decimal(0)
+
+    def per_1000(self, value: float | Decimal) -> float | None:
+        """A total expressed per 1,000 prompts, or None without prompts."""
+        return float(value) * 1000 / self.prompts if self.prompts else None
+
+
+def energy_query() -> Select:
+    """Prompts with estimates and their summed energy (local arm, handoff arm) and handoff cloud cost.
+
+    One rule for the overview and the report (each adds its own scope): the handoff arm counts the
+    local draft before a cloud answer (taken as the local answer's energy) plus the cloud answer.
+    """
+    off, on = aliased(Answer), aliased(Answer)
+    cloud = on.source == "cloud"
+    return (
+        select(
+            func.count(),
+            func.coalesce(func.sum(off.energy_wh), 0.0),
+            func.coalesce(func.sum(on.energy_wh + case((cloud, off.energy_wh), else_=0.0)), 0.0),
+            func.coalesce(func.sum(case((cloud, func.coalesce(on.cost, 0)), else_=0)), 0),
+        )
+        .select_from(Turn)
+        .join(off, and_(off.turn_id == Turn.id, off.arm == "off"))
+        .join(on, and_(on.turn_id == Turn.id, on.arm == "on"))
+        .where(off.energy_wh.is_not(None), on.energy_wh.is_not(None))
+    )
+
+
+def energy_use(session: Session, scope: Scope) -> EnergyUse:
+    """Summed energy estimates (feedback.energy) and cloud cost of the shown arms, one SQL aggregate."""
+    prompts, local_wh, handoff_wh, cost = session.execute(_turns_in_scope(energy_query(), scope)).one()
+    return EnergyUse(int(prompts), float(local_wh), float(handoff_wh), Decimal(cost or 0))
+
+
 def overview(session: Session, scope: Scope, bucket: str = "hour") -> Overview:
     """Every number of the live overview for one scope."""
     participants, conversations = counts(session, scope)
@@ -298,6 +347,7 @@ def overview(session: Session, scope: Scope, bucket: str = "hour") -> Overview:
         votes_over_time=votes_over_time(session, scope, bucket),
         top_tags=top_tags(session, scope),
         languages=languages(session, scope),
+        energy=energy_use(session, scope),
     )
 
 

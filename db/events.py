@@ -104,6 +104,14 @@ def parse_tags(text: str) -> list[str]:
     return tags
 
 
+def _valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate(spec: EventSpec, policies: tuple[str, ...] | None = None) -> EventSpec:
     """A normalized copy of the spec, or EventInvalid naming the first field to fix."""
     spec = EventSpec(**asdict(spec))
@@ -116,6 +124,10 @@ def validate(spec: EventSpec, policies: tuple[str, ...] | None = None) -> EventS
     for name, (label, limit) in TEXT_FIELDS.items():
         if limit is not None and len((getattr(spec, name) or "").strip()) > limit:
             raise EventInvalid(f"{label}: at most {limit} characters.")
+    for name, value in asdict(spec).items():  # undecodable bytes (invalid UTF-8) arrive as lone surrogates
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and not _valid_unicode(text) for text in texts):
+            raise EventInvalid(f"{name.replace('_', ' ').capitalize()}: contains bytes that are not valid UTF-8 text.")
     spec.code = normalize_code(spec.code)
     if not CODE_PATTERN.match(spec.code):
         raise EventInvalid("Code: 2 to 64 letters, digits, '-' or '_', e.g. SF-2026.")
@@ -186,4 +198,13 @@ def update_event(
         raise EventInvalid(f"Code: an event with code {spec.code} exists already; pick another code.")
     _apply(event, spec)
     session.flush()
+    return event
+
+
+def set_wall(session: Session, event_id: int, enabled: bool) -> Event:
+    """Turn the event's public results wall (/wall?event=CODE) on or off."""
+    event = session.get(Event, event_id)
+    if event is None:
+        raise EventInvalid("This event no longer exists.")
+    event.wall_enabled = enabled
     return event

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -101,6 +102,8 @@ class Event(StableId, Base):
     # both panes start and finish showing text together, so timing does not reveal the handoff side
     latency_fair: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     licence: Mapped[str | None] = mapped_column(Text)
+    # the public results wall (/wall?event=CODE): off until an organizer turns it on
+    wall_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     participants: Mapped[list[Participant]] = relationship(back_populates="event")
@@ -219,6 +222,9 @@ class Answer(StableId, Base):
     style: Mapped[dict[str, Any] | None]
     # the text names a model or company, so the vote on it was not blind
     reveals_origin: Mapped[bool | None] = mapped_column(Boolean)
+    # estimated energy of producing this answer, and how it was estimated (feedback.energy)
+    energy_wh: Mapped[float | None] = mapped_column(Float)
+    energy_method: Mapped[str | None] = mapped_column(String(120))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     turn: Mapped[Turn] = relationship(back_populates="answers")

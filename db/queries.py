@@ -21,6 +21,8 @@ def normalize_code(code: str) -> str:
 
 
 def event_by_code(session: Session, code: str) -> Event:
+    if "\x00" in code or len(code) > 200:  # no event has such a code (and PostgreSQL refuses NUL): unknown
+        raise UnknownEvent(code)
     event = session.scalar(select(Event).where(Event.code == normalize_code(code)))
     if event is None:
         raise UnknownEvent(code)
@@ -29,3 +31,8 @@ def event_by_code(session: Session, code: str) -> Event:
 
 def list_events(session: Session) -> list[Event]:
     return list(session.scalars(select(Event).order_by(Event.starts_on, Event.code)))
+
+
+def wall_event(session: Session, code: str) -> Event | None:
+    """The event whose public results wall is on, or None (unknown code and a wall turned off look alike)."""
+    return session.scalar(select(Event).where(Event.code == normalize_code(code), Event.wall_enabled.is_(True)))

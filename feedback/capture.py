@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Turn, utcnow
 from db.vocabulary import PANES
-from feedback.errors import FeedbackRejected, TurnLimitReached
+from feedback.errors import FeedbackRejected, TurnLimitReached, check_text
 from feedback.records import TurnRecord
 from feedback.style import reveals_origin, style_features
 from feedback.votes import finalize_votes
@@ -35,7 +35,7 @@ def validate_prompt(prompt: str, max_chars: int) -> str:
         raise FeedbackRejected("prompt_too_long", length=len(prompt), max_chars=max_chars)
     if "\x00" in prompt:  # PostgreSQL can't store it, and the person can remove it
         raise FeedbackRejected("nul_character")
-    return prompt
+    return check_text(prompt)
 
 
 def check_prompt_allowed(session: Session, conversation_id: int | None, *, max_turns: int) -> None:
@@ -102,12 +102,18 @@ def start_conversation(session: Session, participant: Participant, category: str
 
 
 def record_turn(session: Session, conversation_id: int, record: TurnRecord) -> Turn:
-    """Store a prompt with its answers and handoff decision; earlier votes become final."""
+    """Store a prompt with its answers and handoff decision; earlier votes become final.
+
+    Idempotent by ``record.uid``: storing the same record again returns the turn stored the first time."""
+    stored = session.scalar(select(Turn).where(Turn.uid == record.uid))
+    if stored is not None:
+        return stored
     index = session.scalar(
         select(Turn.index).where(Turn.conversation_id == conversation_id).order_by(Turn.index.desc()).limit(1)
     )
     finalize_votes(session, conversation_id)
     turn = Turn(
+        uid=record.uid,
         conversation_id=conversation_id,
         index=0 if index is None else index + 1,
         prompt=record.prompt,

@@ -9,6 +9,7 @@ decided votes only happen where the policy handed off (otherwise both panes show
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,15 +18,26 @@ from pathlib import Path
 
 import numpy as np
 from scipy.special import expit, logit
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, func, insert, select, text, update
 
 from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict, Participant, Rating, Turn, Vote
 from db.session import get_engine
-from db.vocabulary import DECIDED, PANES, arm_of, winner_pane
+from db.vocabulary import BOTH, DECIDED, PANES, arm_of, winner_pane
+from feedback.energy import cloud_energy, local_energy
 from feedback.style import reveals_origin, style_features
 
 LOCAL_MODEL = "SmolLM2-135M-Instruct"
 CLOUD_MODEL = "gpt-4.1-mini"
+LOCAL_WATTS = 35.0  # the settings' default device power, for the demo's local energy
+
+
+@functools.cache
+def _cloud_wh_per_token() -> tuple[float, str]:
+    """EcoLogits' energy per output token of the demo's cloud model, computed once (it is linear in tokens)."""
+    estimate = cloud_energy(CLOUD_MODEL, 1000, 10.0)
+    return estimate.wh / 1000, estimate.method
+
+
 SHADOW_RATE = 0.1
 BATCH = 5_000
 # Demo events: code, name, region, city, time zone, live threshold (different thresholds make >2 arms)
@@ -300,6 +312,15 @@ def generate(
         writer.flush()
         if progress is not None and pending:
             progress(pending)
+        # the events' budget ledger holds what their cloud calls cost, as reservations settle it live
+        spent = (
+            select(func.coalesce(func.sum(Answer.cost), 0))
+            .join(Turn, Turn.id == Answer.turn_id)
+            .join(Conversation, Conversation.id == Turn.conversation_id)
+            .where(Conversation.event_id == Event.id, Answer.source == "cloud")
+            .scalar_subquery()
+        )
+        connection.execute(update(Event).values(cloud_spent=spent))
         if engine.dialect.name == "postgresql":  # ids were assigned here: move the sequences past them
             for model in (Event, Participant, Conversation, Turn, Answer, HandoffDecision, Vote, Rating):
                 table = model.__tablename__
@@ -418,6 +439,8 @@ def _turn(
         "base_url_host": None,
         "cost": None,
         "price_version": None,  # same keys in every row of a batch
+        "energy_wh": local_energy(local_latency / 1000, LOCAL_WATTS).wh,
+        "energy_method": f"measured time x {LOCAL_WATTS:g} W",
     }
     if extra.random() < plant.origin_leak:
         cloud_text = "As ChatGPT, a model by OpenAI: " + cloud_text
@@ -441,6 +464,8 @@ def _turn(
         "cost": cost,
         "price_version": "2026-01",
         "created_at": when,
+        "energy_wh": _cloud_wh_per_token()[0] * cloud_tokens,
+        "energy_method": _cloud_wh_per_token()[1],
     }
     if plant.latency_leak_ms is not None:  # timing drawn like the local answer's, plus the planted leak
         cloud["ttft_ms"] = float(extra.gamma(2, 40)) + plant.latency_leak_ms / 10
@@ -566,7 +591,7 @@ def _stars(rng: np.random.Generator, winner_arm: str) -> dict[str, int]:
     if winner_arm == "off":
         return {"off": high, "on": low}
     if winner_arm == "identical":
-        return {"both": int(rng.integers(2, 6))}
+        return {BOTH: int(rng.integers(2, 6))}
     if winner_arm == "both_bad":
         return {"on": int(rng.integers(1, 3)), "off": int(rng.integers(1, 3))}
     return {"on": high, "off": high}

@@ -17,6 +17,16 @@ class FeedbackRejected(ValueError):
         super().__init__(" ".join([self.key, *(f"{name}={value!r}" for name, value in params.items())]))
 
 
+def check_text(text: str) -> str:
+    """Refuse text that is not valid Unicode: unpaired surrogates are what undecodable bytes (invalid
+    UTF-8) turn into, and no database or encoder can store them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FeedbackRejected("invalid_text") from None
+    return text
+
+
 class VoteIsFinal(FeedbackRejected):
     def __init__(self) -> None:
         super().__init__("vote_final")

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from db.analytics import tag_elements
 from db.models import Conversation, Event, Rating, Turn, Vote, utcnow
+from db.visibility import vote_counts
 
 
 class ModerationRefused(PermissionError):
@@ -82,7 +83,7 @@ def comment_feed(session: Session, where: CommentFilter, limit: int = 50, offset
         )
         query = query.where(tagged.exists())
     if not where.include_hidden:
-        query = query.where(Vote.hidden_at.is_(None), Conversation.hidden_at.is_(None))
+        query = query.where(vote_counts())
     comments = []
     for vote, conversation, code, prompt in session.execute(query):
         comments.append(

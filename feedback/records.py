@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from db.models import new_uid
+
 
 @dataclass
 class AnswerRecord:
@@ -26,6 +28,8 @@ class AnswerRecord:
     error: str | None = None
     cost: Decimal | None = None
     price_version: str | None = None
+    energy_wh: float | None = None  # feedback.energy: an estimate, with the method that made it
+    energy_method: str | None = None
 
 
 @dataclass
@@ -50,6 +54,9 @@ class TurnRecord:
     answers: list[AnswerRecord] = field(default_factory=list)
     language: str | None = None
     category: str | None = None
+    # made once per turn, before the first attempt to store it: a retry after a lost commit
+    # acknowledgement finds the stored turn by it instead of adding a second one
+    uid: str = field(default_factory=new_uid)
 
     def answer(self, arm: str) -> AnswerRecord | None:
         return next((a for a in self.answers if a.arm == arm), None)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import aliased
 
 from db.models import Answer, HandoffDecision, Turn, Vote
 from db.session import get_engine
+from db.visibility import vote_not_hidden
 from feedback import stats
 from feedback.export.dataset import ExportFilters, conversation_query
 
@@ -124,7 +125,7 @@ def load_turns(url: str, filters: ExportFilters) -> TurnTable:
         .join(visible, visible.c.id == Turn.conversation_id)
         .outerjoin(on, and_(on.turn_id == Turn.id, on.arm == "on"))
         .outerjoin(shadow, and_(shadow.turn_id == Turn.id, shadow.arm == "shadow"))
-        .outerjoin(Vote, and_(Vote.turn_id == Turn.id, Vote.hidden_at.is_(None)))
+        .outerjoin(Vote, and_(Vote.turn_id == Turn.id, vote_not_hidden()))
         .order_by(Turn.id)
     )
     parts: list[list[np.ndarray | None]] = []

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit
+from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
@@ -22,6 +23,33 @@ def win_rate(wins: int, losses: int) -> float | None:
     """Share of decided votes won; None when nothing was decided."""
     decided = wins + losses
     return wins / decided if decided else None
+
+
+def wilson_ci(wins: int, losses: int, *, level: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of the win rate over decided votes; None when nothing was decided.
+
+    Closed form, so cheap enough for a live page refresh (the bootstrap is for the report).
+    """
+    if not wins + losses:
+        return None
+    interval = binomtest(wins, wins + losses).proportion_ci(level, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def win_rate_in_words(rate: float | None, interval: tuple[float, float] | None, votes: int) -> str:
+    """A handoff win rate and its 95% CI as one sentence a person reads: helps, hurts or can't tell yet.
+
+    "Helps" only when the whole interval is above an even split, "hurts" when it is all below.
+    """
+    if rate is None or interval is None:
+        return "No decisive votes yet: no verdict on handoff."
+    low, high = interval
+    spread = f"{rate:.0%} of {votes:,} decisive votes (95% CI {low:.0%} to {high:.0%})"
+    if low > 0.5:
+        return f"Handoff helps: people preferred it in {spread}, clearly above an even split."
+    if high < 0.5:
+        return f"Handoff hurts: people preferred it in only {spread}, clearly below an even split."
+    return f"No clear difference yet: handoff won {spread}; the interval includes an even split."
 
 
 def bootstrap_ci(

@@ -9,6 +9,7 @@ keeps the submission and sends it again later.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -19,10 +20,12 @@ from sqlalchemy.orm import Session
 from db.models import Conversation, Event, Rating, Turn, Vote, utcnow
 from db.session import in_transaction
 from db.vocabulary import BOTH, PANES, WINNERS, rating_arm, winner_arm
-from feedback.errors import FeedbackRejected, VoteIsFinal
+from feedback.errors import FeedbackRejected, VoteIsFinal, check_text
 
 DEFAULT_LIKE_TAGS = ("accurate", "helpful", "well_written", "concise")
 DEFAULT_DISLIKE_TAGS = ("wrong_facts", "ignored_instructions", "too_verbose", "refused_wrongly", "unsafe", "slow")
+
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # a uuid4 hex from the page; fits the column
 
 
 @dataclass
@@ -59,7 +62,7 @@ def validate_comment(comment: str | None, max_chars: int) -> str | None:
         raise FeedbackRejected("comment_too_long", length=len(comment), max_chars=max_chars)
     if "\x00" in comment:  # PostgreSQL can't store it, and the person can remove it
         raise FeedbackRejected("nul_character")
-    return comment
+    return check_text(comment)
 
 
 def finalize_votes(session: Session, conversation_id: int) -> None:
@@ -82,6 +85,8 @@ def _set_ratings(vote: Vote, ratings: dict[str, PaneRating], handoff_side: str) 
 
 
 def _validate_submission(submission: VoteSubmission, allowed_tags: Collection[str] | None) -> None:
+    if not isinstance(submission.idempotency_key, str) or not IDEMPOTENCY_KEY.fullmatch(submission.idempotency_key):
+        raise FeedbackRejected("bad_key")  # the page makes them; anything else was tampered with
     if submission.winner not in WINNERS:
         raise FeedbackRejected("bad_winner", choices=", ".join(WINNERS))
     panes = (BOTH,) if submission.winner == "identical" else PANES

@@ -1,0 +1,1 @@
+"""Alembic environment and versions: one file per schema change, checked against ``db.models``."""

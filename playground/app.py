@@ -6,13 +6,28 @@ from pathlib import Path
 
 import streamlit as st
 
-from playground.organizer_access import current_identity, sign_out
-from playground.untrusted import inert
+from playground import startup
+from playground.i18n import Translator
 
 PAGES = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="Handoff Playground", page_icon="⚖️", layout="wide")
+
+# The first visit after start-up: draw a page now, load the services in the background, then rerun.
+if not startup.ready():
+    t = Translator(st.session_state.get("ui_language") or st.query_params.get("lang"))
+    st.title(t("app.title"))
+    st.caption(t("app.tagline"))
+    with st.spinner(t("app.warming")):
+        startup.wait()
+    st.rerun()
+
+from playground.organizer_access import current_identity, sign_out  # noqa: E402 - after the warm-up page
+from playground.untrusted import inert  # noqa: E402
+
 attendee = st.Page(PAGES / "attendee.py", title="Playground", icon="⚖️", default=True)
+# The venue screen's results wall: public at /wall?event=CODE, not in the navigation.
+wall = st.Page(PAGES / "wall.py", title="Results wall", icon="📣", url_path="wall", visibility="hidden")
 
 # Organizer pages exist in the navigation only once someone signed in; the sign-in page and the
 # overview share the /organizer address, so signing in (or out) reruns into the right one.
@@ -32,5 +47,5 @@ else:
     with st.sidebar:
         st.caption(f"Signed in as **{inert(identity.username)}** ({identity.role})")
         st.button("Sign out", key="sign_out", on_click=sign_out)
-navigation = st.navigation({"Playground": [attendee], "Organizers": organizer_pages})
+navigation = st.navigation({"Playground": [attendee, wall], "Organizers": organizer_pages})
 navigation.run()

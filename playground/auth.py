@@ -23,12 +23,11 @@ from sqlalchemy.orm import Session
 
 from db.models import ROLES, Event, Organizer, SignInThrottle, utcnow
 from db.session import session_scope
-from playground.settings import Settings
+from playground.settings import MIN_PASSWORD_CHARS, Settings
 
 # Stored instead of a hash for the bootstrap admin: "check against the password in settings".
 SETTINGS_PASSWORD = "settings:HANDOFF_ORGANIZER_PASSWORD"
 MAX_LOCKOUT = dt.timedelta(hours=1)
-MIN_PASSWORD_CHARS = 10
 USERNAME_CHARS = 100  # the column's length
 
 _hasher = PasswordHasher()

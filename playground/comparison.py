@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from feedback import energy
 from feedback.language import detect_language
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from playground.engine.cloud import CloudClient, CloudResult, CloudStream
@@ -451,6 +452,14 @@ class _Turn:
         if shadow is not None and shadow.result is not None and kept_local:
             answers.append(_cloud_answer("shadow", shadow.result))
         self.shadow["made"] = shadow is not None and kept_local
+        s = self.settings
+        for answer in answers:
+            energy.annotate(
+                answer,
+                local_watts=s.local_power_watts,
+                provider=s.energy_provider,
+                fallback_model=s.energy_fallback_model,
+            )
         return Finished(
             record=TurnRecord(
                 prompt=self.prompt,

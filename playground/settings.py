@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,8 @@ from pydantic_settings import (
 )
 
 from feedback.pricing import PriceTable
+
+MIN_PASSWORD_CHARS = 10  # organizer passwords, the bootstrap admin's included
 
 BUNDLED_MODEL = "bundled:smollm2"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -77,6 +79,11 @@ class Settings(BaseSettings):
     cloud_backoff_s: float = 0.5  # first retry wait; doubles per retry up to cloud_backoff_max_s
     cloud_backoff_max_s: float = 4.0
 
+    # energy per answer (feedback.energy, shown at the reveal, summed in the report and overview)
+    local_power_watts: float = Field(default=35.0, gt=0)  # the local device's draw while generating; measure yours
+    energy_provider: str = "openai"  # EcoLogits' name for the cloud model's provider
+    energy_fallback_model: str = "gpt-4.1-mini"  # EcoLogits figures used for a cloud model it does not list
+
     # researcher exports: participant ids are re-hashed with this salt; unset means a fresh random
     # salt per export, so two releases can't be joined unless the organizer sets (and keeps) one
     export_salt: SecretStr | None = None
@@ -100,11 +107,21 @@ class Settings(BaseSettings):
 
     # organizer side
     organizer_password: SecretStr | None = None  # bootstrap admin for offline events; only its hash is kept
+
+    @field_validator("organizer_password")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """The bootstrap admin sees every event: a short password is refused at start-up, not guessed later."""
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_PASSWORD_CHARS:
+            raise ValueError(f"HANDOFF_ORGANIZER_PASSWORD: use at least {MIN_PASSWORD_CHARS} characters.")
+        return value
+
     organizer_admin_username: str = "admin"
     organizer_session_minutes: int = 480  # a sign-in expires after this long
     organizer_lockout_after: int = 5  # failed sign-ins before the account locks
     organizer_lockout_base_s: float = 30.0  # first lock-out; doubles with each further failure
     organizer_refresh_s: float = 5.0  # live overview auto-refresh
+    wall_refresh_s: float = 5.0  # public results wall (/wall?event=CODE) auto-refresh
     public_url: str | None = None  # base URL attendees open (QR codes); default http://localhost:<port>
 
     # web: loopback by default; to open it to the event's network, put a TLS reverse proxy in front

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 from db.session import DatabaseUnavailable
@@ -37,6 +38,9 @@ class ShownTurn:
     latency_ms: dict[str, float | None]
     category: str | None = None
     display: str = "live"  # or "fair": both panes were released together (stored with the vote)
+    policy: str | None = None  # the live policy's name: the reveal explains its decision in words
+    energy_wh: dict[str, float | None] = field(default_factory=dict)  # by arm, as stored (feedback.energy)
+    cloud_cost: dict[str, Decimal | None] = field(default_factory=dict)  # by arm; None for a local answer
 
 
 @dataclass
@@ -172,4 +176,9 @@ class TurnRunner:
             latency_ms={arm: answer.latency_ms if answer else None for arm, answer in answers.items()},
             category=self.category,
             display="fair" if self.fair else "live",
+            policy=decision.policy,
+            energy_wh={arm: answer.energy_wh if answer else None for arm, answer in answers.items()},
+            cloud_cost={
+                arm: answer.cost if answer and answer.source == "cloud" else None for arm, answer in answers.items()
+            },
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -25,6 +24,7 @@ POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://p
 from db import session as db_session  # noqa: E402
 from playground import settings as settings_module  # noqa: E402
 from playground.settings import Settings  # noqa: E402
+from playground.startup import streamlit_command  # noqa: E402
 
 
 def free_port() -> int:
@@ -96,7 +96,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings) -> Iterator[Settings]:
-    """Environment for code that reads settings itself (pages, CLI): a fresh migrated SQLite DB."""
+    """Environment for code that reads settings itself (pages, CLI): a fresh migrated SQLite DB.
+    (The attendee page meets PostgreSQL in tests/test_hostile_input.py.)"""
     url = f"sqlite:///{tmp_path / 'app.db'}"
     db_session.upgrade(url)
     env = {
@@ -114,11 +115,10 @@ ORGANIZER_PASSWORD = "organizer-test-password"
 
 
 @pytest.fixture
-def organizer_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
-    """Environment for the organizer pages and CLI (no model, no stand-in): a fresh migrated SQLite DB
-    and the bootstrap admin password ``ORGANIZER_PASSWORD``."""
-    url = f"sqlite:///{tmp_path / 'organizer.db'}"
-    db_session.upgrade(url)
+def organizer_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Iterator[Settings]:
+    """Environment for the organizer pages and CLI (no model, no stand-in): a fresh migrated database of
+    each kind and the bootstrap admin password ``ORGANIZER_PASSWORD``."""
+    url = db_url
     env = {
         "DATABASE_URL": url,
         "HANDOFF_DATA_DIR": str(tmp_path),
@@ -145,21 +145,7 @@ def streamlit_app(log_path: Path) -> Iterator[str]:
     port = free_port()
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                str(ROOT / "playground" / "app.py"),
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-            ],
+            streamlit_command(port, "127.0.0.1"),
             cwd=ROOT,
             env=dict(os.environ),
             stdout=log,

@@ -14,6 +14,7 @@ from playground.handoff.base import Policy
 from playground.handoff.budget import EventBudget, ParticipantRateLimit
 from playground.runtime import local_engine
 from playground.settings import Settings
+from tests.factories import make_event
 
 
 def fast(settings: Settings, **overrides: object) -> Settings:
@@ -22,14 +23,11 @@ def fast(settings: Settings, **overrides: object) -> Settings:
     return settings.model_copy(update={**values, **overrides})
 
 
-def make_event(url: str, budget: Decimal | None = None, code: str = "HANDOFF-1") -> tuple[int, int]:
+def event_with_participant(url: str, budget: Decimal | None = None, code: str = "HANDOFF-1") -> tuple[int, int]:
     """(event id, participant id) in a fresh event."""
+    event_id = make_event(url, code, "sf", cloud_budget=budget)
     with session_scope(url) as session:
-        event = Event(code=code, name="Handoff test", region="sf", city="SF", timezone="UTC", cloud_budget=budget)
-        session.add(event)
-        session.flush()
-        participant = join_event(session, event)
-        return event.id, participant.id
+        return event_id, join_event(session, session.get(Event, event_id)).id
 
 
 def comparison(

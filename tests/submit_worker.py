@@ -21,18 +21,20 @@ from sqlalchemy.orm import Session
 from db.models import Event
 from db.session import in_transaction
 from feedback.capture import join_event, record_turn, start_conversation
-from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
+from feedback.records import TurnRecord
 from feedback.votes import PaneRating, VoteSubmission, save_vote
+from tests.factories import turn_record
 
 
-def turn_record(index: int) -> TurnRecord:
-    return TurnRecord(
-        prompt=f"prompt {index} " + "x" * 2000,
-        decision=DecisionRecord("confidence", "1", "post", 0.5, 0.7, True, 3.0, {"scores": {"confidence": 0.7}}),
-        answers=[
-            AnswerRecord("off", "local", "local answer " * 200, "SmolLM2"),
-            AnswerRecord("on", "cloud", "cloud answer " * 200, "gpt", base_url_host="127.0.0.1:1"),
-        ],
+def large_turn(index: int) -> TurnRecord:
+    """A large turn (long prompt and answers), so a commit takes long enough to be interrupted."""
+    return turn_record(
+        f"prompt {index} " + "x" * 2000,
+        score=0.7,
+        language=None,
+        off_text="local answer " * 200,
+        on_text="cloud answer " * 200,
+        base_url_host="127.0.0.1:1",
     )
 
 
@@ -55,7 +57,7 @@ def main(url: str, code: str, marker: Path, pause_at: int | None) -> None:
         commits += 1
 
     for index in range(100_000):
-        turn_id = in_transaction(url, lambda s, i=index: record_turn(s, conversation_id, turn_record(i)).id)
+        turn_id = in_transaction(url, lambda s, i=index: record_turn(s, conversation_id, large_turn(i)).id)
         submission = VoteSubmission(
             uuid.uuid4().hex,
             conversation_id,

@@ -6,17 +6,21 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import update
 
 from db.analytics import ArmLatency, Scope, compare_regions, overview, votes_over_time
+from db.models import Event
 from db.session import session_scope
-from tests.organizer_data import Round, add_event, add_rounds
+from feedback.stats import wilson_ci
+from tests.factories import make_event
+from tests.organizer_data import Round, add_rounds
 
 
 @pytest.fixture
 def events(db_url: str) -> dict[str, int]:
-    sf = add_event(db_url, "SF-1", "sf", budget="10")
-    eu = add_event(db_url, "EU-1", "europe")
-    add_event(db_url, "APAC-1", "apac")
+    sf = make_event(db_url, "SF-1", "sf", cloud_budget=Decimal("10"))
+    eu = make_event(db_url, "EU-1", "europe")
+    make_event(db_url, "APAC-1", "apac")
     add_rounds(
         db_url,
         sf,
@@ -55,18 +59,20 @@ def _overview(url: str, scope: Scope):
 
 
 def test_one_event_overview_counts_exactly_what_happened(db_url: str, events: dict[str, int]) -> None:
+    with session_scope(db_url) as session:  # the ledger: 0.02 on the cloud answers + 0.005 a timed-out call kept
+        session.execute(update(Event).where(Event.id == events["sf"]).values(cloud_spent=Decimal("0.025")))
     numbers = _overview(db_url, Scope(event_ids=(events["sf"],)))
     assert (numbers.participants, numbers.conversations, numbers.votes) == (5, 5, 5)
     assert numbers.verdicts == {"on": 3, "off": 1, "tie": 1}
     assert numbers.on_win_rate == 0.75
-    low, high = numbers.on_win_rate_ci()
+    low, high = wilson_ci(numbers.on_wins, numbers.off_wins)
     assert 0.2 < low < 0.75 < high <= 1.0
     assert (numbers.turns, numbers.handed_off, numbers.reached_cloud) == (5, 3, 2)
     assert numbers.handoff_rate == pytest.approx(0.6)
     assert numbers.blocked == {"cloud_error": 1}
     assert numbers.errors == {"on: timeout": 1}
-    assert numbers.cloud_cost == Decimal("0.02") and numbers.cloud_budget == Decimal("10")
-    assert numbers.budget_used == pytest.approx(0.002)
+    assert numbers.cloud_cost == Decimal("0.025") and numbers.cloud_budget == Decimal("10")
+    assert numbers.budget_used == pytest.approx(0.0025)
     # nearest rank: p50 = 3rd of 5, p95 = 5th of 5
     assert numbers.latency == [ArmLatency("off", 5, 30.0, 50.0), ArmLatency("on", 5, 300.0, 500.0)]
     assert numbers.top_tags == [("on", "accurate", 2), ("on", "clear", 1)]
@@ -83,14 +89,16 @@ def test_all_events_and_regions_add_up(db_url: str, events: dict[str, int]) -> N
     assert regions["europe"].verdicts == {"off": 2} and regions["europe"].on_win_rate == 0.0
     assert regions["europe"].languages == [("fr", 2)] and regions["europe"].cloud_budget is None
     assert (
-        regions["apac"].votes == 0 and regions["apac"].on_win_rate is None and regions["apac"].on_win_rate_ci() is None
+        regions["apac"].votes == 0
+        and regions["apac"].on_win_rate is None
+        and wilson_ci(regions["apac"].on_wins, regions["apac"].off_wins) is None
     )
     assert regions["apac"].latency == [ArmLatency("off", 0, None, None), ArmLatency("on", 0, None, None)]
     assert sum(r.votes for r in regions.values()) == everything.votes
 
 
 def test_votes_over_time_are_bucketed_in_sql(db_url: str) -> None:
-    event = add_event(db_url, "T-1", "sf")
+    event = make_event(db_url, "T-1", "sf")
     base = dt.datetime(2026, 5, 4, 9, 0, tzinfo=dt.UTC)
     add_rounds(db_url, event, [Round("on", at=base + dt.timedelta(minutes=m)) for m in (10, 50, 65, 200)])
     with session_scope(db_url) as session:

@@ -10,12 +10,13 @@ import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
-from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
+from db.models import Answer, Conversation, HandoffDecision, Participant, Rating, Turn, Vote
 from db.session import session_scope
 from playground.settings import Settings, get_settings
 from playground.untrusted import inert
 from tests.conftest import ROOT
 from tests.db_outage import database_unavailable
+from tests.factories import make_event
 
 pytestmark = pytest.mark.slow
 PAGE = str(ROOT / "playground" / "views" / "attendee.py")
@@ -33,18 +34,16 @@ def warm(monkeypatch: pytest.MonkeyPatch, app_env: Settings) -> Settings:
 
 
 def add_event(settings: Settings, code: str = "SF-2026", threshold: float = ALWAYS, **fields: object) -> str:
-    with session_scope(settings.resolved_database_url) as session:
-        session.add(
-            Event(
-                code=code,
-                name="SF Dev Day",
-                region="sf",
-                city="San Francisco",
-                timezone="America/Los_Angeles",
-                handoff_threshold=threshold,
-                **fields,
-            )
-        )
+    make_event(
+        settings.resolved_database_url,
+        code,
+        "sf",
+        name="SF Dev Day",
+        city="San Francisco",
+        timezone="America/Los_Angeles",
+        handoff_threshold=threshold,
+        **fields,
+    )
     return code
 
 

@@ -16,30 +16,22 @@ from sqlalchemy import select
 from db.models import Answer, Event, Turn
 from db.session import in_transaction, session_scope
 from feedback.capture import join_event, record_turn, start_conversation
-from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
+from feedback.records import TurnRecord
 from playground.comparison import Delta, Finished, Status, TurnEvent
 from playground.turn_runner import RunView, TurnRunner
 from tests.db_outage import database_unavailable
+from tests.factories import make_event, turn_record
 
 
 def _record() -> TurnRecord:
-    return TurnRecord(
-        prompt="Greet me",
-        decision=DecisionRecord(
-            policy="confidence",
-            policy_version="1",
-            stage="post",
-            threshold=0.5,
-            score=0.8,
-            handed_off=True,
-            latency_ms=0.1,
-            signals={},
-            reason="low confidence",
-        ),
-        answers=[
-            AnswerRecord(arm="off", source="local", text="Hello world", model="smol", tokens_out=2, latency_ms=20.0),
-            AnswerRecord(arm="on", source="cloud", text="Hello there", model="big", tokens_out=2, latency_ms=90.0),
-        ],
+    return turn_record(
+        "Greet me",
+        off_text="Hello world",
+        on_text="Hello there",
+        tokens_out=2,
+        latency_off=20.0,
+        latency_on=90.0,
+        reason="low confidence",
     )
 
 
@@ -74,9 +66,7 @@ def _until(runner: TurnRunner, done: Callable[[RunView], bool]) -> RunView:
 @pytest.fixture
 def store(sqlite_url: str) -> Callable[[TurnRecord], int]:
     with session_scope(sqlite_url) as session:
-        event = Event(code="R-1", name="Runner", region="apac", city="Tokyo", timezone="Asia/Tokyo")
-        session.add(event)
-        session.flush()
+        event = session.get(Event, make_event(sqlite_url, "R-1", "apac"))
         conversation_id = start_conversation(session, join_event(session, event)).id
     return lambda record: in_transaction(sqlite_url, lambda s: record_turn(s, conversation_id, record).id)
 

@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import func, select
 
 from db.models import Event, Organizer
@@ -27,6 +27,7 @@ from playground.auth import (
     unlock,
 )
 from playground.settings import Settings
+from tests.factories import make_event
 
 PASSWORD = "correct horse battery"
 NOW = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
@@ -44,12 +45,10 @@ def settings() -> Settings:
 
 @pytest.fixture
 def event_id(db_url: str) -> int:
+    event_id = make_event(db_url, "SF-2026", "sf")
     with session_scope(db_url) as session:
-        event = Event(code="SF-2026", name="SF", region="sf", city="San Francisco", timezone="America/Los_Angeles")
-        session.add(event)
-        session.flush()
-        add_organizer(session, "mia", PASSWORD, "organizer", event)
-        return event.id
+        add_organizer(session, "mia", PASSWORD, "organizer", session.get(Event, event_id))
+    return event_id
 
 
 def _attempt(url: str, username: str, password: str, settings: Settings, now: dt.datetime = NOW) -> Identity:
@@ -146,10 +145,9 @@ def test_unlock_clears_a_lock_out(db_url: str, event_id: int, settings: Settings
 def test_invalid_accounts_are_refused_with_a_fix(
     sqlite_url: str, username: str, password: str, role: str, with_event: bool, message: str
 ) -> None:
+    event_id = make_event(sqlite_url, "EU-1", "europe")
     with session_scope(sqlite_url) as session:
-        event = Event(code="EU-1", name="EU", region="europe", city="Paris", timezone="Europe/Paris")
-        session.add(event)
-        session.flush()
+        event = session.get(Event, event_id)
         add_organizer(session, "mia", PASSWORD, "organizer", event)
         with pytest.raises(OrganizerInvalid, match=message):
             add_organizer(session, username, password, role, event if with_event else None)
@@ -215,3 +213,10 @@ def test_a_sign_in_ends_when_the_account_changes(db_url: str, event_id: int, set
         session.delete(session.scalar(select(Organizer).where(Organizer.username == "mia")))
     with session_scope(db_url) as session:
         assert not still_valid(session, identity)
+
+
+def test_a_short_bootstrap_password_is_refused_at_start_up() -> None:
+    with pytest.raises(ValidationError, match="use at least 10 characters") as refused:
+        Settings(organizer_password=SecretStr("admin123"))
+    assert "admin123" not in str(refused.value)
+    assert Settings(organizer_password=SecretStr("long-enough-1")).organizer_password is not None

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from db.models import Answer, Conversation, Event, Participant, Turn, Vote
+from db.models import Answer, Conversation, Participant, Turn, Vote
 from db.session import session_scope
 from playground.settings import Settings
 from tests.conftest import streamlit_app
+from tests.factories import make_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 LONG = 180_000  # ms: the model may still be loading when the first prompt is sent
@@ -27,18 +28,16 @@ LONG = 180_000  # ms: the model may still be loading when the first prompt is se
 def app_url(app_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The real app with the app_env settings and one event that always hands off (the panes differ)."""
     monkeypatch.setenv("HANDOFF_TEMPERATURE", "1.0")  # the stand-in is greedy: keep the panes apart
-    with session_scope(app_env.resolved_database_url) as session:
-        session.add(
-            Event(
-                code="PARIS-2026",
-                name="Paris AI Night",
-                region="europe",
-                city="Paris",
-                timezone="Europe/Paris",
-                handoff_threshold=0.0,
-                ui_language="en",
-            )
-        )
+    make_event(
+        app_env.resolved_database_url,
+        "PARIS-2026",
+        "europe",
+        name="Paris AI Night",
+        city="Paris",
+        timezone="Europe/Paris",
+        handoff_threshold=0.0,
+        ui_language="en",
+    )
     with streamlit_app(tmp_path / "streamlit.log") as base:
         yield base
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from playground.settings import Settings
 from tests.conftest import ORGANIZER_PASSWORD, streamlit_app
-from tests.organizer_data import Round, add_event, add_rounds
+from tests.factories import make_event
+from tests.organizer_data import Round, add_rounds
 
 pytestmark = pytest.mark.browser
 WAIT = 60_000  # ms
@@ -20,7 +22,7 @@ WAIT = 60_000  # ms
 
 @pytest.fixture
 def seeded(organizer_env: Settings) -> int:
-    event = add_event(organizer_env.resolved_database_url, "SF-LIVE", "sf", budget="5")
+    event = make_event(organizer_env.resolved_database_url, "SF-LIVE", "sf", cloud_budget=Decimal("5"))
     add_rounds(organizer_env.resolved_database_url, event, [Round("on", comment="nice"), Round("off"), Round("tie")])
     return event
 

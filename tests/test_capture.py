@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Answer, Event, HandoffDecision, Participant, Rating, Turn, Vote
-from db.session import DatabaseUnavailable, session_scope
+from db.session import DatabaseUnavailable, in_transaction, session_scope
 from db.vocabulary import winner_arm
 from feedback.capture import (
     check_prompt_allowed,
@@ -19,7 +19,6 @@ from feedback.capture import (
 )
 from feedback.errors import FeedbackRejected, RateLimited, TurnLimitReached, VoteIsFinal
 from feedback.language import detect_language
-from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from feedback.votes import (
     DEFAULT_DISLIKE_TAGS,
     DEFAULT_LIKE_TAGS,
@@ -31,40 +30,17 @@ from feedback.votes import (
 )
 from playground.i18n import Translator
 from tests.db_outage import database_unavailable
+from tests.factories import make_event, turn_record
 
 english = Translator("en")
 
 
-def _turn(prompt: str = "What is 2+2?", handed_off: bool = True) -> TurnRecord:
-    return TurnRecord(
-        prompt=prompt,
-        language="en",
-        decision=DecisionRecord(
-            policy="confidence",
-            policy_version="1",
-            stage="post",
-            threshold=0.5,
-            score=0.7,
-            handed_off=handed_off,
-            latency_ms=0.2,
-            signals={"min_logprob": -3.2},
-            reason="low confidence",
-        ),
-        answers=[
-            AnswerRecord(arm="off", source="local", text="5", model="SmolLM2-135M-Instruct"),
-            AnswerRecord(arm="on", source="cloud" if handed_off else "local", text="4", model="cloud"),
-        ],
-    )
-
-
 @pytest.fixture
 def conversation_id(db_url: str) -> int:
+    event_id = make_event(db_url, "T-1", "europe")
     with session_scope(db_url) as session:
-        event = Event(code="T-1", name="Test", region="europe", city="Paris", timezone="Europe/Paris")
-        session.add(event)
-        session.flush()
-        conversation = start_conversation(session, join_event(session, event))
-        record_turn(session, conversation.id, _turn())
+        conversation = start_conversation(session, join_event(session, session.get(Event, event_id)))
+        record_turn(session, conversation.id, turn_record(signals={"min_logprob": -3.2}, reason="low confidence"))
         return conversation.id
 
 
@@ -104,7 +80,7 @@ def test_second_tab_updates_the_same_round_instead_of_adding_a_vote(db_url: str,
 def test_vote_becomes_final_at_the_next_prompt(db_url: str, conversation_id: int) -> None:
     with session_scope(db_url) as session:
         submit_vote(session, VoteSubmission("k", conversation_id, "b"))
-        record_turn(session, conversation_id, _turn("And 3+3?"))
+        record_turn(session, conversation_id, turn_record("And 3+3?"))
     with pytest.raises(VoteIsFinal), session_scope(db_url) as session:
         submit_vote(session, VoteSubmission("k", conversation_id, "a"))
     with session_scope(db_url) as session:
@@ -175,7 +151,7 @@ def test_identical_answers_get_one_rating_for_both(db_url: str, conversation_id:
 def test_vote_for_an_earlier_round_is_final(db_url: str, conversation_id: int) -> None:
     with session_scope(db_url) as session:
         first = session.scalar(select(Turn.id))
-        record_turn(session, conversation_id, _turn("And 3+3?"))
+        record_turn(session, conversation_id, turn_record("And 3+3?"))
     with pytest.raises(VoteIsFinal), session_scope(db_url) as session:
         submit_vote(session, VoteSubmission("k", conversation_id, "a", turn_id=first))
     assert _count(db_url, Vote) == 0
@@ -241,3 +217,23 @@ def test_feedback_kept_while_the_database_is_down_is_saved_exactly_once(db_url: 
 )
 def test_prompt_language_ignores_code_and_links(text: str, language: str | None) -> None:
     assert detect_language(text) == language
+
+
+def test_a_turn_stored_again_after_a_lost_commit_acknowledgement_is_stored_once(
+    db_url: str, conversation_id: int
+) -> None:
+    """The retry of ``in_transaction`` repeats the work when the commit landed but its answer was lost."""
+    record = turn_record("Is this stored twice?")
+    attempts = []
+
+    def store(session) -> int:  # noqa: ANN001
+        turn = record_turn(session, conversation_id, record)
+        attempts.append(turn.id)
+        return turn.id
+
+    first = in_transaction(db_url, store)
+    again = in_transaction(db_url, store)  # what the retry after a lost acknowledgement runs
+    assert first == again and attempts == [first, first]
+    with session_scope(db_url) as session:
+        prompts = session.scalars(select(Turn.prompt).where(Turn.conversation_id == conversation_id)).all()
+    assert prompts.count("Is this stored twice?") == 1

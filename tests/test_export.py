@@ -18,8 +18,8 @@ from feedback import stats
 from feedback.capture import join_event, record_turn, start_conversation
 from feedback.demo_data import generate
 from feedback.export import FORMATS, ExportFilters, UnknownFormat, write_export
-from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from feedback.votes import PaneRating, VoteSubmission, submit_vote
+from tests.factories import make_event, turn_record
 
 PII_PROMPT = (
     "Email me at alice.smith@example.org or call +1 (415) 555-0199, server 192.168.10.42, "
@@ -36,54 +36,25 @@ PII_VALUES = (
 INJECTION = '=HYPERLINK("http://evil.example/","click")'
 
 
-def _turn(prompt: str, handed_off: bool, off: str = "local answer", on: str = "cloud answer") -> TurnRecord:
-    return TurnRecord(
-        prompt=prompt,
-        language="en",
-        category="coding",
-        decision=DecisionRecord(
-            policy="confidence",
-            policy_version="1",
-            stage="post",
-            threshold=0.5,
-            score=0.8 if handed_off else 0.2,
-            handed_off=handed_off,
-            latency_ms=0.1,
-            signals={"scores": {"confidence": 0.8 if handed_off else 0.2}},
-        ),
-        answers=[
-            AnswerRecord(arm="off", source="local", text=off, model="SmolLM2-135M-Instruct", latency_ms=900.0),
-            AnswerRecord(
-                arm="on",
-                source="cloud" if handed_off else "local",
-                text=on if handed_off else off,
-                model="gpt-4.1-mini" if handed_off else "SmolLM2-135M-Instruct",
-                latency_ms=1500.0,
-                cost=Decimal("0.0004") if handed_off else None,
-            ),
-        ],
-    )
-
-
 @pytest.fixture
 def seeded(db_url: str) -> dict[str, int]:
     """Demo data plus hand-made rows: PII and a formula in text, a hidden conversation, a hidden vote."""
     generate(db_url, 120, seed=3)
     ids: dict[str, int] = {}
+    event_id = make_event(db_url, "HAND-1", "europe", name="Hand made", licence="CC-BY-4.0")
     with session_scope(db_url) as session:
-        event = Event(
-            code="HAND-1", name="Hand made", region="europe", city="Paris", timezone="Europe/Paris", licence="CC-BY-4.0"
-        )
-        session.add(event)
-        session.flush()
-        participant = join_event(session, event)
+        participant = join_event(session, session.get(Event, event_id))
         for name, prompt in (
             ("pii", PII_PROMPT),
             ("hidden_conversation", "secret hidden prompt"),
             ("hidden_vote", "prompt with hidden vote"),
         ):
             conversation = start_conversation(session, participant)
-            record_turn(session, conversation.id, _turn(prompt, handed_off=True))
+            record_turn(
+                session,
+                conversation.id,
+                turn_record(prompt, category="coding", latency_off=900.0, latency_on=1500.0, cost=Decimal("0.0004")),
+            )
             ids[name] = conversation.id
     for name, comment in (
         ("pii", INJECTION + " mail alice.smith@example.org"),
@@ -226,14 +197,11 @@ def test_unknown_format_is_a_clear_error(db_url: str, tmp_path: Path) -> None:
 
 def test_decision_signals_are_redacted_too(db_url: str, tmp_path: Path) -> None:
     """A self-handoff reason or a router's notes can quote the prompt: its PII must not leave either."""
+    event_id = make_event(db_url, "SIG-1", "sf")
     with session_scope(db_url) as session:
-        event = Event(code="SIG-1", name="Signals", region="sf", city="SF", timezone="UTC")
-        session.add(event)
-        session.flush()
-        conversation = start_conversation(session, join_event(session, event))
-        record = _turn("hello", handed_off=True)
-        record.decision.signals = {"reason": "asked by josé@correo.es", "notes": ["OPENAI_API_KEY=abcd1234efgh"]}
-        record_turn(session, conversation.id, record)
+        conversation = start_conversation(session, join_event(session, session.get(Event, event_id)))
+        signals = {"reason": "asked by josé@correo.es", "notes": ["OPENAI_API_KEY=abcd1234efgh"]}
+        record_turn(session, conversation.id, turn_record("hello", signals=signals))
         conversation_id = conversation.id
     with session_scope(db_url) as session:
         submit_vote(session, VoteSubmission("k-sig", conversation_id, "a", None, {"a": PaneRating(4, [])}))

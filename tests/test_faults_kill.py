@@ -19,7 +19,8 @@ from db.models import Answer, Event, HandoffDecision, Rating, Turn, Vote
 from db.session import in_transaction, session_scope
 from feedback.capture import record_turn
 from tests.conftest import ROOT
-from tests.submit_worker import turn_record
+from tests.factories import make_event
+from tests.submit_worker import large_turn
 
 pytestmark = pytest.mark.reliability
 
@@ -65,8 +66,7 @@ def assert_whole(url: str, code: str) -> tuple[int, int]:
 
 @pytest.fixture
 def event_code(db_url: str) -> str:
-    with session_scope(db_url) as session:
-        session.add(Event(code="KILL", name="Kill", region="sf", city="SF", timezone="UTC"))
+    make_event(db_url, "KILL", "sf")
     return "KILL"
 
 
@@ -113,4 +113,4 @@ def reopened_write(url: str) -> None:
 
         with session_scope(url) as session:
             conversation_id = session.scalar(select(Conversation.id).limit(1))
-    assert in_transaction(url, lambda s: record_turn(s, conversation_id, turn_record(99)).id) > 0
+    assert in_transaction(url, lambda s: record_turn(s, conversation_id, large_turn(99)).id) > 0

@@ -13,7 +13,7 @@ from playground.engine.cloud import CloudResult
 from playground.handoff.budget import EventBudget, ParticipantRateLimit
 from playground.handoff.policies import AlwaysPolicy
 from playground.settings import Settings
-from tests.handoff_helpers import comparison, fast, make_event, run_turn
+from tests.handoff_helpers import comparison, event_with_participant, fast, run_turn
 
 
 def _result(cost: Decimal | None, error_kind: str | None = None, text: str = "") -> CloudResult:
@@ -21,7 +21,7 @@ def _result(cost: Decimal | None, error_kind: str | None = None, text: str = "")
 
 
 def test_concurrent_reservations_never_exceed_the_budget(db_url: str) -> None:
-    event_id, _ = make_event(db_url, budget=Decimal("1.000000"))
+    event_id, _ = event_with_participant(db_url, budget=Decimal("1.000000"))
     budget = EventBudget(db_url, event_id)
     with ThreadPoolExecutor(max_workers=12) as pool:
         granted = [r for r in pool.map(lambda _: budget.reserve(Decimal("0.150000")), range(40)) if r]
@@ -31,7 +31,7 @@ def test_concurrent_reservations_never_exceed_the_budget(db_url: str) -> None:
 
 
 def test_settling_charges_the_real_cost_and_frees_the_rest(db_url: str) -> None:
-    event_id, _ = make_event(db_url, budget=Decimal("1"))
+    event_id, _ = event_with_participant(db_url, budget=Decimal("1"))
     budget = EventBudget(db_url, event_id)
     reservation = budget.reserve(Decimal("0.5"))
     assert budget.settle(reservation, _result(Decimal("0.012345"))) == Decimal("0.012345")
@@ -43,7 +43,7 @@ def test_settling_charges_the_real_cost_and_frees_the_rest(db_url: str) -> None:
 
 
 def test_an_event_without_budget_is_not_limited(db_url: str) -> None:
-    event_id, _ = make_event(db_url, budget=None)
+    event_id, _ = event_with_participant(db_url, budget=None)
     assert EventBudget(db_url, event_id).reserve(Decimal("1000")) is not None
 
 
@@ -57,7 +57,7 @@ def test_concurrent_handoffs_stop_when_the_budget_is_spent(standin: Settings, db
     settings = fast(standin, max_new_tokens=8)
     live_probe = comparison(settings, AlwaysPolicy(), 0.5)
     one_call = live_probe.cloud.max_cost(live_probe.messages([], "Name a planet."))
-    event_id, participant = make_event(db_url, budget=one_call * 2)  # room for two calls' worst case
+    event_id, participant = event_with_participant(db_url, budget=one_call * 2)  # room for two calls' worst case
     live = comparison(settings, AlwaysPolicy(), 0.5, db_url, event_id)
     with ThreadPoolExecutor(max_workers=5) as pool:
         turns = list(pool.map(lambda _: run_turn(live, "Name a planet.", participant)[1], range(5)))
@@ -85,7 +85,7 @@ def test_concurrent_emoji_handoffs_never_spend_past_a_tight_budget(standin: Sett
     prompt = "🎉🚀🌍" * 100
     probe = comparison(settings, AlwaysPolicy(), 0.5)
     one_call = probe.cloud.max_cost(probe.messages([], prompt))
-    event_id, participant = make_event(db_url, budget=one_call * 2)
+    event_id, participant = event_with_participant(db_url, budget=one_call * 2)
     live = comparison(settings, AlwaysPolicy(), 0.5, db_url, event_id)
     with ThreadPoolExecutor(max_workers=4) as pool:
         turns = list(pool.map(lambda _: run_turn(live, prompt, participant)[1], range(4)))

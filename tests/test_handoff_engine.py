@@ -16,7 +16,7 @@ from playground.engine.model_store import resolve_model
 from playground.handoff.policies import AlwaysPolicy, ConfidencePolicy, NeverPolicy
 from playground.settings import Settings
 from tests.faultproxy import FaultProxy
-from tests.handoff_helpers import comparison, fast, make_event, notes, run_turn, store, texts
+from tests.handoff_helpers import comparison, event_with_participant, fast, notes, run_turn, store, texts
 
 pytestmark = pytest.mark.slow
 PROMPT = "What is the capital of Japan?"
@@ -82,7 +82,7 @@ def test_confidence_above_every_score_keeps_local(settings: Settings) -> None:
 
 
 def test_shadow_call_is_stored_never_shown_with_its_propensity(settings: Settings, sqlite_url: str) -> None:
-    _, participant = make_event(sqlite_url)
+    _, participant = event_with_participant(sqlite_url)
     events, finished = run_turn(comparison(settings, NeverPolicy(), 0.5, shadow_rate=1.0), PROMPT)
     assert finished.on_text == finished.off_text  # the shadow is not shown
     turn_id = store(sqlite_url, participant, finished)
@@ -96,7 +96,7 @@ def test_shadow_call_is_stored_never_shown_with_its_propensity(settings: Setting
 
 
 def test_spent_budget_keeps_the_answer_local_and_says_so(settings: Settings, db_url: str) -> None:
-    event_id, participant = make_event(db_url, budget=Decimal("0.000010"))
+    event_id, participant = event_with_participant(db_url, budget=Decimal("0.000010"))
     events, finished = run_turn(comparison(settings, AlwaysPolicy(), 0.5, db_url, event_id), PROMPT, participant)
     decision = finished.record.decision
     assert decision.handed_off and decision.blocked_by == "budget"
@@ -107,7 +107,7 @@ def test_spent_budget_keeps_the_answer_local_and_says_so(settings: Settings, db_
 
 
 def test_budget_is_charged_the_real_cost_after_a_handoff(settings: Settings, db_url: str) -> None:
-    event_id, participant = make_event(db_url, budget=Decimal("1"))
+    event_id, participant = event_with_participant(db_url, budget=Decimal("1"))
     _, finished = run_turn(comparison(settings, AlwaysPolicy(), 0.5, db_url, event_id), PROMPT, participant)
     on = finished.record.answer("on")
     with session_scope(db_url) as session:

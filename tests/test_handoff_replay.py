@@ -11,7 +11,7 @@ from feedback.export.dataset import ExportFilters
 from feedback.replay import replay_database
 from playground.handoff.policies import ConfidencePolicy
 from playground.settings import Settings
-from tests.handoff_helpers import comparison, fast, make_event, run_turn, store
+from tests.handoff_helpers import comparison, event_with_participant, fast, run_turn, store
 
 pytestmark = pytest.mark.slow
 PROMPTS = [
@@ -26,7 +26,7 @@ PROMPTS = [
 
 def test_replay_at_the_live_threshold_reproduces_the_live_handoff_rate(standin: Settings, sqlite_url: str) -> None:
     settings = fast(standin, max_new_tokens=12, early_min_tokens=4, shadow_rate=0.5)
-    event_id, participant = make_event(sqlite_url, code="REPLAY-1")
+    event_id, participant = event_with_participant(sqlite_url, code="REPLAY-1")
     threshold = 0.2
     live = comparison(settings, ConfidencePolicy(), threshold, sqlite_url, event_id)
     for prompt in PROMPTS:

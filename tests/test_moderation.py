@@ -19,13 +19,14 @@ from feedback.moderation import (
     unhide_conversation,
     used_tags,
 )
-from tests.organizer_data import Round, add_event, add_rounds
+from tests.factories import make_event
+from tests.organizer_data import Round, add_rounds
 
 
 @pytest.fixture
 def votes(db_url: str) -> dict[str, int]:
-    sf = add_event(db_url, "SF-1", "sf")
-    eu = add_event(db_url, "EU-1", "europe")
+    sf = make_event(db_url, "SF-1", "sf")
+    eu = make_event(db_url, "EU-1", "europe")
     first, second, silent = add_rounds(
         db_url,
         sf,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from playground.auth import Identity, add_organizer
 from playground.settings import Settings
 from playground.untrusted import inert
 from tests.conftest import ORGANIZER_PASSWORD, ROOT
+from tests.factories import make_event
 
 APP = str(ROOT / "playground" / "app.py")
 TIMEOUT = 120
@@ -213,12 +216,9 @@ def test_exports_page_builds_every_format_for_download(demo: str, fmt: str) -> N
 
 def test_an_organizer_edits_their_event_but_not_its_budget_policy_or_code(organizer_env: Settings) -> None:
     url = organizer_env.resolved_database_url
+    event_id = make_event(url, "SF-1", "sf", cloud_budget=5, handoff_policy="never")
     with session_scope(url) as session:
-        event = Event(
-            code="SF-1", name="SF", region="sf", city="SF", timezone="UTC", cloud_budget=5, handoff_policy="never"
-        )
-        session.add(event)
-        session.flush()
+        event = session.get(Event, event_id)
         add_organizer(session, "mia", "mia-password-123", "organizer", event)
         suffix = event.id
     at = _signed_in("mia", "mia-password-123")
@@ -246,3 +246,20 @@ def test_comments_show_attendee_markdown_as_plain_text(demo: str) -> None:
     shown = [m.value for m in at.markdown]
     assert inert(hostile) in shown
     assert not any("](" in value or "![" in value for value in shown)
+
+
+def test_a_rebuilt_export_replaces_the_old_file_and_stale_builds_are_removed(demo: str, tmp_path: Path) -> None:
+    stale = tmp_path / "exports" / "20200101T000000-abcdef-jsonl.jsonl"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("old attendee text")
+    os.utime(stale, (time.time() - 3 * 86400, time.time() - 3 * 86400))
+    at = _signed_in()
+    at.switch_page("views/organizer_exports.py").run()
+    assert not stale.exists()
+    at.button(key="build_csv").click().run()
+    (first,) = at.session_state["exports_built"].values()
+    at.button(key="build_csv").click().run()
+    assert not at.exception
+    (second,) = at.session_state["exports_built"].values()
+    assert second["path"] != first["path"] and Path(second["path"]).exists()
+    assert not Path(first["path"]).exists() and not Path(first["card"]).exists()

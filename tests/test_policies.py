@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from db.session import session_scope
+from db.vocabulary import winner_pane
 from feedback.votes import VoteSubmission, submit_vote
 from playground.handoff.base import PolicyInput, PolicyUnavailable
 from playground.handoff.policies import (
@@ -24,7 +25,8 @@ from playground.handoff.self_handoff import parse_handoff_call, template_offers_
 from playground.runtime import local_engine
 from playground.settings import Settings
 from tests.conftest import MODEL_CACHE
-from tests.handoff_helpers import make_event
+from tests.factories import turn_record
+from tests.handoff_helpers import event_with_participant
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
@@ -109,19 +111,14 @@ def _with_template(tokenizer, template: str):  # noqa: ANN001, ANN202
 def _vote(url: str, participant_id: int, prompt: str, winner_arm: str) -> None:
     """A stored turn with a vote on it, written through the same capture functions as the app."""
     from db.models import Conversation, Turn
-    from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
     from tests.handoff_helpers import Finished, store
 
-    record = TurnRecord(
-        prompt=prompt,
-        decision=DecisionRecord("confidence", "1", "post", 0.5, 0.7, True, 1.0, {"scores": {"confidence": 0.7}}),
-        answers=[AnswerRecord("off", "local", "local answer", "m"), AnswerRecord("on", "cloud", "cloud answer", "c")],
-    )
+    record = turn_record(prompt, score=0.7, language=None)
     turn_id = store(url, participant_id, Finished(record, "local answer", "cloud answer"))
     with session_scope(url) as session:
         conversation = session.get(Conversation, session.get(Turn, turn_id).conversation_id)
         side, conversation_id = conversation.handoff_side, conversation.id
-    winner = {"on": side, "off": "b" if side == "a" else "a"}.get(winner_arm, winner_arm)
+    winner = winner_pane(winner_arm, side)
     with session_scope(url) as session:
         submit_vote(session, VoteSubmission(f"k-{turn_id}", conversation_id, winner))
 
@@ -143,7 +140,7 @@ def test_router_is_untrained_until_trained_from_votes_then_scores_prompts(db_url
     policy, note = resolve_policy("router", settings)
     assert policy.name == "confidence" and "untrained" in note
 
-    _, participant = make_event(db_url)
+    _, participant = event_with_participant(db_url)
     with pytest.raises(RouterNotTrainable, match="needs at least 2 votes"):
         train_router(db_url, settings)
     for prompt in HARD:
@@ -175,7 +172,7 @@ def test_router_train_command_reports_and_refuses_clearly(
 
     result = CliRunner().invoke(app, ["router", "train"])
     assert result.exit_code == 1 and "needs at least 2 votes" in result.output
-    _, participant = make_event(app_env.resolved_database_url)
+    _, participant = event_with_participant(app_env.resolved_database_url)
     for prompt in HARD[:2]:
         _vote(app_env.resolved_database_url, participant, prompt, "on")
     for prompt in EASY[:2]:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from db.models import Event
 from db.session import session_scope
+from db.vocabulary import winner_pane
 from feedback.capture import join_event, record_turn, start_conversation
 from feedback.export import ExportFilters
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
@@ -19,6 +20,7 @@ from feedback.votes import VoteSubmission, submit_vote
 from playground import settings as settings_module
 from playground.handoff.base import PolicyInput
 from playground.handoff.policies import ConfidencePolicy, decide
+from tests.factories import make_event
 
 LIVE = 0.5
 CLOUD_COST, SHADOW_COST, PROPENSITY = Decimal("0.002"), Decimal("0.001"), 0.5
@@ -28,11 +30,9 @@ def store_run(url: str, turns: int = 40, seed: int = 0) -> dict[str, float]:
     """A stored run: the real confidence policy decides on token statistics; votes follow."""
     rng = np.random.default_rng(seed)
     handed, costs, shadows = 0, Decimal(0), Decimal(0)
+    event_id = make_event(url, "RUN-1", "sf")
     with session_scope(url) as session:
-        event = Event(code="RUN-1", name="Run", region="sf", city="SF", timezone="UTC")
-        session.add(event)
-        session.flush()
-        participant = join_event(session, event)
+        participant = join_event(session, session.get(Event, event_id))
         conversation_ids = []
         for i in range(turns):
             n = int(rng.integers(5, 40))
@@ -77,7 +77,7 @@ def store_run(url: str, turns: int = 40, seed: int = 0) -> dict[str, float]:
         if handoff:
             on_wins = i % 3 != 0
             wins, losses = wins + on_wins, losses + (not on_wins)
-            winner = side if on_wins else ("b" if side == "a" else "a")
+            winner = winner_pane("on" if on_wins else "off", side)
         else:
             winner = "identical"
         with session_scope(url) as session:

@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
+from db.models import Turn, Vote
+from db.session import session_scope
 from feedback import stats
 from feedback.demo_data import generate
 from feedback.export import ExportFilters
@@ -63,13 +66,19 @@ def test_report_files_agree_with_summary_json(db_url: str, tmp_path: Path) -> No
     rate = stats.shown_text(overall["handoff_on_win_rate"], overall["ci95"])
     assert f"`{rate}`" in markdown and f"`{overall['votes']}`" in markdown
     assert len(str(rate)) <= 5  # ~1,000 decided votes support two decimals, not 0.6312
-    stripped = re.sub(r"`[^`]*`", "", markdown)
+    # The one-screen lead answers in words, with rounded numbers; every section below shows summary.json's own.
+    lead, _, sections = markdown.partition("\n## ")
+    assert "Handoff helps" in lead and f"{overall['handoff_on_win_rate']:.0%} of {overall['decided']} decisive" in lead
+    assert f"95% CI {low:.0%} to {high:.0%}" in lead and "per 1,000 prompts" in lead
+    stripped = re.sub(r"`[^`]*`", "", sections)
     assert not re.search(r"(?<![\w.>=-])0\.\d", stripped)  # no number outside the summary's code spans
 
     page = result.html_path.read_text()
     assert page.count("<svg") >= 3 and "<script" not in page and "cdn" not in page.lower()
     assert f"<code>{rate}</code>" in page
     assert 0 < overall["participants"] <= summary["leaderboard_participants"]
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page) and "@import" not in page  # nothing remote
+    assert page.index('class="lead"') < page.index("<h2>") and page.count("<details>") >= 5  # tables folded
 
 
 def test_small_segments_are_flagged_not_hidden(sqlite_url: str, tmp_path: Path) -> None:
@@ -103,3 +112,18 @@ def test_report_command(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_pa
         assert json.loads((tmp_path / "r" / "summary.json").read_text())["filters"] == {"event": "DEMO-SF"}
     finally:
         settings_module.get_settings.cache_clear()
+
+
+def test_prompt_cluster_labels_in_the_report_are_redacted(sqlite_url: str, tmp_path: Path) -> None:
+    """Cluster labels are top terms of prompts: an address many attendees pasted must not become one."""
+    generate(sqlite_url, 300, seed=5)
+    with session_scope(sqlite_url) as session:
+        decided = select(Vote.turn_id).where(Vote.winner_arm.in_(["on", "off"]))
+        for turn in session.scalars(select(Turn).where(Turn.id.in_(decided), Turn.id % 2 == 0)):
+            turn.prompt = "Write to zyxwv.qutsr@example.org about this"
+    report = build_report(sqlite_url, tmp_path / "r", ExportFilters())
+    clusters = report.summary["improvement"]["prompt_clusters"]
+    assert clusters
+    for path in (report.md_path, report.html_path, report.summary_path):
+        text = path.read_text(encoding="utf-8")
+        assert "zyxwv" not in text and "qutsr" not in text, path.name

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from db.models import Conversation, Event, Participant, Turn, Vote, utcnow
+from db.models import Conversation, Participant, Turn, Vote, utcnow
 from db.session import DatabaseUnavailable, session_scope
 from feedback.votes import PaneRating, VoteSubmission, save_vote
+from tests.factories import make_event
 
 
 @dataclass
@@ -37,17 +38,15 @@ class BurstOutcome:
 def rounds(url: str, count: int, code: str | None = None) -> list[VoteSubmission]:
     """``count`` participants, each with a conversation of one turn, and one submission per round."""
     code = code or f"BURST-{uuid.uuid4().hex[:6]}"
+    event_id = make_event(url, code, "sf")
     with session_scope(url) as session:
-        event = Event(code=code, name="Burst", region="sf", city="SF", timezone="UTC")
-        session.add(event)
-        session.flush()
         participants = [
-            Participant(event_id=event.id, pseudonym=uuid.uuid4().hex, consented_at=utcnow()) for _ in range(count)
+            Participant(event_id=event_id, pseudonym=uuid.uuid4().hex, consented_at=utcnow()) for _ in range(count)
         ]
         session.add_all(participants)
         session.flush()
         conversations = [
-            Conversation(event_id=event.id, participant_id=p.id, handoff_side="a" if i % 2 else "b")
+            Conversation(event_id=event_id, participant_id=p.id, handoff_side="a" if i % 2 else "b")
             for i, p in enumerate(participants)
         ]
         session.add_all(conversations)

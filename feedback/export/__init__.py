@@ -1,7 +1,9 @@
 """Researcher exports: one module per format behind one function, each with a data card beside it.
 
-``write_export(url, fmt, out, filters)`` streams consented, visible data from the database through a
+``write_export(url, fmt, out, filters)`` streams the data that counts (``db.visibility``) through a
 format module (``jsonl``, ``csv``, ``parquet``, ``arena``, ``dpo``) and writes ``<out>.card.md``.
+``dataset`` reads and redacts the rows every format shares, ``flat`` is the one-row-per-vote shape
+of CSV and Parquet, ``arms`` names the arms as models, ``card`` writes the data card.
 """
 
 from __future__ import annotations

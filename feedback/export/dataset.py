@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Select, Text, cast, func, null, select
 
-from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
+from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
 from db.session import get_engine
+from db.visibility import counted_conversations, vote_not_hidden
 from feedback.redaction import redact
 
 BATCH = 500
@@ -50,6 +51,7 @@ class AnswerRow:
     latency_ms: float | None
     cost: float | None
     error_kind: str | None
+    energy_wh: float | None = None  # estimate (feedback.energy)
 
 
 @dataclass(slots=True)
@@ -149,13 +151,8 @@ def _day_start(day: dt.date) -> dt.datetime:
 
 
 def conversation_query(filters: ExportFilters) -> Select:
-    """Consented participants only, hidden conversations excluded, filters applied."""
-    stmt = (
-        select(Conversation.id)
-        .join(Participant, Participant.id == Conversation.participant_id)
-        .join(Event, Event.id == Conversation.event_id)
-        .where(Participant.consented_at.is_not(None), Conversation.hidden_at.is_(None))
-    )
+    """The conversations that count (``db.visibility``), with the filters applied."""
+    stmt = counted_conversations().join(Event, Event.id == Conversation.event_id)
     if filters.event:
         stmt = stmt.where(Event.code == filters.event.strip().upper())
     if filters.region:
@@ -288,7 +285,7 @@ def _load(
         turns[tid] = turn
         conversations[cid].turns.append(turn)
     in_batch = Turn.conversation_id.in_(ids)
-    for tid, arm, source, text, model, tokens_out, latency_ms, cost, error_kind in connection.execute(
+    for tid, arm, source, text, model, tokens_out, latency_ms, cost, error_kind, energy_wh in connection.execute(
         select(
             Answer.turn_id,
             Answer.arm,
@@ -299,6 +296,7 @@ def _load(
             Answer.latency_ms,
             Answer.cost,
             Answer.error_kind,
+            Answer.energy_wh,
         )
         .join(Turn, Turn.id == Answer.turn_id)
         .where(in_batch)
@@ -312,6 +310,7 @@ def _load(
             latency_ms,
             float(cost) if cost is not None else None,
             error_kind,
+            energy_wh,
         )
     for tid, policy, threshold, score, handed_off, blocked_by, propensity, stored in connection.execute(
         select(
@@ -343,7 +342,7 @@ def _load(
             Vote.time_to_vote_ms,
             Vote.display,
         )
-        .where(Vote.conversation_id.in_(ids), Vote.hidden_at.is_(None))
+        .where(Vote.conversation_id.in_(ids), vote_not_hidden())
         .order_by(Vote.id)
     ).all():
         vote = VoteRow(

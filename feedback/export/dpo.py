@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+from db.vocabulary import DECIDED, SHOWN_ARMS
 from feedback.export.dataset import ConversationRow, Tally, TurnRow, VoteRow
 
 SUFFIX = ".jsonl"
@@ -29,11 +30,11 @@ NOTES = [
 
 
 def _preferred(vote: VoteRow, tally: Tally) -> str | None:
-    stars = {arm: vote.ratings[arm].stars for arm in ("on", "off") if arm in vote.ratings}
+    stars = {arm: vote.ratings[arm].stars for arm in SHOWN_ARMS if arm in vote.ratings}
     by_stars = None
     if stars.get("on") is not None and stars.get("off") is not None and stars["on"] != stars["off"]:
         by_stars = "on" if stars["on"] > stars["off"] else "off"
-    if vote.winner_arm in ("on", "off"):
+    if vote.winner_arm in DECIDED:
         if by_stars is not None and by_stars != vote.winner_arm:
             tally.skipped["decided votes left out: stars contradict the vote"] += 1
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from db.vocabulary import BOTH
 from feedback.export.dataset import ConversationRow
 
 # column -> (meaning, pyarrow type name); the data card and the Parquet schema both read this
@@ -34,6 +35,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "latency_off_ms": ("total latency of the off answer", "float64"),
     "latency_on_ms": ("total latency of the on answer", "float64"),
     "cost_on": ("cloud cost of the on answer (event currency)", "float64"),
+    "energy_off_wh": ("estimated energy of the off answer in Wh (measured time x device power)", "float64"),
+    "energy_on_wh": ("estimated energy of the on answer in Wh (EcoLogits when cloud)", "float64"),
     "stars_off": ("1-5 stars for the off answer", "int32"),
     "stars_on": ("1-5 stars for the on answer", "int32"),
     "stars_both": ("1-5 stars when the panes were identical", "int32"),
@@ -77,11 +80,13 @@ def vote_tuples(batch: list[ConversationRow]) -> list[tuple[Any, ...]]:
                 off.latency_ms if off else None,
                 on.latency_ms if on else None,
                 on.cost if on else None,
+                off.energy_wh if off else None,
+                on.energy_wh if on else None,
             )
             category = turn.category or conversation.category
             for vote in turn.votes:
                 ratings = vote.ratings
-                r_off, r_on, r_both = ratings.get("off"), ratings.get("on"), ratings.get("both")
+                r_off, r_on, r_both = ratings.get("off"), ratings.get("on"), ratings.get(BOTH)
                 append(
                     (
                         vote.id,

@@ -1,5 +1,9 @@
 """Improvement report: ``report.html`` (standalone, charts inline as SVG), ``report.md`` and
-``summary.json`` (every number in the report), built from the database with the export filters."""
+``summary.json`` (every number in the report), built from the database with the export filters.
+
+``summary`` computes every number once (its SQL is ``db.report``), ``themes`` clusters comments and
+prompts, ``charts`` draws, ``render`` lays the same blocks out as Markdown and HTML.
+"""
 
 from __future__ import annotations
 

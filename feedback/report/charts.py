@@ -21,7 +21,7 @@ def win_rates(segments: dict[str, dict[str, Any]], title: str) -> alt.LayerChart
             "win_rate": v["handoff_on_win_rate"],
             "low": v["ci95"][0],
             "high": v["ci95"][1],
-            "label": f"{v['handoff_on_win_rate']:.2f} (n={v['decided']}{', small' if v['small'] else ''})",
+            "label": f"{v['handoff_on_win_rate']:.0%} (n={v['decided']}{', small' if v['small'] else ''})",
         }
         for k, v in segments.items()
         if v["ci95"]
@@ -30,13 +30,18 @@ def win_rates(segments: dict[str, dict[str, Any]], title: str) -> alt.LayerChart
         return None
     data = pd.DataFrame(rows)
     base = alt.Chart(data).encode(y=alt.Y("segment:N", title=None, sort="-x"))
-    bars = base.mark_bar(color="#4c78a8").encode(
-        x=alt.X("win_rate:Q", title="handoff-on win rate", scale=alt.Scale(domain=[0, 1]))
+    bars = base.mark_bar(color="#4c78a8", height={"band": 0.7}).encode(
+        x=alt.X("win_rate:Q", title="handoff win rate", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
     )
     ci = base.mark_rule(strokeWidth=2, color="black").encode(x="low:Q", x2="high:Q")
     labels = base.mark_text(align="left", dx=4, color="black").encode(x="high:Q", text="label:N")
     even = alt.Chart(pd.DataFrame({"x": [0.5]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
-    return (bars + ci + labels + even).properties(title=title, width=420)
+    return (
+        (bars + ci + labels + even)
+        .properties(title=title, width=560, height=alt.Step(34))
+        .configure_axis(labelFontSize=13, titleFontSize=13)
+        .configure_title(fontSize=16, anchor="start")
+    )
 
 
 def replay_curve(curve: list[dict[str, Any]], recommended: float | None) -> alt.LayerChart | None:
@@ -87,3 +92,17 @@ def leaderboard(rows: list[dict[str, Any]]) -> alt.LayerChart | None:
     )
     ci = base.mark_rule(strokeWidth=2, color="black").encode(x="lower:Q", x2="upper:Q")
     return (ci + points).properties(title="Arms leaderboard", width=420)
+
+
+def energy(summary: dict[str, Any]) -> alt.LayerChart | None:
+    """Energy per 1,000 prompts for each arm (estimates), labelled with the value."""
+    if summary.get("local_wh_per_1000_prompts") is None:
+        return None
+    rows = [
+        {"arm": "local model alone", "wh": summary["local_wh_per_1000_prompts"]},
+        {"arm": "with handoff", "wh": summary["handoff_wh_per_1000_prompts"]},
+    ]
+    base = alt.Chart(pd.DataFrame(rows)).encode(y=alt.Y("arm:N", title=None, sort=None))
+    bars = base.mark_bar(color="#4c78a8", height={"band": 0.6}).encode(x=alt.X("wh:Q", title="Wh per 1,000 prompts"))
+    labels = base.mark_text(align="left", dx=4, color="black").encode(x="wh:Q", text=alt.Text("wh:Q", format=",.1f"))
+    return (bars + labels).properties(title="Estimated energy per 1,000 prompts", width=560, height=alt.Step(40))

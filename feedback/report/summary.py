@@ -1,8 +1,7 @@
 """Every number of the improvement report, computed once into one JSON-ready dict.
 
-Counts come from SQL aggregates (GROUP BY over votes), so the report reads a handful of small tables
-whatever the size of the database; only latencies, stored scores and a bounded sample of comments and
-prompts are read row by row.
+The SQL lives in ``db.report`` (counts are GROUP BY aggregates over the votes that count); this
+module turns its rows into segments, confidence intervals, a leaderboard and "what to improve".
 """
 
 from __future__ import annotations
@@ -13,18 +12,18 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import Text, and_, case, cast, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Connection, Select
 
-from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
+from db import report as report_queries
+from db.report import VOTE_FACT_COLUMNS
 from db.session import get_engine
-from db.vocabulary import DECIDED, PANES, WINNER_ARMS, arm_of, winner_pane
+from db.vocabulary import DECIDED, PANES, SHOWN_ARMS, WINNER_ARMS, arm_of, winner_pane
 from feedback import research, stats
 from feedback.embeddings import Embed
 from feedback.export.arms import arm_names
 from feedback.export.dataset import DecisionRow, ExportFilters, conversation_query
 from feedback.redaction import redact
-from feedback.replay import SWEEP, ReplayError, default_policy, load_turns, replay
+from feedback.replay import SWEEP, ReplayError, TurnTable, default_policy, load_turns, replay
 from feedback.report.themes import comment_themes, prompt_clusters
 
 SMALL = 30  # segments with fewer decided votes are flagged as small (shown, not hidden)
@@ -56,62 +55,9 @@ def segment(counts: pd.Series, *, rounds: int, seed: int) -> dict[str, Any]:
     }
 
 
-def _vote_facts(connection, filters: ExportFilters) -> pd.DataFrame:  # noqa: ANN001
+def _vote_facts(connection: Connection, conversations: Select) -> pd.DataFrame:
     """Vote counts grouped by every dimension the report slices on (one small frame)."""
-    visible = conversation_query(filters).subquery()
-    off = aliased(Answer)
-    category = func.coalesce(Turn.category, Conversation.category, "unknown")
-    language = func.coalesce(Turn.language, "unknown")
-    stmt = (
-        select(
-            Event.code.label("event"),
-            Event.region,
-            category.label("category"),
-            language.label("language"),
-            HandoffDecision.handed_off,
-            HandoffDecision.policy,
-            HandoffDecision.threshold,
-            off.model.label("model_off"),
-            Conversation.handoff_side,
-            Vote.winner_arm,
-            func.count().label("n"),
-        )
-        .join(visible, visible.c.id == Vote.conversation_id)
-        .join(Conversation, Conversation.id == Vote.conversation_id)
-        .join(Event, Event.id == Conversation.event_id)
-        .join(Turn, Turn.id == Vote.turn_id)
-        .outerjoin(HandoffDecision, HandoffDecision.turn_id == Turn.id)
-        .outerjoin(off, and_(off.turn_id == Turn.id, off.arm == "off"))
-        .where(Vote.hidden_at.is_(None))
-        .group_by(
-            Event.code,
-            Event.region,
-            category,
-            language,
-            HandoffDecision.handed_off,
-            HandoffDecision.policy,
-            HandoffDecision.threshold,
-            off.model,
-            Conversation.handoff_side,
-            Vote.winner_arm,
-        )
-    )
-    frame = pd.DataFrame(
-        connection.execute(stmt).all(),
-        columns=[
-            "event",
-            "region",
-            "category",
-            "language",
-            "handed_off",
-            "policy",
-            "threshold",
-            "model_off",
-            "handoff_side",
-            "winner_arm",
-            "n",
-        ],
-    )
+    frame = pd.DataFrame(report_queries.vote_facts(connection, conversations), columns=list(VOTE_FACT_COLUMNS))
     frame["handed_off"] = frame["handed_off"].fillna(False).astype(bool)
     return frame
 
@@ -177,36 +123,11 @@ def _position_bias(frame: pd.DataFrame) -> dict[str, Any]:
     return {"decided": total, "left_wins": int(left), "left_win_rate": full(left / total) if total else None}
 
 
-def _handoff(connection, filters: ExportFilters, table, *, rounds: int, seed: int) -> dict[str, Any]:  # noqa: ANN001
-    visible = conversation_query(filters).subquery()
-    on, off = aliased(Answer), aliased(Answer)
-    turns_q = (
-        select(
-            func.count(),
-            func.sum(case((HandoffDecision.handed_off, 1), else_=0)),
-            func.sum(case((on.source == "cloud", on.cost), else_=0)),
-        )
-        .select_from(HandoffDecision)
-        .join(Turn, Turn.id == HandoffDecision.turn_id)
-        .join(visible, visible.c.id == Turn.conversation_id)
-        .outerjoin(on, and_(on.turn_id == Turn.id, on.arm == "on"))
-    )
-    turns, handed, cost = connection.execute(turns_q).one()
-    added = np.fromiter(
-        (
-            row[0] - row[1]
-            for row in connection.execution_options(stream_results=True, yield_per=10_000).execute(
-                select(on.latency_ms, off.latency_ms)
-                .select_from(HandoffDecision)
-                .join(Turn, Turn.id == HandoffDecision.turn_id)
-                .join(visible, visible.c.id == Turn.conversation_id)
-                .join(on, and_(on.turn_id == Turn.id, on.arm == "on"))
-                .join(off, and_(off.turn_id == Turn.id, off.arm == "off"))
-                .where(HandoffDecision.handed_off, on.latency_ms.is_not(None), off.latency_ms.is_not(None))
-            )
-        ),
-        dtype=np.float64,
-    )
+def _handoff(
+    connection: Connection, conversations: Select, table: TurnTable | None, *, rounds: int, seed: int
+) -> dict[str, Any]:
+    turns, handed, cost = report_queries.handoff_totals(connection, conversations)
+    added = np.fromiter(report_queries.added_latencies(connection, conversations), dtype=np.float64)
     out: dict[str, Any] = {
         "turns": int(turns or 0),
         "handed_off": int(handed or 0),
@@ -246,7 +167,7 @@ def _handoff(connection, filters: ExportFilters, table, *, rounds: int, seed: in
             for p in result.points
         ],
     }
-    decided = table.handed_off & np.isin(table.vote, ["on", "off"])
+    decided = table.handed_off & np.isin(table.vote, DECIDED)
     for name in sorted({*table.scores, *set(table.live_policy.astype(str))}):
         scores = table.score(name)[decided]
         keep = ~np.isnan(scores)
@@ -255,44 +176,36 @@ def _handoff(connection, filters: ExportFilters, table, *, rounds: int, seed: in
     return out
 
 
-def _ratings(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: ANN001
-    visible = conversation_query(filters).subquery()
-    base = (
-        select(Rating.arm, Rating.stars, func.count())
-        .join(Vote, Vote.id == Rating.vote_id)
-        .join(visible, visible.c.id == Vote.conversation_id)
-        .where(Vote.hidden_at.is_(None), Rating.stars.is_not(None))
-        .group_by(Rating.arm, Rating.stars)
-    )
+def _energy(connection: Connection, conversations: Select) -> dict[str, Any]:
+    """Estimated energy (feedback.energy) and cloud cost per 1,000 prompts for each arm (db.analytics rule)."""
+    prompts, local_wh, handoff_wh, cost = report_queries.energy_totals(connection, conversations)
+
+    def per_1000(total: Any) -> float | None:
+        return full(float(total) * 1000 / prompts) if prompts else None
+
+    return {
+        "prompts_with_estimates": int(prompts),
+        "local_wh_per_1000_prompts": per_1000(local_wh),
+        "handoff_wh_per_1000_prompts": per_1000(handoff_wh),
+        "handoff_cost_per_1000_prompts": per_1000(cost),
+        "method": "cloud: EcoLogits from model and output tokens; local: measured compute time x device power",
+    }
+
+
+def _ratings(connection: Connection, conversations: Select) -> dict[str, Any]:
     distribution: dict[str, dict[str, int]] = {}
-    for arm, stars, n in connection.execute(base):
+    for arm, stars, n in report_queries.star_counts(connection, conversations):
         distribution.setdefault(arm, {str(s): 0 for s in range(1, 6)})[str(stars)] = int(n)
     mean = {
         arm: full(sum(int(s) * n for s, n in d.items()) / max(sum(d.values()), 1)) for arm, d in distribution.items()
     }
     tags: dict[str, Counter[str]] = {}
-    tag_list = cast(
-        Rating.tags, Text
-    )  # counted per distinct stored list in SQL: a few hundred rows, not one per rating
-    for arm, raw, n in connection.execute(
-        select(Rating.arm, tag_list, func.count())
-        .join(Vote, Vote.id == Rating.vote_id)
-        .join(visible, visible.c.id == Vote.conversation_id)
-        .where(Vote.hidden_at.is_(None), Rating.tags.is_not(None))
-        .group_by(Rating.arm, tag_list)
-        .order_by(func.min(Rating.id))  # first-seen order, which breaks ties in most_common
-    ):
+    for arm, raw, n in report_queries.tag_lists(connection, conversations):
         counter = tags.setdefault(arm, Counter())
         for tag in orjson.loads(raw) or []:
             counter[tag] += n
     # inter-rater: prompts voted on more than once, verdict counts per prompt
-    per_prompt = connection.execute(
-        select(Turn.prompt, Vote.winner_arm, func.count())
-        .join(Vote, Vote.turn_id == Turn.id)
-        .join(visible, visible.c.id == Vote.conversation_id)
-        .where(Vote.hidden_at.is_(None))
-        .group_by(Turn.prompt, Vote.winner_arm)
-    ).all()
+    per_prompt = report_queries.verdicts_per_prompt(connection, conversations)
     counts: dict[str, list[int]] = {}
     for prompt, _, n in per_prompt:
         counts.setdefault(prompt, []).append(int(n))
@@ -310,21 +223,9 @@ def _ratings(connection, filters: ExportFilters) -> dict[str, Any]:  # noqa: ANN
     }
 
 
-def _examples(connection, filters: ExportFilters, embed: Embed | None) -> dict[str, Any]:  # noqa: ANN001
-    visible = conversation_query(filters).subquery()
+def _examples(connection: Connection, conversations: Select, embed: Embed | None) -> dict[str, Any]:
     worst = []
-    for arm in ("off", "on"):
-        answer = aliased(Answer)
-        rows = connection.execute(
-            select(Rating.stars, Turn.prompt, answer.text, Turn.category)
-            .join(Vote, Vote.id == Rating.vote_id)
-            .join(visible, visible.c.id == Vote.conversation_id)
-            .join(Turn, Turn.id == Vote.turn_id)
-            .join(answer, and_(answer.turn_id == Turn.id, answer.arm == arm))
-            .where(Rating.arm == arm, Rating.stars.is_not(None), Vote.hidden_at.is_(None))
-            .order_by(Rating.stars, Vote.id.desc())
-            .limit(3)
-        ).all()
+    for arm in SHOWN_ARMS:
         worst += [
             {
                 "arm": arm,
@@ -333,26 +234,10 @@ def _examples(connection, filters: ExportFilters, embed: Embed | None) -> dict[s
                 "prompt": redact(p)[:200],
                 "answer": redact(t)[:200],
             }
-            for s, p, t, c in rows
+            for s, p, t, c in report_queries.worst_rated(connection, conversations, arm, 3)
         ]
-    comments = [
-        redact(c)
-        for (c,) in connection.execute(
-            select(Vote.comment)
-            .join(visible, visible.c.id == Vote.conversation_id)
-            .where(Vote.comment.is_not(None), Vote.hidden_at.is_(None))
-            .order_by(Vote.id.desc())
-            .limit(SAMPLE)
-        )
-    ]
-    prompts = connection.execute(
-        select(Turn.prompt, Vote.winner_arm, Turn.language)
-        .join(Vote, Vote.turn_id == Turn.id)
-        .join(visible, visible.c.id == Vote.conversation_id)
-        .where(Vote.hidden_at.is_(None), Vote.winner_arm.in_(["on", "off"]))
-        .order_by(Vote.id.desc())
-        .limit(SAMPLE)
-    ).all()
+    comments = [redact(c) for c in report_queries.latest_comments(connection, conversations, SAMPLE)]
+    prompts = report_queries.decided_prompts(connection, conversations, SAMPLE)
     return {
         "worst_rated": worst,
         "comment_themes": comment_themes(comments, embed),
@@ -409,9 +294,10 @@ def compute_summary(
 
     ``embed`` (``feedback.embeddings.embed``: the bundled sentence encoder) builds prompt clusters,
     comment themes and near-duplicate prompts; without it those are left out (exact duplicates only)."""
+    conversations = conversation_query(filters)
     votes, judges = research.load_votes(url, filters)
     with get_engine(url).connect() as connection:
-        frame = _vote_facts(connection, filters)
+        frame = _vote_facts(connection, conversations)
         table = load_turns(url, filters)
         summary: dict[str, Any] = {
             "filters": filters.describe(),
@@ -436,9 +322,10 @@ def compute_summary(
             "by_language": _by(frame, "language", votes, rounds=rounds, seed=seed),
             **_leaderboard_fields(_leaderboard(votes, rounds=rounds, seed=seed)),
             "position_bias": _position_bias(frame),
-            "handoff": _handoff(connection, filters, table, rounds=rounds, seed=seed),
-            "ratings": _ratings(connection, filters),
-            "improvement": _examples(connection, filters, embed),
+            "handoff": _handoff(connection, conversations, table, rounds=rounds, seed=seed),
+            "ratings": _ratings(connection, conversations),
+            "energy": _energy(connection, conversations),
+            "improvement": _examples(connection, conversations, embed),
         }
     summary["research"], _ = research.research(votes, judges, rounds=rounds, seed=seed, embed=embed)
     summary["improvement"]["findings"] = _findings(summary)

@@ -11,6 +11,7 @@ from playground.cli import export as export_commands
 from playground.cli import judge as judge_commands
 from playground.cli import merge as merge_commands
 from playground.cli import organizers as organizer_commands
+from playground.cli import publish as publish_commands
 from playground.cli import replay as replay_commands
 from playground.cli import report as report_commands
 from playground.cli import router as router_commands
@@ -25,6 +26,7 @@ app.command("serve")(serve_commands.serve)
 app.command("standin")(serve_commands.standin)
 app.command("prepare-model")(serve_commands.prepare_model)
 app.command("export")(export_commands.export)
+app.command("publish")(publish_commands.publish)
 app.command("merge")(merge_commands.merge)
 app.command("replay")(replay_commands.replay)
 app.command("report")(report_commands.report)

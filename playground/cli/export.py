@@ -11,8 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from db.models import Region
 from db.session import ensure_migrated
-from feedback.export import FORMATS, ExportFilters, count_conversations, write_export
-from playground.settings import get_settings
+from feedback.export import FORMATS, ExportFilters, ExportResult, count_conversations, write_export
+from playground.settings import Settings, get_settings
 
 Format = StrEnum("Format", {name: name for name in FORMATS})
 
@@ -43,6 +43,27 @@ def export(
     ensure_migrated(url)
     filters = filters_from(event, region, since, until)
     total = count_conversations(url, filters)
+    try:
+        if "\x00" in str(out):
+            raise OSError(f"{out!r} contains a NUL byte")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_dir():
+            raise IsADirectoryError(f"{out} is a folder; give a file name")
+        result = _write(url, fmt, out, filters, no_redact, total, settings)
+    except OSError as error:  # a path the operator can fix: say so, no traceback
+        typer.echo(
+            f"Error: cannot write the export to {str(out)!r}: {getattr(error, 'strerror', None) or error}", err=True
+        )
+        raise typer.Exit(1) from None
+    typer.echo(f"Wrote {result.rows:,} rows to {result.path}")
+    typer.echo(f"Data card: {result.card_path}")
+    if no_redact:
+        typer.echo("PII redaction was OFF: keep this file internal.", err=True)
+
+
+def _write(
+    url: str, fmt: Format, out: Path, filters: ExportFilters, no_redact: bool, total: int, settings: Settings
+) -> ExportResult:
     with Progress(
         TextColumn("exporting conversations"),
         BarColumn(),
@@ -61,7 +82,4 @@ def export(
             salt=settings.export_salt_bytes,
             default_licence=settings.export_licence,
         )
-    typer.echo(f"Wrote {result.rows:,} rows to {result.path}")
-    typer.echo(f"Data card: {result.card_path}")
-    if no_redact:
-        typer.echo("PII redaction was OFF: keep this file internal.", err=True)
+    return result

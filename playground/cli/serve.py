@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import typer
 
 from db.session import DatabaseNotMigrated, ensure_migrated
+from playground import startup
 from playground.engine import standin as standin_server
 from playground.engine.model_store import resolve_model
 from playground.settings import Settings, get_settings
-
-APP = Path(__file__).resolve().parent.parent / "app.py"
 
 
 def prepare_model() -> None:
@@ -29,24 +26,8 @@ def standin() -> None:
 
 
 def streamlit_command(settings: Settings) -> list[str]:
-    """``streamlit run`` of the app as ``handoff serve`` starts it: no error details for browsers."""
-    return [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(APP),
-        "--server.port",
-        str(settings.port),
-        "--server.address",
-        settings.host,
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--client.showErrorDetails",
-        "none",  # tracebacks (SQL, paths, values) go to the server log, never to a browser
-    ]
+    """``streamlit run`` of the app as ``handoff serve`` starts it (see ``playground.startup.streamlit_command``)."""
+    return startup.streamlit_command(settings.port, settings.host)
 
 
 def serve() -> None:

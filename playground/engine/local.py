@@ -321,10 +321,21 @@ class LocalEngine:
                 logits_to_keep=1,
             ).logits[:, -1]
         except Exception as error:  # noqa: BLE001 - the running batch is intact; only these fail
-            for row in joining:
-                row.generation._finish(None, error)
+            if len(joining) > 1:  # one request's failure (out of memory on a long prompt) is not the others'
+                del cache
+                for row in joining:
+                    self._prefill([row])
+                return
+            joining[0].generation._finish(None, error)
             return
-        self._merge(joining, cache, mask)
+        try:
+            self._merge(joining, cache, mask)
+        except BaseException as error:  # noqa: BLE001 - rows not yet in the batch must not wait forever
+            merged = {id(row) for row in self._rows}
+            for row in joining:
+                if id(row) not in merged:
+                    row.generation._finish(None, error)
+            raise
         tokens = self._take(joining, logits)
         self._next = torch.cat([self._next, tokens])
         self.peak_batch_size = max(self.peak_batch_size, len(self._rows))

@@ -22,8 +22,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from sqlalchemy import select
 
-from db.models import Turn, Vote
+from db.models import Conversation, Turn, Vote
 from db.session import session_scope
+from db.visibility import vote_counts
 from playground.handoff.base import PolicyInput, PolicyUnavailable
 from playground.settings import Settings
 
@@ -73,12 +74,13 @@ def embed(texts: list[str]) -> np.ndarray:
 
 
 def voted_examples(database_url: str) -> tuple[list[str], list[int]]:
-    """(prompt, label) for every visible vote that says whether handoff helped."""
+    """(prompt, label) for every vote that counts (``db.visibility``) and says whether handoff helped."""
     with session_scope(database_url) as session:
         rows = session.execute(
             select(Turn.prompt, Vote.winner_arm)
             .join(Vote, Vote.turn_id == Turn.id)
-            .where(Vote.hidden_at.is_(None), Vote.winner_arm.in_(POSITIVE + NEGATIVE))
+            .join(Conversation, Conversation.id == Vote.conversation_id)
+            .where(vote_counts(), Vote.winner_arm.in_(POSITIVE + NEGATIVE))
             .order_by(Vote.id)
         ).all()
     return [prompt for prompt, _ in rows], [int(winner in POSITIVE) for _, winner in rows]

@@ -17,6 +17,7 @@ from db.session import DatabaseNotMigrated, DatabaseUnavailable, ensure_migrated
 from db.vocabulary import BOTH, PAIRWISE_WINNERS, PANES, SHOWN_ARMS
 from feedback.capture import PROFILE_CHOICES
 from feedback.errors import FeedbackRejected
+from feedback.units import format_usd, format_wh
 from feedback.votes import PaneRating
 from playground.attendee_session import (
     BlindComparison,
@@ -34,9 +35,10 @@ from playground.attendee_session import (
     start_turn,
     update_profile,
 )
-from playground.i18n import LANGUAGES, Translator
+from playground.i18n import LANGUAGES, Translator, UnknownMessage
 from playground.runtime import engine_ready, start_loading
 from playground.settings import get_settings
+from playground.turn_runner import ShownTurn
 from playground.untrusted import answer_markdown, inert
 
 settings = get_settings()
@@ -65,6 +67,14 @@ def _warm_up() -> bool:
 
 
 _warm_up()
+# Reason-tag pills (multi-select: a toolbar) wrap onto more lines instead of scrolling past the pane's edge.
+st.html(
+    """<style>
+    [class*="st-key-tags_"] [role="toolbar"] {
+        flex-wrap: wrap; overflow: visible; mask-image: none; -webkit-mask-image: none;
+    }
+    </style>"""
+)
 
 
 def _open_event(code: str) -> str | None:
@@ -404,6 +414,24 @@ if comparison.revealed:
     def _seconds(ms: float | None) -> str:
         return t("reveal.unknown") if ms is None else t("reveal.seconds", value=ms / 1000)
 
+    def _why(policy: str | None) -> str:
+        """One plain sentence for the policy's decision; its numbers follow in brackets."""
+        try:
+            return t(f"reveal.why.{policy}")
+        except UnknownMessage:
+            return t("reveal.why.other")
+
+    def _energy(turn: ShownTurn, arm: str) -> str:
+        """This arm's estimated energy and cloud cost; a cloud answer also counts the local draft before it."""
+        wh, cost = turn.energy_wh.get(arm), turn.cloud_cost.get(arm)
+        if wh is None:
+            return t("reveal.unknown")
+        if cost is None:
+            return t("reveal.energy_local", wh=format_wh(wh))
+        return t(
+            "reveal.energy_cloud", wh=format_wh(wh + (turn.energy_wh.get("off") or 0.0)), cost=format_usd(float(cost))
+        )
+
     for number, turn in enumerate(comparison.turns, start=1):
         if turn.handed_off:
             happened = t("reveal.handed_off")
@@ -412,5 +440,12 @@ if comparison.revealed:
         else:
             happened = t("reveal.stayed_local")
         latency = t("reveal.latency", **{p: _seconds(turn.latency_ms[comparison.arm_of(p)]) for p in PANES})
-        why = f" · {t('reveal.reason', reason=inert(turn.reason))}" if turn.reason and turn.handed_off else ""
+        why = (
+            f" · {t('reveal.reason', sentence=_why(turn.policy), reason=inert(turn.reason))}"
+            if turn.reason and turn.handed_off
+            else ""
+        )
         st.markdown(f"- **{t('reveal.turn', turn=number)}**: {happened}{why} · {latency}")
+        if any(wh is not None for wh in turn.energy_wh.values()):
+            energy = t("reveal.energy", **{p: _energy(turn, comparison.arm_of(p)) for p in PANES})
+            st.caption(energy, help=t("reveal.energy_help"))

@@ -6,10 +6,10 @@ from decimal import Decimal, InvalidOperation
 
 import streamlit as st
 
-from db.events import EventInvalid, EventSpec, create_event, parse_tags, timezones, update_event
+from db.events import EventInvalid, EventSpec, create_event, parse_tags, set_wall, timezones, update_event
 from db.models import REGIONS
 from db.session import session_scope
-from playground.event_link import attendee_link, qr_code
+from playground.event_link import attendee_link, qr_code, wall_link
 from playground.handoff.policies import POLICY_NAMES
 from playground.organizer_access import REGION_NAMES, database_url, require_identity, visible_events
 from playground.settings import get_settings
@@ -162,3 +162,15 @@ if event is not None:
     right.download_button(
         "Download QR (SVG, posters)", qr_code(link, "svg"), f"{event.code}-qr.svg", "image/svg+xml", key="qr_svg"
     )
+
+    st.subheader("Results wall")
+    st.caption(
+        "A public, read-only page for the venue screen: live vote counts, the handoff win rate and regions side by side; nothing attendees wrote."
+    )
+    wall_on = st.toggle("Public results wall on", value=event.wall_enabled, key=f"event_wall_{suffix}")
+    if wall_on != event.wall_enabled and identity.may_see(event.id):
+        with session_scope(url) as session:
+            set_wall(session, event.id, wall_on)
+        st.rerun()
+    if wall_on:
+        st.code(wall_link(event.code, settings), language=None)

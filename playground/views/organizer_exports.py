@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import shutil
+import time
 from importlib import import_module
 from pathlib import Path
 
@@ -24,6 +26,7 @@ FORMAT_NOTES = {
     "arena": "FastChat arena battles",
     "dpo": "TRL preference pairs (chosen / rejected)",
 }
+KEEP_BUILT = dt.timedelta(days=1)
 identity = require_identity()
 url = database_url()
 settings = get_settings()
@@ -70,7 +73,28 @@ def _build(fmt: str) -> None:
         default_licence=settings.export_licence,
     )
     bar.empty()
+    previous = built.get(f"{filter_key}:{fmt}")
     built[f"{filter_key}:{fmt}"] = {"path": str(result.path), "card": str(result.card_path), "rows": str(result.rows)}
+    if previous is not None:  # a rebuild replaces the file: the old one would only fill the disk
+        for old in (previous["path"], previous["card"]):
+            Path(old).unlink(missing_ok=True)
+
+
+def _prune(folder: Path, keep: dt.timedelta = KEEP_BUILT) -> None:
+    """Remove exports and reports built longer ago than ``keep`` (by anyone): they hold attendee text."""
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - keep.total_seconds()
+    for item in folder.iterdir():
+        if item.stat().st_mtime >= cutoff:
+            continue
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+
+
+_prune(out_dir)
 
 
 st.subheader("Exports")
@@ -83,13 +107,13 @@ for fmt in FORMATS:
         path, card = Path(done["path"]), Path(done["card"])
         right.download_button(
             f"Download {fmt} ({int(done['rows']):,} rows)",
-            path.read_bytes(),
+            path.read_bytes,  # read when clicked, not on every rerun of the page
             path.name,
             key=f"download_{fmt}",
             on_click="ignore",
         )
         right.download_button(
-            "Data card", card.read_bytes(), card.name, "text/markdown", key=f"card_{fmt}", on_click="ignore"
+            "Data card", card.read_bytes, card.name, "text/markdown", key=f"card_{fmt}", on_click="ignore"
         )
 
 st.subheader("Improvement report")
@@ -113,5 +137,5 @@ if (paths := reports.get(filter_key)) is not None:
     ):
         path = Path(paths[kind])
         column.download_button(
-            f"Download {path.name}", path.read_bytes(), path.name, mime, key=f"report_{kind}", on_click="ignore"
+            f"Download {path.name}", path.read_bytes, path.name, mime, key=f"report_{kind}", on_click="ignore"
         )

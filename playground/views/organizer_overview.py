@@ -7,6 +7,8 @@ import streamlit as st
 
 from db.analytics import BUCKETS, Overview, overview
 from db.session import session_scope
+from feedback.stats import wilson_ci
+from feedback.units import format_ms, format_usd, format_wh
 from playground.organizer_access import current_identity, database_url, require_identity, scope_picker
 from playground.settings import get_settings
 
@@ -31,7 +33,7 @@ def _headline(numbers: Overview) -> None:
     columns[0].metric("Participants", f"{numbers.participants:,}")
     columns[1].metric("Conversations", f"{numbers.conversations:,}")
     columns[2].metric("Votes", f"{numbers.votes:,}")
-    interval = numbers.on_win_rate_ci()
+    interval = wilson_ci(numbers.on_wins, numbers.off_wins)
     columns[3].metric(
         "Handoff-on win rate",
         _percent(numbers.on_win_rate),
@@ -41,12 +43,25 @@ def _headline(numbers: Overview) -> None:
         columns[3].caption(f"95% CI {interval[0]:.0%}–{interval[1]:.0%} over {numbers.decisive:,} votes")
     columns[4].metric("Handoff rate", _percent(numbers.handoff_rate), help="Turns the policy handed off.")
     columns[4].caption(f"{numbers.reached_cloud:,} of {numbers.turns:,} turns answered by the cloud")
-    spend = f"{numbers.cloud_cost:,.2f}"
-    columns[5].metric(
-        "Cloud spend", spend if numbers.cloud_budget is None else f"{spend} / {numbers.cloud_budget:,.2f}"
-    )
+    columns[5].metric("Cloud spend", format_usd(float(numbers.cloud_cost)))
+    if numbers.cloud_budget is not None:
+        columns[5].caption(f"of {format_usd(float(numbers.cloud_budget))} budget")
     if numbers.budget_used is not None:
         columns[5].progress(min(numbers.budget_used, 1.0), text=f"{numbers.budget_used:.0%} of budget")
+    st.caption(_energy_line(numbers))
+
+
+def _energy_line(numbers: Overview) -> str:
+    """ "handoff used N Wh and $X per 1,000 prompts", against the local model alone (estimates)."""
+    energy = numbers.energy
+    if not energy.prompts:
+        return "Energy: no estimates yet."
+    return (
+        f"Per 1,000 prompts, handoff used {format_wh(energy.per_1000(energy.handoff_wh))} and "
+        f"{format_usd(energy.per_1000(energy.handoff_cost))}; the local model alone used "
+        f"{format_wh(energy.per_1000(energy.local_wh))} (estimates over {energy.prompts:,} prompts: "
+        "EcoLogits for the cloud, measured time × device power for the local model)."
+    )
 
 
 def _charts(numbers: Overview) -> None:
@@ -63,8 +78,11 @@ def _charts(numbers: Overview) -> None:
     with right:
         st.subheader("Latency per arm")
         st.dataframe(
-            pd.DataFrame([vars(a) for a in numbers.latency]).rename(
-                columns={"p50_ms": "p50 (ms)", "p95_ms": "p95 (ms)"}
+            pd.DataFrame(
+                [
+                    {"arm": a.arm, "answers": f"{a.answers:,}", "p50": format_ms(a.p50_ms), "p95": format_ms(a.p95_ms)}
+                    for a in numbers.latency
+                ]
             ),
             hide_index=True,
         )

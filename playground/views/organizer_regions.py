@@ -8,6 +8,7 @@ import streamlit as st
 
 from db.analytics import Overview, compare_regions
 from db.session import session_scope
+from feedback.stats import wilson_ci
 from playground.organizer_access import REGION_NAMES, database_url, require_identity
 
 require_identity(admin=True)
@@ -16,7 +17,7 @@ st.title("Compare regions")
 
 
 def _row(numbers: Overview) -> dict[str, object]:
-    interval = numbers.on_win_rate_ci()
+    interval = wilson_ci(numbers.on_wins, numbers.off_wins)
     latency = {a.arm: a for a in numbers.latency}
     return {
         "participants": numbers.participants,
@@ -47,7 +48,7 @@ rates = pd.DataFrame(
     [
         {"region": REGION_NAMES[region], "win rate": numbers.on_win_rate, "low": ci[0], "high": ci[1]}
         for region, numbers in regions.items()
-        if (ci := numbers.on_win_rate_ci()) is not None
+        if (ci := wilson_ci(numbers.on_wins, numbers.off_wins)) is not None
     ]
 )
 st.subheader("Handoff-on win rate with 95% CI")

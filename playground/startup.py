@@ -1,0 +1,85 @@
+"""Process start-up off the request path, so the first visitor gets a page at once.
+
+Importing the services (torch, transformers, SQLAlchemy models, scikit-learn) takes seconds, and
+tens of seconds on a busy machine; a Streamlit page that imports them at its top sends nothing
+until they are loaded, so the first visit is a blank page. ``app.py`` draws a "warming up" page,
+starts these imports in a background thread and reruns once they are done. Light on purpose:
+this module imports nothing heavy itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+APP = Path(__file__).resolve().parent / "app.py"
+# What the pages import at their top: loaded once per process, before any page runs.
+SERVICES = ("playground.organizer_access", "playground.attendee_session", "playground.runtime")
+
+_ready = threading.Event()
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+
+
+def _load() -> None:
+    try:
+        for name in SERVICES:
+            importlib.import_module(name)
+        from playground.runtime import start_loading
+
+        start_loading()  # the model loads and warms up in its own thread; pages say "warming up" meanwhile
+    except Exception:  # the page's own import will raise it again, where a person sees it
+        log.exception("Start-up imports failed")
+    finally:
+        _ready.set()
+
+
+def start() -> None:
+    """Begin loading the services in the background (idempotent; every session may call it)."""
+    global _thread
+    with _lock:
+        if _thread is None:
+            _thread = threading.Thread(target=_load, name="startup", daemon=True)
+            _thread.start()
+
+
+def ready() -> bool:
+    """True once the services are imported: pages can import them without blocking."""
+    return _ready.is_set()
+
+
+def wait(timeout_s: float | None = None) -> bool:
+    """Block until the services are imported (or ``timeout_s`` passes); True when they are."""
+    start()
+    return _ready.wait(timeout_s)
+
+
+def streamlit_command(port: int, address: str) -> list[str]:
+    """``streamlit run`` as attendees get it: headless, no usage stats, the toolbar in viewer mode (no
+    "Deploy" button, no rerun or clear-cache items: the menu keeps only theme and print)."""
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.port",
+        str(port),
+        "--server.address",
+        address,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "viewer",
+        "--client.showErrorDetails",
+        "none",  # tracebacks (SQL, paths, values) go to the server log, never to a browser
+        "--server.fileWatcherType",
+        "none",  # a served app never reloads its source, nor offers attendees a "rerun" prompt
+    ]
