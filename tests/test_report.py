@@ -15,6 +15,7 @@ from db.models import Turn, Vote
 from db.session import session_scope
 from feedback import stats
 from feedback.demo_data import generate
+from feedback.embeddings import embed
 from feedback.export import ExportFilters
 from feedback.report import build_report
 from playground import settings as settings_module
@@ -114,14 +115,15 @@ def test_report_command(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_pa
         settings_module.get_settings.cache_clear()
 
 
+@pytest.mark.slow  # loads the bundled sentence encoder
 def test_prompt_cluster_labels_in_the_report_are_redacted(sqlite_url: str, tmp_path: Path) -> None:
-    """Cluster labels are top terms of prompts: an address many attendees pasted must not become one."""
+    """Cluster labels are representative prompts: an address many attendees pasted must not show in one."""
     generate(sqlite_url, 300, seed=5)
     with session_scope(sqlite_url) as session:
         decided = select(Vote.turn_id).where(Vote.winner_arm.in_(["on", "off"]))
         for turn in session.scalars(select(Turn).where(Turn.id.in_(decided), Turn.id % 2 == 0)):
             turn.prompt = "Write to zyxwv.qutsr@example.org about this"
-    report = build_report(sqlite_url, tmp_path / "r", ExportFilters())
+    report = build_report(sqlite_url, tmp_path / "r", ExportFilters(), embed=embed)
     clusters = report.summary["improvement"]["prompt_clusters"]
     assert clusters
     for path in (report.md_path, report.html_path, report.summary_path):
