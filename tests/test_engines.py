@@ -35,7 +35,7 @@ def chat(prompt: str) -> list[dict[str, str]]:
 
 def streamed(generation: Generation) -> tuple[str, LocalResult]:
     text = "".join(generation)
-    return text, generation.wait(timeout=120)
+    return text, generation.wait(timeout=600)
 
 
 def assert_token_statistics(result: LocalResult) -> None:
@@ -156,11 +156,11 @@ def test_llamacpp_streams_text_with_a_logprob_and_entropy_per_token(llamacpp: Ll
 
 @pytest.mark.slow
 def test_llamacpp_answers_the_same_alone_and_among_concurrent_sessions(llamacpp: LlamaCppEngine) -> None:
-    alone = [llamacpp.generate(chat(p), max_new_tokens=20, temperature=0.0).wait(120) for p in PROMPTS]
+    alone = [llamacpp.generate(chat(p), max_new_tokens=20, temperature=0.0).wait(600) for p in PROMPTS]
     together: list[LocalResult | None] = [None] * len(PROMPTS)
 
     def ask(i: int) -> None:
-        together[i] = llamacpp.generate(chat(PROMPTS[i]), max_new_tokens=20, temperature=0.0).wait(120)
+        together[i] = llamacpp.generate(chat(PROMPTS[i]), max_new_tokens=20, temperature=0.0).wait(600)
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(PROMPTS))]
     for thread in threads:
@@ -176,8 +176,8 @@ def test_llamacpp_answers_the_same_alone_and_among_concurrent_sessions(llamacpp:
 
 @pytest.mark.slow
 def test_llamacpp_same_seed_samples_the_same_answer(llamacpp: LlamaCppEngine) -> None:
-    first = llamacpp.generate(chat(PROMPTS[2]), max_new_tokens=16, temperature=1.0, seed=11).wait(120)
-    second = llamacpp.generate(chat(PROMPTS[2]), max_new_tokens=16, temperature=1.0, seed=11).wait(120)
+    first = llamacpp.generate(chat(PROMPTS[2]), max_new_tokens=16, temperature=1.0, seed=11).wait(600)
+    second = llamacpp.generate(chat(PROMPTS[2]), max_new_tokens=16, temperature=1.0, seed=11).wait(600)
     assert first.text == second.text and first.logprobs == pytest.approx(second.logprobs, abs=1e-4)
 
 
@@ -187,16 +187,16 @@ def test_llamacpp_stop_ends_one_answer_and_leaves_the_others(llamacpp: LlamaCppE
     other = llamacpp.generate(chat(PROMPTS[0]), max_new_tokens=12, temperature=0.0)
     next(iter(long))
     long.stop()
-    stopped = long.wait(120)
+    stopped = long.wait(600)
     assert stopped.finish_reason == "stopped" and stopped.tokens_out < 200
-    assert other.wait(120).finish_reason in ("stop", "length")
+    assert other.wait(600).finish_reason in ("stop", "length")
 
 
 @pytest.mark.slow
 def test_llamacpp_refuses_a_conversation_larger_than_its_cache(llamacpp: LlamaCppEngine) -> None:
     with pytest.raises(RequestTooLarge, match="Start a new conversation"):
-        llamacpp.generate(chat("word " * 5000), max_new_tokens=16).wait(120)
-    assert llamacpp.generate(chat(PROMPTS[1]), max_new_tokens=4).wait(120).tokens_out > 0  # still serving
+        llamacpp.generate(chat("word " * 5000), max_new_tokens=16).wait(600)
+    assert llamacpp.generate(chat(PROMPTS[1]), max_new_tokens=4).wait(600).tokens_out > 0  # still serving
 
 
 # --- an OpenAI-compatible server (llama.cpp's) --------------------------------------------------
@@ -222,9 +222,9 @@ def test_served_engine_stop_ends_the_answer(llama_server: Settings) -> None:
     generation = engine.generate(chat("Write a long story about a dragon."), max_new_tokens=200, temperature=0.0)
     next(iter(generation))
     generation.stop()
-    result = generation.wait(120)
+    result = generation.wait(600)
     assert result.finish_reason == "stopped" and result.tokens_out < 200
-    assert engine.generate(chat(PROMPTS[1]), max_new_tokens=4).wait(120).text  # the server still answers
+    assert engine.generate(chat(PROMPTS[1]), max_new_tokens=4).wait(600).text  # the server still answers
     engine.close()
 
 

@@ -143,15 +143,17 @@ class LlamaCppEngine:
 
     def __init__(self, settings: Settings) -> None:
         llama_cpp = require_llama_cpp()
-        from llama_cpp import _internals
+        from llama_cpp import _internals, _logger
+
+        # llama.cpp's own messages: errors only. (verbose=False below would instead swap the process's
+        # stdout/stderr file descriptors while loading, hiding every other thread's output meanwhile.)
+        _logger.set_verbose(False)
 
         self.settings = settings
         started = time.perf_counter()
         path = gguf_path(settings)
         self._llama = llama_cpp
-        model = _internals.LlamaModel(
-            path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False
-        )
+        model = _internals.LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=True)
         self.threads = settings.llamacpp_threads or len(os.sched_getaffinity(0))
         self.max_batch_size = min(settings.max_batch_size, llama_cpp.llama_max_parallel_sequences())
         params = llama_cpp.llama_context_default_params()
@@ -161,7 +163,7 @@ class LlamaCppEngine:
         params.kv_unified = True  # one pool of cache positions for all sequences
         params.n_threads = params.n_threads_batch = self.threads
         params.no_perf = True
-        context = _internals.LlamaContext(model=model, params=params, verbose=False)
+        context = _internals.LlamaContext(model=model, params=params, verbose=True)
         batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
         self._native = _Native(llama_cpp, model, context, batch)
         self._ctx, self._batch, self._vocab = context.ctx, batch, model.vocab
