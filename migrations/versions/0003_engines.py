@@ -1,7 +1,7 @@
 """which local engine answered: answers.engine and handoff_decisions.engine
 
 Revision ID: 0003_engines
-Revises: 0006_research
+Revises: 0007_ux
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_engines"
-down_revision: str | None = "0006_research"
+down_revision: str | None = "0007_ux"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
