@@ -51,7 +51,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install browser lint
+test: install browser lint llama-cpp
 	$(BIN)/python -m pytest
 
 test-fast: install

@@ -184,6 +184,9 @@ class HandoffDecision(StableId, Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     signals: Mapped[dict[str, Any]]
     shadow_propensity: Mapped[float | None] = mapped_column(Float)
+    # the local engine whose draft was scored (transformers | llamacpp | openai); host, model and
+    # revision are in signals["engine"] and on the answer rows
+    engine: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     turn: Mapped[Turn] = relationship(back_populates="decision")
@@ -207,7 +210,8 @@ class Answer(StableId, Base):
     model: Mapped[str] = mapped_column(String(200))
     model_revision: Mapped[str | None] = mapped_column(String(100))
     dtype: Mapped[str | None] = mapped_column(String(16))
-    base_url_host: Mapped[str | None] = mapped_column(String(200))
+    engine: Mapped[str | None] = mapped_column(String(16))  # local answers: transformers | llamacpp | openai
+    base_url_host: Mapped[str | None] = mapped_column(String(200))  # the server's host[:port], never a key
     tokens_in: Mapped[int | None] = mapped_column(Integer)
     tokens_out: Mapped[int | None] = mapped_column(Integer)
     ttft_ms: Mapped[float | None] = mapped_column(Float)

@@ -133,6 +133,7 @@ def record_turn(session: Session, conversation_id: int, record: TurnRecord) -> T
         latency_ms=decision.latency_ms,
         signals=decision.signals,
         shadow_propensity=decision.shadow_propensity,
+        engine=decision.engine,
     )
     turn.answers = [
         Answer(

@@ -17,6 +17,7 @@ class AnswerRecord:
     model: str
     model_revision: str | None = None
     dtype: str | None = None
+    engine: str | None = None  # local answers: transformers | llamacpp | openai
     base_url_host: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
@@ -45,6 +46,7 @@ class DecisionRecord:
     reason: str | None = None
     blocked_by: str | None = None
     shadow_propensity: float | None = None
+    engine: str | None = None  # the local engine whose draft was scored
 
 
 @dataclass

@@ -34,7 +34,8 @@ from feedback import energy
 from feedback.language import detect_language
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from playground.engine.cloud import CloudClient, CloudResult, CloudStream
-from playground.engine.local import Generation, LocalEngine, LocalResult
+from playground.engine.engines import LocalModelEngine
+from playground.engine.local import Generation, LocalResult
 from playground.handoff.base import Policy, PolicyInput
 from playground.handoff.budget import EventBudget, ParticipantRateLimit, Reservation
 from playground.handoff.policies import HandoffDecision, decide
@@ -83,7 +84,7 @@ class Comparison:
 
     def __init__(
         self,
-        engine: LocalEngine,
+        engine: LocalModelEngine,
         cloud: CloudClient,
         policy: Policy,
         threshold: float,
@@ -409,7 +410,7 @@ class _Turn:
         signals = decision.signals
         if decision.stage == "pre":  # the token statistics of the handoff arm's draft, when there is one
             on_draft = self.local.get(self.on_key) or self.local.get("on_fallback")
-            if on_draft is not None:
+            if on_draft is not None and (on_draft.logprobs or not on_draft.text):  # a server may give none
                 data = PolicyInput(self.messages_on, on_draft.text, on_draft.logprobs, on_draft.entropies)
                 post = decide(_confidence(), self.comparison.threshold, data).signals
                 signals.update({k: v for k, v in post.items() if k not in ("scores", "decision_latency_ms")})
@@ -422,6 +423,7 @@ class _Turn:
             local_latency_ms=off.latency_ms,
             shadow=self.shadow,
             requested_policy_note=self.comparison.policy_note,
+            engine=engine_signals(self.comparison.engine, off),
         )
         call = self.handoff_call
         cloud_error = call is not None and call.result is not None and not call.result.ok
@@ -438,6 +440,7 @@ class _Turn:
             latency_ms=decision.latency_ms,
             signals=signals,
             shadow_propensity=self.comparison.shadow_rate if kept_local else None,
+            engine=off.engine,
         )
         answers = [_local_answer("off", off)]
         on_local = self.local.get("on_fallback") or self.local.get(self.on_key)
@@ -492,6 +495,22 @@ def _internal_failure(cloud: CloudClient, text: str, error: BaseException) -> Cl
     )
 
 
+def engine_signals(engine: LocalModelEngine, local: LocalResult) -> dict[str, Any]:
+    """Which local engine and server produced the tokens the policy scored (never a key or full URL).
+
+    ``entropy_from_top_k`` is k when entropies were computed from the server's top-k log-probs
+    (a lower bound), None when from the full distribution.
+    """
+    return {
+        "kind": local.engine,
+        "host": local.base_url_host,
+        "model": local.model,
+        "revision": local.model_revision,
+        "gives_logprobs": bool(getattr(engine, "gives_logprobs", True)),
+        "entropy_from_top_k": local.entropy_from_top_k,
+    }
+
+
 def _confidence() -> Policy:
     from playground.handoff.policies import ConfidencePolicy
 
@@ -506,6 +525,8 @@ def _local_answer(arm: str, local: LocalResult) -> AnswerRecord:
         model=local.model,
         model_revision=local.model_revision,
         dtype=local.dtype,
+        engine=local.engine,
+        base_url_host=local.base_url_host,
         tokens_in=local.tokens_in,
         tokens_out=local.tokens_out,
         ttft_ms=local.ttft_ms,

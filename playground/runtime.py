@@ -12,7 +12,7 @@ from typing import Any
 
 from playground.comparison import Comparison
 from playground.engine.cloud import CloudClient
-from playground.engine.local import LocalEngine
+from playground.engine.engines import LocalModelEngine, engine_key, load_engine
 from playground.engine.model_store import resolve_model
 from playground.handoff.budget import EventBudget, ParticipantRateLimit, event_shadow_rate
 from playground.handoff.policies import resolve_policy
@@ -22,7 +22,7 @@ from playground.settings import Settings, get_settings
 _engine_lock = threading.Lock()
 
 
-_engines: dict[tuple[str, str, str], LocalEngine] = {}
+_engines: dict[tuple[str, ...], LocalModelEngine] = {}
 
 
 def start_loading(settings: Settings | None = None) -> None:
@@ -33,16 +33,16 @@ def start_loading(settings: Settings | None = None) -> None:
 def engine_ready(settings: Settings | None = None) -> bool:
     """True once the engine for these settings is loaded and warmed up (the page shows "warming up")."""
     settings = settings or get_settings()
-    return (settings.local_model, settings.local_device, settings.local_dtype) in _engines
+    return engine_key(settings) in _engines
 
 
-def local_engine(settings: Settings | None = None) -> LocalEngine:
-    """The shared local engine for the configured model, loaded (and warmed up) on first use."""
+def local_engine(settings: Settings | None = None) -> LocalModelEngine:
+    """The shared local engine (``HANDOFF_LOCAL_ENGINE``) for the configured model, loaded and warmed up on first use."""
     settings = settings or get_settings()
-    key = (settings.local_model, settings.local_device, settings.local_dtype)
+    key = engine_key(settings)
     with _engine_lock:
         if key not in _engines:
-            engine = LocalEngine(settings)
+            engine = load_engine(settings)
             engine.warm_up()
             _engines[key] = engine
         return _engines[key]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -25,7 +26,16 @@ from feedback.pricing import PriceTable
 MIN_PASSWORD_CHARS = 10  # organizer passwords, the bootstrap admin's included
 
 BUNDLED_MODEL = "bundled:smollm2"
+BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"  # how answers name it, whichever engine runs it
+LocalEngineKind = Literal["transformers", "llamacpp", "openai"]
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+def url_host(url: str) -> str:
+    """``host[:port]`` of a URL, without any ``user:password@`` it may carry: safe to store and show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def _config_file() -> Path:
@@ -43,8 +53,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "HANDOFF_DATABASE_URL")
     )
 
-    # local open-weight model
-    local_model: str = BUNDLED_MODEL
+    # local open-weight model: which engine runs it (see README "Local engines")
+    local_engine: LocalEngineKind = "transformers"
+    local_model: str = BUNDLED_MODEL  # a hub id/folder (transformers), a .gguf path (llamacpp), a served name (openai)
     model_cache_dir: Path = Path("data") / "models"
     local_device: str = "cpu"
     local_dtype: str = "auto"  # auto: chosen for this device (playground/engine/device.py)
@@ -55,6 +66,14 @@ class Settings(BaseSettings):
     # batching worker: memory bound = rows x padded cache width (SmolLM2: ~23 KB per cache position)
     max_batch_size: int = 16
     max_batch_tokens: int = 32768
+    # llamacpp engine (in process): KV cache positions shared by all running sequences; 0 threads = every CPU
+    llamacpp_n_ctx: int = 16384
+    llamacpp_threads: int = 0
+    # openai engine: an OpenAI-compatible server (vLLM, llama.cpp's server) that returns per-token log-probs
+    local_base_url: str = "http://127.0.0.1:8767/v1"
+    local_api_key: SecretStr | None = None
+    local_top_logprobs: int = Field(default=20, ge=1, le=20)  # k: entropy is computed from the top k
+    local_timeout_s: float = 60.0
 
     # cloud side of handoff (OpenAI API or any compatible server)
     openai_api_key: SecretStr | None = Field(
@@ -171,13 +190,23 @@ class Settings(BaseSettings):
     def cloud_host(self) -> str:
         """The host (and port) of the cloud base URL: what may be recorded. Never the key, nor a
         ``user:password@`` part of the URL."""
-        return urlsplit(self.resolved_cloud_base_url).netloc.rsplit("@", 1)[-1]
+        return url_host(self.resolved_cloud_base_url)
 
     @property
     def served_in_clear_publicly(self) -> bool:
         """Bound beyond loopback without an https:// public URL: passwords would cross the network in clear."""
         loopback = self.host in ("localhost", "::1") or self.host.startswith("127.")
         return not loopback and not (self.public_url or "").lower().startswith("https://")
+
+    @property
+    def local_host(self) -> str:
+        """The host part of the local model server's URL: what may be recorded (never the key)."""
+        return url_host(self.local_base_url)
+
+    @property
+    def served_model_name(self) -> str:
+        """The model name the openai engine asks its server for (`handoff serve` starts it under this name)."""
+        return BUNDLED_MODEL_NAME if self.local_model == BUNDLED_MODEL else self.local_model
 
     @property
     def cloud_api_key(self) -> str:

@@ -8,7 +8,9 @@ import typer
 
 from db.session import DatabaseNotMigrated, ensure_migrated
 from playground import startup
+from playground.engine import llamacpp_server
 from playground.engine import standin as standin_server
+from playground.engine.llamacpp import EngineConfigError, LlamaCppMissing
 from playground.engine.model_store import resolve_model
 from playground.settings import Settings, get_settings
 
@@ -30,6 +32,31 @@ def streamlit_command(settings: Settings) -> list[str]:
     return startup.streamlit_command(settings.port, settings.host)
 
 
+def llama_server() -> None:
+    """Run only llama.cpp's OpenAI-compatible server for the openai engine, in the foreground."""
+    settings = get_settings()
+    try:
+        command = llamacpp_server.server_command(settings)
+    except (LlamaCppMissing, EngineConfigError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(subprocess.call(command))
+
+
+def start_local_server(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """For the openai engine on a local URL nobody answers: start llama.cpp's server there."""
+    if settings.local_engine != "openai" or not llamacpp_server.is_local(settings):
+        return None
+    if llamacpp_server.is_up(settings):
+        return None
+    typer.echo(f"Starting llama.cpp's server on {settings.local_base_url} …")
+    try:
+        return llamacpp_server.start_llama_server(settings, settings.data_dir / "logs" / "llama_server.log")
+    except (LlamaCppMissing, EngineConfigError, llamacpp_server.LlamaServerFailed) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+
+
 def serve() -> None:
     """Start the cloud stand-in if needed, then the Streamlit app; Ctrl+C stops both."""
     settings = get_settings()
@@ -39,10 +66,20 @@ def serve() -> None:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
     prepare_model()
+    if settings.local_engine == "llamacpp":
+        try:
+            llamacpp_server.gguf_path(settings)
+            llamacpp_server.require_llama_cpp()
+        except (LlamaCppMissing, EngineConfigError) as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(1) from None
+    local_server = start_local_server(settings)
     process = None
     if settings.uses_standin and not standin_server.is_up(settings):
         typer.echo(f"Starting the cloud stand-in on {settings.resolved_cloud_base_url} …")
         process = standin_server.start_standin(settings, settings.data_dir / "logs" / "standin.log")
+    engine_at = f" at {settings.local_host}" if settings.local_engine == "openai" else ""
+    typer.echo(f"Local engine: {settings.local_engine}{engine_at}")
     typer.echo(f"Cloud: {settings.cloud_host}")
     typer.echo(f"Open http://localhost:{settings.port}")
     if settings.served_in_clear_publicly:
@@ -56,6 +93,7 @@ def serve() -> None:
     try:
         raise typer.Exit(subprocess.call(command))
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=10)
+        for started in (process, local_server):
+            if started is not None:
+                started.terminate()
+                started.wait(timeout=10)

