@@ -19,7 +19,13 @@ from tests.factories import make_event
 
 def fast(settings: Settings, **overrides: object) -> Settings:
     """Short answers and quick, bounded retries: tests stay short on two CPU cores."""
-    values = {"max_new_tokens": 16, "cloud_backoff_s": 0.01, "cloud_backoff_max_s": 0.05, "shadow_rate": 0.0}
+    values = {
+        "max_new_tokens": 16,
+        "cloud_backoff_s": 0.01,
+        "cloud_backoff_max_s": 0.05,
+        "shadow_rate": 0.0,
+        "cloud_timeout_s": 120.0,  # a stand-in on a busy machine is slow, not failing
+    }
     return settings.model_copy(update={**values, **overrides})
 
 
