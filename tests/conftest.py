@@ -96,8 +96,10 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings) -> Iterator[Settings]:
-    """Environment for code that reads settings itself (pages, CLI): a fresh migrated SQLite DB.
-    (The attendee page meets PostgreSQL in tests/test_hostile_input.py.)"""
+    """Environment for code that reads settings itself (pages, CLI): a fresh migrated SQLite DB, the real
+    stand-in as the cloud, given as long per call as a loaded CPU needs (a slow stand-in is not a failing
+    cloud: the cloud's failures have their own tests). (The attendee page meets PostgreSQL in
+    tests/test_hostile_input.py.)"""
     url = f"sqlite:///{tmp_path / 'app.db'}"
     db_session.upgrade(url)
     env = {
@@ -106,6 +108,7 @@ def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings) 
         "HANDOFF_MODEL_CACHE_DIR": str(MODEL_CACHE),
         "HANDOFF_STANDIN_PORT": str(standin.standin_port),
         "HANDOFF_MAX_NEW_TOKENS": "24",
+        "HANDOFF_CLOUD_TIMEOUT_S": "300",
         "HANDOFF_CONFIG": str(tmp_path / "none.toml"),
     }
     yield from settings_from_env(monkeypatch, env)

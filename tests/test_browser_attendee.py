@@ -21,7 +21,10 @@ from tests.conftest import streamlit_app
 from tests.factories import make_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-LONG = 180_000  # ms: the model may still be loading when the first prompt is sent
+# ms: how long one step may take before the test gives up (a hang guard, not a speed target). The first
+# prompt waits for the model to load and warm up; then both arms run on the CPU beside the stand-in. A
+# loaded 2-core machine (load average 18) took over 180 s for the first turn of 24 tokens.
+LONG = 600_000
 
 
 @pytest.fixture
@@ -42,11 +45,15 @@ def app_url(app_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         yield base
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="failed once in the lead's full run (pytest -n 2, machine loaded) after the per-person limits and "
-    "untrusted-rendering changes; not yet diagnosed",
-)
+def _assert_panes_differ(page, url: str) -> None:  # noqa: ANN001 - a playwright Page
+    """The pairwise vote needs two different answers: when the page shows the identical-answers notice
+    instead, say why (a failed cloud call shows the local answer in the handoff pane)."""
+    if page.get_by_text("Both answers are identical").count():
+        with session_scope(url) as session:
+            answers = [(a.arm, a.source, a.error_kind, a.error, a.retries) for a in session.scalars(select(Answer))]
+        pytest.fail(f"the panes are identical; answers stored: {answers}")
+
+
 def test_a_whole_comparison_in_the_browser_lands_in_the_database(
     app_env: Settings,
     app_url: str,
@@ -57,6 +64,7 @@ def test_a_whole_comparison_in_the_browser_lands_in_the_database(
     shots.mkdir(parents=True, exist_ok=True)
     # A phone, in dark mode: the layout and the theme must hold up there.
     context = chromium.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark", device_scale_factor=2)
+    context.set_default_timeout(LONG)  # every click waits for the rerun before it, however loaded the machine
     page = context.new_page()
     page.goto(f"{app_url}/?event=PARIS-2026")
     page.get_by_text("Paris AI Night · Paris · Europe").wait_for(timeout=LONG)
@@ -71,6 +79,7 @@ def test_a_whole_comparison_in_the_browser_lands_in_the_database(
     chat.press("Enter")
     page.get_by_text("Turn 2 of 10").wait_for(timeout=LONG)
     page.get_by_role("button", name="Save feedback").wait_for(timeout=LONG)
+    _assert_panes_differ(page, app_env.resolved_database_url)
 
     page.screenshot(path=shots / "answers.png", full_page=True)
     page.locator(".st-key-winner").get_by_text("A is better").click()

@@ -42,7 +42,6 @@ def app(app_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     """The real app, one event that always hands off and shows its results wall (refreshed every second)."""
     monkeypatch.setenv("HANDOFF_TEMPERATURE", "1.0")  # the stand-in is greedy: keep the panes apart
     monkeypatch.setenv("HANDOFF_WALL_REFRESH_S", "1")
-    monkeypatch.setenv("HANDOFF_CLOUD_TIMEOUT_S", "300")  # a loaded machine must not turn handoff into an error
     with session_scope(app_env.resolved_database_url) as session:
         event = Event(
             code="PARIS-2026",

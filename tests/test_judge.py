@@ -26,14 +26,8 @@ def test_a_verdict_is_read_in_the_order_it_was_asked() -> None:
 
 
 @pytest.mark.slow  # asks the real stand-in server
-def test_judge_command_asks_both_orders_and_keeps_verdicts_apart(
-    app_env: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from playground import settings as settings_module
+def test_judge_command_asks_both_orders_and_keeps_verdicts_apart(app_env: Settings) -> None:
     from playground.cli import app
-
-    monkeypatch.setenv("HANDOFF_CLOUD_TIMEOUT_S", "300")  # a judge prompt on a busy CPU stand-in
-    settings_module.get_settings.cache_clear()
 
     url = app_env.resolved_database_url
     generate(url, 150, seed=41)
