@@ -309,12 +309,15 @@ def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) ->
     columns = [flags[name].to_numpy()[order] for name in ("too_fast", "flagged_participant", "participant_flags")]
     columns += [flags[name].to_numpy()[order] for name in ("reveals_origin", "duplicate")]
 
-    def flag_of(vote_id: int) -> VoteFlags | None:
-        i = int(np.searchsorted(ids, vote_id))
-        if i >= ids.size or ids[i] != vote_id:
-            return None
-        fast, flagged, why, origin, duplicate = (c[i] for c in columns)
-        return VoteFlags(bool(fast), bool(flagged), str(why), bool(origin), bool(duplicate))
+    def flag_of(vote_ids: list[int]) -> list[VoteFlags | None]:
+        wanted = np.asarray(vote_ids, dtype=np.int64)
+        at = np.minimum(np.searchsorted(ids, wanted), max(ids.size - 1, 0))  # one lookup for the whole batch
+        found = (ids[at] == wanted).tolist() if ids.size else [False] * len(vote_ids)
+        rows = zip(*(c[at].tolist() if ids.size else [None] * len(vote_ids) for c in columns), strict=True)
+        return [
+            VoteFlags(bool(fast), bool(flagged), str(why), bool(origin), bool(duplicate)) if hit else None
+            for hit, (fast, flagged, why, origin, duplicate) in zip(found, rows, strict=True)
+        ]
 
     return flag_of
 

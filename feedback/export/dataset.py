@@ -22,7 +22,7 @@ from sqlalchemy import Select, Text, cast, func, null, select
 from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
 from db.session import get_engine
 from db.visibility import counted_conversations, vote_not_hidden
-from feedback.redaction import redact
+from feedback.redaction import redact, screen
 
 BATCH = 500
 MEMO = 4096  # redacted texts and participant hashes remembered per export (bounded memory)
@@ -71,7 +71,7 @@ class VoteFlags:
     duplicate: bool
 
 
-FlagOf = Callable[[int], VoteFlags | None]
+FlagOf = Callable[[list[int]], list[VoteFlags | None]]  # a batch of vote ids -> their flags, in order
 
 
 @dataclass(slots=True)
@@ -186,24 +186,34 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def _cleaner(tally: Tally, redact_pii: bool) -> Callable[[str], str]:
+class _Cleaner:
     """Redaction with a bounded memo: prompts repeat a lot (same questions asked at every event), and a
-    repeated text is redacted once while its redaction counts are still tallied per occurrence."""
-    if not redact_pii:
-        return lambda text: text
+    repeated text is redacted once while its redaction counts are still tallied per occurrence.
+    ``many`` screens a whole batch in one RE2 pass first (``feedback.redaction.screen``), so only the
+    few texts that might hold PII reach the Python patterns."""
 
-    @lru_cache(maxsize=MEMO)
-    def redacted(text: str) -> tuple[str, tuple[tuple[str, int], ...]]:
-        found: Counter[str] = Counter()
-        return redact(text, found), tuple(found.items())
+    def __init__(self, tally: Tally, redact_pii: bool) -> None:
+        self.tally, self.redact_pii = tally, redact_pii
 
-    def clean(text: str) -> str:
-        out, found = redacted(text)
+        @lru_cache(maxsize=MEMO)
+        def redacted(text: str) -> tuple[str, tuple[tuple[str, int], ...]]:
+            found: Counter[str] = Counter()
+            return redact(text, found), tuple(found.items())
+
+        self._redacted = redacted
+
+    def __call__(self, text: str) -> str:
+        if not self.redact_pii:
+            return text
+        out, found = self._redacted(text)
         for kind, n in found:
-            tally.redactions[kind] += n
+            self.tally.redactions[kind] += n
         return out
 
-    return clean
+    def many(self, texts: list[str]) -> list[str]:
+        if not self.redact_pii:
+            return texts
+        return [self(text) if hit else text for text, hit in zip(texts, screen(texts), strict=True)]
 
 
 def _cleaned(value: Any, clean: Callable[[str], str]) -> Any:
@@ -234,7 +244,7 @@ def iter_conversations(
     ``flag_of`` gives each vote's quality flags (``feedback.research.flag_lookup``).
     """
     engine = get_engine(url)
-    clean = _cleaner(tally, redact_pii)
+    clean = _Cleaner(tally, redact_pii)
     participant = lru_cache(maxsize=MEMO)(lambda participant_id: pseudonymize(participant_id, salt))
     with engine.connect() as ids_connection, engine.connect() as connection:
         stream = ids_connection.execution_options(stream_results=True, yield_per=batch).execute(
@@ -251,7 +261,7 @@ def _json(raw: str | None) -> Any:
 
 
 def _load(
-    connection, ids: list[int], participant, clean, tally: Tally, signals: bool, flag_of=None
+    connection, ids: list[int], participant, clean: _Cleaner, tally: Tally, signals: bool, flag_of=None
 ) -> list[ConversationRow]:  # noqa: ANN001
     """Fill one batch with one query per table; rows are plain tuples (no ORM objects, no per-row attribute lookups)."""
     conversations: dict[int, ConversationRow] = {}
@@ -276,16 +286,18 @@ def _load(
         )
         event_ids.add(event_id)
     turns: dict[int, TurnRow] = {}
-    for tid, cid, index, prompt, language, category, created in connection.execute(
+    rows = connection.execute(
         select(Turn.id, Turn.conversation_id, Turn.index, Turn.prompt, Turn.language, Turn.category, Turn.created_at)
         .where(Turn.conversation_id.in_(ids))
         .order_by(Turn.conversation_id, Turn.index)
-    ).all():
-        turn = TurnRow(tid, index, clean(prompt), language, category, _as_utc(created))
+    ).all()
+    prompts = clean.many([row[3] for row in rows])  # texts are redacted a batch at a time
+    for (tid, cid, index, _, language, category, created), prompt in zip(rows, prompts, strict=True):
+        turn = TurnRow(tid, index, prompt, language, category, _as_utc(created))
         turns[tid] = turn
         conversations[cid].turns.append(turn)
     in_batch = Turn.conversation_id.in_(ids)
-    for tid, arm, source, text, model, tokens_out, latency_ms, cost, error_kind, energy_wh in connection.execute(
+    rows = connection.execute(
         select(
             Answer.turn_id,
             Answer.arm,
@@ -300,11 +312,15 @@ def _load(
         )
         .join(Turn, Turn.id == Answer.turn_id)
         .where(in_batch)
-    ).all():
+    ).all()
+    texts = clean.many([row[3] for row in rows])
+    for (tid, arm, source, _, model, tokens_out, latency_ms, cost, error_kind, energy_wh), text in zip(
+        rows, texts, strict=True
+    ):
         turns[tid].answers[arm] = AnswerRow(
             arm,
             source,
-            clean(text),
+            text,
             model,
             tokens_out,
             latency_ms,
@@ -330,7 +346,7 @@ def _load(
             policy, threshold, score, handed_off, blocked_by, propensity, _cleaned(_json(stored) or {}, clean)
         )
     votes: dict[int, VoteRow] = {}
-    for vid, tid, winner, winner_arm, comment, final, created, time_to_vote, display in connection.execute(
+    rows = connection.execute(
         select(
             Vote.id,
             Vote.turn_id,
@@ -344,17 +360,22 @@ def _load(
         )
         .where(Vote.conversation_id.in_(ids), vote_not_hidden())
         .order_by(Vote.id)
-    ).all():
+    ).all()
+    comments = iter(clean.many([row[4] for row in rows if row[4]]))  # an empty comment is no comment
+    flags = flag_of([row[0] for row in rows]) if flag_of is not None else [None] * len(rows)
+    for (vid, tid, winner, winner_arm, comment, final, created, time_to_vote, display), vote_flags in zip(
+        rows, flags, strict=True
+    ):
         vote = VoteRow(
             vid,
             winner,
             winner_arm,
-            clean(comment) if comment else None,
+            next(comments) if comment else None,
             final,
             _as_utc(created),
             time_to_vote_ms=time_to_vote,
             display=display,
-            flags=flag_of(vid) if flag_of is not None else None,
+            flags=vote_flags,
         )
         votes[vid] = vote
         turns[tid].votes.append(vote)
