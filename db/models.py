@@ -229,6 +229,8 @@ class Answer(StableId, Base):
     # estimated energy of producing this answer, and how it was estimated (feedback.energy)
     energy_wh: Mapped[float | None] = mapped_column(Float)
     energy_method: Mapped[str | None] = mapped_column(String(120))
+    # the decoding parameters it was generated with (feedback.records.AnswerRecord.decoding)
+    decoding: Mapped[dict[str, Any] | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     turn: Mapped[Turn] = relationship(back_populates="answers")

@@ -31,6 +31,9 @@ class AnswerRecord:
     price_version: str | None = None
     energy_wh: float | None = None  # feedback.energy: an estimate, with the method that made it
     energy_method: str | None = None
+    # how it was decoded (max_new_tokens, temperature, top_p, repetition_penalty, no_repeat_ngram_size;
+    # None for a parameter the engine could not apply); a real cloud model: max_new_tokens only
+    decoding: dict[str, Any] | None = None
 
 
 @dataclass

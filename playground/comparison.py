@@ -118,10 +118,17 @@ class Comparison:
         ]
 
     def generate(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> Generation:
+        """Start a local draft with the settings' decoding."""
         s = self.settings
         options: dict[str, Any] = {"tools": tools} if tools else {}
         return self.engine.generate(
-            messages, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, **options
+            messages,
+            max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            repetition_penalty=s.repetition_penalty,
+            no_repeat_ngram_size=s.no_repeat_ngram_size,
+            **options,
         )
 
     def run(
@@ -348,6 +355,7 @@ class _Turn:
             PolicyInput(self.messages_on, result.text, result.logprobs, result.entropies),
             dict(self.extra),
             running_max=self.running_max if early else None,
+            loop_rule=self.settings.loop_rule,
         )
         if self.decided_after_ms is None:
             self.decided_after_ms = (time.perf_counter() - self.started) * 1000
@@ -412,7 +420,7 @@ class _Turn:
             on_draft = self.local.get(self.on_key) or self.local.get("on_fallback")
             if on_draft is not None and (on_draft.logprobs or not on_draft.text):  # a server may give none
                 data = PolicyInput(self.messages_on, on_draft.text, on_draft.logprobs, on_draft.entropies)
-                post = decide(_confidence(), self.comparison.threshold, data).signals
+                post = decide(_confidence(), self.comparison.threshold, data, loop_rule=self.settings.loop_rule).signals
                 signals.update({k: v for k, v in post.items() if k not in ("scores", "decision_latency_ms")})
                 signals["scores"]["confidence"] = post["scores"]["confidence"]
         signals.update(
@@ -532,6 +540,7 @@ def _local_answer(arm: str, local: LocalResult) -> AnswerRecord:
         ttft_ms=local.ttft_ms,
         latency_ms=local.latency_ms,
         finish_reason=local.finish_reason,
+        decoding=local.decoding,
     )
 
 
@@ -547,6 +556,7 @@ def _cloud_answer(arm: str, cloud: CloudResult) -> AnswerRecord:
         ttft_ms=cloud.ttft_ms,
         latency_ms=cloud.latency_ms,
         finish_reason=cloud.finish_reason,
+        decoding=cloud.decoding,
     )
     _copy_failure(answer, cloud)
     return answer

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from feedback.pricing import PriceTable
+from feedback.repetition import LoopRule
 
 MIN_PASSWORD_CHARS = 10  # organizer passwords, the bootstrap admin's included
 
@@ -59,9 +60,19 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Path("data") / "models"
     local_device: str = "cpu"
     local_dtype: str = "auto"  # auto: chosen for this device (playground/engine/device.py)
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.9
+    # decoding (playground/engine/sampling.py ``Decoding``), on every local engine and the stand-in, stored
+    # with each answer: a 135M model decoded without a repetition penalty loops (bench/repetition.py)
+    max_new_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.2, ge=1.0)  # 1.0: off
+    no_repeat_ngram_size: int = Field(default=0, ge=0)  # 0: off; not applied by served engines
+    # loop detector (feedback/repetition.py): a draft loops once loop_share of its last loop_window word
+    # loop_ngram-grams repeat earlier ones; it is then stopped (finish_reason "repetition") when stop_loops
+    loop_ngram: int = Field(default=4, ge=1)
+    loop_window: int = Field(default=32, ge=1)
+    loop_share: float = Field(default=0.9, gt=0.0, le=1.0)
+    stop_loops: bool = True
     system_prompt: str = "You are a helpful assistant. Answer clearly and concisely."
     # batching worker: memory bound = rows x padded cache width (SmolLM2: ~23 KB per cache position)
     max_batch_size: int = 16
@@ -83,6 +94,9 @@ class Settings(BaseSettings):
     cloud_model: str | None = None
     cloud_timeout_s: float = 30.0
     cloud_max_retries: int = 2
+    # the cloud is sent the local Decoding as ``transformers serve``'s generation_config (a small model
+    # served like the stand-in); None: only when it is the stand-in. A real cloud keeps its defaults.
+    cloud_local_decoding: bool | None = None
     standin_host: str = "127.0.0.1"
     standin_port: int = 8766
 
@@ -161,6 +175,11 @@ class Settings(BaseSettings):
         return init_settings, env_settings, toml, file_secret_settings
 
     @property
+    def loop_rule(self) -> LoopRule:
+        """When a draft counts as looping (feedback.repetition)."""
+        return LoopRule(ngram=self.loop_ngram, window=self.loop_window, share=self.loop_share)
+
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -177,6 +196,11 @@ class Settings(BaseSettings):
         if self.cloud_base_url:
             return False
         return self.openai_api_key is None
+
+    @property
+    def cloud_gets_local_decoding(self) -> bool:
+        """True when the cloud is sent the local ``Decoding`` (see ``cloud_local_decoding``)."""
+        return self.uses_standin if self.cloud_local_decoding is None else self.cloud_local_decoding
 
     @property
     def resolved_cloud_base_url(self) -> str:

@@ -6,7 +6,8 @@ never answer), ``429``, ``500``, ``503``, ``malformed`` (200 with a broken event
 (200 with an HTML page) and ``drop`` (stream a little of the real answer, then cut the
 connection). "Connection refused" needs no proxy: point the client at a port nobody listens on;
 a proxy started later on that ``port`` is the server coming back. ``retry_after`` (a header value)
-goes on every 429 and 503 while it is set.
+goes on every 429 and 503 while it is set. ``bodies`` keeps every request body, in order, so a test
+can read what the client really sent.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class FaultProxy:
         self.queue: deque[str] = deque()
         self.seen: list[str] = []  # the fault applied to each request, in order
         self.seen_at: list[float] = []  # time.monotonic() of each request
+        self.bodies: list[bytes] = []  # each POST body as received
         self.lock = threading.Lock()
         self._release = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -91,6 +93,8 @@ class FaultProxy:
             return fault
 
     def _handle(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        with self.lock:
+            self.bodies.append(body)
         fault = self._next()
         if fault == "pass":
             self._forward(handler, body)

@@ -13,17 +13,20 @@ is not made at all (the attendee would be waiting; the answer falls back to loca
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from playground.engine.model_store import resolve_model
+from playground.engine.sampling import Decoding
 from playground.settings import Settings
 
 Message = dict[str, str]
@@ -47,6 +50,7 @@ class CloudResult:
     error: str | None = None
     cost: Decimal | None = None  # from reported usage; None when the usage is unknown
     price_version: str | None = None
+    decoding: dict[str, Any] | None = None  # the decoding parameters sent (``CloudClient.decoding``)
 
     @property
     def ok(self) -> bool:
@@ -133,6 +137,7 @@ class CloudStream:
             stream=True,
             stream_options={"include_usage": True},
             max_tokens=client.settings.max_new_tokens,
+            **client.request_options(),
         )
         try:
             for chunk in stream:
@@ -209,6 +214,7 @@ class CloudStream:
             error=message,
             cost=cost,
             price_version=prices.version,
+            decoding=client.decoding,
         )
 
     def wait(self) -> CloudResult:
@@ -230,6 +236,33 @@ class CloudClient:
             timeout=settings.cloud_timeout_s,
             max_retries=0,  # retries are ours (bounded, counted), see CloudStream
         )
+
+    @property
+    def decoding(self) -> dict[str, Any]:
+        """What decides how the cloud decodes, as stored with its answers.
+
+        The stand-in serves the bundled small model, so it gets the local engines' ``Decoding``
+        (through ``transformers serve``'s ``generation_config``; ``cloud_local_decoding``). A real
+        cloud model keeps its provider's defaults: only ``max_tokens`` is ours.
+        """
+        if self.settings.cloud_gets_local_decoding:
+            return Decoding.from_settings(self.settings).record()
+        return {"max_new_tokens": self.settings.max_new_tokens}
+
+    def request_options(self) -> dict[str, Any]:
+        """Options beyond ``max_tokens`` for each chat completion: the stand-in's generation config."""
+        if not self.settings.cloud_gets_local_decoding:
+            return {}
+        decoding = Decoding.from_settings(self.settings)
+        config: dict[str, Any] = {
+            "max_new_tokens": decoding.max_new_tokens,
+            "do_sample": decoding.temperature > 0,
+            "repetition_penalty": decoding.repetition_penalty,
+            "no_repeat_ngram_size": decoding.no_repeat_ngram_size,
+        }
+        if decoding.temperature > 0:
+            config.update(temperature=decoding.temperature, top_p=decoding.top_p)
+        return {"extra_body": {"generation_config": json.dumps(config)}}
 
     def stream(self, messages: list[Message]) -> CloudStream:
         return CloudStream(self, messages)

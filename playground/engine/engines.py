@@ -5,9 +5,10 @@
 - ``openai``: an OpenAI-compatible server with per-token log-probs, vLLM on a GPU or llama.cpp's
   server on a CPU (``served.py``).
 
-Every engine answers ``generate(messages, *, max_new_tokens, temperature, top_p, seed, tools)``
-with the same streaming handle and says who it is (``kind``, ``model_name``, ``model_revision``,
-``dtype``, ``base_url_host``) and whether its tokens carry log-probs (``gives_logprobs``).
+Every engine answers ``generate(messages, *, max_new_tokens, temperature, top_p, repetition_penalty,
+no_repeat_ngram_size, seed, tools)`` (each defaults to the settings' ``Decoding``) with the same
+streaming handle and says who it is (``kind``, ``model_name``, ``model_revision``, ``dtype``,
+``base_url_host``) and whether its tokens carry log-probs (``gives_logprobs``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class LocalModelEngine(Protocol):
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
         seed: int | None = None,
         tools: list[dict[str, Any]] | None = None,
     ) -> Generation: ...

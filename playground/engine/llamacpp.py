@@ -11,9 +11,10 @@ sequences: a request reserves its prompt plus ``max_new_tokens`` and waits, in a
 they fit.
 
 Per-token log-prob and entropy come from the last-row logits of each step over the full vocabulary
-(no ``logits_all``, no second pass), and sampling is the same code as the transformers engine's
-(``sampling.choose_tokens``). The prompt is the GGUF's own chat template, rendered with Jinja like
-``apply_chat_template``, so both engines see the same tokens.
+(no ``logits_all``, no second pass), and sampling, repetition penalty and n-gram ban included, is
+the same code as the transformers engine's (``sampling.choose_tokens``). The prompt is the GGUF's
+own chat template, rendered with Jinja like ``apply_chat_template``, so both engines see the same
+tokens.
 """
 
 from __future__ import annotations
@@ -204,17 +205,21 @@ class LlamaCppEngine:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
         seed: int | None = None,
         tools: list[dict[str, Any]] | None = None,
     ) -> Generation:
-        """Submit a chat; sampling parameters default to the settings the engine was loaded with."""
-        settings = self.settings
+        """Submit a chat; decoding parameters default to the settings the engine was loaded with."""
         generation = Generation(
-            GenerationRequest(
-                messages=messages,
-                max_new_tokens=settings.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                temperature=settings.temperature if temperature is None else temperature,
-                top_p=settings.top_p if top_p is None else top_p,
+            GenerationRequest.from_call(
+                self.settings,
+                messages,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
                 seed=seed,
                 tools=tools,
             )
@@ -359,9 +364,9 @@ class LlamaCppEngine:
         """Choose one token per sequence, record its log-prob and the entropy, and stream the text."""
         tokens, chosen, entropies = choose_tokens(
             torch.from_numpy(logits),
-            [s.request.temperature for s in sequences],
-            [s.request.top_p for s in sequences],
+            [s.request.decoding for s in sequences],
             [s.generator for s in sequences],
+            [s.token_ids for s in sequences],
         )
         now = time.perf_counter()
         is_eog = self._llama.llama_vocab_is_eog
@@ -431,6 +436,7 @@ class LlamaCppEngine:
                 logprobs=list(generation.logprobs),
                 entropies=list(generation.entropies),
                 engine=self.kind,
+                decoding=sequence.request.decoding.record(),
             )
         )
 

@@ -33,7 +33,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from playground.engine.device import resolve_dtype
 from playground.engine.model_store import bundled_revision, resolve_model
-from playground.engine.sampling import nucleus as _nucleus
+from playground.engine.sampling import Decoding, choose_tokens
 from playground.settings import BUNDLED_MODEL, BUNDLED_MODEL_NAME, Settings
 
 Message = dict[str, str]
@@ -63,6 +63,7 @@ class LocalResult:
     engine: str = "transformers"  # which engine answered: transformers | llamacpp | openai
     base_url_host: str | None = None  # the model server's host[:port] (openai engine)
     entropy_from_top_k: int | None = None  # entropies from the top k log-probs only (served engines)
+    decoding: dict[str, Any] | None = None  # the decoding parameters applied (``Decoding.record``)
 
 
 @dataclass
@@ -73,6 +74,28 @@ class GenerationRequest:
     top_p: float
     seed: int | None = None
     tools: list[dict[str, Any]] | None = None  # rendered by the chat template (self-handoff)
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+
+    @classmethod
+    def from_call(
+        cls,
+        settings: Settings,
+        messages: list[Message],
+        *,
+        seed: int | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        **decoding: Any,
+    ) -> GenerationRequest:
+        """A request whose decoding parameters are the call's where given, else the settings' defaults."""
+        values = Decoding.from_settings(settings, **decoding)
+        return cls(messages=messages, seed=seed, tools=tools, **vars(values))
+
+    @property
+    def decoding(self) -> Decoding:
+        return Decoding(
+            self.max_new_tokens, self.temperature, self.top_p, self.repetition_penalty, self.no_repeat_ngram_size
+        )
 
 
 class Generation:
@@ -208,20 +231,24 @@ class LocalEngine:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
         seed: int | None = None,
         tools: list[dict[str, Any]] | None = None,
     ) -> Generation:
-        """Submit a chat; sampling parameters default to the settings the engine was loaded with.
+        """Submit a chat; decoding parameters default to the settings the engine was loaded with.
 
         ``tools`` (JSON schemas) go through the model's chat template, as ``apply_chat_template`` takes them.
         """
-        settings = self.settings
         return self.submit(
-            GenerationRequest(
-                messages=messages,
-                max_new_tokens=settings.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                temperature=settings.temperature if temperature is None else temperature,
-                top_p=settings.top_p if top_p is None else top_p,
+            GenerationRequest.from_call(
+                self.settings,
+                messages,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
                 seed=seed,
                 tools=tools,
             )
@@ -377,24 +404,16 @@ class LocalEngine:
         self._drop_finished()
 
     def _take(self, rows: list[_Row], logits: torch.Tensor) -> torch.Tensor:
-        """Sample one token per row, record its log-prob and the entropy, and stream the text."""
-        logits = logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
-        entropies = (-(logp.exp() * logp).sum(-1)).tolist()
-        tokens = torch.argmax(logits, dim=-1)
-        sampled = [i for i, row in enumerate(rows) if row.rng is not None]
-        if sampled:
-            index = torch.tensor(sampled, device=logits.device)
-            probs = _nucleus(
-                logits[index],
-                torch.tensor([rows[i].request.temperature for i in sampled], device=logits.device),
-                torch.tensor([rows[i].request.top_p for i in sampled], device=logits.device),
-            )
-            for j, i in enumerate(sampled):
-                tokens[i] = torch.multinomial(probs[j].cpu(), 1, generator=rows[i].rng)[0]
-        chosen = logp.gather(1, tokens[:, None])[:, 0].tolist()
+        """Choose one token per row, record its log-prob and the entropy, and stream the text."""
+        chosen_tokens, chosen, entropies = choose_tokens(
+            logits,
+            [row.request.decoding for row in rows],
+            [row.rng for row in rows],
+            [row.token_ids for row in rows],
+        )
+        tokens = torch.tensor(chosen_tokens, dtype=torch.long, device=self.device)
         now = time.perf_counter()
-        for row, token, logprob, entropy in zip(rows, tokens.tolist(), chosen, entropies, strict=True):
+        for row, token, logprob, entropy in zip(rows, chosen_tokens, chosen, entropies, strict=True):
             generation = row.generation
             generation.logprobs.append(logprob)
             generation.entropies.append(entropy)
@@ -473,6 +492,7 @@ class LocalEngine:
                 finish_reason=finish_reason,
                 logprobs=list(generation.logprobs),
                 entropies=list(generation.entropies),
+                decoding=row.request.decoding.record(),
             )
         )
 

@@ -79,17 +79,25 @@ class ServedEngine:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
         seed: int | None = None,
         tools: list[dict[str, Any]] | None = None,
     ) -> Generation:
-        """Start one streamed completion on its own thread; the handle fills as chunks arrive."""
-        settings = self.settings
+        """Start one streamed completion on its own thread; the handle fills as chunks arrive.
+
+        ``no_repeat_ngram_size`` is not an option of these servers: it is not applied, and the answer's
+        stored decoding says so (None).
+        """
         generation = Generation(
-            GenerationRequest(
-                messages=messages,
-                max_new_tokens=settings.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                temperature=settings.temperature if temperature is None else temperature,
-                top_p=settings.top_p if top_p is None else top_p,
+            GenerationRequest.from_call(
+                self.settings,
+                messages,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
                 seed=seed,
                 tools=tools,
             )
@@ -149,6 +157,11 @@ class ServedEngine:
             options["seed"] = request.seed
         if request.tools:
             options["tools"] = request.tools
+        # Not in the OpenAI schema: llama.cpp's server reads ``repeat_penalty`` (over its last 64
+        # tokens), vLLM ``repetition_penalty``; each ignores the other's name. Always sent, so a
+        # server's own default (llama-cpp-python's is 1.1) never stands in for ours.
+        penalty = request.repetition_penalty
+        options["extra_body"] = {"repeat_penalty": penalty, "repetition_penalty": penalty}
         parts: list[str] = []
         state: dict[str, Any] = {"finish_reason": None, "ttft_ms": 0.0, "usage": None, "model": None}
         stream = None
@@ -192,6 +205,7 @@ class ServedEngine:
                 engine=self.kind,
                 base_url_host=self.base_url_host,
                 entropy_from_top_k=self.entropy_from_top_k,
+                decoding=request.decoding.record(no_repeat_ngram_size=True),
             )
         )
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from feedback.repetition import LoopRule, repetition
 from playground.handoff.base import Policy, PolicyInput, PolicyUnavailable, Stage
 from playground.handoff.router import RouterPolicy
 from playground.handoff.self_handoff import SelfHandoffPolicy
@@ -57,26 +58,33 @@ class AlwaysPolicy:
 
 
 class ConfidencePolicy:
-    """Low confidence in the local draft means hand off.
+    """Low confidence in the local draft, or a draft that repeats itself, means hand off.
 
-    score = 0.4·clip(−p10_logprob / 6) + 0.2·clip(−min_logprob / 12)
-          + 0.2·clip(mean_entropy / 3) + 0.2·clip(max_entropy / 6),
-    each term in [0, 1], so the score is in [0, 1] and grows as the answer gets less certain.
+    confidence = 0.4·clip(−p10_logprob / 6) + 0.2·clip(−min_logprob / 12)
+               + 0.2·clip(mean_entropy / 3) + 0.2·clip(max_entropy / 6),
+    each term in [0, 1], so it is in [0, 1] and grows as the answer gets less certain (version 1
+    was this alone). Version 2: score = max(confidence, repetition), where ``repetition`` is the
+    highest share of the draft's word 4-grams that repeat earlier ones over a window
+    (``feedback.repetition``): 0 for ordinary prose, 1 for a loop. A looping draft is confidently
+    written (its tokens are likely), so the log-prob terms alone keep it local.
     """
 
-    name, version, stage, early = "confidence", "1", "post", True
+    name, version, stage, early = "confidence", "2", "post", True
 
     def score(self, data: PolicyInput, signals: dict[str, Any]) -> tuple[float, str | None]:
         if not signals.get("tokens"):
             return 1.0, "the local model produced no answer"
-        score = (
+        confidence = (
             0.4 * _clip01(-signals["p10_logprob"] / 6)
             + 0.2 * _clip01(-signals["min_logprob"] / 12)
             + 0.2 * _clip01(signals["mean_entropy"] / 3)
             + 0.2 * _clip01(signals["max_entropy"] / 6)
         )
+        repeated = _clip01(float(signals.get("repetition") or 0.0))
+        if repeated > confidence:
+            return repeated, f"repetition: {repeated:.0%} of the draft's recent word 4-grams repeat earlier ones"
         reason = f"low confidence: p10 log-prob {signals['p10_logprob']:.2f}, max entropy {signals['max_entropy']:.2f}"
-        return score, reason
+        return confidence, reason
 
 
 POLICY_NAMES = ("never", "always", "confidence", "self", "router")
@@ -142,6 +150,7 @@ def decide(
     data: PolicyInput,
     extra: dict[str, Any] | None = None,
     running_max: float | None = None,
+    loop_rule: LoopRule | None = None,
 ) -> HandoffDecision:
     """Score with the live policy, always computing every cheap signal alongside.
 
@@ -149,9 +158,11 @@ def decide(
     ``scores`` merge into the per-policy scores, the rest is stored as is. ``running_max`` is the
     highest score seen while the draft was being written (early handoff): the stored score is the
     max of it and the final score, so ``score >= threshold`` stays exactly the live decision.
+    ``loop_rule`` (the settings') says when the draft's repetition counts as a loop (``looped``).
     """
     started = time.perf_counter()
     signals: dict[str, Any] = token_signals(data.logprobs, data.entropies)
+    signals.update(repetition(data.draft, loop_rule).as_signals())
     score, reason = policy.score(data, signals)
     if running_max is not None:
         signals["final_score"] = float(score)
