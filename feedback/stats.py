@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,20 +37,36 @@ def wilson_ci(wins: int, losses: int, *, level: float = 0.95) -> tuple[float, fl
     return float(interval.low), float(interval.high)
 
 
-def win_rate_in_words(rate: float | None, interval: tuple[float, float] | None, votes: int) -> str:
-    """A handoff win rate and its 95% CI as one sentence a person reads: helps, hurts or can't tell yet.
+def win_rate_verdict(
+    rate: float | None, interval: tuple[float, float] | None, votes: int
+) -> tuple[str, dict[str, Any]]:
+    """Which verdict a handoff win rate and its 95% CI support, with the figures a sentence needs.
 
-    "Helps" only when the whole interval is above an even split, "hurts" when it is all below.
+    ``helps`` only when the whole interval is above an even split, ``hurts`` when it is all below,
+    ``unclear`` otherwise, ``none`` without decisive votes. Pages word it in the reader's language.
     """
     if rate is None or interval is None:
-        return "No decisive votes yet: no verdict on handoff."
+        return "none", {}
     low, high = interval
-    spread = f"{rate:.0%} of {votes:,} decisive votes (95% CI {low:.0%} to {high:.0%})"
-    if low > 0.5:
-        return f"Handoff helps: people preferred it in {spread}, clearly above an even split."
-    if high < 0.5:
-        return f"Handoff hurts: people preferred it in only {spread}, clearly below an even split."
-    return f"No clear difference yet: handoff won {spread}; the interval includes an even split."
+    params = {"rate": f"{rate:.0%}", "votes": f"{votes:,}", "low": f"{low:.0%}", "high": f"{high:.0%}"}
+    return ("helps" if low > 0.5 else "hurts" if high < 0.5 else "unclear"), params
+
+
+VERDICTS_EN = {
+    "none": "No decisive votes yet: no verdict on handoff.",
+    "helps": "Handoff helps: people preferred it in {rate} of {votes} decisive votes (95% CI {low} to {high}), "
+    "clearly above an even split.",
+    "hurts": "Handoff hurts: people preferred it in only {rate} of {votes} decisive votes (95% CI {low} to {high}), "
+    "clearly below an even split.",
+    "unclear": "No clear difference yet: handoff won {rate} of {votes} decisive votes (95% CI {low} to {high}); "
+    "the interval includes an even split.",
+}
+
+
+def win_rate_in_words(rate: float | None, interval: tuple[float, float] | None, votes: int) -> str:
+    """A handoff win rate and its 95% CI as one English sentence (the report): helps, hurts or can't tell yet."""
+    verdict, params = win_rate_verdict(rate, interval, votes)
+    return VERDICTS_EN[verdict].format(**params)
 
 
 def bootstrap_ci(
