@@ -122,7 +122,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-BENCH_DATA = Path(__file__).resolve().parent.parent / "data" / "bench"
+# HANDOFF_BENCH_DATA puts the cached demo databases elsewhere (a scratch disk, a per-user folder)
+BENCH_DATA = Path(os.environ.get("HANDOFF_BENCH_DATA") or Path(__file__).resolve().parent.parent / "data" / "bench")
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

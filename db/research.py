@@ -6,7 +6,7 @@ count), so this module only joins what one vote saw: both arms' answers with tim
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -46,39 +46,54 @@ VOTE_COLUMNS = (
 )
 
 
-def vote_rows(connection: Connection, visible: Subquery, chunk: int = 20_000) -> pd.DataFrame:
-    """One row per visible vote with both shown answers' timing, style and origin flag."""
+def vote_rows(
+    connection: Connection, visible: Subquery, chunk: int = 20_000, columns: Sequence[str] = VOTE_COLUMNS
+) -> pd.DataFrame:
+    """One row per visible vote with both shown answers' timing, style and origin flag.
+
+    ``columns`` (a subset of ``VOTE_COLUMNS``) reads only those: the exports' vote flags need neither
+    the style features (JSON decoded per row) nor the labels, and a million votes make that count."""
+    unknown = set(columns) - set(VOTE_COLUMNS)
+    if unknown:
+        raise ValueError(f"not vote columns: {sorted(unknown)}")
     on, off = aliased(Answer), aliased(Answer)
-    stmt = (
-        select(
-            Vote.id,
-            Vote.participant_id,
-            Event.code,
-            Event.region,
-            func.coalesce(Turn.language, "unknown"),
-            func.coalesce(Turn.category, Conversation.category, "unknown"),
-            Turn.prompt,
-            Vote.winner,
-            Vote.winner_arm,
-            Conversation.handoff_side,
-            HandoffDecision.handed_off,
-            HandoffDecision.policy,
-            HandoffDecision.threshold,
-            off.model,
-            Vote.time_to_vote_ms,
-            Vote.display,
-            Vote.created_at,
-            on.tokens_out,
-            on.ttft_ms,
-            on.latency_ms,
-            on.style,
-            on.reveals_origin,
-            off.tokens_out,
-            off.ttft_ms,
-            off.latency_ms,
-            off.style,
-            off.reveals_origin,
+    every = dict(
+        zip(
+            VOTE_COLUMNS,
+            (
+                Vote.id,
+                Vote.participant_id,
+                Event.code,
+                Event.region,
+                func.coalesce(Turn.language, "unknown"),
+                func.coalesce(Turn.category, Conversation.category, "unknown"),
+                Turn.prompt,
+                Vote.winner,
+                Vote.winner_arm,
+                Conversation.handoff_side,
+                HandoffDecision.handed_off,
+                HandoffDecision.policy,
+                HandoffDecision.threshold,
+                off.model,
+                Vote.time_to_vote_ms,
+                Vote.display,
+                Vote.created_at,
+                on.tokens_out,
+                on.ttft_ms,
+                on.latency_ms,
+                on.style,
+                on.reveals_origin,
+                off.tokens_out,
+                off.ttft_ms,
+                off.latency_ms,
+                off.style,
+                off.reveals_origin,
+            ),
+            strict=True,
         )
+    )
+    stmt = (
+        select(*(every[name] for name in columns))
         .join(visible, visible.c.id == Vote.conversation_id)
         .join(Conversation, Conversation.id == Vote.conversation_id)
         .join(Event, Event.id == Conversation.event_id)
@@ -89,12 +104,16 @@ def vote_rows(connection: Connection, visible: Subquery, chunk: int = 20_000) ->
         .where(Vote.hidden_at.is_(None))
         .order_by(Vote.id)
     )
-    parts = [
-        pd.DataFrame(rows, columns=VOTE_COLUMNS)
-        for rows in _chunks(connection.execution_options(stream_results=True).execute(stmt), chunk)
-    ]
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=VOTE_COLUMNS)
-    frame["handed_off"] = frame["handed_off"].fillna(False).astype(bool)
+    texts: dict[str, str] = {}  # one object per distinct prompt: prompts repeat across votes
+    parts = []
+    for rows in _chunks(connection.execution_options(stream_results=True).execute(stmt), chunk):
+        part = pd.DataFrame(rows, columns=list(columns))
+        if "prompt" in part:
+            part["prompt"] = [texts.setdefault(text, text) for text in part["prompt"]]
+        parts.append(part)
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(columns))
+    if "handed_off" in frame:
+        frame["handed_off"] = frame["handed_off"].fillna(False).astype(bool)
     return frame
 
 

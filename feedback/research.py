@@ -48,7 +48,8 @@ def _normalise(prompt: str) -> str:
 
 def duplicate_votes(votes: pd.DataFrame, embed: Embed | None) -> np.ndarray:
     """True for a vote whose prompt its participant already sent (exactly, or nearly with ``embed``)."""
-    key = votes["prompt"].map(_normalise)
+    prompts = votes["prompt"]
+    key = prompts.map({prompt: _normalise(prompt) for prompt in pd.unique(prompts)})  # once per distinct prompt
     duplicate = pd.DataFrame({"p": votes["participant_id"], "k": key}).duplicated().to_numpy()
     if embed is None or votes.empty:
         return duplicate
@@ -299,9 +300,26 @@ def load_votes(url: str, filters: ExportFilters) -> tuple[pd.DataFrame, pd.DataF
         return vote_rows(connection, visible), judge_rows(connection, visible)
 
 
+# what quality_flags reads: the flags in exports load only these per vote
+FLAG_COLUMNS = (
+    "vote_id",
+    "participant_id",
+    "prompt",
+    "winner",
+    "time_to_vote_ms",
+    "created_at",
+    "on_tokens",
+    "off_tokens",
+    "on_reveals",
+    "off_reveals",
+)
+
+
 def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) -> FlagOf:
     """Each vote's quality flags, computed once over the whole selection (participants, repeats)."""
-    votes, _ = load_votes(url, filters)
+    visible = conversation_query(filters).subquery()
+    with get_engine(url).connect() as connection:
+        votes = vote_rows(connection, visible, columns=FLAG_COLUMNS)
     flags = quality_flags(votes, embed)
     ids = votes["vote_id"].to_numpy(np.int64)
     order = np.argsort(ids)

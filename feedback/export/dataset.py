@@ -216,12 +216,15 @@ class _Cleaner:
         return [self(text) if hit else text for text, hit in zip(texts, screen(texts), strict=True)]
 
 
+_PLAIN = (float, int, bool, type(None))
+
+
 def _cleaned(value: Any, clean: Callable[[str], str]) -> Any:
     """Every string inside decision signals redacted (a self-handoff reason quotes the prompt)."""
     if isinstance(value, str):
         return clean(value)
-    if isinstance(value, dict):
-        return {key: _cleaned(item, clean) for key, item in value.items()}
+    if isinstance(value, dict):  # mostly numbers: those are kept without a call
+        return {key: item if item.__class__ in _PLAIN else _cleaned(item, clean) for key, item in value.items()}
     if isinstance(value, list):
         return [_cleaned(item, clean) for item in value]
     return value
