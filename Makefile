@@ -58,17 +58,19 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not browser"
 
 # llama.cpp (llama-cpp-python, from source, ~4 min on 2 cores) built for THIS machine's CPU: native flags, with the
-# AMX kernels switched off only where the CPU has AMX (they crashed in a VM). The stamp names the CPU's flags, so a
-# venv moved to another CPU kind rebuilds, without pip's wheel cache (a wheel built for AVX-512 dies with SIGILL
-# on an AVX2 machine).
-CPU_ID := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-12)
+# AMX kernels compiled out where the CPU has AMX. `-DGGML_AMX_*=OFF` alone does not do it under GGML_NATIVE: -march=native
+# defines __AMX_INT8__, so ggml still builds its AMX matmul, which died with SIGILL at `tilezero` in the engine's decode
+# thread on an AMX VM (Intel Xeon, 2026-11-26); explicit -mno-amx-* win over -march=native. The stamp names the CPU's
+# flags and the build flags, so a venv moved to another CPU kind (or a flag change) rebuilds, without pip's wheel cache
+# (a wheel built for AVX-512 dies with SIGILL on an AVX2 machine).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON
+LLAMA_CFLAGS ?= $(if $(shell grep -m1 -o 'amx_tile' /proc/cpuinfo 2>/dev/null),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+CPU_ID := $(shell { grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; echo '$(LLAMA_CMAKE_ARGS) $(LLAMA_CFLAGS)'; } | md5sum | cut -c1-12)
 LLAMA_STAMP := $(VENV)/.llama-cpp-$(CPU_ID)
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON $(if $(shell grep -m1 -o 'amx_tile' /proc/cpuinfo 2>/dev/null),\
-	-DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF)
 $(LLAMA_STAMP): | $(STAMP)
 	rm -f $(VENV)/.llama-cpp-*
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet --no-cache-dir --force-reinstall --no-deps \
-		'llama-cpp-python>=0.3'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)" \
+		$(BIN)/python -m pip install --quiet --no-cache-dir --force-reinstall --no-deps 'llama-cpp-python>=0.3'
 	$(BIN)/python -m pip install --quiet 'llama-cpp-python[server]>=0.3'
 	touch $@
 
