@@ -95,15 +95,12 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings) -> Iterator[Settings]:
-    """Environment for code that reads settings itself (pages, CLI): a fresh migrated SQLite DB, the real
-    stand-in as the cloud, given as long per call as a loaded CPU needs (a slow stand-in is not a failing
-    cloud: the cloud's failures have their own tests). (The attendee page meets PostgreSQL in
-    tests/test_hostile_input.py.)"""
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    db_session.upgrade(url)
+def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings, db_url: str) -> Iterator[Settings]:
+    """Environment for code that reads settings itself (pages, CLI): a fresh migrated database of each kind
+    (``db_url``), the real stand-in as the cloud, given as long per call as a loaded CPU needs (a slow
+    stand-in is not a failing cloud: the cloud's failures have their own tests)."""
     env = {
-        "DATABASE_URL": url,
+        "DATABASE_URL": db_url,
         "HANDOFF_DATA_DIR": str(tmp_path),
         "HANDOFF_MODEL_CACHE_DIR": str(MODEL_CACHE),
         "HANDOFF_STANDIN_PORT": str(standin.standin_port),

@@ -6,6 +6,9 @@ The event's threshold picks the case: 0 always hands off (the panes differ), abo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
@@ -14,7 +17,7 @@ from db.models import Answer, Conversation, HandoffDecision, Participant, Rating
 from db.session import session_scope
 from playground.settings import Settings, get_settings
 from playground.untrusted import inert
-from tests.conftest import ROOT
+from tests.conftest import ROOT, _postgres_database
 from tests.db_outage import database_unavailable
 from tests.factories import make_event
 
@@ -96,8 +99,19 @@ def test_a_tampered_event_link_is_echoed_as_plain_text(app_env: Settings) -> Non
     assert "](" not in shown and "![" not in shown and "# [" not in shown
 
 
-def test_unmigrated_database_is_refused(app_env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+@pytest.fixture
+def unmigrated_url(app_env: Settings, tmp_path: Path) -> Iterator[str]:
+    """A second, empty database of the same kind as the page's."""
+    if app_env.resolved_database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+    else:
+        yield from _postgres_database()
+
+
+def test_unmigrated_database_is_refused(
+    app_env: Settings, monkeypatch: pytest.MonkeyPatch, unmigrated_url: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", unmigrated_url)
     get_settings.cache_clear()
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
     assert "handoff db upgrade" in at.error[0].value

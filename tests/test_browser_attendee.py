@@ -1,8 +1,8 @@
 """A whole comparison in real headless Chromium (Debian's), against a real ``streamlit run``.
 
-The app runs with the ``app_env`` settings (fresh migrated SQLite, the real stand-in, the bundled
-model); afterwards the database must hold exactly what the page confirmed. Screenshots at phone
-width in dark mode go to ``$ATTENDEE_SCREENSHOTS`` (default: the test's tmp dir) for a human look.
+The app runs with the ``app_env`` settings (a fresh migrated database of each kind, the real stand-in,
+the bundled model); afterwards the database must hold exactly what the page confirmed. Screenshots at
+phone width in dark mode go to ``$ATTENDEE_SCREENSHOTS`` (default: the test's tmp dir) for a human look.
 """
 
 from __future__ import annotations
