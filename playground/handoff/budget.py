@@ -9,6 +9,7 @@ money); after the call the reservation is *settled* to the real cost from the re
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -80,11 +81,21 @@ class EventBudget:
         return budget, Decimal(spent or 0)
 
 
+_storage_lock = threading.Lock()
+
+
 @lru_cache(maxsize=8)
 def rate_limiter(storage_uri: str) -> strategies.MovingWindowRateLimiter:
     """One limiter per storage per process: ``memory://`` is shared by this process's sessions only,
-    ``redis://…`` by every replica pointed at it."""
-    return strategies.MovingWindowRateLimiter(storage.storage_from_string(storage_uri))
+    ``redis://…`` by every replica pointed at it.
+
+    The storage is made under a lock: the first turns of a fresh replica arrive together, and ``limits``
+    imports the storage's client lazily, reading its version from ``sys.modules`` while another thread
+    may still be importing it (a half-imported ``redis`` is "version 0.0.0": the turn failed with a
+    ConfigurationError).
+    """
+    with _storage_lock:
+        return strategies.MovingWindowRateLimiter(storage.storage_from_string(storage_uri))
 
 
 class ParticipantRateLimit:
