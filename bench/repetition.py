@@ -8,28 +8,27 @@
 Every first turn is answered twice with the same per-prompt seed: once with the old decoding
 (temperature 0.7, top-p 0.9, 256 new tokens, no repetition penalty, no n-gram ban) and once with
 ``Decoding.from_settings(Settings())``. All prompts of one configuration are submitted together,
-so the engine batches them as it batches sessions. Answers run to their end: the loop detector only
-watches here, so both configurations are judged on whole answers by the same rule.
+so the engine batches them as it batches sessions. Answers run to their end (nothing stops them
+here), so both configurations are judged on whole answers by the same rule.
 
 An answer *loops* when ``feedback.repetition``'s rule (the settings' ``loop_rule``, the one that
 stops drafts live) fires on it. Also counted, the issue's own symptom: a line (10+ characters)
-written three times or more. The detector's word index at firing says how many tokens a looping
-draft would have spent after it was stopped.
+written three times or more; and the spread of the repetition signal (how close ordinary answers
+come to the rule).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 
 from bench.common import Target, machine, report
 from feedback.demo_data import load_prompts
-from feedback.repetition import LoopDetector, LoopRule
+from feedback.repetition import LoopRule, repetition
 from playground.engine.engines import LocalModelEngine, load_engine
+from playground.engine.local import LocalResult
 from playground.engine.sampling import Decoding
 from playground.settings import Settings
 
@@ -39,13 +38,21 @@ BATCH = 40  # rows decoded together: half the prompts, well inside max_batch_tok
 REPEATED_LINE = 3  # the same line this many times is the symptom attendees saw (fifteen times, in the issue)
 
 
-@dataclass
-class Answer:
-    text: str
-    tokens: int
-    finish_reason: str
-    looped: bool
-    tokens_after_loop: int  # tokens written after the detector would have stopped the draft
+def answer_all(engine: LocalModelEngine, prompts: list[str], decoding: Decoding) -> list[LocalResult]:
+    """Every prompt at once with this decoding (seed = the prompt's index), each read to its end."""
+    generations = [
+        engine.generate(
+            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
+            max_new_tokens=decoding.max_new_tokens,
+            temperature=decoding.temperature,
+            top_p=decoding.top_p,
+            repetition_penalty=decoding.repetition_penalty,
+            no_repeat_ngram_size=decoding.no_repeat_ngram_size,
+            seed=index,
+        )
+        for index, prompt in enumerate(prompts)
+    ]
+    return [generation.wait() for generation in generations]
 
 
 def first_turns(count: int | None = None) -> list[str]:
@@ -60,62 +67,25 @@ def repeated_line(text: str) -> bool:
     return any(n >= REPEATED_LINE for n in lines.values())
 
 
-def answer_all(engine: LocalModelEngine, prompts: list[str], decoding: Decoding, rule: LoopRule) -> list[Answer]:
-    """Every prompt at once with this decoding (seed = the prompt's index); the detector watches each stream."""
-    generations = [
-        engine.generate(
-            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
-            max_new_tokens=decoding.max_new_tokens,
-            temperature=decoding.temperature,
-            top_p=decoding.top_p,
-            repetition_penalty=decoding.repetition_penalty,
-            no_repeat_ngram_size=decoding.no_repeat_ngram_size,
-            seed=index,
-        )
-        for index, prompt in enumerate(prompts)
-    ]
-    fired_at: list[int | None] = [None] * len(generations)
-
-    def watch(i: int) -> None:
-        detector = LoopDetector(rule)
-        for delta in generations[i]:
-            if fired_at[i] is None and detector.feed(delta):
-                fired_at[i] = len(generations[i].logprobs)
-
-    readers = [threading.Thread(target=watch, args=(i,)) for i in range(len(generations))]
-    for reader in readers:
-        reader.start()
-    for reader in readers:
-        reader.join()
-    answers = []
-    for generation, fired in zip(generations, fired_at, strict=True):
-        result = generation.wait()
-        answers.append(
-            Answer(
-                text=result.text,
-                tokens=result.tokens_out,
-                finish_reason=result.finish_reason,
-                looped=fired is not None,
-                tokens_after_loop=result.tokens_out - fired if fired is not None else 0,
-            )
-        )
-    return answers
-
-
-def summary(name: str, answers: list[Answer], seconds: float) -> dict[str, float]:
-    n = len(answers)
+def summary(name: str, results: list[LocalResult], rule: LoopRule, seconds: float) -> dict[str, float]:
+    """Loop rate and the rest for one configuration; the repetition signal's spread shows the rule's margin."""
+    seen = [repetition(r.text, rule) for r in results]
+    n = len(results)
+    shares = sorted(s.repetition for s in seen)
     figures = {
-        "loop_rate": sum(a.looped for a in answers) / n,
-        "repeated_line_rate": sum(repeated_line(a.text) for a in answers) / n,
-        "length_limit_rate": sum(a.finish_reason == "length" for a in answers) / n,
-        "mean_tokens": statistics.fmean(a.tokens for a in answers),
-        "tokens_after_loop": sum(a.tokens_after_loop for a in answers),
+        "loop_rate": sum(s.looped for s in seen) / n,
+        "repeated_line_rate": sum(repeated_line(r.text) for r in results) / n,
+        "length_limit_rate": sum(r.finish_reason == "length" for r in results) / n,
+        "mean_tokens": statistics.fmean(r.tokens_out for r in results),
+        "tokens_out": sum(r.tokens_out for r in results),
         "seconds": seconds,
     }
     print(
         f"{name:<5} loops {figures['loop_rate']:6.1%}  repeated line {figures['repeated_line_rate']:6.1%}  "
         f"hit the length limit {figures['length_limit_rate']:6.1%}  mean {figures['mean_tokens']:5.1f} tokens  "
-        f"tokens after a loop began {figures['tokens_after_loop']:5.0f}  ({seconds:.0f} s)",
+        f"({figures['tokens_out'] / seconds:.1f} tokens/s, {seconds:.0f} s); repetition signal median "
+        f"{statistics.median(shares):.2f}, p90 {shares[int(0.9 * (n - 1))]:.2f}, "
+        f"answers at 0.5-{rule.share:g}: {sum(0.5 <= x < rule.share for x in shares)}",
         flush=True,
     )
     return figures
@@ -139,12 +109,12 @@ def main(argv: list[str] | None = None) -> list[Target]:
     figures = {}
     for name, decoding in (("old", OLD), ("new", new)):
         started = time.perf_counter()
-        answers = answer_all(engine, prompts, decoding, rule)
-        figures[name] = summary(name, answers, time.perf_counter() - started)
+        results = answer_all(engine, prompts, decoding)
+        figures[name] = summary(name, results, rule, time.perf_counter() - started)
         if args.show:
-            for answer in answers:
-                if answer.looped or repeated_line(answer.text):
-                    print(f"--- {name}, looped={answer.looped}:\n{answer.text}\n", flush=True)
+            for result in results:
+                if repetition(result.text, rule).looped or repeated_line(result.text):
+                    print(f"--- {name}, {repetition(result.text, rule)}:\n{result.text}\n", flush=True)
     engine.close()
     old, now = figures["old"], figures["new"]
     return [

@@ -26,7 +26,7 @@ class LoopRule:
 
     ngram: int = 4
     window: int = 32
-    share: float = 0.9
+    share: float = 0.75
 
     def __post_init__(self) -> None:
         if self.ngram < 1 or self.window < 1 or not 0.0 < self.share <= 1.0:

@@ -36,6 +36,7 @@ from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from playground.engine.cloud import CloudClient, CloudResult, CloudStream
 from playground.engine.engines import LocalModelEngine
 from playground.engine.local import Generation, LocalResult
+from playground.engine.loop_guard import LoopGuard
 from playground.handoff.base import Policy, PolicyInput
 from playground.handoff.budget import EventBudget, ParticipantRateLimit, Reservation
 from playground.handoff.policies import HandoffDecision, decide
@@ -118,10 +119,10 @@ class Comparison:
         ]
 
     def generate(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> Generation:
-        """Start a local draft with the settings' decoding."""
+        """Start a local draft with the settings' decoding; a draft that loops is stopped (``LoopGuard``)."""
         s = self.settings
         options: dict[str, Any] = {"tools": tools} if tools else {}
-        return self.engine.generate(
+        generation = self.engine.generate(
             messages,
             max_new_tokens=s.max_new_tokens,
             temperature=s.temperature,
@@ -130,6 +131,7 @@ class Comparison:
             no_repeat_ngram_size=s.no_repeat_ngram_size,
             **options,
         )
+        return LoopGuard(generation, s.loop_rule) if s.stop_loops else generation  # type: ignore[return-value]
 
     def run(
         self,

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # loop_ngram-grams repeat earlier ones; it is then stopped (finish_reason "repetition") when stop_loops
     loop_ngram: int = Field(default=4, ge=1)
     loop_window: int = Field(default=32, ge=1)
-    loop_share: float = Field(default=0.9, gt=0.0, le=1.0)
+    loop_share: float = Field(default=0.75, gt=0.0, le=1.0)
     stop_loops: bool = True
     system_prompt: str = "You are a helpful assistant. Answer clearly and concisely."
     # batching worker: memory bound = rows x padded cache width (SmolLM2: ~23 KB per cache position)
