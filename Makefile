@@ -41,7 +41,7 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-run: install
+run: install llama-cpp
 	$(BIN)/handoff db upgrade
 	$(BIN)/handoff event create --if-missing --code $(DEMO_EVENT) --name "Handoff Playground demo" \
 		--region sf --city "San Francisco" --timezone America/Los_Angeles --budget 25

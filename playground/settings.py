@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from feedback.pricing import PriceTable
 from feedback.repetition import LoopRule
+from playground.engine.hardware import choose_engine, cpu_flags, llama_cpp_installed
 
 MIN_PASSWORD_CHARS = 10  # organizer passwords, the bootstrap admin's included
 
@@ -55,7 +56,8 @@ class Settings(BaseSettings):
     )
 
     # local open-weight model: which engine runs it (see README "Local engines")
-    local_engine: LocalEngineKind = "transformers"
+    # auto: chosen for this machine at start-up (playground/engine/hardware.py); reads back as the engine it chose
+    local_engine: LocalEngineKind | Literal["auto"] = "auto"
     local_model: str = BUNDLED_MODEL  # a hub id/folder (transformers), a .gguf path (llamacpp), a served name (openai)
     model_cache_dir: Path = Path("data") / "models"
     local_device: str = "cpu"
@@ -140,6 +142,24 @@ class Settings(BaseSettings):
 
     # organizer side
     organizer_password: SecretStr | None = None  # bootstrap admin for offline events; only its hash is kept
+
+    _engine_reason: str = PrivateAttr(default="set by HANDOFF_LOCAL_ENGINE")
+
+    @model_validator(mode="after")
+    def _choose_engine(self) -> Settings:
+        """``auto`` becomes the engine measured fastest for this kind of machine, so every reader sees a real kind."""
+        runs_gguf = self.local_model == BUNDLED_MODEL or self.local_model.endswith(".gguf")
+        choice = choose_engine(
+            self.local_engine, self.local_device, self.local_dtype, runs_gguf, cpu_flags(), llama_cpp_installed()
+        )
+        object.__setattr__(self, "local_engine", choice.kind)  # frozen model: set once, while validating
+        self._engine_reason = choice.reason
+        return self
+
+    @property
+    def local_engine_reason(self) -> str:
+        """Why ``local_engine`` is what it is (printed by ``handoff serve``)."""
+        return self._engine_reason
 
     @field_validator("organizer_password")
     @classmethod

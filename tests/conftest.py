@@ -16,6 +16,9 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# The suite runs the transformers engine whatever the CPU (auto would pick llama.cpp on an AVX2-only machine and the
+# answers would differ between machines); the engine tests name their engine, tests/test_device.py checks auto.
+os.environ.setdefault("HANDOFF_LOCAL_ENGINE", "transformers")
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CACHE = ROOT / "data" / "models"  # shared with `make run`: the bundled model is converted once

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from playground.engine import device
 from playground.engine.device import DtypeChoice, resolve_dtype
+from playground.engine.hardware import EngineChoice, choose_engine, cpu_flags, llama_cpp_installed
+from playground.settings import Settings
 
 
 def test_a_cpu_without_native_bf16_runs_float32() -> None:
@@ -35,3 +38,32 @@ def test_auto_on_this_machine_follows_its_cpu_flags() -> None:
 def test_the_probe_times_both_dtypes() -> None:
     assert device.probe_seconds(torch.float32, repeats=2) > 0
     assert device.probe_seconds(torch.bfloat16, repeats=2) > 0
+
+
+# --- the engine HANDOFF_LOCAL_ENGINE=auto picks (playground/engine/hardware.py) ---------------------------
+AVX2 = frozenset({"avx2", "fma", "f16c"})
+AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
+
+
+def test_auto_runs_llama_cpp_on_a_cpu_without_native_bf16() -> None:
+    choice = choose_engine("auto", "cpu", "auto", True, AVX2, True)
+    assert choice.kind == "llamacpp" and "without native bf16" in choice.reason
+
+
+def test_auto_keeps_transformers_where_batched_bf16_wins_or_llama_cpp_cannot_run() -> None:
+    assert choose_engine("auto", "cpu", "auto", True, AMX, True).kind == "transformers"
+    assert choose_engine("auto", "cpu", "float32", True, AMX, True).kind == "llamacpp"  # bf16 ruled out by the operator
+    assert choose_engine("auto", "cuda", "auto", True, AVX2, True).kind == "transformers"
+    assert "not a GGUF" in choose_engine("auto", "cpu", "auto", False, AVX2, True).reason
+    assert "make llama-cpp" in choose_engine("auto", "cpu", "auto", True, AVX2, False).reason
+    assert choose_engine("openai", "cpu", "auto", True, AVX2, True) == EngineChoice(
+        "openai", "set by HANDOFF_LOCAL_ENGINE"
+    )
+
+
+def test_settings_read_back_the_engine_auto_chose_on_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HANDOFF_LOCAL_ENGINE", "auto")
+    settings = Settings()
+    expected = choose_engine("auto", "cpu", "auto", True, cpu_flags(), llama_cpp_installed())
+    assert settings.local_engine == expected.kind != "auto"
+    assert settings.local_engine_reason == expected.reason

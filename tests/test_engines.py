@@ -82,7 +82,7 @@ def llama_server_without_logprobs(tmp_path_factory: pytest.TempPathFactory) -> I
 def test_the_engine_host_recorded_never_carries_credentials() -> None:
     settings = Settings(local_base_url="http://user:secret@gpu-box.internal:8000/v1")
     assert settings.local_host == "gpu-box.internal:8000"
-    assert Settings().local_engine == "transformers"
+    assert Settings().local_engine == "transformers"  # the suite pins it (conftest); auto: tests/test_device.py
 
 
 def test_a_missing_llama_cpp_python_is_refused_with_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

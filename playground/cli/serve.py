@@ -79,7 +79,7 @@ def serve() -> None:
         typer.echo(f"Starting the cloud stand-in on {settings.resolved_cloud_base_url} …")
         process = standin_server.start_standin(settings, settings.data_dir / "logs" / "standin.log")
     engine_at = f" at {settings.local_host}" if settings.local_engine == "openai" else ""
-    typer.echo(f"Local engine: {settings.local_engine}{engine_at}")
+    typer.echo(f"Local engine: {settings.local_engine}{engine_at} ({settings.local_engine_reason})")
     typer.echo(f"Cloud: {settings.cloud_host}")
     typer.echo(f"Open http://localhost:{settings.port}")
     if settings.served_in_clear_publicly:

@@ -14,30 +14,18 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from playground.engine.hardware import NATIVE_BF16_FLAGS, cpu_flags
+
 log = logging.getLogger(__name__)
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @dataclass(frozen=True)
 class DtypeChoice:
     dtype: str  # a torch dtype name: "float32", "bfloat16", "float16"
     reason: str
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
 
 
 def probe_seconds(dtype: torch.dtype, rows: int = 16, width: int = 576, repeats: int = 30) -> float:
