@@ -1,7 +1,7 @@
 """What attendees, the venue screen and researchers see, in real headless Chromium (Debian's) against a
 real ``streamlit run`` at desktop (1400 px) and phone (390 px) widths: no developer toolbar, no blank
-first render, pills that wrap, energy at the reveal, a results wall that updates when a vote arrives,
-and the report's first screen. Screenshots go to ``$TEST_ARTEFACTS`` (default ``test-artefacts/``)."""
+first render, pills that wrap, energy at the reveal (inside a phone's width too), a results wall that
+updates when a vote arrives, and the report's first screen. Screenshots go to ``$TEST_ARTEFACTS`` (default ``test-artefacts/``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from db.models import Answer, Event
+from db.models import Answer, Event, Vote
 from db.session import session_scope
 from feedback.demo_data import generate
 from feedback.export import ExportFilters
@@ -116,25 +116,7 @@ def test_attendee_and_wall_at_desktop_and_phone_widths(
 
     page.get_by_text("Paris AI Night · Paris · Europe").wait_for(timeout=LONG)
     page.get_by_role("button", name="I agree, let's start").click()
-    chat = page.get_by_placeholder("Ask anything: both answers arrive side by side")
-    chat.fill(PROMPT)
-    chat.press("Enter")
-    page.get_by_role("button", name="Save feedback").wait_for(timeout=LONG)
-    _pills_fit(page, "[class*='st-key-tags_']")
-    page.screenshot(path=shots / "desktop-feedback.png", full_page=True)
-    if page.locator(".st-key-winner").count():  # the panes differ (the cloud answered)
-        page.locator(".st-key-winner").get_by_text("B is better").click()
-    else:  # identical panes (the cloud call failed): rate the one answer
-        page.locator(".st-key-stars_both").get_by_role("button").nth(3).click()
-    page.locator(".st-key-comment textarea").fill(COMMENT)
-    page.locator(".st-key-comment textarea").press("Control+Enter")
-    page.get_by_role("button", name="Save feedback").click()
-    page.get_by_role("button", name="Reveal which side had handoff").click()
-    page.get_by_text("The reveal").wait_for(timeout=WAIT)
-    energy = page.get_by_text("energy and cost (estimates): A")
-    expect(energy).to_be_visible(timeout=WAIT)
-    assert "Wh" in energy.inner_text()
-    page.screenshot(path=shots / "desktop-reveal.png", full_page=True)
+    _turn_to_reveal(page, shots, "desktop")
     with session_scope(url) as session:
         answers = session.scalars(select(Answer).where(Answer.arm.in_(("off", "on")))).all()
         assert len(answers) == 2 and all(a.energy_wh and a.energy_wh > 0 and a.energy_method for a in answers)
@@ -160,13 +142,45 @@ def test_attendee_and_wall_at_desktop_and_phone_widths(
     _no_developer_toolbar(page)
     _pills_fit(page, ".st-key-category")
     page.screenshot(path=shots / "phone-start.png", full_page=True)
+    energy = _turn_to_reveal(page, shots, "phone")  # the reveal and its energy line, 390 px wide
+    box = energy.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] + 1, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
+    with session_scope(url) as session:
+        votes = session.scalar(select(func.count()).select_from(Vote))
     wall = phone.new_page()
     wall.goto(f"{base}/wall?event=PARIS-2026")
-    expect(_metric(wall, "Votes")).to_have_text("2", timeout=WAIT)
+    expect(_metric(wall, "Votes")).to_have_text(f"{votes}", timeout=WAIT)
     add_rounds(url, event_id, [Round("off")])
-    expect(_metric(wall, "Votes")).to_have_text("3", timeout=WAIT)
+    expect(_metric(wall, "Votes")).to_have_text(f"{votes + 1}", timeout=WAIT)
     wall.screenshot(path=shots / "phone-wall.png", full_page=True)
     phone.close()
+
+
+def _turn_to_reveal(page, shots: Path, width: str):  # noqa: ANN001, ANN202
+    """One prompt, feedback saved, then the reveal: its energy line is shown (returned, for layout checks)."""
+    from playwright.sync_api import expect
+
+    chat = page.get_by_placeholder("Ask anything: both answers arrive side by side")
+    chat.fill(PROMPT)
+    chat.press("Enter")
+    page.get_by_role("button", name="Save feedback").wait_for(timeout=LONG)
+    _pills_fit(page, "[class*='st-key-tags_']")
+    page.screenshot(path=shots / f"{width}-feedback.png", full_page=True)
+    if page.locator(".st-key-winner").count():  # the panes differ (the cloud answered)
+        page.locator(".st-key-winner").get_by_text("B is better").click()
+    else:  # identical panes (the cloud call failed): rate the one answer
+        page.locator(".st-key-stars_both").get_by_role("button").nth(3).click()
+    page.locator(".st-key-comment textarea").fill(COMMENT)
+    page.locator(".st-key-comment textarea").press("Control+Enter")
+    page.get_by_role("button", name="Save feedback").click()
+    page.get_by_role("button", name="Reveal which side had handoff").click()
+    page.get_by_text("The reveal").wait_for(timeout=WAIT)
+    energy = page.get_by_text("energy and cost (estimates): A")
+    expect(energy).to_be_visible(timeout=WAIT)
+    assert "Wh" in energy.inner_text()
+    page.screenshot(path=shots / f"{width}-reveal.png", full_page=True)
+    return energy
 
 
 def test_report_leads_with_a_one_screen_summary(sqlite_url: str, chromium, shots: Path) -> None:  # noqa: ANN001
