@@ -21,7 +21,8 @@ import torch
 
 from bench.common import PeakMemory, Target, percentile, report
 from bench.prompts import chats
-from playground.engine.local import Generation, LocalEngine
+from playground.engine.contract import Generation
+from playground.engine.local import LocalEngine
 from playground.settings import BUNDLED_MODEL, Settings
 
 NEW_TOKENS = 128

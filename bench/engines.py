@@ -23,7 +23,8 @@ from pathlib import Path
 
 from bench.common import Target, machine, percentile, report
 from bench.prompts import chats
-from playground.engine.engines import LocalModelEngine, load_engine
+from playground.engine.contract import LocalModelEngine
+from playground.engine.engines import load_engine
 from playground.settings import Settings
 
 SINGLE_PROMPTS = 4

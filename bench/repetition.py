@@ -27,8 +27,8 @@ from collections import Counter
 from bench.common import Target, machine, report
 from feedback.demo_data import load_prompts
 from feedback.repetition import LoopRule, repetition
-from playground.engine.engines import LocalModelEngine, load_engine
-from playground.engine.local import LocalResult
+from playground.engine.contract import LocalModelEngine, LocalResult
+from playground.engine.engines import load_engine
 from playground.engine.sampling import Decoding
 from playground.settings import Settings
 

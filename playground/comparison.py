@@ -30,18 +30,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from feedback import energy
-from feedback.language import detect_language
-from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
-from playground.engine.cloud import CloudClient, CloudResult, CloudStream
-from playground.engine.engines import LocalModelEngine
-from playground.engine.local import Generation, LocalResult
+from feedback.records import TurnRecord
+from playground.engine.cloud import CloudClient
+from playground.engine.contract import AnswerResult, AnswerStream, LocalModelEngine, LocalResult
 from playground.engine.loop_guard import LoopGuard
 from playground.handoff.base import Policy, PolicyInput
 from playground.handoff.budget import EventBudget, ParticipantRateLimit, Reservation
-from playground.handoff.policies import HandoffDecision, decide
+from playground.handoff.policies import ConfidencePolicy, PolicyDecision, decide
 from playground.handoff.router import RouterPolicy
 from playground.handoff.signals import token_signals
+from playground.recording import turn_record
 from playground.settings import Settings
 
 Arm = Literal["off", "on"]
@@ -118,7 +116,7 @@ class Comparison:
             {"role": "user", "content": prompt},
         ]
 
-    def generate(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> Generation:
+    def generate(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> AnswerStream:
         """Start a local draft with the settings' decoding; a draft that loops is stopped (``LoopGuard``)."""
         s = self.settings
         options: dict[str, Any] = {"tools": tools} if tools else {}
@@ -150,38 +148,46 @@ class Comparison:
         yield turn.finished(category)
 
 
-class _CloudCall:
-    """One cloud call on its own thread; its deltas go to the turn's queue, shown or not."""
+class _Answer:
+    """One answer being written, local or cloud, pumped on its own thread into the turn's queue.
 
-    def __init__(self, turn: _Turn, reservation: Reservation | None) -> None:
+    Both arms are driven the same way through the stream contract; ``parts`` keeps what arrived so
+    a cloud call that becomes the handoff answer mid-way can show it in one piece (``flushed``).
+    A cloud call settles its budget reservation when it ends.
+    """
+
+    def __init__(self, turn: _Turn, key: str, stream: AnswerStream, reservation: Reservation | None = None) -> None:
         self.turn = turn
+        self.key = key  # shared | off | on | on_fallback | cloud
+        self.stream = stream
         self.reservation = reservation
-        self.stream: CloudStream = turn.comparison.cloud.stream(turn.messages_on)
         self.parts: list[str] = []
-        self.shown = False
+        self.shown = False  # a cloud call: it is the handoff arm's answer
         self.flushed = 0  # deltas already shown in one piece when the call became the handoff answer
-        self.done_seen = False  # the consumer has processed this call's end
-        self.result: CloudResult | None = None
+        self.done_seen = False  # the consumer has processed this answer's end
+        self.result: AnswerResult | None = None  # set by the consumer when it sees the end
         self.charged = None
-        threading.Thread(target=self._run, name="cloud-call", daemon=True).start()
+        threading.Thread(target=self._pump, name=f"answer-{key}", daemon=True).start()
 
-    def _run(self) -> None:
+    @property
+    def cloud(self) -> bool:
+        return self.key == "cloud"
+
+    def _pump(self) -> None:
         try:
             for delta in self.stream:
                 self.parts.append(delta)
-                self.turn.queue.put(("cloud", self, (len(self.parts) - 1, delta)))
-            self.result = self.stream.result
-        except Exception as error:  # noqa: BLE001 - a bug here must not hang the turn
-            log.exception("cloud call failed unexpectedly")
-            self.result = _internal_failure(self.turn.comparison.cloud, "".join(self.parts), error)
+                self.turn.queue.put(("delta", self, (len(self.parts) - 1, delta)))
+        except BaseException:  # noqa: BLE001 - a local engine's failure: raised again by wait() in the consumer
+            pass
         try:
             budget = self.turn.comparison.budget
             if self.reservation is not None and budget is not None:
-                self.charged = budget.settle(self.reservation, self.result)
+                self.charged = budget.settle(self.reservation, self.stream.wait())
         except Exception:  # noqa: BLE001 - the reservation stays charged: safe for the budget
             log.exception("settling the cloud budget failed; the reservation stays charged")
         finally:
-            self.turn.queue.put(("cloud_done", self, None))
+            self.turn.queue.put(("done", self, None))
 
 
 class _Turn:
@@ -204,17 +210,15 @@ class _Turn:
         self.messages_on = comparison.messages(history_on, prompt)
         self.tools = getattr(self.policy, "tools", None)
         self.shared = history_off == history_on and not self.tools
-        self.queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        self.queue: queue.Queue[tuple[str, _Answer, Any]] = queue.Queue()
         self.started = time.perf_counter()
-        self.generations: dict[str, Generation] = {}
-        self.local: dict[str, LocalResult] = {}
-        self.live_local = 0
-        self.live_cloud = 0
-        self.decision: HandoffDecision | None = None
+        self.answers: dict[str, _Answer] = {}
+        self.live = 0
+        self.decision: PolicyDecision | None = None
         self.handoff_wanted = False
         self.blocked_by: str | None = None
-        self.handoff_call: _CloudCall | None = None
-        self.speculative: _CloudCall | None = None
+        self.handoff_call: _Answer | None = None
+        self.speculative: _Answer | None = None
         self.shadow: dict[str, Any] = {"drawn": False}
         self.running_max: float | None = None
         self.early_token: int | None = None
@@ -225,34 +229,31 @@ class _Turn:
         self.notes: list[str] = []
         self.extra: dict[str, Any] = {}
 
-    # --- local generations -----------------------------------------------------------------
+    def _start(self, key: str, stream: AnswerStream, reservation: Reservation | None = None) -> _Answer:
+        answer = self.answers[key] = _Answer(self, key, stream, reservation)
+        self.live += 1
+        return answer
+
     def _start_local(self, key: str, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> None:
-        generation = self.comparison.generate(messages, tools)
-        self.generations[key] = generation
-        self.live_local += 1
+        self._start(key, self.comparison.generate(messages, tools))
 
-        def pump() -> None:
-            try:
-                for delta in generation:
-                    self.queue.put(("local", key, delta))
-            except BaseException:  # noqa: BLE001 - surfaced by wait() in the consumer
-                pass
-            self.queue.put(("local_done", key, None))
-
-        threading.Thread(target=pump, name=f"local-{key}", daemon=True).start()
+    def local(self, key: str) -> AnswerResult | None:
+        """A finished local answer's result (None while it runs or when it was never made)."""
+        answer = self.answers.get(key)
+        return answer.result if answer is not None else None
 
     @property
     def on_key(self) -> str:
         return "shared" if self.shared else "on"
 
     def cancel_local(self) -> None:
-        """Stop every local generation still running (a closed generator, an error)."""
-        for generation in self.generations.values():
-            if generation.result is None:
-                generation.stop()
+        """Stop every local answer still running (a closed generator, an error); cloud calls end and are charged."""
+        for answer in self.answers.values():
+            if not answer.cloud and answer.stream.result is None:
+                answer.stream.stop()
 
     # --- cloud calls ------------------------------------------------------------------------
-    def _start_cloud(self) -> _CloudCall | str:
+    def _start_cloud(self) -> _Answer | str:
         """A started call, or why none may be made (``rate_limit`` | ``budget``)."""
         comparison = self.comparison
         if comparison.rate_limit is not None and self.participant_id is not None:
@@ -263,8 +264,7 @@ class _Turn:
             reservation = comparison.budget.reserve(comparison.cloud.max_cost(self.messages_on))
             if reservation is None:
                 return "budget"
-        self.live_cloud += 1
-        return _CloudCall(self, reservation)
+        return self._start("cloud", comparison.cloud.generate(self.messages_on), reservation)
 
     def _hand_off(self) -> Iterator[TurnEvent]:
         """Show a cloud answer in the handoff arm: the speculative call if one runs, else a new one."""
@@ -289,19 +289,19 @@ class _Turn:
         call.flushed = len(call.parts)
         if call.flushed:
             yield Delta("on", "".join(call.parts[: call.flushed]))
-        on_draft = self.generations.get("on")
-        if on_draft is not None and on_draft.result is None:
-            on_draft.stop()  # the handoff pane will not show this draft
+        on_draft = self.answers.get("on")
+        if on_draft is not None and on_draft.stream.result is None:
+            on_draft.stream.stop()  # the handoff pane will not show this draft
             self.on_draft_stopped = True
         if call.done_seen:  # the speculative call had already finished
             yield from self._cloud_finished(call)
 
-    def _cloud_finished(self, call: _CloudCall) -> Iterator[TurnEvent]:
+    def _cloud_finished(self, call: _Answer) -> Iterator[TurnEvent]:
         assert call.result is not None
         if call.result.ok:
             self.on_text = call.result.text
             return
-        note = cloud_failed_note(call.result.error_kind)
+        note = cloud_failed_note(call.result.error_kind)  # type: ignore[attr-defined]
         self.notes.append(note)
         yield Status("on", note)
         yield from self._show_local_on()
@@ -311,15 +311,15 @@ class _Turn:
         if self.on_text is not None:
             return
         self.on_fallback = True
-        draft = self.generations.get(self.on_key)
+        draft = self.answers.get(self.on_key)
         # A self-handoff draft that called the tool is a tool call, not an answer.
         if draft is not None and not self.on_draft_stopped and not (self.tools and self.handoff_wanted):
-            result = self.local.get(self.on_key)
+            result = draft.result
             if result is not None:  # else it is shown when the draft finishes
                 self.on_text = result.text
                 yield Delta("on", result.text)
             return
-        if "on_fallback" not in self.generations:  # its draft was stopped or never made
+        if "on_fallback" not in self.answers:  # its draft was stopped or never made
             self._start_local("on_fallback", self.messages_on)
 
     # --- the policy ---------------------------------------------------------------------------
@@ -334,11 +334,11 @@ class _Turn:
 
     def _running_score(self) -> Iterator[TurnEvent]:
         """Early handoff: score the draft so far; hand off once it crosses the threshold."""
-        generation = self.generations[self.on_key]
-        n = len(generation.logprobs)
+        draft = self.answers[self.on_key].stream
+        n = len(draft.logprobs)
         if n < self.settings.early_min_tokens:
             return
-        logprobs, entropies = generation.logprobs[:n], generation.entropies[:n]
+        logprobs, entropies = draft.logprobs[:n], draft.entropies[:n]
         data = PolicyInput(self.messages_on, "", logprobs, entropies)
         score, _ = self.policy.score(data, token_signals(logprobs, entropies))
         self.running_max = score if self.running_max is None else max(self.running_max, score)
@@ -346,7 +346,7 @@ class _Turn:
             self.early_token = n
             yield from self._hand_off()
 
-    def _post_decide(self, result: LocalResult) -> Iterator[TurnEvent]:
+    def _post_decide(self, result: AnswerResult) -> Iterator[TurnEvent]:
         router = self.comparison.router
         if router is not None:
             self.extra["scores"] = {"router": router.score_prompt(self.prompt)}
@@ -383,46 +383,76 @@ class _Turn:
             self._start_local("on", self.messages_on, self.tools)
         early = not pre and self.policy.early and self.settings.early_handoff
 
-        while self.live_local or self.live_cloud:
-            kind, key, payload = self.queue.get()
-            if kind == "local":
-                if key in ("shared", "off"):
-                    yield Delta("off", payload)
-                if key == "on_fallback":
-                    yield Delta("on", payload)
-                if early and key == self.on_key:
-                    yield from self._running_score()
-            elif kind == "local_done":
-                self.live_local -= 1
-                result = self.local[key] = self.generations[key].wait()
-                if key == "on_fallback":
-                    self.on_text = result.text
-                elif key == self.on_key:
-                    if not pre and self.decision is None:
-                        yield from self._post_decide(result)
-                    if self.handoff_call is None or self.on_fallback:
-                        yield from self._show_local_on()
-            elif kind == "cloud":
+        while self.live:
+            kind, answer, payload = self.queue.get()
+            if kind == "delta":
                 index, delta = payload
-                if key.shown and index >= key.flushed:
+                if answer.cloud:
+                    if answer.shown and index >= answer.flushed:
+                        yield Delta("on", delta)
+                    continue
+                if answer.key in ("shared", "off"):
+                    yield Delta("off", delta)
+                if answer.key == "on_fallback":
                     yield Delta("on", delta)
-            elif kind == "cloud_done":
-                self.live_cloud -= 1
-                key.done_seen = True
-                if key is self.handoff_call:
-                    yield from self._cloud_finished(key)
+                if early and answer.key == self.on_key:
+                    yield from self._running_score()
+                continue
+            self.live -= 1
+            answer.done_seen = True
+            result = answer.result = answer.stream.wait()  # a local engine's failure is raised here
+            if answer.cloud:
+                if answer is self.handoff_call:
+                    yield from self._cloud_finished(answer)
+            elif answer.key == "on_fallback":
+                self.on_text = result.text
+            elif answer.key == self.on_key:
+                if not pre and self.decision is None:
+                    yield from self._post_decide(result)
+                if self.handoff_call is None or self.on_fallback:
+                    yield from self._show_local_on()
 
     # --- the record -----------------------------------------------------------------------------
     def finished(self, category: str | None) -> Finished:
-        off = self.local["shared" if self.shared else "off"]
+        """The turn as it is stored: the policy's decision with the draft's signals, and every answer."""
         assert self.decision is not None and self.on_text is not None
+        off = self.local("shared" if self.shared else "off")
+        assert off is not None
+        kept_local = not self.decision.handoff
+        call = self.handoff_call
+        shadow = self.speculative if kept_local else None
+        self.shadow["made"] = shadow is not None
+        record = turn_record(
+            self.prompt,
+            category,
+            self.decision.record(
+                signals=self._signals(off),
+                blocked_by="cloud_error"
+                if call is not None and call.result is not None and not call.result.ok
+                else self.blocked_by,
+                shadow_propensity=self.comparison.shadow_rate if kept_local else None,
+                engine=off.engine,
+            ),
+            off=off,
+            on=call.result if call is not None else None,  # type: ignore[arg-type]
+            on_local=self.local("on_fallback") or self.local(self.on_key),
+            shadow=shadow.result if shadow is not None else None,  # type: ignore[arg-type]
+            settings=self.settings,
+        )
+        return Finished(record=record, off_text=off.text, on_text=self.on_text, notes=list(self.notes))
+
+    def _signals(self, off: LocalResult) -> dict[str, Any]:
+        """The decision's signals, with the handoff arm's draft statistics and how the turn went."""
         decision = self.decision
+        assert decision is not None
         signals = decision.signals
         if decision.stage == "pre":  # the token statistics of the handoff arm's draft, when there is one
-            on_draft = self.local.get(self.on_key) or self.local.get("on_fallback")
+            on_draft = self.local(self.on_key) or self.local("on_fallback")
             if on_draft is not None and (on_draft.logprobs or not on_draft.text):  # a server may give none
                 data = PolicyInput(self.messages_on, on_draft.text, on_draft.logprobs, on_draft.entropies)
-                post = decide(_confidence(), self.comparison.threshold, data, loop_rule=self.settings.loop_rule).signals
+                post = decide(
+                    ConfidencePolicy(), self.comparison.threshold, data, loop_rule=self.settings.loop_rule
+                ).signals
                 signals.update({k: v for k, v in post.items() if k not in ("scores", "decision_latency_ms")})
                 signals["scores"]["confidence"] = post["scores"]["confidence"]
         signals.update(
@@ -435,74 +465,7 @@ class _Turn:
             requested_policy_note=self.comparison.policy_note,
             engine=engine_signals(self.comparison.engine, off),
         )
-        call = self.handoff_call
-        cloud_error = call is not None and call.result is not None and not call.result.ok
-        kept_local = not decision.handoff
-        record = DecisionRecord(
-            policy=decision.policy,
-            policy_version=decision.version,
-            stage=decision.stage,
-            threshold=decision.threshold,
-            score=decision.score,
-            handed_off=decision.handoff,
-            reason=decision.reason,
-            blocked_by="cloud_error" if cloud_error else self.blocked_by,
-            latency_ms=decision.latency_ms,
-            signals=signals,
-            shadow_propensity=self.comparison.shadow_rate if kept_local else None,
-            engine=off.engine,
-        )
-        answers = [_local_answer("off", off)]
-        on_local = self.local.get("on_fallback") or self.local.get(self.on_key)
-        if call is not None and call.result is not None and call.result.ok:
-            answers.append(_cloud_answer("on", call.result))
-        else:
-            answer = _local_answer("on", on_local)
-            if call is not None and call.result is not None:
-                _copy_failure(answer, call.result)
-            answers.append(answer)
-        shadow = self.speculative
-        if shadow is not None and shadow.result is not None and kept_local:
-            answers.append(_cloud_answer("shadow", shadow.result))
-        self.shadow["made"] = shadow is not None and kept_local
-        s = self.settings
-        for answer in answers:
-            energy.annotate(
-                answer,
-                local_watts=s.local_power_watts,
-                provider=s.energy_provider,
-                fallback_model=s.energy_fallback_model,
-            )
-        return Finished(
-            record=TurnRecord(
-                prompt=self.prompt,
-                language=detect_language(self.prompt),
-                category=category,
-                decision=record,
-                answers=answers,
-            ),
-            off_text=off.text,
-            on_text=self.on_text,
-            notes=list(self.notes),
-        )
-
-
-def _internal_failure(cloud: CloudClient, text: str, error: BaseException) -> CloudResult:
-    settings = cloud.settings
-    return CloudResult(
-        text=text,
-        model=cloud.model,
-        base_url_host=settings.cloud_host,
-        tokens_in=None,
-        tokens_out=None,
-        ttft_ms=None,
-        latency_ms=0.0,
-        finish_reason=None,
-        retries=0,
-        error_kind="internal",
-        error=f"{type(error).__name__}: {error}"[:500],
-        price_version=settings.cloud_prices.version,
-    )
+        return signals
 
 
 def engine_signals(engine: LocalModelEngine, local: LocalResult) -> dict[str, Any]:
@@ -519,53 +482,3 @@ def engine_signals(engine: LocalModelEngine, local: LocalResult) -> dict[str, An
         "gives_logprobs": bool(getattr(engine, "gives_logprobs", True)),
         "entropy_from_top_k": local.entropy_from_top_k,
     }
-
-
-def _confidence() -> Policy:
-    from playground.handoff.policies import ConfidencePolicy
-
-    return ConfidencePolicy()
-
-
-def _local_answer(arm: str, local: LocalResult) -> AnswerRecord:
-    return AnswerRecord(
-        arm=arm,
-        source="local",
-        text=local.text,
-        model=local.model,
-        model_revision=local.model_revision,
-        dtype=local.dtype,
-        engine=local.engine,
-        base_url_host=local.base_url_host,
-        tokens_in=local.tokens_in,
-        tokens_out=local.tokens_out,
-        ttft_ms=local.ttft_ms,
-        latency_ms=local.latency_ms,
-        finish_reason=local.finish_reason,
-        decoding=local.decoding,
-    )
-
-
-def _cloud_answer(arm: str, cloud: CloudResult) -> AnswerRecord:
-    answer = AnswerRecord(
-        arm=arm,
-        source="cloud",
-        text=cloud.text,
-        model=cloud.model,
-        base_url_host=cloud.base_url_host,
-        tokens_in=cloud.tokens_in,
-        tokens_out=cloud.tokens_out,
-        ttft_ms=cloud.ttft_ms,
-        latency_ms=cloud.latency_ms,
-        finish_reason=cloud.finish_reason,
-        decoding=cloud.decoding,
-    )
-    _copy_failure(answer, cloud)
-    return answer
-
-
-def _copy_failure(answer: AnswerRecord, cloud: CloudResult) -> None:
-    """The cloud call's accounting on whichever answer row represents it."""
-    answer.base_url_host = cloud.base_url_host
-    answer.retries, answer.error_kind, answer.error = cloud.retries, cloud.error_kind, cloud.error
-    answer.cost, answer.price_version = cloud.cost, cloud.price_version

@@ -12,7 +12,8 @@ from typing import Any
 
 from playground.comparison import Comparison
 from playground.engine.cloud import CloudClient
-from playground.engine.engines import LocalModelEngine, engine_key, load_engine
+from playground.engine.contract import LocalModelEngine
+from playground.engine.engines import engine_key, load_engine
 from playground.engine.model_store import resolve_model
 from playground.handoff.budget import EventBudget, ParticipantRateLimit, event_shadow_rate
 from playground.handoff.policies import resolve_policy

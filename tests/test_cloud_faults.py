@@ -39,7 +39,7 @@ def settings_via(base_url: str, **overrides: object) -> Settings:
 
 
 def call(proxy: FaultProxy, **overrides: object):
-    return CloudClient(settings_via(proxy.base_url, **overrides)).stream(MESSAGES).wait()
+    return CloudClient(settings_via(proxy.base_url, **overrides)).generate(MESSAGES).wait()
 
 
 def test_passing_through_the_proxy_gives_a_priced_answer(proxy: FaultProxy) -> None:
@@ -91,7 +91,7 @@ def test_a_connection_cut_mid_answer_keeps_the_partial_text_and_is_not_retried(p
 
 def test_connection_refused_is_retried_then_recorded() -> None:
     result = (
-        CloudClient(settings_via(f"http://127.0.0.1:{free_port()}/v1", cloud_max_retries=1)).stream(MESSAGES).wait()
+        CloudClient(settings_via(f"http://127.0.0.1:{free_port()}/v1", cloud_max_retries=1)).generate(MESSAGES).wait()
     )
     assert result.error_kind == "connection" and result.retries == 1 and result.text == ""
 
@@ -130,10 +130,10 @@ def test_the_cloud_coming_back_is_used_again(standin: Settings) -> None:
     """Server gone (refused), back (answers), gone again with pooled connections, back again."""
     port = free_port()
     client = CloudClient(settings_via(f"http://127.0.0.1:{port}/v1", cloud_max_retries=1))
-    assert client.stream(MESSAGES).wait().error_kind == "connection"
+    assert client.generate(MESSAGES).wait().error_kind == "connection"
     for _ in range(2):
         with FaultProxy(standin.standin_host, standin.standin_port, port=port):
-            result = client.stream(MESSAGES).wait()
+            result = client.generate(MESSAGES).wait()
             assert result.ok and result.text
-        gone = client.stream(MESSAGES).wait()
+        gone = client.generate(MESSAGES).wait()
         assert gone.error_kind == "connection" and gone.surely_unbilled

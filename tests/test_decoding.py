@@ -173,7 +173,7 @@ def test_the_stand_in_gets_the_decoding_through_the_real_openai_client(
                 **decoding,
             }
         )
-        result = CloudClient(settings).stream(LOOPING).wait()
+        result = CloudClient(settings).generate(LOOPING).wait()
         assert result.ok, result.error
         return result.text, result.decoding
 

@@ -49,7 +49,7 @@ def test_stopping_a_generation_ends_it_early(engine) -> None:
 
 
 def test_cloud_client_streams_from_the_real_standin(standin: Settings) -> None:
-    stream = CloudClient(standin).stream([{"role": "user", "content": "Say hello."}])
+    stream = CloudClient(standin).generate([{"role": "user", "content": "Say hello."}])
     deltas = list(stream)
     result = stream.result
     assert result.ok and result.text == "".join(deltas) and len(deltas) > 1
@@ -59,5 +59,5 @@ def test_cloud_client_streams_from_the_real_standin(standin: Settings) -> None:
 
 def test_cloud_connection_refused_is_recorded_not_raised() -> None:
     settings = Settings(model_cache_dir=MODEL_CACHE, standin_port=free_port(), cloud_max_retries=0)
-    result = CloudClient(settings).stream([{"role": "user", "content": "Hi"}]).wait()
+    result = CloudClient(settings).generate([{"role": "user", "content": "Hi"}]).wait()
     assert result.error_kind == "connection" and result.text == ""

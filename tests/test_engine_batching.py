@@ -11,7 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from playground.engine.local import Generation, LocalEngine, LocalResult, RequestTooLarge
+from playground.engine.batching import RequestTooLarge
+from playground.engine.contract import Generation, LocalResult
+from playground.engine.local import LocalEngine
 from playground.settings import Settings
 from tests.conftest import MODEL_CACHE
 

@@ -17,9 +17,10 @@ from sqlalchemy import select
 
 from db.models import Answer, HandoffDecision
 from db.session import session_scope
+from playground.engine.batching import RequestTooLarge
+from playground.engine.contract import Generation, LocalResult
 from playground.engine.llamacpp import LlamaCppEngine, LlamaCppMissing, require_llama_cpp
 from playground.engine.llamacpp_server import start_llama_server
-from playground.engine.local import Generation, LocalResult, RequestTooLarge
 from playground.engine.served import ServedEngine, top_k_entropy
 from playground.handoff.policies import ConfidencePolicy, resolve_policy
 from playground.settings import Settings

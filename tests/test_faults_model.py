@@ -17,7 +17,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from playground import runtime
-from playground.engine.local import Generation, LocalEngine
+from playground.engine.contract import Generation
+from playground.engine.local import LocalEngine
 from playground.i18n import Translator
 from playground.settings import Settings, get_settings
 from tests.conftest import MODEL_CACHE, ROOT

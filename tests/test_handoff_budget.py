@@ -17,7 +17,19 @@ from tests.handoff_helpers import comparison, event_with_participant, fast, run_
 
 
 def _result(cost: Decimal | None, error_kind: str | None = None, text: str = "") -> CloudResult:
-    return CloudResult(text, "m", "h", None, None, None, 1.0, None, 0, error_kind=error_kind, cost=cost)
+    return CloudResult(
+        text=text,
+        model="m",
+        base_url_host="h",
+        tokens_in=None,
+        tokens_out=None,
+        ttft_ms=None,
+        latency_ms=1.0,
+        finish_reason=None,
+        retries=0,
+        error_kind=error_kind,
+        cost=cost,
+    )
 
 
 def test_concurrent_reservations_never_exceed_the_budget(db_url: str) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
+import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,32 +26,26 @@ import httpx
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from playground.engine.contract import AnswerEngine, AnswerResult, Generation, Message
 from playground.engine.model_store import resolve_model
 from playground.engine.sampling import Decoding
 from playground.settings import Settings
 
-Message = dict[str, str]
+log = logging.getLogger(__name__)
 RETRYABLE = frozenset({"timeout", "connection", "rate_limited", "server_error"})
 # Kinds after which the provider produced nothing it bills for.
 NOT_BILLED = frozenset({"connection", "rate_limited", "server_error", "auth"})
 
 
-@dataclass
-class CloudResult:
-    text: str
-    model: str
-    base_url_host: str
-    tokens_in: int | None
-    tokens_out: int | None
-    ttft_ms: float | None
-    latency_ms: float
-    finish_reason: str | None
+@dataclass(kw_only=True)
+class CloudResult(AnswerResult):
+    """A cloud answer, or how the call failed (recorded, never raised), with what it cost."""
+
     retries: int
     error_kind: str | None = None
     error: str | None = None
     cost: Decimal | None = None  # from reported usage; None when the usage is unknown
     price_version: str | None = None
-    decoding: dict[str, Any] | None = None  # the decoding parameters sent (``CloudClient.decoding``)
 
     @property
     def ok(self) -> bool:
@@ -121,28 +116,56 @@ def _asked_wait(state: RetryCallState) -> float | None:
 CAUGHT = (openai.OpenAIError, httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError, _AfterFirstDelta)
 
 
-class CloudStream:
-    """Iterate for text deltas; ``result`` is set when the iteration ends, successful or not."""
+class CloudStream(Generation):
+    """One cloud answer: a ``Generation`` written on its own thread, that never raises.
 
-    def __init__(self, client: CloudClient, messages: list[Message]) -> None:
-        self._client = client
-        self._messages = messages
-        self.result: CloudResult | None = None
+    Its result is a ``CloudResult``, successful or not; ``logprobs`` and ``entropies`` stay empty
+    (the cloud is not asked for them). ``stop()`` ends it after the current chunk.
+    """
 
-    def _attempt(self, parts: list[str], state: dict) -> Iterator[str]:
-        client = self._client
+    result: CloudResult | None
+
+    def wait(self, timeout: float | None = None) -> CloudResult:
+        result = super().wait(timeout)
+        assert isinstance(result, CloudResult)
+        return result
+
+    def _run(self, client: CloudClient) -> None:
+        """The whole call, retries included; an unexpected failure is recorded as ``internal``."""
+        state: dict = {"started": self.submitted_at}
+        parts: list[str] = []
+        try:
+            result = self._call(client, state, parts)
+        except Exception as error:  # noqa: BLE001 - a bug here must not hang the turn
+            log.exception("cloud call failed unexpectedly")
+            result = _result(client, parts, state, 0, error, kind="internal")
+        self._finish(result)
+
+    def _attempt(self, client: CloudClient, parts: list[str], state: dict) -> None:
+        """One request to the provider, streamed into this answer."""
+        request = self.request
+        options = client.request_options()
+        if request.seed is not None:
+            options["seed"] = request.seed
+        if request.tools:
+            options["tools"] = request.tools
+        if self.stopped:
+            return
         stream = client.openai.chat.completions.create(
             model=client.model,
-            messages=self._messages,  # type: ignore[arg-type]
+            messages=request.messages,  # type: ignore[arg-type]
             stream=True,
             stream_options={"include_usage": True},
-            max_tokens=client.settings.max_new_tokens,
-            **client.request_options(),
+            max_tokens=request.max_new_tokens,
+            **options,
         )
         try:
             for chunk in stream:
                 if getattr(chunk, "usage", None) is not None:
                     state["usage"] = chunk.usage
+                if self.stopped:
+                    state["finish_reason"] = "stopped"
+                    return
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
@@ -152,7 +175,7 @@ class CloudStream:
                     if state.get("ttft_ms") is None:
                         state["ttft_ms"] = (time.perf_counter() - state["started"]) * 1000
                     parts.append(delta)
-                    yield delta
+                    self._emit(delta)
         except CAUGHT as error:
             if parts:
                 raise _AfterFirstDelta(error) from error
@@ -162,12 +185,8 @@ class CloudStream:
         if not parts:
             raise MalformedResponse("the cloud returned no answer text")
 
-    def __iter__(self) -> Iterator[str]:
-        client = self._client
+    def _call(self, client: CloudClient, state: dict, parts: list[str]) -> CloudResult:
         settings = client.settings
-        state: dict = {"started": time.perf_counter()}
-        parts: list[str] = []
-        kind = message = None
         attempts = 0
         backoff = wait_exponential(multiplier=settings.cloud_backoff_s, max=settings.cloud_backoff_max_s)
 
@@ -187,45 +206,23 @@ class CloudStream:
             ):
                 with attempt:
                     attempts += 1
-                    yield from self._attempt(parts, state)
+                    self._attempt(client, parts, state)
         except CAUGHT as error:
-            error = error.error if isinstance(error, _AfterFirstDelta) else error
-            kind, message = error_kind(error), f"{type(error).__name__}: {error}"[:500]
-        usage = state.get("usage")
-        tokens_in = getattr(usage, "prompt_tokens", None)
-        tokens_out = getattr(usage, "completion_tokens", None)
-        prices = settings.cloud_prices
-        cost = (
-            prices.cost(client.model, tokens_in, tokens_out)
-            if tokens_in is not None and tokens_out is not None
-            else None
-        )
-        self.result = CloudResult(
-            text="".join(parts),
-            model=client.model,
-            base_url_host=settings.cloud_host,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            ttft_ms=state.get("ttft_ms"),
-            latency_ms=(time.perf_counter() - state["started"]) * 1000,
-            finish_reason=state.get("finish_reason"),
-            retries=max(0, attempts - 1),
-            error_kind=kind,
-            error=message,
-            cost=cost,
-            price_version=prices.version,
-            decoding=client.decoding,
-        )
-
-    def wait(self) -> CloudResult:
-        for _ in self:
-            pass
-        assert self.result is not None
-        return self.result
+            return _result(
+                client, parts, state, attempts, error.error if isinstance(error, _AfterFirstDelta) else error
+            )
+        return _result(client, parts, state, attempts)
 
 
-class CloudClient:
-    """Configured once from settings; safe to share across sessions and threads."""
+class CloudClient(AnswerEngine):
+    """Configured once from settings; safe to share across sessions and threads.
+
+    A real cloud model answers at its provider's own sampling defaults: of a request's decoding
+    parameters only the answer length (``max_new_tokens``) is sent; the stand-in gets the settings'
+    ``Decoding`` (``request_options``).
+    """
+
+    stream_type = CloudStream
 
     def __init__(self, settings: Settings, model: str | None = None) -> None:
         self.settings = settings
@@ -264,8 +261,15 @@ class CloudClient:
             config.update(temperature=decoding.temperature, top_p=decoding.top_p)
         return {"extra_body": {"generation_config": json.dumps(config)}}
 
-    def stream(self, messages: list[Message]) -> CloudStream:
-        return CloudStream(self, messages)
+    def generate(self, messages: list[Message], **decoding: Any) -> CloudStream:  # type: ignore[override]
+        """Start one answer (``AnswerEngine.generate``); its result is a ``CloudResult``."""
+        stream = super().generate(messages, **decoding)
+        assert isinstance(stream, CloudStream)
+        return stream
+
+    def _start(self, generation: Generation) -> None:
+        assert isinstance(generation, CloudStream)
+        threading.Thread(target=generation._run, args=(self,), name="cloud-answer", daemon=True).start()
 
     def max_cost(self, messages: list[Message]) -> Decimal:
         """The most a call with these messages can cost: what the event budget reserves."""
@@ -276,3 +280,37 @@ def _default_model(settings: Settings) -> str:
     if settings.uses_standin:  # the stand-in serves the folder it was started with, by that name
         return resolve_model(settings.local_model, settings.model_cache_dir)
     return "gpt-4.1-mini"
+
+
+def _result(
+    client: CloudClient,
+    parts: list[str],
+    state: dict,
+    attempts: int,
+    error: BaseException | None = None,
+    kind: str | None = None,
+) -> CloudResult:
+    """The call as it is stored: what it streamed, what it cost, and how it failed if it did."""
+    settings = client.settings
+    usage = state.get("usage")
+    tokens_in = getattr(usage, "prompt_tokens", None)
+    tokens_out = getattr(usage, "completion_tokens", None)
+    prices = settings.cloud_prices
+    return CloudResult(
+        text="".join(parts),
+        model=client.model,
+        base_url_host=settings.cloud_host,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        ttft_ms=state.get("ttft_ms"),
+        latency_ms=(time.perf_counter() - state["started"]) * 1000,
+        finish_reason=state.get("finish_reason"),
+        retries=max(0, attempts - 1),
+        error_kind=kind or (None if error is None else error_kind(error)),
+        error=None if error is None else f"{type(error).__name__}: {error}"[:500],
+        cost=prices.cost(client.model, tokens_in, tokens_out)
+        if tokens_in is not None and tokens_out is not None
+        else None,
+        price_version=prices.version,
+        decoding=client.decoding,
+    )

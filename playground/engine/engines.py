@@ -5,49 +5,17 @@
 - ``openai``: an OpenAI-compatible server with per-token log-probs, vLLM on a GPU or llama.cpp's
   server on a CPU (``served.py``).
 
-Every engine answers ``generate(messages, *, max_new_tokens, temperature, top_p, repetition_penalty,
-no_repeat_ngram_size, seed, tools)`` (each defaults to the settings' ``Decoding``) with the same
-streaming handle and says who it is (``kind``, ``model_name``, ``model_revision``, ``dtype``,
-``base_url_host``) and whether its tokens carry log-probs (``gives_logprobs``).
+Every engine is a ``contract.LocalModelEngine``: ``generate(messages, *, max_new_tokens, temperature,
+top_p, repetition_penalty, no_repeat_ngram_size, seed, tools)`` (each defaults to the settings'
+``Decoding``) returns the same ``AnswerStream`` as the cloud's, and it says who it is
+(``kind``, ``model_name``, ``model_revision``, ``dtype``, ``base_url_host``) and whether its tokens
+carry log-probs (``gives_logprobs``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
-
+from playground.engine.contract import LocalModelEngine
 from playground.settings import Settings
-
-if TYPE_CHECKING:
-    from playground.engine.local import Generation
-
-
-class LocalModelEngine(Protocol):
-    """What the comparison, the policies and the benchmarks use of a local engine."""
-
-    kind: str
-    model_name: str
-    model_revision: str | None
-    dtype: str | None
-    base_url_host: str | None
-    gives_logprobs: bool
-    tokenizer: Any  # has ``apply_chat_template`` where the chat template is local, else None
-
-    def generate(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        repetition_penalty: float | None = None,
-        no_repeat_ngram_size: int | None = None,
-        seed: int | None = None,
-        tools: list[dict[str, Any]] | None = None,
-    ) -> Generation: ...
-
-    def warm_up(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def engine_key(settings: Settings) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import openai
 
-from playground.engine.local import Generation, GenerationRequest, LocalResult
+from playground.engine.contract import Generation, LocalModelEngine, LocalResult
 from playground.settings import Settings
 
 Message = dict[str, str]
@@ -47,7 +47,7 @@ def top_k_entropy(top_logprobs: list[float]) -> float:
     return entropy
 
 
-class ServedEngine:
+class ServedEngine(LocalModelEngine):
     """A local model served over the OpenAI chat-completions API, with per-token log-probs."""
 
     kind = "openai"
@@ -72,38 +72,13 @@ class ServedEngine:
     def entropy_from_top_k(self) -> int | None:
         return self.top_k if self.gives_logprobs else None
 
-    def generate(
-        self,
-        messages: list[Message],
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        repetition_penalty: float | None = None,
-        no_repeat_ngram_size: int | None = None,
-        seed: int | None = None,
-        tools: list[dict[str, Any]] | None = None,
-    ) -> Generation:
-        """Start one streamed completion on its own thread; the handle fills as chunks arrive.
+    def _start(self, generation: Generation) -> None:
+        """One streamed completion on its own thread; the stream fills as chunks arrive.
 
         ``no_repeat_ngram_size`` is not an option of these servers: it is not applied, and the answer's
         stored decoding says so (None).
         """
-        generation = Generation(
-            GenerationRequest.from_call(
-                self.settings,
-                messages,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                repetition_penalty=repetition_penalty,
-                no_repeat_ngram_size=no_repeat_ngram_size,
-                seed=seed,
-                tools=tools,
-            )
-        )
         threading.Thread(target=self._stream, args=(generation,), name="served-answer", daemon=True).start()
-        return generation
 
     def warm_up(self) -> None:
         """Check the server answers, and whether it returns log-probs (the policies ask ``gives_logprobs``)."""

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from feedback.records import DecisionRecord
 from feedback.repetition import LoopRule, repetition
 from playground.handoff.base import Policy, PolicyInput, PolicyUnavailable, Stage
 from playground.handoff.router import RouterPolicy
@@ -20,14 +21,16 @@ from playground.handoff.self_handoff import SelfHandoffPolicy
 from playground.handoff.signals import token_signals
 
 if TYPE_CHECKING:
-    from playground.engine.engines import LocalModelEngine
+    from playground.engine.contract import LocalModelEngine
     from playground.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class HandoffDecision:
+class PolicyDecision:
+    """What the live policy decided for one turn (``db.models.HandoffDecision`` is its stored row)."""
+
     policy: str
     version: str
     stage: Stage
@@ -37,6 +40,30 @@ class HandoffDecision:
     reason: str | None
     latency_ms: float
     signals: dict[str, Any]
+
+    def record(
+        self,
+        *,
+        signals: dict[str, Any],
+        blocked_by: str | None,
+        shadow_propensity: float | None,
+        engine: str | None,
+    ) -> DecisionRecord:
+        """The decision as capture stores it, with what the turn added (the only place it is copied)."""
+        return DecisionRecord(
+            policy=self.policy,
+            policy_version=self.version,
+            stage=self.stage,
+            threshold=self.threshold,
+            score=self.score,
+            handed_off=self.handoff,
+            reason=self.reason,
+            blocked_by=blocked_by,
+            latency_ms=self.latency_ms,
+            signals=signals,
+            shadow_propensity=shadow_propensity,
+            engine=engine,
+        )
 
 
 def _clip01(value: float) -> float:
@@ -151,7 +178,7 @@ def decide(
     extra: dict[str, Any] | None = None,
     running_max: float | None = None,
     loop_rule: LoopRule | None = None,
-) -> HandoffDecision:
+) -> PolicyDecision:
     """Score with the live policy, always computing every cheap signal alongside.
 
     ``extra`` carries signals computed elsewhere (router score, early-handoff facts): its
@@ -180,7 +207,7 @@ def decide(
     handoff = score >= threshold
     latency_ms = (time.perf_counter() - started) * 1000
     signals["decision_latency_ms"] = latency_ms
-    return HandoffDecision(
+    return PolicyDecision(
         policy=policy.name,
         version=policy.version,
         stage=policy.stage,

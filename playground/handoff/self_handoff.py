@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from playground.handoff.base import PolicyInput, PolicyUnavailable
 
 if TYPE_CHECKING:
-    from playground.engine.engines import LocalModelEngine
+    from playground.engine.contract import LocalModelEngine
 
 TOOL_NAME = "handoff_to_cloud"
 HANDOFF_TOOL: dict[str, Any] = {
