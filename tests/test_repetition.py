@@ -1,12 +1,17 @@
-"""The loop detector (feedback.repetition): word n-gram repetition over a streamed text."""
+"""The loop detector (feedback.repetition): word n-gram repetition over a streamed text, and the guard that
+stops any answer stream once it loops (playground.engine.loop_guard), on the contract's own stream."""
 
 from __future__ import annotations
 
 import random
+import threading
+import time
 
 import pytest
 
 from feedback.repetition import LoopDetector, LoopRule, repetition
+from playground.engine.contract import AnswerResult, Generation, GenerationRequest
+from playground.engine.loop_guard import REPETITION, LoopGuard
 
 PROSE = (
     "Tea is a drink made by pouring hot water over the cured leaves of the tea plant. It was first "
@@ -76,3 +81,54 @@ def test_rules_that_could_never_fire_or_always_would_are_refused() -> None:
     for bad in ({"ngram": 0}, {"window": 0}, {"share": 0.0}, {"share": 1.5}):
         with pytest.raises(ValueError, match="loop rule"):
             LoopRule(**bad)
+
+
+def _written_by_hand(deltas: list[str]) -> tuple[Generation, threading.Thread]:
+    """The contract's own stream, filled by a thread that writes like an engine and honours stop()."""
+    stream = Generation(GenerationRequest(messages=[], max_new_tokens=len(deltas), temperature=0.0, top_p=1.0))
+
+    def engine() -> None:
+        written = []
+        for delta in deltas:
+            if stream.stopped:
+                break
+            written.append(delta)
+            stream._emit(delta)
+            time.sleep(0.001)
+        reason = "stopped" if stream.stopped else "stop"
+        stream._finish(
+            AnswerResult(
+                text="".join(written),
+                model="m",
+                tokens_in=1,
+                tokens_out=len(written),
+                ttft_ms=1.0,
+                latency_ms=1.0,
+                finish_reason=reason,
+            )
+        )
+
+    thread = threading.Thread(target=engine)
+    thread.start()
+    return stream, thread
+
+
+def test_the_guard_stops_any_answer_stream_once_it_loops_and_says_why() -> None:
+    words = [f"{w} " for w in LOOP.split(" ")]
+    stream, engine = _written_by_hand(words)
+    guarded = LoopGuard(stream)
+    read = "".join(guarded)
+    engine.join()
+    result = guarded.wait(timeout=10)
+    assert guarded.looped and stream.stopped and result.finish_reason == REPETITION
+    assert result.text == read and len(read) < len(LOOP) / 2  # stopped a few words after the rule fired
+    assert guarded.result is result and stream.result.finish_reason == "stopped"
+
+
+def test_the_guard_leaves_an_answer_that_does_not_loop_alone() -> None:
+    stream, engine = _written_by_hand([f"{w} " for w in PROSE.split(" ")])
+    guarded = LoopGuard(stream)
+    assert "".join(guarded).strip() == PROSE.strip()
+    engine.join()
+    assert not guarded.looped and guarded.wait(timeout=10) is stream.result
+    assert guarded.result.finish_reason == "stop" and not stream.stopped
