@@ -16,7 +16,8 @@ deltas of both arms interleaved as they arrive:
 
 Every cloud call passes the participant's rate limit and reserves its worst-case cost from the
 event budget first; when either refuses, the answer stays local and a ``Status`` says why. If the
-cloud fails, the handoff arm falls back to the local answer with a note.
+cloud fails, the handoff arm falls back to the local answer with a note. Notes are ``Note``s named by
+message key (``note.*`` in the interface catalogs), so the reveal shows them in the attendee's language.
 """
 
 from __future__ import annotations
@@ -45,14 +46,25 @@ from playground.settings import Settings
 Arm = Literal["off", "on"]
 Message = dict[str, str]
 
-BUDGET_NOTE = "The event's cloud budget is spent, so handoff is paused: this answer stayed local."
-RATE_NOTE = "You reached the limit of cloud requests for now, so this answer stayed local."
-HANDOFF_NOTE = "handing off to the cloud model"
 log = logging.getLogger(__name__)
 
 
-def cloud_failed_note(kind: str | None) -> str:
-    return f"The cloud model failed ({kind}), so this is the local answer."
+@dataclass(frozen=True)
+class Note:
+    """A pane note, named by its message key in the interface catalogs: the page translates it."""
+
+    key: str  # note.* in playground/locales/
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+THINKING_NOTE = Note("note.thinking")
+HANDOFF_NOTE = Note("note.handing_off")
+BUDGET_NOTE = Note("note.budget_spent")
+RATE_NOTE = Note("note.rate_limited")
+
+
+def cloud_failed_note(kind: str | None) -> Note:
+    return Note("note.cloud_failed", {"kind": kind})
 
 
 @dataclass
@@ -64,7 +76,7 @@ class Delta:
 @dataclass
 class Status:
     arm: Arm
-    message: str
+    note: Note
 
 
 @dataclass
@@ -72,7 +84,7 @@ class Finished:
     record: TurnRecord
     off_text: str
     on_text: str
-    notes: list[str] = field(default_factory=list)  # the handoff arm's notes (budget, rate limit, failure)
+    notes: list[Note] = field(default_factory=list)  # the handoff arm's notes (budget, rate limit, failure)
 
 
 TurnEvent = Delta | Status | Finished
@@ -226,7 +238,7 @@ class _Turn:
         self.on_text: str | None = None
         self.on_fallback = False
         self.on_draft_stopped = False
-        self.notes: list[str] = []
+        self.notes: list[Note] = []
         self.extra: dict[str, Any] = {}
 
     def _start(self, key: str, stream: AnswerStream, reservation: Reservation | None = None) -> _Answer:
@@ -368,7 +380,7 @@ class _Turn:
     def events(self) -> Iterator[TurnEvent]:
         pre = self.policy.stage == "pre"
         self._start_local("shared" if self.shared else "off", self.messages_off)
-        yield Status("on", "thinking")
+        yield Status("on", THINKING_NOTE)
         if pre:
             yield from self._pre_decide()
         if not self.handoff_wanted:

@@ -17,7 +17,7 @@ from typing import Literal
 from db.session import DatabaseUnavailable
 from db.vocabulary import SHOWN_ARMS
 from feedback.records import TurnRecord
-from playground.comparison import Delta, Finished, Status, TurnEvent
+from playground.comparison import Delta, Finished, Note, Status, TurnEvent
 
 log = logging.getLogger(__name__)
 RunState = Literal["running", "finished", "cancelled", "not_saved", "failed"]
@@ -30,7 +30,7 @@ class ShownTurn:
     turn_id: int
     prompt: str
     texts: dict[str, str]  # by arm
-    notes: dict[str, list[str]]  # status messages by arm, shown at the reveal
+    notes: dict[str, list[Note]]  # status notes by arm, shown (translated) at the reveal
     stopped: list[str]
     handed_off: bool
     blocked_by: str | None
@@ -65,7 +65,7 @@ class TurnRunner:
     on_end: Callable[[], None] | None = None  # called once the turn is over, whatever the outcome
     fair: bool = False  # latency-fair display: see ``_released``
     _texts: dict[str, str] = field(default_factory=lambda: dict.fromkeys(SHOWN_ARMS, ""))
-    _notes: dict[str, list[str]] = field(default_factory=lambda: {arm: [] for arm in SHOWN_ARMS})
+    _notes: dict[str, list[Note]] = field(default_factory=lambda: {arm: [] for arm in SHOWN_ARMS})
     _stopped: set[str] = field(default_factory=set)
     _state: RunState = "running"
     _turn: ShownTurn | None = None
@@ -139,7 +139,7 @@ class TurnRunner:
                     if isinstance(event, Delta) and event.arm not in self._stopped:
                         self._texts[event.arm] += event.text
                     elif isinstance(event, Status):
-                        self._notes[event.arm].append(event.message)
+                        self._notes[event.arm].append(event.note)
                     elif isinstance(event, Finished):
                         return event
             return None

@@ -8,7 +8,7 @@ from decimal import Decimal
 from db.models import Event
 from db.session import session_scope
 from feedback.capture import join_event, record_turn, start_conversation
-from playground.comparison import Comparison, Delta, Finished, Status, TurnEvent
+from playground.comparison import Comparison, Delta, Finished, Note, Status, TurnEvent
 from playground.engine.cloud import CloudClient
 from playground.handoff.base import Policy
 from playground.handoff.budget import EventBudget, ParticipantRateLimit
@@ -75,8 +75,8 @@ def texts(events: list[TurnEvent]) -> dict[str, str]:
     return out
 
 
-def notes(events: list[TurnEvent]) -> list[str]:
-    return [e.message for e in events if isinstance(e, Status)]
+def notes(events: list[TurnEvent]) -> list[Note]:
+    return [e.note for e in events if isinstance(e, Status)]
 
 
 def store(url: str, participant_id: int, finished: Finished) -> int:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import ast
-import re
 
 import pytest
 
 from feedback import capture, votes
 from feedback.errors import TurnLimitReached
+from playground.comparison import BUDGET_NOTE, HANDOFF_NOTE, RATE_NOTE, THINKING_NOTE, cloud_failed_note
 from playground.i18n import LANGUAGES, Translator, catalog, placeholders, supported, translate
 from tests.conftest import ROOT
-
-PAGE_SOURCES = [ROOT / "playground" / "views" / "attendee.py", ROOT / "playground" / "attendee_session.py"]
 
 
 @pytest.mark.parametrize("language", [name for name in LANGUAGES if name != "en"])
@@ -27,41 +25,81 @@ def test_every_language_has_every_message_with_the_same_placeholders(language: s
             assert len(other[key]) == len(message), key
 
 
-def _keys_used_by_pages() -> set[str]:
-    """Literal ``t("…")`` keys in the page and its services; f-string keys are checked by their prefix."""
-    keys = set()
-    for path in PAGE_SOURCES:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "t" and node.args:
-                first = node.args[0]
-                if isinstance(first, ast.Constant):
-                    keys.add(first.value)
-                elif isinstance(first, ast.JoinedStr) and isinstance(first.values[0], ast.Constant):
-                    keys.add(first.values[0].value + "*")
+CODE_ROOTS = [ROOT / "playground", ROOT / "feedback", ROOT / "db"]
+
+
+def _keys_used_in_code() -> set[str]:
+    """Every message key the code names, in every module of every layer.
+
+    Asked for: ``t("…")`` and ``Translator(…)("…")``, ``translate(language, "…")``, pane notes
+    (``Note("…")``). Raised: ``FeedbackRejected("x")`` and its subclasses' ``super().__init__("x")``
+    are ``errors.x``; an error class's ``key = "…"`` is that key. A key built with an f-string is
+    checked by its constant prefix (``"categories.*"``).
+    """
+    trees = [ast.parse(path.read_text()) for root in CODE_ROOTS for path in sorted(root.rglob("*.py"))]
+    classes = [node for tree in trees for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    rejected = {"FeedbackRejected"}
+    while grown := {
+        c.name for c in classes if c.name not in rejected and any(getattr(b, "id", None) in rejected for b in c.bases)
+    }:
+        rejected |= grown
+    keys: set[str] = set()
+
+    def add(node: ast.expr, prefix: str = "") -> None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            keys.add(prefix + node.value)
+        elif isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+            keys.add(prefix + node.values[0].value + "*")
+
+    def name_of(func: ast.expr) -> str | None:
+        return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+
+    for cls in classes:
+        for statement in cls.body:
+            if isinstance(statement, ast.Assign) and any(getattr(t, "id", None) == "key" for t in statement.targets):
+                add(statement.value)
+        if cls.name in rejected:
+            for node in ast.walk(cls):
+                if isinstance(node, ast.Call) and name_of(node.func) == "__init__" and node.args:
+                    add(node.args[0], "errors.")
+    for tree in trees:
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            name = name_of(node.func)
+            if name in ("t", "Note") or (isinstance(node.func, ast.Call) and name_of(node.func.func) == "Translator"):
+                add(node.args[0])
+            elif name == "translate" and len(node.args) > 1:
+                add(node.args[1])
+            elif name == "FeedbackRejected":
+                add(node.args[0], "errors.")
+    keys.discard("errors.errors.*")  # FeedbackRejected's own f"errors.{key}"
     return keys
 
 
-def test_every_key_the_page_asks_for_exists() -> None:
-    english = catalog("en")
-    used = _keys_used_by_pages()
-    assert len(used) > 40
-    for key in used:
-        if key.endswith("*"):
-            assert any(name.startswith(key[:-1]) for name in english), key
-        else:
-            assert key in english, key
-
-
-def test_every_error_a_person_can_cause_has_a_message() -> None:
-    source = "".join(path.read_text() for path in (ROOT / "feedback").rglob("*.py"))
-    keys = set(re.findall(r'FeedbackRejected\("(\w+)"', source)) | set(
-        re.findall(r'super\(\).__init__\("(\w+)"', source)
-    )
-    assert {"empty_prompt", "vote_final", "bad_winner"} <= keys
-    for key in keys:
-        for language in LANGUAGES:
-            assert f"errors.{key}" in catalog(language), (language, key)
+def test_every_message_key_the_code_asks_for_or_raises_exists_in_every_language() -> None:
+    keys = _keys_used_in_code()
+    assert len(keys) > 80
+    # the families this test exists for: pages, pane notes, errors from every layer
+    assert {"reveal.notes", "note.handing_off", "note.cloud_failed", "errors.empty_prompt"} <= keys
+    assert {"errors.database_unavailable", "errors.prompt_too_many_tokens", "errors.vote_final"} <= keys
+    for language in LANGUAGES:
+        messages = catalog(language)
+        for key in keys:
+            if key.endswith("*"):
+                assert any(name.startswith(key[:-1]) for name in messages), (language, key)
+            else:
+                assert key in messages, (language, key)
     assert Translator("fr").error(TurnLimitReached(3)).startswith("Cette comparaison a atteint ses 3 tours")
+
+
+def test_pane_notes_are_translated() -> None:
+    """What a Japanese or French attendee reads at the reveal is not English."""
+    for note in (THINKING_NOTE, HANDOFF_NOTE, BUDGET_NOTE, RATE_NOTE, cloud_failed_note("timeout")):
+        english = translate("en", note.key, **note.params)
+        for language in ("ja", "fr"):
+            assert translate(language, note.key, **note.params) != english, (language, note.key)
+    assert "timeout" in translate("ja", "note.cloud_failed", kind="timeout")
 
 
 def test_categories_have_samples_and_profile_choices_have_labels() -> None:

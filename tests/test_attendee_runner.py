@@ -17,7 +17,7 @@ from db.models import Answer, Event, Turn
 from db.session import in_transaction, session_scope
 from feedback.capture import join_event, record_turn, start_conversation
 from feedback.records import TurnRecord
-from playground.comparison import Delta, Finished, Status, TurnEvent
+from playground.comparison import HANDOFF_NOTE, Delta, Finished, Status, TurnEvent
 from playground.turn_runner import RunView, TurnRunner
 from tests.db_outage import database_unavailable
 from tests.factories import make_event, turn_record
@@ -44,7 +44,7 @@ class Script:
 
     def __call__(self) -> Iterator[TurnEvent]:
         try:
-            yield Status("on", "handing off to the cloud model")
+            yield Status("on", HANDOFF_NOTE)
             yield Delta("off", "Hello ")
             yield Delta("on", "Hello ")
             self.gate.wait(30)
@@ -85,7 +85,7 @@ def test_both_panes_stream_and_the_turn_is_stored_as_shown(sqlite_url: str, stor
     view = _until(runner, lambda v: v.state != "running")
     assert view.state == "finished" and view.texts == {"off": "Hello world", "on": "Hello there"}
     turn = view.turn
-    assert turn.notes["on"] == ["handing off to the cloud model"] and turn.handed_off
+    assert turn.notes["on"] == [HANDOFF_NOTE] and turn.handed_off
     assert turn.latency_ms == {"off": 20.0, "on": 90.0}
     assert {arm: a.text for arm, a in _answers(sqlite_url).items()} == {"off": "Hello world", "on": "Hello there"}
 

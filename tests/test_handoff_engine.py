@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from db.models import Answer, Event, HandoffDecision
 from db.session import session_scope
-from playground.comparison import BUDGET_NOTE, RATE_NOTE, Delta
+from playground.comparison import BUDGET_NOTE, RATE_NOTE, Delta, cloud_failed_note
 from playground.engine.device import resolve_dtype
 from playground.engine.model_store import resolve_model
 from playground.handoff.policies import AlwaysPolicy, ConfidencePolicy, NeverPolicy
@@ -152,7 +152,7 @@ def test_cloud_failure_shows_the_local_answer_with_a_note(
     assert decision.handed_off and decision.blocked_by == "cloud_error"
     assert on.source == "local" and on.error_kind == kind and on.retries == (1 if kind != "malformed" else 0)
     assert finished.on_text == finished.off_text
-    assert any(kind in n for n in finished.notes)
+    assert finished.notes == [cloud_failed_note(kind)]
     assert "".join(e.text for e in events if isinstance(e, Delta) and e.arm == "on") == finished.on_text
 
 

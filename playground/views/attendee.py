@@ -290,7 +290,8 @@ for pane, column in columns.items():
                 if arm in turn.stopped:
                     st.caption(t("pane.stopped"))
                 if comparison.revealed and turn.notes[arm]:
-                    st.caption(t("reveal.notes", pane=pane.upper(), notes=inert("; ".join(turn.notes[arm]))))
+                    notes = "; ".join(t(note.key, **note.params) for note in turn.notes[arm])
+                    st.caption(t("reveal.notes", pane=pane.upper(), notes=inert(notes)))
 
 # --- streaming both panes at once --------------------------------------------------------------
 if running and runner is not None:
