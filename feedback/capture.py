@@ -120,21 +120,8 @@ def record_turn(session: Session, conversation_id: int, record: TurnRecord) -> T
         language=record.language,
         category=record.category,
     )
-    decision = record.decision
-    turn.decision = HandoffDecision(
-        policy=decision.policy,
-        policy_version=decision.policy_version,
-        stage=decision.stage,
-        threshold=decision.threshold,
-        score=decision.score,
-        handed_off=decision.handed_off,
-        reason=decision.reason,
-        blocked_by=decision.blocked_by,
-        latency_ms=decision.latency_ms,
-        signals=decision.signals,
-        shadow_propensity=decision.shadow_propensity,
-        engine=decision.engine,
-    )
+    # A DecisionRecord names exactly the row's columns, as an AnswerRecord does: the one copy of each.
+    turn.decision = HandoffDecision(**vars(record.decision))
     turn.answers = [
         Answer(
             **vars(answer),
