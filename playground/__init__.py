@@ -2,7 +2,8 @@
 
 - ``app``, ``views/``: the pages (thin: they call services and render); ``attendee_session``,
   ``turn_runner``, ``organizer_access``, ``auth``, ``event_link``, ``untrusted``: what the pages call
-- ``comparison``: one side-by-side turn; ``engine/``: local model, cloud client, stand-in
+- ``comparison``: one side-by-side turn, both arms driven through ``engine/contract.py``; ``recording``:
+  the turn's records; ``engine/``: local engines, cloud client, stand-in
 - ``handoff/``: handoff policies, router, budget and rate limits
 - ``settings``: the one settings object; ``runtime``: process-wide services; ``i18n`` + ``locales/``
 - ``cli/``: the ``handoff`` command

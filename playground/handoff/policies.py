@@ -51,16 +51,11 @@ class PolicyDecision:
     ) -> DecisionRecord:
         """The decision as capture stores it, with what the turn added (the only place it is copied)."""
         return DecisionRecord(
-            policy=self.policy,
+            **{name: getattr(self, name) for name in ("policy", "stage", "threshold", "score", "reason", "latency_ms")},
             policy_version=self.version,
-            stage=self.stage,
-            threshold=self.threshold,
-            score=self.score,
             handed_off=self.handoff,
-            reason=self.reason,
-            blocked_by=blocked_by,
-            latency_ms=self.latency_ms,
             signals=signals,
+            blocked_by=blocked_by,
             shadow_propensity=shadow_propensity,
             engine=engine,
         )
