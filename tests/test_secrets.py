@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,9 +48,12 @@ def elements(at: AppTest) -> list[str]:
 
 
 @pytest.fixture
-def secret_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings) -> Iterator[Settings]:
+def secret_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings, empty_db_url: str
+) -> Iterator[Settings]:
+    """Known secrets and an empty database of each kind (the run migrates it; SQLite's file is in tmp_path)."""
     env = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'secrets.db'}",
+        "DATABASE_URL": empty_db_url,
         "HANDOFF_DATA_DIR": str(tmp_path / "data"),
         "HANDOFF_MODEL_CACHE_DIR": str(MODEL_CACHE),
         "HANDOFF_CONFIG": str(tmp_path / "none.toml"),
@@ -149,6 +153,12 @@ def test_no_secret_reaches_the_database_logs_exports_report_or_pages(secret_env:
         root.setLevel(old_level)
         handler.close()
 
+    url = settings.resolved_database_url
+    if url.startswith("postgresql"):  # the whole database as text, searched like the files
+        plain = url.replace("+psycopg", "")
+        dump = subprocess.run(["pg_dump", "--no-owner", plain], capture_output=True, check=True).stdout
+        assert b"Name a colour." in dump  # the dump holds the run
+        (tmp_path / "database.sql").write_bytes(dump)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]  # database, WAL, log, exports, cards, report
     assert any(p.suffix == ".parquet" for p in files) and any(p.name == "report.html" for p in files)
     found = []
