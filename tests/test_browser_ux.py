@@ -170,7 +170,7 @@ def _turn_to_reveal(page, shots: Path, width: str):  # noqa: ANN001, ANN202
     if page.locator(".st-key-winner").count():  # the panes differ (the cloud answered)
         page.locator(".st-key-winner").get_by_text("B is better").click()
     else:  # identical panes (the cloud call failed): rate the one answer
-        page.locator(".st-key-stars_both").get_by_role("button").nth(3).click()
+        page.locator(".st-key-stars_both").get_by_role("radio", name="4 out of 5 stars").click()  # st.feedback
     page.locator(".st-key-comment textarea").fill(COMMENT)
     page.locator(".st-key-comment textarea").press("Control+Enter")
     page.get_by_role("button", name="Save feedback").click()
