@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 from feedback.pricing import PriceTable
 from feedback.repetition import LoopRule
-from playground.engine.hardware import choose_engine, cpu_flags, llama_cpp_installed
+from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed
 
 MIN_PASSWORD_CHARS = 10  # organizer passwords, the bootstrap admin's included
 
@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     )
 
     # local open-weight model: which engine runs it (see README "Local engines")
-    # auto: chosen for this machine at start-up (playground/engine/hardware.py); reads back as the engine it chose
+    # auto: chosen for this machine at start-up (playground/hardware.py); reads back as the engine it chose
     local_engine: LocalEngineKind | Literal["auto"] = "auto"
     local_model: str = BUNDLED_MODEL  # a hub id/folder (transformers), a .gguf path (llamacpp), a served name (openai)
     model_cache_dir: Path = Path("data") / "models"

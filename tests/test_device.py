@@ -7,7 +7,7 @@ import torch
 
 from playground.engine import device
 from playground.engine.device import DtypeChoice, resolve_dtype
-from playground.engine.hardware import EngineChoice, choose_engine, cpu_flags, llama_cpp_installed
+from playground.hardware import EngineChoice, choose_engine, cpu_flags, llama_cpp_installed
 from playground.settings import Settings
 
 
@@ -40,7 +40,7 @@ def test_the_probe_times_both_dtypes() -> None:
     assert device.probe_seconds(torch.bfloat16, repeats=2) > 0
 
 
-# --- the engine HANDOFF_LOCAL_ENGINE=auto picks (playground/engine/hardware.py) ---------------------------
+# --- the engine HANDOFF_LOCAL_ENGINE=auto picks (playground/hardware.py) ---------------------------
 AVX2 = frozenset({"avx2", "fma", "f16c"})
 AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from playground.engine.hardware import NATIVE_BF16_FLAGS, cpu_flags
+from playground.hardware import NATIVE_BF16_FLAGS, cpu_flags
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from playground.engine.launch import ServerDidNotStart, launch
 from playground.engine.llamacpp import gguf_path, require_llama_cpp
 from playground.settings import Settings
 
@@ -77,17 +77,8 @@ def start_llama_server(
 ) -> subprocess.Popen[bytes]:
     """Start the server and wait until it lists its model; raises with its log's tail if it doesn't."""
     require_llama_cpp()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(server_command(settings, logprobs=logprobs), stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        if is_up(settings):
-            return process
-        time.sleep(0.3)
-    process.terminate()
-    process.wait(timeout=10)
-    tail = log_path.read_text(errors="replace")[-2000:]
-    raise LlamaServerFailed(f"llama.cpp's server did not start at {settings.local_base_url}:\n{tail}")
+    try:
+        return launch(server_command(settings, logprobs=logprobs), log_path, lambda: is_up(settings), timeout_s)
+    except ServerDidNotStart as failed:
+        tail = failed.tail
+    raise LlamaServerFailed(f"llama.cpp's server did not start at {settings.local_base_url}:\n{tail}") from None

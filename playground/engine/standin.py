@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from playground.engine.device import resolve_dtype
+from playground.engine.launch import ServerDidNotStart, launch
 from playground.engine.model_store import resolve_model
 from playground.settings import Settings
 
@@ -52,17 +52,9 @@ def is_up(settings: Settings) -> bool:
 
 def start_standin(settings: Settings, log_path: Path, timeout_s: float = 300) -> subprocess.Popen[bytes]:
     """Start the server and wait until it answers its health check."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(standin_command(settings), stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        if is_up(settings):
-            return process
-        time.sleep(0.3)
-    process.terminate()
-    tail = log_path.read_text(errors="replace")[-2000:]
-    raise StandinFailed(f"the cloud stand-in did not start on port {settings.standin_port}:\n{tail}")
+    try:
+        return launch(standin_command(settings), log_path, lambda: is_up(settings), timeout_s, env=env)
+    except ServerDidNotStart as failed:
+        tail = failed.tail
+    raise StandinFailed(f"the cloud stand-in did not start on port {settings.standin_port}:\n{tail}") from None

@@ -1,0 +1,39 @@
+"""Start a local server process (the cloud stand-in, llama.cpp's server) and wait until it answers."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class ServerDidNotStart(RuntimeError):
+    """The process exited or never answered in time; ``tail`` is the end of its log, for the message."""
+
+    def __init__(self, tail: str) -> None:
+        super().__init__(tail)
+        self.tail = tail
+
+
+def launch(
+    command: list[str],
+    log_path: Path,
+    is_up: Callable[[], bool],
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Run ``command`` with its output in ``log_path``; return once ``is_up()``, else stop it and raise."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        if is_up():
+            return process
+        time.sleep(0.3)
+    process.terminate()
+    process.wait(timeout=10)
+    raise ServerDidNotStart(log_path.read_text(errors="replace")[-2000:])
