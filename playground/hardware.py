@@ -23,8 +23,9 @@ class EngineChoice:
     reason: str
 
 
+@functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist)."""
+    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist); read once."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:

@@ -148,6 +148,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _choose_engine(self) -> Settings:
         """``auto`` becomes the engine measured fastest for this kind of machine, so every reader sees a real kind."""
+        if self.local_engine != "auto":
+            return self  # set explicitly: nothing to read off the machine
         runs_gguf = self.local_model == BUNDLED_MODEL or self.local_model.endswith(".gguf")
         choice = choose_engine(
             self.local_engine, self.local_device, self.local_dtype, runs_gguf, cpu_flags(), llama_cpp_installed()
