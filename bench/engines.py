@@ -38,15 +38,6 @@ class Figures:
     ttft_p95_s: float
 
 
-def cpu() -> str:
-    """The CPU model and the instruction sets that decide the llama.cpp build and the dtype."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    present = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
-    return f"{model} [{' '.join(present) or 'no avx2'}]"
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -105,7 +96,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens per answer (default 64)")
     args = parser.parse_args(argv if argv is not None else [])
     new_tokens = args.new_tokens
-    print(f"machine: {machine()}; CPU {cpu()}; {new_tokens} new tokens per answer, greedy", flush=True)
+    print(f"machine: {machine()}; {new_tokens} new tokens per answer, greedy", flush=True)
     base = Settings(max_batch_size=max(CONCURRENCY), max_new_tokens=new_tokens)
     results: dict[str, dict[int, Figures]] = {}
 
