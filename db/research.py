@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+import orjson
 import pandas as pd
-from sqlalchemy import Connection, Subquery, and_, func, select
+from pandas.api.types import union_categoricals
+from sqlalchemy import Connection, Subquery, Text, and_, cast, func, select
 from sqlalchemy.orm import aliased
 
 from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict, Turn, Vote
@@ -46,13 +49,32 @@ VOTE_COLUMNS = (
 )
 
 
+# low-cardinality labels held as categoricals (a small code per vote, each distinct string once); the prompt too,
+# as votes repeat prompts. Categories are sorted, so grouping orders them as it orders strings.
+CATEGORICAL = frozenset(
+    {"event", "region", "language", "category", "prompt", "winner", "winner_arm", "handoff_side", "policy", "model_off"}
+)
+STYLE_COLUMNS = ("on_style", "off_style")
+
+
+def style_column(column: str, feature: str) -> str:
+    """The frame's column for one style feature of one arm (``on_style`` -> ``on_style.tokens``)."""
+    return f"{column}.{feature}"
+
+
 def vote_rows(
-    connection: Connection, visible: Subquery, chunk: int = 20_000, columns: Sequence[str] = VOTE_COLUMNS
+    connection: Connection,
+    visible: Subquery,
+    chunk: int = 20_000,
+    columns: Sequence[str] = VOTE_COLUMNS,
+    style_features: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per visible vote with both shown answers' timing, style and origin flag.
 
     ``columns`` (a subset of ``VOTE_COLUMNS``) reads only those: the exports' vote flags need neither
-    the style features (JSON decoded per row) nor the labels, and a million votes make that count."""
+    the style features nor the labels. The frame is compact, since a million votes make that count: labels
+    and prompts are categoricals, and an arm's style (JSON per answer) becomes one float column per name in
+    ``style_features`` (``style_column``: nan where the answer has no style, 0 for a feature it lacks)."""
     unknown = set(columns) - set(VOTE_COLUMNS)
     if unknown:
         raise ValueError(f"not vote columns: {sorted(unknown)}")
@@ -81,12 +103,12 @@ def vote_rows(
                 on.tokens_out,
                 on.ttft_ms,
                 on.latency_ms,
-                on.style,
+                cast(on.style, Text),  # decoded per chunk into float columns, not one dict per vote
                 on.reveals_origin,
                 off.tokens_out,
                 off.ttft_ms,
                 off.latency_ms,
-                off.style,
+                cast(off.style, Text),
                 off.reveals_origin,
             ),
             strict=True,
@@ -104,17 +126,51 @@ def vote_rows(
         .where(Vote.hidden_at.is_(None))
         .order_by(Vote.id)
     )
-    texts: dict[str, str] = {}  # one object per distinct prompt: prompts repeat across votes
-    parts = []
+    parts: dict[str, list[Any]] = {}
     for rows in _chunks(connection.execution_options(stream_results=True).execute(stmt), chunk):
-        part = pd.DataFrame(rows, columns=list(columns))
-        if "prompt" in part:
-            part["prompt"] = [texts.setdefault(text, text) for text in part["prompt"]]
-        parts.append(part)
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(columns))
+        values = dict(zip(columns, zip(*rows, strict=True), strict=True))
+        for name, column in values.items():
+            if name in STYLE_COLUMNS:
+                for feature, floats in zip(style_features, _style_floats(column, style_features), strict=True):
+                    parts.setdefault(style_column(name, feature), []).append(floats)
+                continue
+            series = pd.Series(column, name=name)
+            parts.setdefault(name, []).append(series.astype("category") if name in CATEGORICAL else series)
+    frame = pd.DataFrame(
+        {
+            name: (
+                pd.Series(union_categoricals(chunks, sort_categories=True))
+                if name in CATEGORICAL
+                else pd.Series(np.concatenate(chunks))
+                if isinstance(chunks[0], np.ndarray)
+                else pd.concat(chunks, ignore_index=True)
+            )
+            for name, chunks in parts.items()
+        }
+        if parts
+        else {name: [] for column in columns for name in _expanded(column, style_features)}
+    )
     if "handed_off" in frame:
         frame["handed_off"] = frame["handed_off"].fillna(False).astype(bool)
     return frame
+
+
+def _expanded(name: str, style_features: Sequence[str]) -> list[str]:
+    return [style_column(name, f) for f in style_features] if name in STYLE_COLUMNS else [name]
+
+
+def _style_floats(raw: Sequence[str | None], features: Sequence[str]) -> list[np.ndarray]:
+    """One float array per feature from the stored style JSON (nan without a style, 0 for a missing feature)."""
+    out = [np.full(len(raw), np.nan) for _ in features]
+    for row, text in enumerate(raw):
+        style = orjson.loads(text) if text is not None else None
+        if style is None:
+            continue
+        if not isinstance(style, dict):
+            style = {}
+        for array, feature in zip(out, features, strict=True):
+            array[row] = float(style.get(feature, 0) or 0)
+    return out
 
 
 def _chunks(result: Any, size: int) -> Iterator[list]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from db.research import judge_rows, vote_rows
+from db.research import judge_rows, style_column, vote_rows
 from db.session import get_engine
 from feedback import stats
 from feedback.embeddings import Embed
@@ -38,8 +38,13 @@ NEAR_DUPLICATE = 0.9
 FILTERS = ("too_fast", "flagged_participant", "reveals_origin", "duplicate")
 
 
-def _style_matrix(styles: pd.Series) -> np.ndarray:
-    return np.array([[float((s or {}).get(k, 0) or 0) for k in stats.STYLE_FEATURES] for s in styles], dtype=float)
+def _style_matrix(votes: pd.DataFrame, arm_style: str) -> np.ndarray:
+    """The style features of one arm (``on_style`` / ``off_style``), one row per vote."""
+    return np.ascontiguousarray(votes[[style_column(arm_style, k) for k in stats.STYLE_FEATURES]].to_numpy(dtype=float))
+
+
+def _has_style(votes: pd.DataFrame, arm_style: str) -> pd.Series:
+    return votes[style_column(arm_style, stats.STYLE_FEATURES[0])].notna()
 
 
 def _normalise(prompt: str) -> str:
@@ -154,18 +159,18 @@ def _by_pane(decided: pd.DataFrame, on: np.ndarray, off: np.ndarray) -> tuple[np
 def style_control(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any] | None:
     """The handoff effect with and without style control (FastChat's style features as BT covariates)."""
     decided = _decided(votes)
-    decided = decided[decided["on_style"].notna() & decided["off_style"].notna()]
+    decided = decided[_has_style(decided, "on_style") & _has_style(decided, "off_style")]
     if len(decided) < 2:
         return None
-    a, b = _by_pane(decided, _style_matrix(decided["on_style"]), _style_matrix(decided["off_style"]))
+    a, b = _by_pane(decided, _style_matrix(decided, "on_style"), _style_matrix(decided, "off_style"))
     on_is_a = (decided["handoff_side"] == "a").to_numpy()
     a_won = (decided["winner"] == "a").to_numpy()
     people = decided["participant_id"].to_numpy()
     raw = stats.handoff_effect(on_is_a, a_won, people, None, rounds=rounds, seed=seed)
     controlled = stats.handoff_effect(on_is_a, a_won, people, stats.style_differences(a, b), rounds=rounds, seed=seed)
     explained = stats.style_explained(raw["win_probability"], controlled["win_probability"])
-    on_style = _style_matrix(decided["on_style"]).mean(axis=0)
-    off_style = _style_matrix(decided["off_style"]).mean(axis=0)
+    on_style = _style_matrix(decided, "on_style").mean(axis=0)
+    off_style = _style_matrix(decided, "off_style").mean(axis=0)
     return {
         "raw": raw,
         "controlled": {
@@ -297,7 +302,7 @@ def load_votes(url: str, filters: ExportFilters) -> tuple[pd.DataFrame, pd.DataF
     """The per-vote frame and the judge verdicts of the visible conversations in ``filters``."""
     visible = conversation_query(filters).subquery()
     with get_engine(url).connect() as connection:
-        return vote_rows(connection, visible), judge_rows(connection, visible)
+        return vote_rows(connection, visible, style_features=stats.STYLE_FEATURES), judge_rows(connection, visible)
 
 
 # what quality_flags reads: the flags in exports load only these per vote

@@ -41,7 +41,12 @@ def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> 
                 panes = {pane: arm_of(pane, conversation.handoff_side) for pane in PANES}
                 for turn in conversation.turns:
                     off = turn.answers.get("off")
-                    names = arm_names(off.model if off else None, turn.decision)
+                    decision = turn.decision
+                    names = arm_names(
+                        off.model if off else None,
+                        decision.policy if decision else None,
+                        decision.threshold if decision else None,
+                    )
                     for vote in turn.votes:
                         if vote.winner not in FASTCHAT_WINNERS:
                             tally.skipped["identical votes (no winner)"] += 1

@@ -6,11 +6,10 @@ so events that ran different models or thresholds show up as different arms (a l
 
 from __future__ import annotations
 
-from feedback.export.dataset import DecisionRow
 
-
-def arm_names(model_off: str | None, decision: DecisionRow | None) -> dict[str, str]:
+def arm_names(model_off: str | None, policy: str | None = None, threshold: float | None = None) -> dict[str, str]:
+    """Both arms' names; ``policy`` and ``threshold`` are the turn's stored decision (None: no decision stored)."""
     local = model_off or "local"
-    if decision is None:
+    if policy is None:
         return {"off": local, "on": f"{local}+handoff"}
-    return {"off": local, "on": f"{local}+handoff[{decision.policy}>={decision.threshold:g}]"}
+    return {"off": local, "on": f"{local}+handoff[{policy}>={threshold:g}]"}

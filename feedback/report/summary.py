@@ -21,7 +21,7 @@ from db.vocabulary import DECIDED, PANES, SHOWN_ARMS, WINNER_ARMS, arm_of, winne
 from feedback import research, stats
 from feedback.embeddings import Embed
 from feedback.export.arms import arm_names
-from feedback.export.dataset import DecisionRow, ExportFilters, conversation_query
+from feedback.export.dataset import ExportFilters, conversation_query
 from feedback.redaction import redact
 from feedback.replay import SWEEP, ReplayError, TurnTable, default_policy, load_turns, replay
 from feedback.report.themes import comment_themes, prompt_clusters
@@ -87,9 +87,8 @@ def _leaderboard(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, An
     keys = ["participant_id", "policy", "threshold", "model_off", "handoff_side", "winner_arm"]
     rows = []
     for row in battles.groupby(keys, dropna=False).size().reset_index(name="n").itertuples():
-        policy = row.policy if isinstance(row.policy, str) else None
-        decision = DecisionRow(policy, row.threshold, 0.0, True, None, None, {}) if policy else None
-        names = arm_names(row.model_off if isinstance(row.model_off, str) else None, decision)
+        policy = row.policy if isinstance(row.policy, str) and row.policy else None
+        names = arm_names(row.model_off if isinstance(row.model_off, str) else None, policy, row.threshold)
         a, b = (arm_of(pane, row.handoff_side) for pane in PANES)
         winner = f"model_{winner_pane(row.winner_arm, row.handoff_side)}" if row.winner_arm in DECIDED else "tie"
         rows.append((row.participant_id, names[a], names[b], winner, row.n))
