@@ -3,6 +3,7 @@
     python -m bench.exports                      # 100,000 and 1,000,000 votes, every format + report
     python -m bench.exports --votes 1000000      # one size only (no flatness figure)
     python -m bench.exports --votes 10000 --votes 100000 --votes 1000000   # the growth table
+    python -m bench.exports --jobs csv --jobs jsonl     # some jobs only (the report takes longest)
 
 Each export format (``feedback.export.write_export``) and the report (``feedback.report.build_report``)
 runs in a fresh process on a SQLite database of seeded demo votes (``bench.common.demo_database``:
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -23,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Target, demo_database, report
+from bench.common import Target, demo_database, machine, report
 
 SIZES = (100_000, 1_000_000)
 SECONDS_TARGET = 30.0
@@ -57,35 +59,36 @@ def _child(job: str, url: str, out: Path) -> None:
     print(json.dumps({"seconds": seconds, "peak_mib": peak_mib}))
 
 
-def table(figures: dict[int, dict[str, dict[str, float]]]) -> str:
+def table(figures: dict[int, dict[str, dict[str, float]]], jobs: tuple[str, ...] = JOBS) -> str:
     """Markdown: one row per job, time (peak memory) per number of votes."""
     sizes = sorted(figures)
     lines = ["| job | " + " | ".join(f"{votes:,} votes" for votes in sizes) + " |"]
     lines.append("| --- |" + " --- |" * len(sizes))
-    for job in JOBS:
+    for job in jobs:
         cells = [f"{figures[v][job]['seconds']:.1f} s ({figures[v][job]['peak_mib']:.0f} MiB)" for v in sizes]
         lines.append(f"| {job} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main(sizes: tuple[int, ...] = SIZES, seed: int = 0) -> list[Target]:
+def main(sizes: tuple[int, ...] = SIZES, seed: int = 0, jobs: tuple[str, ...] = JOBS) -> list[Target]:
     figures: dict[int, dict[str, dict[str, float]]] = {}
+    print(f"machine: {machine()}", flush=True)
     for votes in sizes:
         started = time.perf_counter()
         url = demo_database("sqlite", votes, seed=seed)
         print(f"{votes:,} demo votes ready in {time.perf_counter() - started:.0f} s", flush=True)
         figures[votes] = {}
-        for job in JOBS:
+        for job in jobs:
             figures[votes][job] = measure(url, job)
             print(
                 f"  {job:8s} {votes:>9,} votes: {figures[votes][job]['seconds']:6.1f} s, "
-                f"peak {figures[votes][job]['peak_mib']:6.0f} MiB",
+                f"peak {figures[votes][job]['peak_mib']:6.0f} MiB, load average {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
-    print(table(figures), flush=True)
+    print(table(figures, jobs), flush=True)
     largest = max(sizes)
     targets = []
-    for job in JOBS:
+    for job in jobs:
         what = "report" if job == "report" else f"export {job}"
         targets.append(
             Target(
@@ -112,6 +115,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.exports", description=__doc__.split("\n\n")[0])
     parser.add_argument("--votes", type=int, action="append", help="demo votes (repeat for several sizes)")
     parser.add_argument("--seed", type=int, default=0, help="demo data seed (default 0)")
+    parser.add_argument("--jobs", choices=JOBS, action="append", help="only these jobs (repeat; default all)")
     parser.add_argument("--child", choices=JOBS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -119,4 +123,4 @@ if __name__ == "__main__":
     if args.child:
         _child(args.child, args.url, args.out)
     else:
-        report(main(tuple(args.votes) if args.votes else SIZES, args.seed))
+        report(main(tuple(args.votes) if args.votes else SIZES, args.seed, tuple(args.jobs or JOBS)))

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pandas as pd
 from pandas.api.types import union_categoricals
-from sqlalchemy import Connection, Subquery, Text, and_, cast, func, select
+from sqlalchemy import Connection, Select, Subquery, Text, and_, cast, func, select
 from sqlalchemy.orm import aliased
 
 from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict, Turn, Vote
@@ -62,19 +62,8 @@ def style_column(column: str, feature: str) -> str:
     return f"{column}.{feature}"
 
 
-def vote_rows(
-    connection: Connection,
-    visible: Subquery,
-    chunk: int = 5_000,
-    columns: Sequence[str] = VOTE_COLUMNS,
-    style_features: Sequence[str] = (),
-) -> pd.DataFrame:
-    """One row per visible vote with both shown answers' timing, style and origin flag.
-
-    ``columns`` (a subset of ``VOTE_COLUMNS``) reads only those: the exports' vote flags need neither
-    the style features nor the labels. The frame is compact, since a million votes make that count: labels
-    and prompts are categoricals, and an arm's style (JSON per answer) becomes one float column per name in
-    ``style_features`` (``style_column``: nan where the answer has no style, 0 for a feature it lacks)."""
+def _vote_select(visible: Subquery, columns: Sequence[str]) -> Select:
+    """The per-vote select of ``columns`` (a subset of ``VOTE_COLUMNS``), without an order."""
     unknown = set(columns) - set(VOTE_COLUMNS)
     if unknown:
         raise ValueError(f"not vote columns: {sorted(unknown)}")
@@ -114,7 +103,7 @@ def vote_rows(
             strict=True,
         )
     )
-    stmt = (
+    return (
         select(*(every[name] for name in columns))
         .join(visible, visible.c.id == Vote.conversation_id)
         .join(Conversation, Conversation.id == Vote.conversation_id)
@@ -124,8 +113,23 @@ def vote_rows(
         .outerjoin(on, and_(on.turn_id == Turn.id, on.arm == "on"))
         .outerjoin(off, and_(off.turn_id == Turn.id, off.arm == "off"))
         .where(Vote.hidden_at.is_(None))
-        .order_by(Vote.id)
     )
+
+
+def vote_rows(
+    connection: Connection,
+    visible: Subquery,
+    chunk: int = 5_000,
+    columns: Sequence[str] = VOTE_COLUMNS,
+    style_features: Sequence[str] = (),
+) -> pd.DataFrame:
+    """One row per visible vote with both shown answers' timing, style and origin flag.
+
+    ``columns`` (a subset of ``VOTE_COLUMNS``) reads only those: the exports' vote flags need neither
+    the style features nor the labels. The frame is compact, since a million votes make that count: labels
+    and prompts are categoricals, and an arm's style (JSON per answer) becomes one float column per name in
+    ``style_features`` (``style_column``: nan where the answer has no style, 0 for a feature it lacks)."""
+    stmt = _vote_select(visible, columns).order_by(Vote.id)
     parts: dict[str, list[Any]] = {}
     for rows in _chunks(connection.execution_options(stream_results=True).execute(stmt), chunk):
         values = dict(zip(columns, zip(*rows, strict=True), strict=True))
@@ -153,6 +157,31 @@ def vote_rows(
     if "handed_off" in frame:
         frame["handed_off"] = frame["handed_off"].fillna(False).astype(bool)
     return frame
+
+
+def participant_vote_frames(
+    connection: Connection, visible: Subquery, columns: Sequence[str], chunk: int = 20_000
+) -> Iterator[pd.DataFrame]:
+    """Plain frames of ``columns`` (no categoricals, no style), a few participants at a time: each frame
+    holds every vote of its participants, in vote order within each participant (``columns`` must name
+    ``participant_id``). Per-participant statistics (the exports' vote-quality flags) then need one frame
+    at a time instead of the whole selection: memory is bounded by ``chunk`` plus one participant's votes."""
+    if "participant_id" not in columns:
+        raise ValueError("participant_vote_frames needs the participant_id column")
+    at = list(columns).index("participant_id")
+    stmt = _vote_select(visible, columns).order_by(Vote.participant_id, Vote.id)
+    held: list[tuple] = []
+    for rows in _chunks(connection.execution_options(stream_results=True).execute(stmt), chunk):
+        rows = held + rows
+        last = rows[-1][at]
+        cut = len(rows)
+        while cut and rows[cut - 1][at] == last:  # the last participant may go on in the next chunk
+            cut -= 1
+        held = rows[cut:]
+        if cut:
+            yield pd.DataFrame(rows[:cut], columns=list(columns))
+    if held:
+        yield pd.DataFrame(held, columns=list(columns))
 
 
 def _expanded(name: str, style_features: Sequence[str]) -> list[str]:

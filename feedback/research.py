@@ -14,7 +14,6 @@ interval resamples participants (``stats.participant_draws``). Definitions a rea
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,16 +24,23 @@ from db.research import judge_rows, style_column, vote_rows
 from db.session import get_engine
 from feedback import stats
 from feedback.embeddings import Embed
-from feedback.export.dataset import ExportFilters, FlagOf, VoteFlags, conversation_query
+from feedback.export.dataset import ExportFilters, conversation_query
 from feedback.redaction import redact
+from feedback.vote_flags import (  # noqa: F401  (the flags' definitions live there; exports import them alone)
+    BURST_SECONDS,
+    BURST_VOTES,
+    FLAG_COLUMNS,
+    MIN_PANE_VOTES_SAME_SIDE,
+    MIN_VOTES_FAST,
+    NEAR_DUPLICATE,
+    READ_FLOOR_MS,
+    READ_MS_PER_TOKEN,
+    SAME_SIDE_SHARE,
+    duplicate_votes,
+    flag_lookup,
+    quality_flags,
+)
 
-READ_FLOOR_MS = 2_000.0
-READ_MS_PER_TOKEN = 10.0
-MIN_VOTES_FAST = 3
-MIN_PANE_VOTES_SAME_SIDE = 6
-SAME_SIDE_SHARE = 0.95
-BURST_VOTES, BURST_SECONDS = 5, 60.0
-NEAR_DUPLICATE = 0.9
 FILTERS = ("too_fast", "flagged_participant", "reveals_origin", "duplicate")
 
 
@@ -45,79 +51,6 @@ def _style_matrix(votes: pd.DataFrame, arm_style: str) -> np.ndarray:
 
 def _has_style(votes: pd.DataFrame, arm_style: str) -> pd.Series:
     return votes[style_column(arm_style, stats.STYLE_FEATURES[0])].notna()
-
-
-def _normalise(prompt: str) -> str:
-    return re.sub(r"[\s?.!]+$", "", re.sub(r"\s+", " ", prompt.strip().lower()))
-
-
-def duplicate_votes(votes: pd.DataFrame, embed: Embed | None) -> np.ndarray:
-    """True for a vote whose prompt its participant already sent (exactly, or nearly with ``embed``)."""
-    prompts = votes["prompt"]
-    key = prompts.map({prompt: _normalise(prompt) for prompt in pd.unique(prompts)})  # once per distinct prompt
-    duplicate = pd.DataFrame({"p": votes["participant_id"], "k": key}).duplicated().to_numpy()
-    if embed is None or votes.empty:
-        return duplicate
-    repeaters = votes.groupby("participant_id")["vote_id"].transform("size").to_numpy() > 1
-    distinct = sorted(set(key[repeaters & ~duplicate]))
-    if len(distinct) < 2:
-        return duplicate
-    vectors = embed(distinct)
-    index = {text: i for i, text in enumerate(distinct)}
-    out = duplicate.copy()
-    for _, rows in votes[repeaters & ~duplicate].groupby("participant_id").groups.items():
-        positions = votes.index.get_indexer(rows)
-        seen: list[int] = []
-        for pos in positions:  # in vote order: a later prompt near an earlier one is the duplicate
-            v = index[key.iloc[pos]]
-            if seen and float((vectors[seen] @ vectors[v]).max()) >= NEAR_DUPLICATE:
-                out[pos] = True
-            else:
-                seen.append(v)
-    return out
-
-
-def quality_flags(votes: pd.DataFrame, embed: Embed | None = None) -> pd.DataFrame:
-    """Per vote: too_fast, flagged_participant (with its reasons), reveals_origin, duplicate."""
-    shorter = np.fmin(votes["on_tokens"].astype(float), votes["off_tokens"].astype(float)).fillna(0).to_numpy()
-    ttv = votes["time_to_vote_ms"].astype(float).to_numpy()
-    too_fast = ttv < READ_FLOOR_MS + READ_MS_PER_TOKEN * shorter  # nan (unknown) compares False
-    frame = pd.DataFrame({"participant_id": votes["participant_id"].to_numpy(), "too_fast": too_fast})
-    frame["pane"] = votes["winner"].where(votes["winner"].isin(["a", "b"])).to_numpy()
-    per = frame.groupby("participant_id").agg(
-        votes=("too_fast", "size"), fast=("too_fast", "sum"), panes=("pane", "count")
-    )
-    left = frame[frame.pane == "a"].groupby("participant_id").size().reindex(per.index, fill_value=0)
-    side_share = np.maximum(left, per["panes"] - left) / per["panes"].where(per["panes"] > 0)
-    reasons = pd.DataFrame(index=per.index)
-    reasons["too_fast"] = (per["votes"] >= MIN_VOTES_FAST) & (per["fast"] >= per["votes"] / 2)
-    reasons["same_side"] = (per["panes"] >= MIN_PANE_VOTES_SAME_SIDE) & (side_share >= SAME_SIDE_SHARE)
-    reasons["burst"] = _bursts(votes).reindex(per.index, fill_value=False)
-    flagged = reasons.any(axis=1)
-    reasons_text = reasons.apply(lambda r: ",".join(k for k, v in r.items() if v), axis=1)
-    return pd.DataFrame(
-        {
-            "too_fast": too_fast,
-            "flagged_participant": votes["participant_id"].map(flagged).fillna(False).to_numpy(bool),
-            "participant_flags": votes["participant_id"].map(reasons_text).fillna("").to_numpy(),
-            "reveals_origin": (
-                votes["on_reveals"].fillna(False).astype(bool) | votes["off_reveals"].fillna(False).astype(bool)
-            ).to_numpy(),
-            "duplicate": duplicate_votes(votes, embed),
-        },
-        index=votes.index,
-    )
-
-
-def _bursts(votes: pd.DataFrame) -> pd.Series:
-    """Participants with ``BURST_VOTES`` votes inside ``BURST_SECONDS``."""
-    if votes.empty:
-        return pd.Series(dtype=bool)
-    times = pd.to_datetime(votes["created_at"], utc=True)
-    frame = pd.DataFrame({"p": votes["participant_id"].to_numpy(), "t": times.to_numpy()}).sort_values(["p", "t"])
-    later = frame.groupby("p")["t"].shift(-(BURST_VOTES - 1))
-    burst = (later - frame["t"]).dt.total_seconds() <= BURST_SECONDS
-    return burst.groupby(frame["p"]).any()
 
 
 def _headline(votes: pd.DataFrame, keep: np.ndarray, *, rounds: int, seed: int) -> dict[str, Any]:
@@ -303,46 +236,6 @@ def load_votes(url: str, filters: ExportFilters) -> tuple[pd.DataFrame, pd.DataF
     visible = conversation_query(filters).subquery()
     with get_engine(url).connect() as connection:
         return vote_rows(connection, visible, style_features=stats.STYLE_FEATURES), judge_rows(connection, visible)
-
-
-# what quality_flags reads: the flags in exports load only these per vote
-FLAG_COLUMNS = (
-    "vote_id",
-    "participant_id",
-    "prompt",
-    "winner",
-    "time_to_vote_ms",
-    "created_at",
-    "on_tokens",
-    "off_tokens",
-    "on_reveals",
-    "off_reveals",
-)
-
-
-def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) -> FlagOf:
-    """Each vote's quality flags, computed once over the whole selection (participants, repeats)."""
-    visible = conversation_query(filters).subquery()
-    with get_engine(url).connect() as connection:
-        votes = vote_rows(connection, visible, columns=FLAG_COLUMNS)
-    flags = quality_flags(votes, embed)
-    ids = votes["vote_id"].to_numpy(np.int64)
-    order = np.argsort(ids)
-    ids = ids[order]
-    columns = [flags[name].to_numpy()[order] for name in ("too_fast", "flagged_participant", "participant_flags")]
-    columns += [flags[name].to_numpy()[order] for name in ("reveals_origin", "duplicate")]
-
-    def flag_of(vote_ids: list[int]) -> list[VoteFlags | None]:
-        wanted = np.asarray(vote_ids, dtype=np.int64)
-        at = np.minimum(np.searchsorted(ids, wanted), max(ids.size - 1, 0))  # one lookup for the whole batch
-        found = (ids[at] == wanted).tolist() if ids.size else [False] * len(vote_ids)
-        rows = zip(*(c[at].tolist() if ids.size else [None] * len(vote_ids) for c in columns), strict=True)
-        return [
-            VoteFlags(bool(fast), bool(flagged), str(why), bool(origin), bool(duplicate)) if hit else None
-            for hit, (fast, flagged, why, origin, duplicate) in zip(found, rows, strict=True)
-        ]
-
-    return flag_of
 
 
 def research(

@@ -225,3 +225,162 @@ def test_exports_carry_vote_quality_flags_and_keep_every_row(sqlite_url: str, tm
     lines = write_export(sqlite_url, "jsonl", tmp_path / "flags.jsonl", ExportFilters()).path.read_text().splitlines()
     vote = json.loads(lines[0])["turns"][0]["votes"][0]
     assert {"too_fast", "flagged_participant", "reveals_origin", "duplicate"} <= set(vote["flags"])
+
+
+HOSTILE_TEXTS = (
+    "",
+    "plain",
+    'say "hi"',
+    '"',
+    "a,b",
+    "line\nbreak",
+    "carriage\rreturn",
+    "crlf\r\n",
+    "=SUM(A1:A2)",
+    "+1",
+    "-2",
+    "@cmd",
+    "\tTAB",
+    "\rCR first",
+    "'already",
+    " lead and trail ",
+    "ünïcödé, 用户 \u2028 \x85 \x0b \x1c",
+    "emoji 🎉",
+    "\x00nul",
+    '=HYPERLINK("http://evil.example/","click")',
+    "'",
+    "\\",
+)
+
+
+def _csv_writer_bytes(records: list[tuple]) -> bytes:
+    """What the row-by-row writer wrote: the OWASP prefix, then CPython's csv.writer (QUOTE_MINIMAL)."""
+    import io
+
+    from feedback.export.csv import _inert
+    from feedback.export.flat import COLUMNS
+
+    at = list(COLUMNS).index("created_at")
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerows([_inert(value, i == at) for i, value in enumerate(record)] for record in records)
+    return text.getvalue().encode("utf-8")
+
+
+def test_csv_encoder_writes_what_csv_writer_writes_on_hostile_values() -> None:
+    """The column-wise CSV encoder is byte for byte csv.writer: quoting, inert prefixes, float repr, bools,
+    None, timestamps with and without microseconds, and values of unexpected types (row-by-row fallback)."""
+    import datetime as dt
+    import random
+
+    from feedback.export.csv import encode_rows
+    from feedback.export.flat import COLUMNS
+
+    kinds = [kind for _, kind in COLUMNS.values()]
+    rng = random.Random(7)
+    floats = [0.0, -0.0, 1.0, 0.1, 1e15, 1e16, 1.5e-5, 1e-4, 123456789.123, -2.5, float("inf"), float("nan"), 1e300]
+    floats += [rng.uniform(-1e4, 1e4) for _ in range(50)] + [
+        rng.random() * 10 ** rng.randint(-8, 20) for _ in range(50)
+    ]
+    stamps = [
+        dt.datetime(2026, 3, 1, 16, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 1, 16, 0, 1, 5, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+    ]
+
+    def value(kind: str) -> object:
+        if rng.random() < 0.15 and kind != "timestamp":
+            return None
+        return {
+            "string": lambda: rng.choice(HOSTILE_TEXTS) + rng.choice(("", "x", ",", '"')),
+            "bool": lambda: rng.random() < 0.5,
+            "int64": lambda: rng.randint(-(2**40), 2**40),
+            "int32": lambda: rng.randint(1, 5),
+            "float64": lambda: rng.choice(floats),
+            "timestamp": lambda: rng.choice(stamps),
+        }[kind]()
+
+    records = [tuple(value(kind) for kind in kinds) for _ in range(400)]
+    assert encode_rows(records, kinds) == _csv_writer_bytes(records)
+    # every hostile text in every text column, alone
+    for text in HOSTILE_TEXTS:
+        records = [tuple(text if kind == "string" else value(kind) for kind in kinds)]
+        assert encode_rows(records, kinds) == _csv_writer_bytes(records), repr(text)
+    # unexpected types fall back to csv.writer's own conversions: an int in a float column, a str in an int
+    # column, a naive and a non-UTC timestamp, a bool in an int column, an int beyond int64, a Decimal
+    from decimal import Decimal
+
+    odd = {
+        "float64": [3, "=1", Decimal("0.10")],
+        "int64": ["-5", True, 2**70],
+        "bool": [1, "yes"],
+        "timestamp": [
+            dt.datetime(2026, 3, 1, 16, 0),
+            dt.datetime(2026, 3, 1, 16, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        ],
+        "string": [7, 1.5],
+    }
+    for kind, values in odd.items():
+        for item in values:
+            records = [tuple(item if k == kind else value(k) for k in kinds), tuple(value(k) for k in kinds)]
+            assert encode_rows(records, kinds) == _csv_writer_bytes(records), (kind, item)
+
+
+def test_csv_export_is_csv_writer_byte_for_byte_on_hostile_database_text(sqlite_url: str, tmp_path: Path) -> None:
+    """End to end: hostile prompts and comments in the database come out as csv.writer wrote them."""
+    from feedback.export.csv import header
+
+    event_id = make_event(sqlite_url, "HOST-1", "sf")
+    with session_scope(sqlite_url) as session:
+        participant = join_event(session, session.get(Event, event_id))
+        conversations = []
+        for i, text in enumerate(HOSTILE_TEXTS):
+            conversation = start_conversation(session, participant)
+            record_turn(session, conversation.id, turn_record(text or "empty", category="coding"))
+            comment = text.replace("\x00", "") if i % 2 else f"{text} {i}".replace("\x00", "")  # NUL is refused
+            conversations.append((conversation.id, comment))
+    for i, (conversation_id, comment) in enumerate(conversations):
+        with session_scope(sqlite_url) as session:
+            submit_vote(session, VoteSubmission(f"k-host-{i}", conversation_id, "a", comment, {"a": PaneRating(3, [])}))
+    filters = ExportFilters(event="HOST-1")
+    result = write_export(sqlite_url, "csv", tmp_path / "hostile.csv", filters, salt=b"s")
+    # the same rows, typed, from the Parquet export: what the row-by-row writer handed csv.writer
+    table = pq.read_table(write_export(sqlite_url, "parquet", tmp_path / "h.parquet", filters, salt=b"s").path)
+    rows = [tuple(row.values()) for row in table.to_pylist()]
+    assert len(rows) == result.rows == len(HOSTILE_TEXTS)
+    assert result.path.read_bytes() == header() + _csv_writer_bytes(rows)
+
+
+def test_sqlite_driver_rows_read_as_sqlalchemy_reads_them(sqlite_url: str, tmp_path: Path) -> None:
+    """On SQLite the batch queries run on the driver's cursor; converted in ``_load``'s way, every row and
+    every value's type equal what SQLAlchemy's own result processing returns."""
+    from db.session import get_engine
+    from feedback.export.dataset import _as_utc, _bool, _money, _Query, _statements, conversation_query
+
+    generate(sqlite_url, 150, seed=5)
+    engine = get_engine(sqlite_url)
+    ours = {"conversations": {7: _as_utc}, "turns": {6: _as_utc}, "answers": {7: _money}, "decisions": {4: _bool}}
+    ours |= {"votes": {5: _bool, 6: _as_utc}}
+    theirs = {
+        "conversations": {7: _as_utc},
+        "turns": {6: _as_utc},
+        "answers": {7: lambda v: None if v is None else float(v)},
+    }
+    theirs |= {"votes": {6: _as_utc}}
+    with engine.connect() as connection:
+        ids = [row[0] for row in connection.execute(conversation_query(ExportFilters()).order_by(Conversation.id))]
+        queries = {name: _Query(stmt, engine.dialect) for name, stmt in _statements(True).items()}
+        assert all(query.sql for query in queries.values())
+        vote_ids = [row[0] for row in queries["votes"].rows(connection, ids)]
+        for name, query in queries.items():
+            wanted = vote_ids if name == "ratings" else ids
+            raw = [
+                tuple(ours.get(name, {}).get(i, lambda v: v)(v) for i, v in enumerate(row))
+                for row in query.rows(connection, wanted)
+            ]
+            read = [
+                tuple(theirs.get(name, {}).get(i, lambda v: v)(v) for i, v in enumerate(row))
+                for row in connection.execute(query.stmt, {"ids": wanted}).all()
+            ]
+            assert raw and raw == read, name
+            assert [tuple(map(type, row)) for row in raw] == [tuple(map(type, row)) for row in read], name

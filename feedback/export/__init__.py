@@ -55,7 +55,7 @@ def write_export(
     if fmt not in FORMATS:
         raise UnknownFormat(fmt)
     use_salt = salt or secrets.token_bytes(32)
-    from feedback.research import flag_lookup  # imports the export filters itself
+    from feedback.vote_flags import flag_lookup  # imports the export filters itself
 
     module = import_module(f"feedback.export.{fmt}")
     out = Path(out)
