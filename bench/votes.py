@@ -11,16 +11,21 @@ the call to the committed transaction (what the attendee waits for, not only the
 Paced: each writer pauses between its submissions (exponential, mean 250 ms), so the 50 writers
 offer ~200 votes/s, far above a real hall (500 attendees voting every 30 s is ~17/s); the targets
 use this run. Flat out: no pauses, printed for capacity planning; there the latency is queueing
-behind the other 49 writers for the 2 cores and the GIL (Little's law: 50 / throughput). PostgreSQL: a database of its own on 127.0.0.1:5432 (trust
+behind the other 49 writers for the 2 cores and the GIL (Little's law: 50 / throughput). Each vote also
+updates the organizer overview's rollups in its transaction (``db.rollups``); the paced run is done
+once more with that switched off (the vote path before the rollups) in the same process, for a
+side-by-side figure, and afterwards the rollups' vote count must equal the stored votes. PostgreSQL: a database of its own on 127.0.0.1:5432 (trust
 auth; ``TEST_POSTGRES_URL`` overrides the admin URL), dropped at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import tempfile
 import threading
 import time
+import unittest.mock
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,8 +34,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bench.common import Target, percentile, report, scratch_postgres
+from db import rollups
 from db import session as db_session
-from db.models import Event, Vote
+from db.models import Event, RollupVote, Vote
 from feedback.capture import join_event, record_turn, start_conversation
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from feedback.votes import PaneRating, VoteSubmission, save_vote
@@ -121,11 +127,13 @@ def hammer(url: str, pause_s: float, seed: int = 1) -> dict[str, float]:
     with db_session.session_scope(url) as session:
         stored = session.scalars(select(Vote.idempotency_key).where(Vote.idempotency_key.in_(keys))).all()
         rows = session.scalar(select(func.count()).select_from(Vote))
+        rolled_up = session.scalar(select(func.coalesce(func.sum(RollupVote.n), 0))) or 0
     if errors:
         print(f"  {len(errors)} submissions failed, first: {errors[0]}", flush=True)
     return {
         "lost": len(keys - set(stored)),
         "duplicated": rows - len(set(stored)),
+        "rollup_drift": abs(int(rolled_up) - rows),  # the overview's vote count against the rows
         "p99_ms": percentile(latencies, 99),
         "p50_ms": percentile(latencies, 50),
         "per_s": len(latencies) / elapsed,
@@ -149,19 +157,51 @@ def postgres_database() -> Iterator[str]:
         yield url
 
 
+def _without_rollups() -> unittest.mock._patch:
+    """The vote path as it was before the overview's rollups (``db.rollups.apply`` does nothing), for a
+    side-by-side figure in the same process; never used outside this benchmark."""
+    return unittest.mock.patch.object(rollups, "apply", lambda db, delta: None)
+
+
+def one_writer_cost(url: str, votes: int = 200) -> tuple[float, float]:
+    """Median ms per ``save_vote`` from one writer, with and without the rollups, interleaved vote by vote
+    (so a load change on a shared machine hits both alike)."""
+    conversations = seed_conversations(url, 2 * votes)
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    for i, conversation_id in enumerate(conversations):
+        rolled = i % 2 == 0
+        submission = VoteSubmission(uuid.uuid4().hex, conversation_id, "a", None, {"a": PaneRating(tags=["clear"])})
+        with contextlib.nullcontext() if rolled else _without_rollups():
+            started = time.perf_counter()
+            save_vote(url, submission)
+            timings[rolled].append((time.perf_counter() - started) * 1000)
+    return percentile(timings[True], 50), percentile(timings[False], 50)
+
+
 def main() -> list[Target]:
     targets = []
     for label, database in (("SQLite WAL", sqlite_database), ("PostgreSQL", postgres_database)):
-        for pause_s in (0.0, PAUSE_S):
-            with database() as url:
+        with database() as url:
+            with_rollups, without = one_writer_cost(url)
+        print(
+            f"votes on {label}, one writer, interleaved: median {with_rollups:.2f} ms with the rollups, "
+            f"{without:.2f} ms without ({with_rollups / without:.2f}x)",
+            flush=True,
+        )
+        # paced without rollups first, then flat out and paced with them: the last paced run is the target's
+        for pause_s, rolled in ((PAUSE_S, False), (0.0, True), (PAUSE_S, True)):
+            with database() as url, contextlib.nullcontext() if rolled else _without_rollups():
                 figures = hammer(url, pause_s)
             print(
-                f"votes on {label}, {'paced' if pause_s else 'flat out'}: {SUBMISSIONS} submissions from "
+                f"votes on {label}, {'paced' if pause_s else 'flat out'}"
+                f"{'' if rolled else ', without rollups (before)'}: {SUBMISSIONS} submissions from "
                 f"{WRITERS} writers, {figures['per_s']:.0f}/s, p50 {figures['p50_ms']:.1f} ms, "
-                f"p99 {figures['p99_ms']:.1f} ms, lost {figures['lost']}, duplicated {figures['duplicated']}",
+                f"p99 {figures['p99_ms']:.1f} ms, lost {figures['lost']}, duplicated {figures['duplicated']}"
+                + (f", rollup votes off by {figures['rollup_drift']}" if rolled else ""),
                 flush=True,
             )
         targets += [
+            Target(f"votes {label}: overview rollup votes minus stored votes", figures["rollup_drift"], 0, "", False),
             Target(f"votes {label}: lost", figures["lost"], 0, "", False),
             Target(f"votes {label}: duplicated", figures["duplicated"], 0, "", False),
             Target(

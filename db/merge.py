@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Numeric, Table, UniqueConstraint, insert, select, tuple_
 from sqlalchemy.engine import Row
 
+from db import rollups
 from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Rating, Turn, Vote
 from db.session import ensure_migrated, get_engine
 
@@ -86,6 +87,10 @@ def merge(source_url: str, target_url: str, *, chunk: int = CHUNK, progress: Pro
                 done += len(rows)
                 if progress is not None:
                     progress(table.name, done)
+        # Rows were copied in bulk, past the per-row rollup hooks: recompute the merged events' rollups
+        # (every event the source has, so an interrupted merge is put right by running it again).
+        rollups.rebuild(target, ids[Event.__tablename__].values())
+        target.commit()
     return report
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
@@ -358,3 +359,59 @@ class SignInThrottle(Base):
     username: Mapped[str] = mapped_column(String(100), primary_key=True)
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None]
+
+
+class RollupCount(Base):
+    """A counter behind the organizer overview, per event, kept by ``db.rollups`` in the writing transaction.
+
+    ``kind`` names what is counted (participants, conversations, turns, handed_off, reached_cloud,
+    blocked, error, language, tag, latency: a 10 ms bucket); ``arm`` and ``label`` say which one ('' where
+    unused).
+    """
+
+    __tablename__ = "rollup_counts"
+
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    arm: Mapped[str] = mapped_column(String(16), primary_key=True)
+    label: Mapped[str] = mapped_column(Text, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupVote(Base):
+    """Counted votes per event, UTC minute (``YYYY-MM-DD HH:MM:00``) and verdict in arm terms."""
+
+    __tablename__ = "rollup_votes"
+
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
+    minute: Mapped[str] = mapped_column(String(19), primary_key=True)
+    winner_arm: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupEnergy(Base):
+    """Summed energy estimates and handoff cloud cost of the counted prompts with estimates, per event."""
+
+    __tablename__ = "rollup_energy"
+
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
+    prompts: Mapped[int] = mapped_column(BigInteger)
+    local_wh: Mapped[float] = mapped_column(Float)
+    handoff_wh: Mapped[float] = mapped_column(Float)
+    handoff_cost: Mapped[Decimal] = mapped_column(Numeric(18, 6))
+
+
+class RollupLatency(Base):
+    """One row per counted shown answer with a latency: percentiles are not sums, so the overview reads
+    the exact nearest rank from these narrow, indexed rows (``ORDER BY latency_ms OFFSET rank - 1``)."""
+
+    __tablename__ = "rollup_latency"
+    __table_args__ = (
+        Index("ix_rollup_latency_arm_latency", "arm", "latency_ms", "event_id"),
+        Index("ix_rollup_latency_event_arm_latency", "event_id", "arm", "latency_ms"),
+    )
+
+    answer_id: Mapped[int] = mapped_column(ForeignKey("answers.id", ondelete="CASCADE"), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    arm: Mapped[str] = mapped_column(String(8))
+    latency_ms: Mapped[float] = mapped_column(Float)

@@ -13,6 +13,7 @@ import secrets
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from db import rollups
 from db.models import Answer, Conversation, Event, HandoffDecision, Participant, Turn, utcnow
 from db.vocabulary import PANES
 from feedback.errors import FeedbackRejected, TurnLimitReached, check_text
@@ -71,6 +72,7 @@ def join_event(
     )
     session.add(participant)
     session.flush()
+    rollups.apply(session, rollups.count_delta(event.id, "participants"))
     return participant
 
 
@@ -98,6 +100,7 @@ def start_conversation(session: Session, participant: Participant, category: str
     )
     session.add(conversation)
     session.flush()
+    rollups.apply(session, rollups.count_delta(conversation.event_id, "conversations"))
     return conversation
 
 
@@ -132,4 +135,7 @@ def record_turn(session: Session, conversation_id: int, record: TurnRecord) -> T
     ]
     session.add(turn)
     session.flush()
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is not None:
+        rollups.apply(session, rollups.turn_delta(conversation, turn))
     return turn

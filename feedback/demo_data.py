@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import expit, logit
 from sqlalchemy import Connection, func, insert, select, text, update
 
+from db import rollups
 from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict, Participant, Rating, Turn, Vote
 from db.session import get_engine
 from db.vocabulary import BOTH, DECIDED, PANES, arm_of, winner_pane
@@ -329,6 +330,7 @@ def generate(
                         f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT COALESCE(MAX(id), 1) FROM {table}))"
                     )
                 )
+        rollups.rebuild(connection, [event_id for event_id, _, _ in events])  # bulk rows: recompute, set-based
     return written
 
 

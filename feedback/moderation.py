@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import exists, func, select, true
 from sqlalchemy.orm import Session, selectinload
 
+from db import rollups
 from db.analytics import tag_elements
 from db.models import Conversation, Event, Rating, Turn, Vote, utcnow
 from db.visibility import vote_counts
@@ -133,18 +134,30 @@ def _set_hidden(item: Vote | Conversation, by: str | None) -> None:
         item.hidden_at, item.hidden_by = utcnow(), by
 
 
+def _counted(item: Vote | Conversation) -> rollups.Delta:
+    if isinstance(item, Vote):
+        return rollups.vote_delta(item, item.conversation)
+    return rollups.conversation_delta(item)
+
+
+def _set_hidden_counted(session: Session, item: Vote | Conversation, by: str | None) -> None:
+    """Hide or unhide, and move what the item adds to the overview's rollups out or back in."""
+    before = _counted(item)
+    _set_hidden(item, by)
+    session.flush()
+    rollups.apply(session, _counted(item).minus(before))
+
+
 def hide_comment(session: Session, vote_id: int, by: str, allowed_event_ids: Collection[int] | None = None) -> Vote:
     """Hide one vote (with its comment and ratings) from reports, exports and the overview."""
     vote = _moderated(session, Vote, vote_id, allowed_event_ids)
-    _set_hidden(vote, by)
-    session.flush()
+    _set_hidden_counted(session, vote, by)
     return vote
 
 
 def unhide_comment(session: Session, vote_id: int, allowed_event_ids: Collection[int] | None = None) -> Vote:
     vote = _moderated(session, Vote, vote_id, allowed_event_ids)
-    _set_hidden(vote, None)
-    session.flush()
+    _set_hidden_counted(session, vote, None)
     return vote
 
 
@@ -153,8 +166,7 @@ def hide_conversation(
 ) -> Conversation:
     """Hide a whole conversation: every turn, answer and vote in it leaves reports and exports."""
     conversation = _moderated(session, Conversation, conversation_id, allowed_event_ids)
-    _set_hidden(conversation, by)
-    session.flush()
+    _set_hidden_counted(session, conversation, by)
     return conversation
 
 
@@ -162,8 +174,7 @@ def unhide_conversation(
     session: Session, conversation_id: int, allowed_event_ids: Collection[int] | None = None
 ) -> Conversation:
     conversation = _moderated(session, Conversation, conversation_id, allowed_event_ids)
-    _set_hidden(conversation, None)
-    session.flush()
+    _set_hidden_counted(session, conversation, None)
     return conversation
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db import rollups
 from db.models import Conversation, Event, Rating, Turn, Vote, utcnow
 from db.session import in_transaction
 from db.vocabulary import BOTH, PANES, WINNERS, rating_arm, winner_arm
@@ -139,6 +140,7 @@ def submit_vote(
             | ((Vote.conversation_id == conversation.id) & (Vote.turn_id == turn.id))
         )
     )
+    before = rollups.Delta() if vote is None else rollups.vote_delta(vote, conversation)
     if vote is None:
         vote = Vote(
             idempotency_key=submission.idempotency_key,
@@ -163,6 +165,7 @@ def submit_vote(
         # A concurrent submission for the same round won the insert: retry as an update of it.
         session.rollback()
         return submit_vote(session, submission, max_comment_chars, allowed_tags=allowed_tags)
+    rollups.apply(session, rollups.vote_delta(vote, conversation).minus(before))  # last: row locks held briefly
     return vote
 
 

@@ -71,3 +71,31 @@ def add_rounds(url: str, event_id: int, rounds: list[Round], prompt: str = "What
             if r.at is not None:
                 session.execute(update(Vote).where(Vote.id == vote.id).values(created_at=r.at))
     return vote_ids
+
+
+def assert_rollups_match_rows(url: str) -> None:
+    """The overview from the rollups equals the overview from the rows, for every scope and bucket.
+
+    Energy sums are floats added in another order (per write, not in one SUM): equal to 1e-9 relative."""
+    import dataclasses
+
+    import pytest
+    from sqlalchemy import select
+
+    from db.analytics import BUCKETS, Scope, overview_from_rollups, overview_from_rows
+    from db.models import REGIONS
+
+    with session_scope(url) as session:
+        event_ids = list(session.scalars(select(Event.id).order_by(Event.id)))
+        scopes = [Scope(), *(Scope(region=r) for r in REGIONS), *(Scope(event_ids=(e,)) for e in event_ids)]
+        if len(event_ids) > 1:
+            scopes.append(Scope(event_ids=tuple(event_ids[:2])))
+        for scope in scopes:
+            for bucket in BUCKETS:
+                rolled = dataclasses.asdict(overview_from_rollups(session, scope, bucket))
+                rows = dataclasses.asdict(overview_from_rows(session, scope, bucket))
+                energy_rolled, energy_rows = rolled.pop("energy"), rows.pop("energy")
+                assert rolled == rows, (scope, bucket)
+                assert energy_rolled["prompts"] == energy_rows["prompts"]
+                for name in ("local_wh", "handoff_wh", "handoff_cost"):
+                    assert float(energy_rolled[name]) == pytest.approx(float(energy_rows[name]), rel=1e-9, abs=1e-12)

@@ -18,6 +18,7 @@ from db.models import Conversation, Event, Participant, Turn, Vote
 from feedback.demo_data import generate
 from playground.cli import app
 from tests.conftest import ROOT, _postgres_database
+from tests.organizer_data import assert_rollups_match_rows
 
 VOTES = 40
 
@@ -77,6 +78,7 @@ def test_sqlite_region_merges_into_postgresql_once(tmp_path: Path, postgres_url:
     assert again.copied == 0 and again.conflicts == []
     assert sum(count.present for count in again.counts.values()) == first.copied
     assert _uids(postgres_url) == _uids(source)
+    assert_rollups_match_rows(postgres_url)
 
 
 def test_two_regions_merge_into_one_postgresql(tmp_path: Path, postgres_source: str, postgres_url: str) -> None:
@@ -88,6 +90,7 @@ def test_two_regions_merge_into_one_postgresql(tmp_path: Path, postgres_source: 
     assert merged == expected
     assert _links(postgres_url) == _links(europe) | _links(kiosk)
     assert merge(europe, postgres_url).copied == 0
+    assert_rollups_match_rows(postgres_url)  # rows copied in bulk: the merged events' rollups are recomputed
 
 
 def test_changed_row_is_reported_and_never_overwritten(tmp_path: Path, postgres_url: str) -> None:

@@ -1,0 +1,135 @@
+"""The overview's rollups (db.rollups) against the rows, on real SQLite and PostgreSQL: after votes,
+edits, hides and unhides, bulk demo data, the migration's backfill and concurrent writers."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import delete, select
+
+from db import rollups
+from db import session as db_session
+from db.analytics import Scope, overview
+from db.models import Conversation, Event, RollupCount, RollupEnergy, RollupLatency, RollupVote, Vote
+from db.session import session_scope
+from feedback.capture import join_event, record_turn, start_conversation
+from feedback.demo_data import generate
+from feedback.moderation import hide_comment, hide_conversation, unhide_comment, unhide_conversation
+from feedback.votes import PaneRating, VoteSubmission, save_vote, submit_vote
+from tests.factories import make_event, turn_record
+from tests.organizer_data import Round, add_rounds, assert_rollups_match_rows
+
+ROUNDS = [
+    Round("on", handed_off=True, cost=Decimal("0.01"), latency_off=10, latency_on=100, tags_on=["accurate", "clear"]),
+    Round("on", handed_off=True, cost=Decimal("0.02"), latency_off=20, latency_on=200, energy_off=0.1, energy_on=0.4),
+    Round("off", handed_off=True, blocked_by="cloud_error", error_kind="timeout", latency_off=40, language="ja"),
+    Round("tie", latency_off=50, latency_on=500, language=None, tags_on=["vague"], energy_off=0.2, energy_on=0.2),
+    Round("both_bad", latency_off=7, latency_on=None, tags_on=["clear"]),
+]
+
+
+def _data(url: str) -> tuple[int, list[int]]:
+    sf = make_event(url, "SF-R", "sf", cloud_budget=Decimal("5"))
+    eu = make_event(url, "EU-R", "europe")
+    make_event(url, "APAC-R", "apac")
+    votes = add_rounds(url, sf, ROUNDS) + add_rounds(url, eu, ROUNDS[:3])
+    return sf, votes
+
+
+def test_rollups_equal_the_rows_through_edits_hides_and_demo_data(db_url: str) -> None:
+    generate(db_url, 120, seed=5)  # bulk rows: rebuilt set-based at the end
+    sf, votes = _data(db_url)
+    assert_rollups_match_rows(db_url)
+    with session_scope(db_url) as session:
+        vote = session.get(Vote, votes[0])
+        conversation_id, key = vote.conversation_id, vote.idempotency_key
+        side = session.get(Conversation, conversation_id).handoff_side
+    other = "a" if side == "b" else "b"
+    with session_scope(db_url) as session:  # the same round voted again: verdict and tags change
+        submit_vote(
+            session,
+            VoteSubmission(key, conversation_id, other, None, {side: PaneRating(tags=["vague", "vague", "slow"])}),
+        )
+    assert_rollups_match_rows(db_url)
+    with session_scope(db_url) as session:
+        hide_comment(session, votes[1], by="mod")
+        hide_comment(session, votes[1], by="mod")  # twice: taken out once
+        hide_conversation(session, session.get(Vote, votes[2]).conversation_id, by="mod")
+        hide_conversation(session, session.get(Vote, votes[0]).conversation_id, by="mod")
+    assert_rollups_match_rows(db_url)
+    with session_scope(db_url) as session:  # a vote hidden inside a hidden conversation, then both back
+        hide_comment(session, votes[0], by="mod")
+        unhide_conversation(session, session.get(Vote, votes[0]).conversation_id)
+    assert_rollups_match_rows(db_url)
+    with session_scope(db_url) as session:
+        unhide_comment(session, votes[0])
+        unhide_comment(session, votes[1])
+        unhide_conversation(session, session.get(Vote, votes[2]).conversation_id)
+        record_turn(session, conversation_id, turn_record("And then?", handed_off=True, latency_off=3, latency_on=9))
+    assert_rollups_match_rows(db_url)
+    with session_scope(db_url) as session:
+        numbers = overview(session, Scope(event_ids=(sf,)))
+    assert numbers.turns == 6 and numbers.votes == 5 and numbers.latency[0].answers == 6
+
+
+def test_migration_backfills_the_rollups_from_existing_rows(db_url: str) -> None:
+    _data(db_url)
+    generate(db_url, 60, seed=7)
+    with session_scope(db_url) as session:
+        hide_conversation(session, session.scalar(select(Conversation.id).limit(1)), by="mod")
+    db_session.upgrade(db_url, "0008_decoding")  # drops the tables; the rows stay
+    db_session.upgrade(db_url)
+    with session_scope(db_url) as session:
+        assert session.scalar(select(RollupLatency.answer_id).limit(1)) is not None
+    assert_rollups_match_rows(db_url)
+
+
+def test_rebuild_restores_rollups_lost_or_wrong(db_url: str) -> None:
+    _data(db_url)
+    with session_scope(db_url) as session:
+        for table in (RollupCount, RollupVote, RollupEnergy, RollupLatency):
+            session.execute(delete(table))
+        rollups.rebuild(session)
+    assert_rollups_match_rows(db_url)
+
+
+def test_concurrent_writers_lose_no_increment(db_url: str) -> None:
+    """Writers bumping the same rollup rows at once (same event, minute and verdict) all land."""
+    event = make_event(db_url, "RACE", "sf")
+    writers = 8
+    conversations = []
+    with session_scope(db_url) as session:
+        for _ in range(writers * 3):
+            conversation = start_conversation(session, join_event(session, session.get(Event, event)))
+            record_turn(session, conversation.id, turn_record(handed_off=False))
+            conversations.append((conversation.id, conversation.handoff_side))
+    barrier = threading.Barrier(writers)
+    failures: list[BaseException] = []
+
+    def write(index: int) -> None:
+        barrier.wait()
+        for conversation_id, side in conversations[index::writers]:
+            try:
+                save_vote(
+                    db_url,
+                    VoteSubmission(
+                        uuid.uuid4().hex, conversation_id, side, None, {side: PaneRating(tags=["accurate"])}
+                    ),
+                )
+            except BaseException as error:  # noqa: BLE001 - reported below
+                failures.append(error)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with session_scope(db_url) as session:
+        numbers = overview(session, Scope(event_ids=(event,)))
+    assert numbers.verdicts == {"on": writers * 3}
+    assert numbers.top_tags == [("on", "accurate", writers * 3)]
+    assert numbers.participants == writers * 3
+    assert_rollups_match_rows(db_url)
