@@ -8,7 +8,8 @@ L-BFGS on the logistic loss; the bootstrap reweights the same matchups with mult
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -255,16 +256,43 @@ def single_threaded() -> threadpool_limits:
 # --- Cluster bootstrap: resample participants, not votes ---------------------------------------------
 
 
-def participant_draws(groups: int, *, rounds: int, seed: int) -> np.ndarray:
-    """How often each participant is drawn in each bootstrap round (``rounds × groups``).
+@dataclass(frozen=True)
+class ParticipantDraws:
+    """How often each participant is drawn in each bootstrap round: ``rounds`` rows of ``groups`` counts.
 
     Votes of one participant are not independent (people differ in taste and habits), so every
-    interval resamples whole participants; the same draws serve every estimate of one report.
+    interval resamples whole participants; the same draws serve every estimate of one report. The rows
+    are generated a block at a time as they are read, the same rows each time: the whole matrix of a
+    million-vote event (200 rounds x hundreds of thousands of people) would take gigabytes.
     """
-    rng = np.random.default_rng(seed)
-    if groups == 0:
-        return np.zeros((rounds, 0))
-    return rng.multinomial(groups, np.full(groups, 1.0 / groups), size=rounds).astype(np.float64)
+
+    groups: int
+    rounds: int
+    seed: int
+    block: int = 8
+
+    def __len__(self) -> int:
+        return self.rounds
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for block in self.blocks():
+            yield from block
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The rows in blocks of up to ``block`` rounds (``rng.multinomial`` draws row after row, so the
+        blocks hold exactly the rows one ``size=rounds`` call gives)."""
+        rng = np.random.default_rng(self.seed)
+        if self.groups == 0:
+            yield np.zeros((self.rounds, 0))
+            return
+        chances = np.full(self.groups, 1.0 / self.groups)
+        for start in range(0, self.rounds, self.block):
+            yield rng.multinomial(self.groups, chances, size=min(self.block, self.rounds - start)).astype(np.float64)
+
+
+def participant_draws(groups: int, *, rounds: int, seed: int) -> ParticipantDraws:
+    """The participant bootstrap's draws (``ParticipantDraws``), read one round at a time."""
+    return ParticipantDraws(groups, rounds, seed)
 
 
 def percentile_ci(draws: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
@@ -279,15 +307,16 @@ def percentile_ci(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]
 
 
 def cluster_ratio_ci(
-    numerator: np.ndarray, denominator: np.ndarray, draws: np.ndarray, level: float = 0.95
+    numerator: np.ndarray, denominator: np.ndarray, draws: ParticipantDraws, level: float = 0.95
 ) -> tuple[float, float] | None:
     """CI of Σ numerator / Σ denominator when whole participants are resampled.
 
     ``numerator``/``denominator`` hold one sum per participant (e.g. wins and decided votes), in the
     column order of ``draws`` (see ``participant_draws``); a win rate is the ratio of wins to decided.
     """
-    num = draws @ np.asarray(numerator, dtype=np.float64)
-    den = draws @ np.asarray(denominator, dtype=np.float64)
+    numerator, denominator = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
+    num = np.concatenate([block @ numerator for block in draws.blocks()])
+    den = np.concatenate([block @ denominator for block in draws.blocks()])
     with np.errstate(invalid="ignore", divide="ignore"):
         return percentile_ci(np.where(den > 0, num / np.where(den > 0, den, 1), np.nan), level)
 
@@ -309,11 +338,6 @@ def cluster_win_rate(
         "decided": int(decided.sum()),
         "participants": len(people),
     }
-
-
-def row_weights(groups: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """Per-row bootstrap weights (``rounds × rows``): each row counts as often as its participant was drawn."""
-    return draws[:, np.asarray(groups, dtype=np.int64)]
 
 
 def cluster_bootstrap_bt(
