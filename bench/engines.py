@@ -1,19 +1,24 @@
 """The local engines side by side on the bundled model, in one run on this machine.
 
-    python -m bench.engines                    # transformers, llamacpp in process, openai on llama.cpp's server
-    python -m bench.engines --new-tokens 32    # shorter answers (a quick look)
+    python -m bench.engines                                  # transformers, llamacpp in process, openai on llama.cpp's server
+    python -m bench.engines --new-tokens 32                  # shorter answers (a quick look)
+    python -m bench.engines --sessions 1,2,4,8,16,32 --dtypes bfloat16,float32 --engines transformers,llamacpp
 
-For each engine (``HANDOFF_LOCAL_ENGINE``): one stream (tokens/s counted from submit to the last
-token, so prefill is included, and time to first token), then 4 and 16 requests submitted together
-(aggregate tokens/s, p95 time to first token). The ``openai`` engine talks to llama.cpp's server
-started here on a free port with log-probs on (``logits_all``), as ``handoff serve`` starts it.
-llama.cpp's own greedy loop on the same GGUF (``bench/llama_cpp_baseline.py``, no log-probs) is the
-yardstick for the in-process llama.cpp engine's decode loop. Greedy decoding throughout.
+For each engine (``HANDOFF_LOCAL_ENGINE``; transformers once per ``--dtypes``): one stream (tokens/s
+counted from submit to the last token, so prefill is included, and time to first token), then each
+``--sessions`` count of requests submitted together (aggregate tokens/s, p50/p95 time to first token,
+and the median attendee's own tokens/s after their first token), then 16 sessions arriving as a
+Poisson process, each with a follow-up (p95 time to first token, as ``bench.engine``). The ``openai``
+engine talks to llama.cpp's server started here on a free port with log-probs on (``logits_all``), as
+``handoff serve`` starts it. llama.cpp's own greedy loop on the same GGUF (``bench/llama_cpp_baseline.py``,
+no log-probs, every prompt prefilled in one batch) is the yardstick at every session count. Greedy
+decoding throughout. The targets are issue 11's, for the engine ``HANDOFF_LOCAL_ENGINE=auto`` picks here.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import tempfile
 import threading
@@ -25,17 +30,20 @@ from bench.common import Target, machine, percentile, report
 from bench.prompts import chats
 from playground.engine.contract import LocalModelEngine
 from playground.engine.engines import load_engine
+from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed
 from playground.settings import Settings
 
 SINGLE_PROMPTS = 4
 CONCURRENCY = (4, 16)
+POISSON_SESSIONS = 16
 
 
 @dataclass
 class Figures:
-    tokens_per_s: float
+    tokens_per_s: float  # aggregate
     ttft_p50_s: float
     ttft_p95_s: float
+    attendee_tokens_per_s: float = float("nan")  # median request: tokens after the first / time after the first
 
 
 def free_port() -> int:
@@ -57,7 +65,8 @@ def _run(engine: LocalModelEngine, prompts: list[list[dict[str, str]]], new_toke
     results = [g.wait() for g in generations]
     ttfts = [r.ttft_ms / 1000 for r in results]
     tokens = sum(r.tokens_out for r in results)
-    return Figures(tokens / elapsed, percentile(ttfts, 50), percentile(ttfts, 95))
+    own = [(r.tokens_out - 1) * 1000 / (r.latency_ms - r.ttft_ms) for r in results if r.latency_ms > r.ttft_ms]
+    return Figures(tokens / elapsed, percentile(ttfts, 50), percentile(ttfts, 95), percentile(own, 50))
 
 
 def single_stream(engine: LocalModelEngine, new_tokens: int) -> Figures:
@@ -65,6 +74,7 @@ def single_stream(engine: LocalModelEngine, new_tokens: int) -> Figures:
     tokens = 0
     seconds = 0.0
     ttfts = []
+    own = []
     for messages in chats(SINGLE_PROMPTS):
         started = time.perf_counter()
         generation = engine.generate(messages, max_new_tokens=new_tokens, temperature=0.0)
@@ -74,99 +84,196 @@ def single_stream(engine: LocalModelEngine, new_tokens: int) -> Figures:
         result = generation.wait()
         tokens += result.tokens_out
         ttfts.append(result.ttft_ms / 1000)
-    return Figures(tokens / seconds, percentile(ttfts, 50), percentile(ttfts, 95))
+        if result.latency_ms > result.ttft_ms:
+            own.append((result.tokens_out - 1) * 1000 / (result.latency_ms - result.ttft_ms))
+    return Figures(tokens / seconds, percentile(ttfts, 50), percentile(ttfts, 95), percentile(own, 50))
 
 
-def measure(engine: LocalModelEngine, name: str, new_tokens: int) -> dict[int, Figures]:
+def measure(engine: LocalModelEngine, name: str, new_tokens: int, sessions: tuple[int, ...]) -> dict[int, Figures]:
+    """One stream, then each session count together, then the Poisson arrivals (key ``-1``)."""
+    from bench.engine import staggered
+
     engine.warm_up()
-    figures = {1: single_stream(engine, new_tokens)}
-    for n in CONCURRENCY:
-        figures[n] = _run(engine, chats(n), new_tokens)
-    for n, f in figures.items():
+    figures: dict[int, Figures] = {}
+    for n in sessions:
+        figures[n] = single_stream(engine, new_tokens) if n == 1 else _run(engine, chats(n), new_tokens)
+        f = figures[n]
         print(
             f"{name:<34} {n:>2} at once: {f.tokens_per_s:7.1f} tok/s, TTFT p50 {f.ttft_p50_s:6.3f} s, "
-            f"p95 {f.ttft_p95_s:6.3f} s",
+            f"p95 {f.ttft_p95_s:6.3f} s, attendee {f.attendee_tokens_per_s:6.1f} tok/s",
             flush=True,
         )
+    started = time.perf_counter()
+    ttfts = staggered(engine, sessions=POISSON_SESSIONS, mean_gap_s=0.5)
+    figures[-1] = Figures(float("nan"), percentile(ttfts, 50), percentile(ttfts, 95))
+    print(
+        f"{name:<34} {POISSON_SESSIONS} Poisson-arriving sessions (+ follow-ups, 128 tokens, sampled): "
+        f"TTFT p50 {figures[-1].ttft_p50_s:6.3f} s, p95 {figures[-1].ttft_p95_s:6.3f} s "
+        f"({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
     return figures
+
+
+def bare(sessions: tuple[int, ...], new_tokens: int, thread_counts: tuple[int, ...]) -> dict[int, Figures]:
+    """llama.cpp's own batched greedy loop at each session count, the faster of one thread and every CPU
+    (one stream: the mean of two prompts): the best llama.cpp itself does here, as the yardstick."""
+    from bench.llama_cpp_baseline import batched_run
+
+    figures = {}
+    for n in sessions:
+        best = None
+        for threads in thread_counts:
+            if n == 1:
+                runs = [batched_run(chats(SINGLE_PROMPTS)[i : i + 1], new_tokens, threads) for i in range(2)]
+            else:
+                runs = [batched_run(chats(n), new_tokens, threads)]
+            tokens_per_s = sum(r[0] for r in runs) / len(runs)
+            first = sum(r[1] for r in runs) / len(runs)
+            print(
+                f"{'llama.cpp bare greedy loop':<34} {n:>2} at once, {threads} thread(s): {tokens_per_s:7.1f} tok/s, "
+                f"first tokens {first:6.3f} s",
+                flush=True,
+            )
+            if best is None or tokens_per_s > best.tokens_per_s:
+                best = Figures(tokens_per_s, first, first)
+        figures[n] = best
+    return figures
+
+
+def table(results: dict[str, dict[int, Figures]], sessions: tuple[int, ...]) -> str:
+    """The scaling table for bench/README.md: aggregate tok/s, attendee tok/s and TTFT p95 per session count."""
+    lines = [
+        "| engine | " + " | ".join(f"{n} at once" for n in sessions) + " | 16 Poisson, TTFT p95 |",
+        "| --- |" + " --- |" * (len(sessions) + 1),
+    ]
+    for name, figures in results.items():
+        cells = []
+        for n in sessions:
+            f = figures.get(n)
+            if f is None:
+                cells.append("")
+            elif name == "llama.cpp bare loop":
+                cells.append(f"{f.tokens_per_s:.1f} ({f.ttft_p95_s:.2f} s)")
+            else:
+                cells.append(f"{f.tokens_per_s:.1f} / {f.attendee_tokens_per_s:.1f} ({f.ttft_p95_s:.2f} s)")
+        poisson = figures.get(-1)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {f'{poisson.ttft_p95_s:.2f} s' if poisson else ''} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> list[Target]:
     parser = argparse.ArgumentParser(prog="python -m bench.engines", description=__doc__.split("\n\n")[0])
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens per answer (default 64)")
+    parser.add_argument("--sessions", default="1,4,16", help="session counts at once (default 1,4,16; 1 = one stream)")
+    parser.add_argument("--dtypes", default="auto", help="transformers dtypes, comma-separated (default auto)")
+    parser.add_argument("--engines", default="transformers,llamacpp,openai", help="engines, comma-separated")
+    parser.add_argument(
+        "--bare-threads", default="1,all", help="thread counts for llama.cpp's bare loop (default 1,all: the faster)"
+    )
     args = parser.parse_args(argv if argv is not None else [])
     new_tokens = args.new_tokens
+    sessions = tuple(sorted({1, 16, *(int(n) for n in args.sessions.split(","))}))
+    engines = args.engines.split(",")
     print(f"machine: {machine()}; {new_tokens} new tokens per answer, greedy", flush=True)
-    base = Settings(max_batch_size=max(CONCURRENCY), max_new_tokens=new_tokens)
+    base = Settings(max_batch_size=max(sessions), max_new_tokens=new_tokens, local_engine="transformers")
     results: dict[str, dict[int, Figures]] = {}
 
-    engine = load_engine(base.model_copy(update={"local_engine": "transformers"}))
-    results["transformers"] = measure(engine, f"transformers ({engine.dtype})", new_tokens)
-    engine.close()
-
-    engine = load_engine(base.model_copy(update={"local_engine": "llamacpp"}))
-    results["llamacpp"] = measure(engine, f"llamacpp in process ({engine.dtype})", new_tokens)
-    engine.close()
-
-    from bench.llama_cpp_baseline import batched_tokens_per_s
-    from playground.engine.llamacpp_server import start_llama_server
-
-    bare_single = sum(batched_tokens_per_s(chats(SINGLE_PROMPTS)[i : i + 1], new_tokens) for i in range(2)) / 2
-    bare_batched = batched_tokens_per_s(chats(max(CONCURRENCY)), new_tokens)
-    print(
-        f"{'llama.cpp bare greedy loop':<34}  1 at once: {bare_single:7.1f} tok/s; "
-        f"{max(CONCURRENCY)} at once: {bare_batched:7.1f} tok/s",
-        flush=True,
-    )
-
-    served = base.model_copy(update={"local_engine": "openai", "local_base_url": f"http://127.0.0.1:{free_port()}/v1"})
-    with tempfile.TemporaryDirectory() as folder:
-        server = start_llama_server(served, Path(folder) / "llama_server.log")
-        try:
-            engine = load_engine(served)
-            results["openai"] = measure(engine, "openai -> llama.cpp server (logprobs)", new_tokens)
+    if "transformers" in engines:
+        for dtype in args.dtypes.split(","):
+            engine = load_engine(base.model_copy(update={"local_engine": "transformers", "local_dtype": dtype}))
+            results[f"transformers {engine.dtype}"] = measure(
+                engine, f"transformers ({engine.dtype})", new_tokens, sessions
+            )
             engine.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    if "llamacpp" in engines:
+        engine = load_engine(base.model_copy(update={"local_engine": "llamacpp"}))
+        results["llamacpp"] = measure(engine, f"llamacpp in process ({engine.dtype})", new_tokens, sessions)
+        print(
+            f"llamacpp threads: {engine.threads} per token, {engine.threads_batch} per batch ({engine.threads_reason})"
+        )
+        engine.close()
+    all_cpus = len(os.sched_getaffinity(0))
+    thread_counts = tuple(sorted({all_cpus if t == "all" else int(t) for t in args.bare_threads.split(",")}))
+    results["llama.cpp bare loop"] = bare(sessions, new_tokens, thread_counts)
 
-    t, llama, openai = results["transformers"], results["llamacpp"], results["openai"]
-    top = max(CONCURRENCY)
-    return [
-        Target(
-            "engines: llamacpp one stream vs transformers one stream",
-            llama[1].tokens_per_s / t[1].tokens_per_s,
-            2.0,
-            "x",
-        ),
-        Target(
-            "engines: llamacpp one stream vs llama.cpp's bare loop (log-prob + entropy cost)",
-            llama[1].tokens_per_s / bare_single,
-            0.9,
-            "x",
-        ),
-        Target(
-            f"engines: llamacpp {top} together vs llama.cpp's bare batched loop",
-            llama[top].tokens_per_s / bare_batched,
-            1.0,
-            "x",
-        ),
-        Target(
-            f"engines: llamacpp {top} together vs one stream", llama[top].tokens_per_s / llama[1].tokens_per_s, 2.0, "x"
-        ),
-        Target(
-            "engines: openai on llama.cpp's server (log-probs) one stream vs llamacpp in process",
-            openai[1].tokens_per_s / llama[1].tokens_per_s,
-            0.5,
-            "x",
-        ),
-        Target("engines: llamacpp one-stream time to first token", llama[1].ttft_p50_s, 0.25, " s", False),
-        Target(f"engines: llamacpp {top} together p95 time to first token", llama[top].ttft_p95_s, 1.0, " s", False),
-        Target(
-            "engines: openai (llama.cpp server) one-stream time to first token", openai[1].ttft_p50_s, 0.5, " s", False
-        ),
-        Target("engines: transformers one-stream time to first token", t[1].ttft_p50_s, 0.5, " s", False),
-    ]
+    if "openai" in engines:
+        from playground.engine.llamacpp_server import start_llama_server
+
+        served = base.model_copy(
+            update={"local_engine": "openai", "local_base_url": f"http://127.0.0.1:{free_port()}/v1"}
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            server = start_llama_server(served, Path(folder) / "llama_server.log")
+            try:
+                engine = load_engine(served)
+                results["openai"] = measure(engine, "openai -> llama.cpp server (logprobs)", new_tokens, sessions)
+                engine.close()
+            finally:
+                server.terminate()
+                server.wait(timeout=10)
+
+    print(table(results, sessions), flush=True)
+    return targets(results)
+
+
+def targets(results: dict[str, dict[int, Figures]]) -> list[Target]:
+    """Issue 11's targets for the engine ``auto`` picks on this CPU, against llama.cpp's bare loop."""
+    auto = choose_engine("auto", "cpu", "auto", True, cpu_flags(), llama_cpp_installed())
+    if auto.kind == "transformers":
+        from playground.engine.device import resolve_dtype
+
+        key = f"transformers {resolve_dtype('auto', 'cpu').dtype}"
+    else:
+        key = auto.kind
+    default, yardstick = results.get(key), results["llama.cpp bare loop"]
+    found: list[Target] = []
+    if default is not None:
+        found += [
+            Target(
+                f"engines: default engine ({key}) one stream vs llama.cpp one stream",
+                default[1].tokens_per_s / yardstick[1].tokens_per_s,
+                0.5,
+                "x",
+            ),
+            Target(
+                f"engines: default engine ({key}) 16 together vs llama.cpp's batched loop",
+                default[16].tokens_per_s / yardstick[16].tokens_per_s,
+                1.0,
+                "x",
+            ),
+            Target(
+                f"engines: default engine ({key}) {POISSON_SESSIONS} Poisson-arriving sessions, p95 time to first token",
+                default[-1].ttft_p95_s,
+                1.0,
+                " s",
+                False,
+            ),
+        ]
+    if "llamacpp" in results:
+        llama = results["llamacpp"]
+        found += [
+            Target(
+                "engines: llamacpp one stream vs llama.cpp's bare loop (log-prob + entropy cost)",
+                llama[1].tokens_per_s / yardstick[1].tokens_per_s,
+                0.9,
+                "x",
+            ),
+            Target(
+                "engines: llamacpp 16 together vs one stream", llama[16].tokens_per_s / llama[1].tokens_per_s, 2.0, "x"
+            ),
+            Target("engines: llamacpp 16 together p95 time to first token", llama[16].ttft_p95_s, 1.0, " s", False),
+        ]
+    if "openai" in results and "llamacpp" in results:
+        found.append(
+            Target(
+                "engines: openai on llama.cpp's server (log-probs) one stream vs llamacpp in process",
+                results["openai"][1].tokens_per_s / results["llamacpp"][1].tokens_per_s,
+                0.5,
+                "x",
+            )
+        )
+    return found
 
 
 if __name__ == "__main__":

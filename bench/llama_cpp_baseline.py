@@ -29,6 +29,13 @@ def _quiet(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 
 def batched_tokens_per_s(chats: list[list[dict[str, str]]], max_new_tokens: int) -> float:
     """Aggregate tokens/s generating greedily for all chats at once (prefill included)."""
+    return batched_run(chats, max_new_tokens)[0]
+
+
+def batched_run(
+    chats: list[list[dict[str, str]]], max_new_tokens: int, threads: int | None = None
+) -> tuple[float, float]:
+    """(aggregate tokens/s, seconds to the first tokens) generating greedily for all chats at once."""
     try:
         import llama_cpp
     except ImportError:
@@ -55,7 +62,7 @@ def batched_tokens_per_s(chats: list[list[dict[str, str]]], max_new_tokens: int)
     params.n_batch = -(-max(sum(map(len, prompts)), sequences) // 256) * 256
     params.n_ubatch = min(params.n_batch, 512)
     params.kv_unified = True  # one buffer for all sequences, as llama.cpp's batched example sets
-    params.n_threads = params.n_threads_batch = os.cpu_count() or 1
+    params.n_threads = params.n_threads_batch = threads or len(os.sched_getaffinity(0))
     context = llama_cpp.llama_init_from_model(model, params)
     vocab = llama_cpp.llama_model_get_vocab(model)
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
@@ -68,11 +75,13 @@ def batched_tokens_per_s(chats: list[list[dict[str, str]]], max_new_tokens: int)
         positions = [len(ids) for ids in prompts]
         live = list(range(sequences))
         generated = 0
+        first_s = 0.0
         for _ in range(max_new_tokens):
             _fill(batch, entries)
             if llama_cpp.llama_decode(context, batch) != 0:
                 raise RuntimeError("llama_decode failed")
             outputs = [i for i, entry in enumerate(entries) if entry[3]]
+            first_s = first_s or time.perf_counter() - started
             entries, still_live = [], []
             for seq, output in zip(live, outputs, strict=True):
                 logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(context, output), shape=(n_vocab,))
@@ -86,7 +95,7 @@ def batched_tokens_per_s(chats: list[list[dict[str, str]]], max_new_tokens: int)
             live = still_live
             if not live:
                 break
-        return generated / (time.perf_counter() - started)
+        return generated / (time.perf_counter() - started), first_s
     finally:
         llama_cpp.llama_batch_free(batch)
         llama_cpp.llama_free(context)

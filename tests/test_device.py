@@ -43,11 +43,20 @@ def test_the_probe_times_both_dtypes() -> None:
 # --- the engine HANDOFF_LOCAL_ENGINE=auto picks (playground/hardware.py) ---------------------------
 AVX2 = frozenset({"avx2", "fma", "f16c"})
 AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
+ZEN5 = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni"})  # AMD EPYC family 26: no AMX
 
 
 def test_auto_runs_llama_cpp_on_a_cpu_without_native_bf16() -> None:
     choice = choose_engine("auto", "cpu", "auto", True, AVX2, True)
     assert choice.kind == "llamacpp" and "without native bf16" in choice.reason
+
+
+def test_auto_on_avx512_bf16_without_amx_runs_transformers_in_bf16() -> None:
+    """AMD EPYC Zen 5: measured like AMX (bench/README.md), so the same engine; bf16 if the probe agrees."""
+    zen5 = choose_engine("auto", "cpu", "auto", True, ZEN5, True)
+    assert zen5.kind == "transformers" and "avx512_bf16" in zen5.reason and "amx" not in zen5.reason
+    assert choose_engine("auto", "cpu", "float32", True, ZEN5, True).kind == "llamacpp"
+    assert "avx512_bf16" in device._cpu_choice(ZEN5).reason and "probe" in device._cpu_choice(ZEN5).reason
 
 
 def test_auto_keeps_transformers_where_batched_bf16_wins_or_llama_cpp_cannot_run() -> None:

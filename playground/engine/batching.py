@@ -122,7 +122,11 @@ class BatchingEngine(LocalModelEngine):
         """Free what the row holds in the engine as it finishes."""
 
     # --- the worker -----------------------------------------------------------------------------
+    def _on_worker_start(self) -> None:
+        """Set up the worker thread before its first request (thread-local settings)."""
+
     def _serve(self) -> None:
+        self._on_worker_start()
         closing = False
         while not closing or self._running or self._waiting:
             closing = self._collect(block=not self._running and not self._waiting) or closing

@@ -1,27 +1,32 @@
 """The local model in process through llama.cpp (llama-cpp-python), with our own decode loop.
 
 Concurrency model: one worker thread owns the llama.cpp context and decodes the requests of every
-session together. Each running request is its own sequence in one shared KV cache (``n_seq_max`` =
-``max_batch_size``, ``kv_unified``), and each step decodes one token for every sequence in a single
-``llama_decode`` call, so 16 sessions cost far less than 16 single streams. New requests are
-prefilled between steps (nobody waits for the batch to drain); finished or stopped ones free their
-sequence at the next step. llama.cpp's calls release the GIL (ctypes), so the app's threads keep
-running while it decodes. Memory is bounded by ``llamacpp_n_ctx`` cache positions shared by all
-sequences: a request reserves its prompt plus ``max_new_tokens`` and waits, in arrival order, until
-they fit.
+session together, the way llama.cpp's own server does (continuous batching). Each running request
+is its own sequence in one shared KV cache (``n_seq_max`` = ``max_batch_size``, ``kv_unified``).
+Each step is one ``llama_decode`` holding the newest token of every running answer and then the
+prompts of joining requests, in arrival order, up to ``n_batch`` tokens; a prompt that does not fit
+goes on in the next step. So requests arriving together are prefilled together, a newcomer joins
+mid-decode without stalling the others for more than one step, and finished or stopped requests
+free their sequence at the next step. llama.cpp's calls release the GIL (ctypes), so the app's
+threads keep running while it decodes. Memory is bounded by ``llamacpp_n_ctx`` cache positions
+shared by all sequences: a request reserves its prompt plus ``max_new_tokens`` and waits, in arrival
+order, until they fit.
 
-Per-token log-prob and entropy come from the last-row logits of each step over the full vocabulary
-(no ``logits_all``, no second pass), and sampling, repetition penalty and n-gram ban included, is
-the same code as the transformers engine's (``sampling.choose_tokens``, through ``batching``). The
-prompt is the GGUF's own chat template, rendered with Jinja like ``apply_chat_template``, so both
-engines see the same tokens.
+Per-token log-prob and entropy come from each sequence's last-row logits of each step over the full
+vocabulary (no ``logits_all``, no second pass), and sampling, repetition penalty and n-gram ban
+included, is the same code as the transformers engine's (``sampling.choose_tokens``, through
+``batching``), run on one torch thread in this worker so it does not fight llama.cpp's threads. The
+thread count itself is timed at start-up (``_choose_threads``). The prompt is the GGUF's own chat
+template, rendered with Jinja like ``apply_chat_template``, so both engines see the same tokens.
 """
 
 from __future__ import annotations
 
 import codecs
 import ctypes
+import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +39,7 @@ from playground.engine.batching import BatchingEngine, Row
 from playground.engine.model_store import bundled_gguf, bundled_revision
 from playground.settings import BUNDLED_MODEL, BUNDLED_MODEL_NAME, Settings
 
+log = logging.getLogger(__name__)
 Message = dict[str, str]
 PREFILL_CHUNK = 512  # prompt tokens per llama_decode call (llama.cpp's n_batch)
 INSTALL_HINT = (
@@ -95,7 +101,8 @@ class _Sequence(Row):
     """A request as its own sequence in the shared KV cache, with its incremental UTF-8 decoder."""
 
     seq_id: int = -1
-    n_past: int = 0
+    n_past: int = 0  # cache positions filled
+    prompt_read: int = 0  # prompt tokens decoded so far (a long prompt takes several steps)
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
 
@@ -117,6 +124,8 @@ class LlamaCppEngine(BatchingEngine):
     kind = "llamacpp"
     gives_logprobs = True  # from each step's last-row logits, over the full vocabulary
     row_type = _Sequence
+    torch_single_thread = True
+    flash_attn_type = 0  # LLAMA_FLASH_ATTN_TYPE_DISABLED (see __init__)
 
     def __init__(self, settings: Settings) -> None:
         llama_cpp = require_llama_cpp()
@@ -132,13 +141,20 @@ class LlamaCppEngine(BatchingEngine):
         self._llama = llama_cpp
         model = _internals.LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=True)
         self.threads = settings.llamacpp_threads or len(os.sched_getaffinity(0))
+        self.threads_batch = self.threads
+        self.threads_reason = "set by HANDOFF_LLAMACPP_THREADS" if settings.llamacpp_threads else "every CPU"
         self.max_batch_size = min(settings.max_batch_size, llama_cpp.llama_max_parallel_sequences())
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = settings.llamacpp_n_ctx
-        params.n_batch = params.n_ubatch = max(PREFILL_CHUNK, self.max_batch_size)
+        params.n_batch = params.n_ubatch = self.n_batch = max(PREFILL_CHUNK, self.max_batch_size)
         params.n_seq_max = self.max_batch_size
         params.kv_unified = True  # one pool of cache positions for all sequences
+        # Flash attention off: with it (llama.cpp's CPU default), a llama_decode of 64 tokens or more takes a
+        # tiled attention path that rounds differently, so a sequence's logits changed (up to 0.8) with the
+        # number of other sequences' tokens in the same batch; without it they are bit-for-bit the same.
+        params.flash_attn_type = self.flash_attn_type
         params.n_threads = params.n_threads_batch = self.threads
+        self._probe_threads = not settings.llamacpp_threads and self.threads > 1
         params.no_perf = True
         context = _internals.LlamaContext(model=model, params=params, verbose=True)
         batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
@@ -166,6 +182,7 @@ class LlamaCppEngine(BatchingEngine):
         self._piece_buffer = ctypes.create_string_buffer(256)
         self._free_ids = list(range(self.max_batch_size))
         self._reserved = 0
+        self.mixed_steps = 0  # steps that read a joining prompt along with running answers' tokens (observed)
         self._start_worker("llamacpp-engine", self._native.free)
 
     def prompt_ids(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
@@ -177,6 +194,72 @@ class LlamaCppEngine(BatchingEngine):
         return ids
 
     # --- the worker -----------------------------------------------------------------------------
+    def _on_worker_start(self) -> None:
+        """torch on one thread in this worker: its token choice must not fight llama.cpp's threads for the cores.
+
+        The log-softmax, entropy and penalties over 16 x 49,152 logits are cheap on one core, but with
+        torch's intra-op threads they woke a second OpenMP pool beside llama.cpp's (separate runtimes,
+        both spinning at their barriers) on the same two cores. ``torch.set_num_threads`` sets the
+        calling thread's OpenMP thread count and the default for threads started later; the default is
+        put back from a short-lived thread, so only this worker runs torch on one thread.
+        """
+        if self._probe_threads:
+            self._choose_threads()
+        if not self.torch_single_thread:
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        restore = threading.Thread(target=torch.set_num_threads, args=(before,), name="torch-threads-restore")
+        restore.start()
+        restore.join()
+
+    def _choose_threads(self, pairs: int = 5, margin: float = 1.25) -> None:
+        """Time decode steps with one thread and with every CPU; keep the faster count for each step size.
+
+        llama.cpp's threads meet at a spinning barrier after every operation: on a quiet machine two
+        threads decode faster than one, but where other processes keep the cores busy a pre-empted
+        thread stalls the others at each barrier (a 2-core EPYC at load average 15: 528 ms per
+        one-token step with two threads, 18 ms with one). So the count is measured here, at start-up,
+        separately for one-token steps (``n_threads``) and for 16-token steps (``n_threads_batch``,
+        what batched decoding and prompts use). The two counts take turns step by step, so a burst of
+        load hits both; every CPU is kept only if its median step is ``margin`` times faster, as one
+        thread loses little on a quiet machine and all threads lose much on a busy one.
+        ``HANDOFF_LLAMACPP_THREADS`` skips the probe.
+        """
+        counts = (1, self.threads)
+        tokens = self.prompt_ids([{"role": "user", "content": "Say hello."}])
+        medians: dict[tuple[int, int], float] = {}
+        try:
+            for width in (1, 16):
+                self._decode([(token, j, 0, j == len(tokens) - 1) for j, token in enumerate(tokens)])
+                position = len(tokens)
+                seconds: dict[int, list[float]] = {n: [] for n in counts}
+                for pair in range(pairs):
+                    for n in counts:
+                        self._llama.llama_set_n_threads(self._ctx, n, n)
+                        started = time.perf_counter()
+                        self._decode([(tokens[-1], position + j, 0, True) for j in range(width)])
+                        seconds[n].append(time.perf_counter() - started)
+                        position += width
+                    ratio = seconds[1][-1] / seconds[self.threads][-1]
+                    if pair >= 1 and not 1 / 3 < ratio < 3:
+                        break  # one count is far behind: no need to keep paying for it
+                for n in counts:
+                    medians[n, width] = sorted(seconds[n])[len(seconds[n]) // 2]
+                self._llama.llama_memory_clear(self._memory, True)
+        finally:
+            self._llama.llama_memory_clear(self._memory, True)
+        best = {w: self.threads if medians[1, w] > margin * medians[self.threads, w] else 1 for w in (1, 16)}
+        self.threads, self.threads_batch = best[1], best[16]
+        self._llama.llama_set_n_threads(self._ctx, self.threads, self.threads_batch)
+        self.threads_reason = "timed at start-up: " + ", ".join(
+            f"{n} thread{'s' if n > 1 else ''} {seconds * 1000:.1f} ms per {width}-token step"
+            for (n, width), seconds in medians.items()
+        )
+        log.info(
+            "llama.cpp threads: %d per token, %d per batch (%s)", self.threads, self.threads_batch, self.threads_reason
+        )
+
     def _reset(self) -> None:
         self._llama.llama_memory_clear(self._memory, True)
         self._running, self._free_ids, self._reserved = [], list(range(self.max_batch_size)), 0
@@ -187,50 +270,63 @@ class LlamaCppEngine(BatchingEngine):
         return len(self._free_ids) > len(joining) and reserved <= self.n_ctx
 
     def _prefill(self, joining: list[_Sequence]) -> None:  # type: ignore[override]
-        """Each joining request's prompt into its own sequence, in chunks; a failure is that request's only."""
+        """Give each joining request a sequence and its reservation; its prompt is read by the next steps."""
         for sequence in joining:
             sequence.seq_id = self._free_ids.pop()
             self._reserved += sequence.reserved
             self._running.append(sequence)
-            try:
-                logits = self._read_prompt(sequence)
-            except Exception as error:  # noqa: BLE001 - only this request fails; the batch is intact
-                self._running.remove(sequence)
-                self._release(sequence)
-                sequence.generation._finish(None, error)
-                continue
-            self._take([sequence], torch.from_numpy(logits))
-
-    def _read_prompt(self, sequence: _Sequence) -> np.ndarray:
-        ids = sequence.prompt_ids
-        chunk: list[int] = []
-        for start in range(0, len(ids), PREFILL_CHUNK):
-            chunk = ids[start : start + PREFILL_CHUNK]
-            self._decode([(token, start + j, sequence.seq_id) for j, token in enumerate(chunk)], logits_last=True)
-        sequence.n_past = len(ids)
-        return self._logits([len(chunk) - 1])  # the last prompt token's row: the first answer token
 
     def _step(self) -> None:
-        """One decode step for every running sequence: one token each, in one llama_decode call."""
-        running: list[_Sequence] = self._running  # type: ignore[assignment]
-        self._decode([(s.token_ids[-1], s.n_past, s.seq_id) for s in running], logits_last=False)
-        for sequence in running:
-            sequence.n_past += 1
-        self._take(running, torch.from_numpy(self._logits(range(len(running)))))
+        """One ``llama_decode`` for everyone: each decoding sequence's newest token, then prompt tokens.
 
-    def _decode(self, entries: list[tuple[int, int, int]], logits_last: bool) -> None:
-        """Fill the batch with (token, position, sequence) entries and decode them.
-
-        With ``logits_last`` only the last entry yields logits (a prompt); else every entry does.
+        As llama.cpp's server fills a batch: the running answers' tokens first (one each, so nobody's
+        next token waits on a newcomer's prompt), then the joining prompts in arrival order, up to
+        ``n_batch`` tokens in all; a prompt longer than what is left continues in the next step. Logits
+        are kept for each decoding sequence and for the last token of each prompt read to its end:
+        those rows choose the next tokens, all in one ``_take``.
         """
+        entries: list[tuple[int, int, int, bool]] = []  # (token, position, sequence id, keep logits)
+        feeding: list[tuple[_Sequence, int]] = []
+        running: list[_Sequence] = self._running  # type: ignore[assignment]
+        decoding = [sequence for sequence in running if sequence.prompt_read == len(sequence.prompt_ids)]
+        for sequence in decoding:
+            entries.append((sequence.token_ids[-1], sequence.n_past, sequence.seq_id, True))
+        rows: list[_Sequence] = list(decoding)
+        for sequence in running:
+            room = self.n_batch - len(entries)
+            left = len(sequence.prompt_ids) - sequence.prompt_read
+            if left == 0 or room <= 0:
+                continue
+            chunk = sequence.prompt_ids[sequence.prompt_read : sequence.prompt_read + room]
+            start = sequence.prompt_read
+            last = start + len(chunk) == len(sequence.prompt_ids)
+            entries += [
+                (token, start + j, sequence.seq_id, last and j == len(chunk) - 1) for j, token in enumerate(chunk)
+            ]
+            feeding.append((sequence, len(chunk)))
+            if last:
+                rows.append(sequence)
+        self._decode(entries)
+        if decoding and feeding:
+            self.mixed_steps += 1
+        for sequence in decoding:
+            sequence.n_past += 1
+        for sequence, count in feeding:
+            sequence.prompt_read += count
+            sequence.n_past += count
+        if rows:  # none when the step only read part of a long prompt
+            outputs = [i for i, entry in enumerate(entries) if entry[3]]
+            self._take(rows, torch.from_numpy(self._logits(outputs)))
+
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
+        """Fill the batch with (token, position, sequence, keep logits) entries and decode them."""
         batch = self._batch
-        for i, (token, position, seq_id) in enumerate(entries):
+        for i, (token, position, seq_id, logits) in enumerate(entries):
             batch.token[i] = token
             batch.pos[i] = position
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = seq_id
-            batch.logits[i] = not logits_last
-        batch.logits[len(entries) - 1] = True
+            batch.logits[i] = logits
         batch.n_tokens = len(entries)
         code = self._llama.llama_decode(self._ctx, batch)
         if code != 0:
