@@ -157,10 +157,15 @@ def postgres_database() -> Iterator[str]:
         yield url
 
 
-def _without_rollups() -> unittest.mock._patch:
-    """The vote path as it was before the overview's rollups (``db.rollups.apply`` does nothing), for a
-    side-by-side figure in the same process; never used outside this benchmark."""
-    return unittest.mock.patch.object(rollups, "apply", lambda db, delta: None)
+@contextlib.contextmanager
+def _without_rollups() -> Iterator[None]:
+    """The vote path as it was before the overview's rollups (``db.rollups.apply`` and its conversation
+    lock do nothing), for a side-by-side figure in the same process; never used outside this benchmark."""
+    with (
+        unittest.mock.patch.object(rollups, "apply", lambda db, delta: None),
+        unittest.mock.patch.object(rollups, "lock_conversation", lambda session, conversation_id: None),
+    ):
+        yield
 
 
 def one_writer_cost(url: str, votes: int = 200) -> tuple[float, float]:

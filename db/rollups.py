@@ -42,6 +42,7 @@ from sqlalchemy import (
     literal,
     select,
     true,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -130,6 +131,24 @@ def conversation_counts_now(conversation: Conversation) -> bool:
     """``db.visibility.conversation_counts`` for a loaded row (``consented_at`` is never empty: consent
     comes before a participant exists)."""
     return conversation.hidden_at is None
+
+
+def lock_conversation(session: Session, conversation_id: int) -> None:
+    """Take the conversation's write lock before reading what it adds to the rollups.
+
+    Votes, turns and hides of one conversation take it first, so each reads the others' committed rows
+    (a hide never misses a vote being saved, a vote never misses a hide). PostgreSQL: the row's
+    ``FOR UPDATE`` lock. SQLite: a no-op write, which begins the transaction and takes the database's
+    write lock (pysqlite otherwise begins only at the first write, after the reads)."""
+    if _dialect(session) == "postgresql":
+        session.execute(select(Conversation.id).where(Conversation.id == conversation_id).with_for_update())
+    else:
+        session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(hidden_at=Conversation.hidden_at)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def turn_delta(conversation: Conversation, turn: Turn) -> Delta:

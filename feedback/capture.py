@@ -135,7 +135,8 @@ def record_turn(session: Session, conversation_id: int, record: TurnRecord) -> T
     ]
     session.add(turn)
     session.flush()
-    conversation = session.get(Conversation, conversation_id)
+    rollups.lock_conversation(session, conversation_id)  # as a vote does: ordered against a moderator's hide
+    conversation = session.get(Conversation, conversation_id, populate_existing=True)
     if conversation is not None:
         rollups.apply(session, rollups.turn_delta(conversation, turn))
     return turn

@@ -141,7 +141,13 @@ def _counted(item: Vote | Conversation) -> rollups.Delta:
 
 
 def _set_hidden_counted(session: Session, item: Vote | Conversation, by: str | None) -> None:
-    """Hide or unhide, and move what the item adds to the overview's rollups out or back in."""
+    """Hide or unhide, and move what the item adds to the overview's rollups out or back in.
+
+    The conversation is locked first (``db.rollups.lock_conversation``): a vote or turn being saved in
+    it takes the same lock, so what the item adds is read after that write commits, never half of it."""
+    session.flush()
+    rollups.lock_conversation(session, item.conversation_id if isinstance(item, Vote) else item.id)
+    session.expire_all()  # read the turns, votes and ratings as they are now, under the lock
     before = _counted(item)
     _set_hidden(item, by)
     session.flush()

@@ -140,6 +140,14 @@ def submit_vote(
             | ((Vote.conversation_id == conversation.id) & (Vote.turn_id == turn.id))
         )
     )
+    # Locked from here to COMMIT: a moderator's hide or another tab's edit of this conversation waits
+    # for this vote (or this vote for them), so the overview's rollups move by exactly what changed
+    # (db.rollups.lock_conversation). Taken this late, the lock (on SQLite the database's write lock)
+    # is held for two primary-key reads more than the write itself, not for the whole function.
+    rollups.lock_conversation(session, conversation.id)
+    session.refresh(conversation)
+    if vote is not None:
+        session.refresh(vote)
     before = rollups.Delta() if vote is None else rollups.vote_delta(vote, conversation)
     if vote is None:
         vote = Vote(

@@ -133,3 +133,33 @@ def test_concurrent_writers_lose_no_increment(db_url: str) -> None:
     assert numbers.top_tags == [("on", "accurate", writers * 3)]
     assert numbers.participants == writers * 3
     assert_rollups_match_rows(db_url)
+
+
+def test_a_hide_during_a_vote_waits_for_it_and_takes_it_out(db_url: str) -> None:
+    """A moderator hides a conversation while a vote on it is being saved: the hide waits for the vote's
+    lock and then takes the vote out too (it never reads the conversation without the vote)."""
+    event = make_event(db_url, "RACE-HIDE", "sf")
+    with session_scope(db_url) as session:
+        conversation = start_conversation(session, join_event(session, session.get(Event, event)))
+        record_turn(session, conversation.id, turn_record(handed_off=False))
+        conversation_id, side = conversation.id, conversation.handoff_side
+    voting = db_session.session_factory(db_url)()
+    submit_vote(voting, VoteSubmission(uuid.uuid4().hex, conversation_id, side, None, {side: PaneRating(tags=["x"])}))
+    hidden = threading.Event()
+
+    def hide() -> None:
+        with session_scope(db_url) as session:
+            hide_conversation(session, conversation_id, by="mod")
+        hidden.set()
+
+    thread = threading.Thread(target=hide)
+    thread.start()
+    assert not hidden.wait(1.0)  # waits for the vote's transaction
+    voting.commit()
+    voting.close()
+    thread.join(30)
+    assert hidden.is_set()
+    with session_scope(db_url) as session:
+        numbers = overview(session, Scope(event_ids=(event,)))
+    assert (numbers.votes, numbers.conversations, numbers.turns, numbers.top_tags) == (0, 0, 0, [])
+    assert_rollups_match_rows(db_url)
