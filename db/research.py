@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
-from pandas.api.types import union_categoricals
 from sqlalchemy import Connection, Select, Subquery, Text, and_, cast, func, select
 from sqlalchemy.orm import aliased
 
@@ -131,29 +130,29 @@ def vote_rows(
     ``style_features`` (``style_column``: nan where the answer has no style, 0 for a feature it lacks)."""
     stmt = _vote_select(visible, columns).order_by(Vote.id)
     parts: dict[str, list[Any]] = {}
+    labels = {name: _Labels() for name in columns if name in CATEGORICAL}
     for rows in _chunks(connection.execution_options(stream_results=True).execute(stmt), chunk):
         values = dict(zip(columns, zip(*rows, strict=True), strict=True))
         for name, column in values.items():
             if name in STYLE_COLUMNS:
                 for feature, floats in zip(style_features, _style_floats(column, style_features), strict=True):
                     parts.setdefault(style_column(name, feature), []).append(floats)
-                continue
-            series = pd.Series(column, name=name)
-            parts.setdefault(name, []).append(series.astype("category") if name in CATEGORICAL else series)
-    frame = pd.DataFrame(
-        {
-            name: (
-                pd.Series(union_categoricals(chunks, sort_categories=True))
-                if name in CATEGORICAL
-                else pd.Series(np.concatenate(chunks))
-                if isinstance(chunks[0], np.ndarray)
-                else pd.concat(chunks, ignore_index=True)
-            )
-            for name, chunks in parts.items()
-        }
-        if parts
-        else {name: [] for column in columns for name in _expanded(column, style_features)}
-    )
+            elif name in labels:
+                parts.setdefault(name, []).append(labels[name].codes(column))
+            else:
+                parts.setdefault(name, []).append(pd.Series(column, name=name))
+    built = {}
+    for name in list(parts):  # one column at a time, its chunks let go as it is built
+        chunks = parts.pop(name)
+        if name in labels:
+            built[name] = labels[name].categorical(chunks)
+        elif isinstance(chunks[0], np.ndarray):
+            built[name] = pd.Series(np.concatenate(chunks))
+        else:
+            built[name] = pd.concat(chunks, ignore_index=True)
+        del chunks
+    empty = {name: [] for column in columns for name in _expanded(column, style_features)}
+    frame = pd.DataFrame(built or empty, copy=False)  # the columns as built: no second, consolidated copy
     if "handed_off" in frame:
         frame["handed_off"] = frame["handed_off"].fillna(False).astype(bool)
     return frame
@@ -182,6 +181,31 @@ def participant_vote_frames(
             yield pd.DataFrame(rows[:cut], columns=list(columns))
     if held:
         yield pd.DataFrame(held, columns=list(columns))
+
+
+class _Labels:
+    """One label column read in chunks: a code per vote, each distinct string held once."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def codes(self, values: Sequence[str | None]) -> np.ndarray:
+        index = self.index
+        return np.fromiter(
+            (-1 if value is None else index.setdefault(value, len(index)) for value in values),
+            dtype=np.int32,
+            count=len(values),
+        )
+
+    def categorical(self, chunks: list[np.ndarray]) -> pd.Categorical:
+        """The column as a categorical with sorted categories (grouping orders them as it orders strings)."""
+        names = list(self.index)
+        order = sorted(range(len(names)), key=names.__getitem__)
+        rank = np.empty(len(names), dtype=np.int32)
+        rank[order] = np.arange(len(names), dtype=np.int32)
+        codes = np.concatenate(chunks)
+        codes = np.where(codes >= 0, rank[np.maximum(codes, 0)], -1) if len(names) else codes
+        return pd.Categorical.from_codes(codes, categories=pd.Index([names[i] for i in order], dtype="str"))
 
 
 def _expanded(name: str, style_features: Sequence[str]) -> list[str]:

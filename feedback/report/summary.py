@@ -7,6 +7,7 @@ module turns its rows into segments, confidence intervals, a leaderboard and "wh
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from feedback.report.themes import comment_themes, prompt_clusters
 
 SMALL = 30  # segments with fewer decided votes are flagged as small (shown, not hidden)
 SAMPLE = 5_000  # comments / prompts read for themes and clusters
+PARTICIPANT_VOTE = ["participant_id", "winner_arm"]  # what a segment's participant bootstrap reads per vote
 
 
 def full(value: float | None) -> float | None:
@@ -66,7 +68,8 @@ def _by(frame: pd.DataFrame, column: str, votes: pd.DataFrame, *, rounds: int, s
     out = {}
     for key, group in frame.groupby(column, sort=True):
         seg = segment(group.groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed)
-        out[str(key)] = _by_participants(seg, votes[votes[column].astype(str) == str(key)], rounds=rounds, seed=seed)
+        picked = votes.loc[votes[column].astype(str) == str(key), PARTICIPANT_VOTE]
+        out[str(key)] = _by_participants(seg, picked, rounds=rounds, seed=seed)
     return out
 
 
@@ -81,18 +84,34 @@ def _by_participants(seg: dict[str, Any], votes: pd.DataFrame, *, rounds: int, s
 
 def _leaderboard(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
     """Bradley-Terry arms with intervals that resample participants (pre-counted per participant)."""
-    battles = votes[votes.winner_arm.isin(["on", "off", "tie", "both_bad"])]
+    keys = ["participant_id", "policy", "threshold", "model_off", "handoff_side", "winner_arm"]
+    battles = votes.loc[votes.winner_arm.isin(["on", "off", "tie", "both_bad"]), keys]  # the columns it reads
     if battles.empty:
         return {"participants": 0, "arms": []}
-    keys = ["participant_id", "policy", "threshold", "model_off", "handoff_side", "winner_arm"]
-    rows = []
-    for row in battles.groupby(keys, dropna=False).size().reset_index(name="n").itertuples():
+    counted = battles.groupby(keys, dropna=False).size().reset_index(name="n")
+    # a million votes make ~a million (participant, setup, verdict) rows: name the arms once per distinct
+    # setup (policy, threshold, model) and panes once per (side, verdict), then index, instead of per row
+    setup = counted.groupby(["policy", "threshold", "model_off"], dropna=False, sort=False).ngroup().to_numpy()
+    shown = counted.groupby(["handoff_side", "winner_arm"], dropna=False, sort=False).ngroup().to_numpy()
+    names = {}
+    for code, at in zip(*np.unique(setup, return_index=True), strict=True):
+        row = counted.iloc[at]
         policy = row.policy if isinstance(row.policy, str) and row.policy else None
-        names = arm_names(row.model_off if isinstance(row.model_off, str) else None, policy, row.threshold)
-        a, b = (arm_of(pane, row.handoff_side) for pane in PANES)
-        winner = f"model_{winner_pane(row.winner_arm, row.handoff_side)}" if row.winner_arm in DECIDED else "tie"
-        rows.append((row.participant_id, names[a], names[b], winner, row.n))
-    grouped = pd.DataFrame(rows, columns=["participant", "model_a", "model_b", "winner", "n"])
+        names[code] = arm_names(row.model_off if isinstance(row.model_off, str) else None, policy, row.threshold)
+    panes = {}
+    for code, at in zip(*np.unique(shown, return_index=True), strict=True):
+        side, verdict = counted.handoff_side.iloc[at], counted.winner_arm.iloc[at]
+        winner = f"model_{winner_pane(verdict, side)}" if verdict in DECIDED else "tie"
+        panes[code] = (*(arm_of(pane, side) for pane in PANES), winner)
+    grouped = pd.DataFrame(
+        {
+            "participant": counted["participant_id"].to_numpy(),
+            "model_a": _pick(setup, shown, lambda s, v: names[s][panes[v][0]]),
+            "model_b": _pick(setup, shown, lambda s, v: names[s][panes[v][1]]),
+            "winner": _pick(setup, shown, lambda s, v: panes[v][2]),
+            "n": counted["n"].to_numpy(),
+        }
+    )
     ratings, boot, people = stats.cluster_bootstrap_bt(grouped, rounds=rounds, seed=seed)
     counts = pd.concat([grouped.set_index("model_a")["n"], grouped.set_index("model_b")["n"]]).groupby(level=0).sum()
     return {
@@ -108,6 +127,12 @@ def _leaderboard(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, An
             for arm, rating in ratings.items()
         ],
     }
+
+
+def _pick(setup: np.ndarray, shown: np.ndarray, value: Callable[[int, int], str]) -> pd.Series:
+    """``value(setup, shown)`` for every row, computed once per distinct pair of codes."""
+    pairs, inverse = np.unique(np.column_stack([setup, shown]), axis=0, return_inverse=True)
+    return pd.Series(np.asarray([value(s, v) for s, v in pairs], dtype=object)[inverse.reshape(-1)], dtype="str")
 
 
 def _leaderboard_fields(board: dict[str, Any]) -> dict[str, Any]:
@@ -311,7 +336,7 @@ def compute_summary(
             ),
             "when_handed_off": _by_participants(
                 segment(frame[frame.handed_off].groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed),
-                votes[votes.handed_off],
+                votes.loc[votes.handed_off, PARTICIPANT_VOTE],
                 rounds=rounds,
                 seed=seed,
             ),
