@@ -12,7 +12,8 @@ threads in the replica they arrived at (sticky sessions). They are driven throug
 not through Chromium on purpose: on a 2-core machine the browsers would take the CPU the engine
 needs (the issue's baseline, 8 Chromiums and one ``make run``, measured mostly that), while the
 code path from "send" to the first token is the same one the page runs; the pages themselves are
-covered by ``tests/test_hall_replicas.py`` in real Chromium.
+covered by ``tests/test_hall_replicas.py`` in real Chromium (two ``handoff serve`` replicas started
+with this module's ``engine_server`` and ``replica_env``).
 
 Per arrival rate: attendees served (every turn answered and stored, every vote confirmed), p50/p95
 time to first token per pane (from "send" to the first text the page would draw: the local pane is
@@ -276,22 +277,41 @@ def _engines() -> list[str]:
 
 
 @contextmanager
-def _engine_server(engine: str, log: Path) -> Iterator[dict[str, str]]:
-    """The replicas' extra settings for this leg, with its engine server running while they need it."""
+def engine_server(engine: str, log: Path) -> Iterator[dict[str, str]]:
+    """The replicas' extra settings for this engine, with its engine server running while they need it:
+    nothing for ``in-process``; for ``llama.cpp server``, ``python -m llama_cpp.server`` on the bundled
+    GGUF on a free port (as ``handoff serve`` starts it) and the openai engine pointed at it. Used by the
+    benchmark's legs and by ``tests/test_hall_replicas.py``."""
     if engine == "in-process":
         yield {}
         return
-    from playground.engine.llamacpp_server import start_llama_server
+    from playground.engine.llamacpp_server import llama_server_running
     from playground.settings import Settings
 
     base_url = f"http://127.0.0.1:{_free_port()}/v1"
     settings = Settings(local_engine="openai", local_base_url=base_url, model_cache_dir=MODEL_CACHE)
-    server = start_llama_server(settings, log, timeout_s=600)
-    try:
+    with llama_server_running(settings, log, timeout_s=600):
         yield {"HANDOFF_LOCAL_ENGINE": "openai", "HANDOFF_LOCAL_BASE_URL": base_url}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+
+
+def replica_env(url: str, standin_port: int, new_tokens: int, **extra: str) -> dict[str, str]:
+    """The settings every replica of one hall shares (and ``extra``, e.g. from ``engine_server``): one
+    database, the stand-in, one Redis under a key prefix of this hall's own, one participant secret (a
+    reload landing on another replica is the same participant). Used by the benchmark's replicas and
+    by ``tests/test_hall_replicas.py``'s ``handoff serve`` replicas."""
+    return {
+        "DATABASE_URL": url,
+        "HANDOFF_MODEL_CACHE_DIR": str(MODEL_CACHE),
+        "HANDOFF_STANDIN_PORT": str(standin_port),
+        "HANDOFF_MAX_NEW_TOKENS": str(new_tokens),
+        "HANDOFF_RATE_LIMIT_STORAGE": REDIS,
+        "HANDOFF_RATE_LIMIT_PREFIX": f"hall-{uuid.uuid4().hex[:12]}",
+        "HANDOFF_PARTICIPANT_SECRET": uuid.uuid4().hex,
+        "HANDOFF_CONFIG": "/nonexistent/handoff.toml",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
 
 
 def _event(url: str) -> None:
@@ -325,7 +345,7 @@ def run(targets: list[Target], rates: tuple[float, ...], attendees: int, replica
         try:
             for engine in _engines():
                 try:
-                    with _engine_server(engine, log.with_name(f"hall-llama-{port}.log")) as extra:
+                    with engine_server(engine, log.with_name(f"hall-llama-{port}.log")) as extra:
                         _leg(targets, engine, url, port, extra, rates, attendees, replicas, prompts)
                 except Exception as error:  # noqa: BLE001 - a MISS naming the failure; the other leg still runs
                     traceback.print_exc()
@@ -349,20 +369,7 @@ def _leg(
     prompts: list[dict],
 ) -> None:
     """One engine's run: replicas up, every arrival rate through them, their targets appended."""
-    env = {
-        "DATABASE_URL": url,
-        "HANDOFF_MODEL_CACHE_DIR": str(MODEL_CACHE),
-        "HANDOFF_STANDIN_PORT": str(port),
-        "HANDOFF_MAX_NEW_TOKENS": str(NEW_TOKENS),
-        "HANDOFF_RATE_LIMIT_STORAGE": REDIS,
-        "HANDOFF_RATE_LIMIT_PREFIX": f"bench-hall-{uuid.uuid4().hex[:8]}",
-        "HANDOFF_PARTICIPANT_SECRET": uuid.uuid4().hex,
-        "HANDOFF_CONFIG": "/nonexistent/handoff.toml",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": str(ROOT),
-        **extra,
-    }
-    hall = Hall(engine, env, replicas)
+    hall = Hall(engine, replica_env(url, port, NEW_TOKENS, **extra), replicas)
     levels: list[Level] = []
     try:
         for n, rate in enumerate(sorted(rates)):

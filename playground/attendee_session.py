@@ -202,6 +202,16 @@ class BlindComparison:
     def latest(self) -> ShownTurn | None:
         return self.turns[-1] if self.turns else None
 
+    def feedback_key(self, name: str) -> str:
+        """The widget key of one feedback field (``winner``, ``stars_a``, ``comment``, …) for the latest round.
+
+        Keyed by the round's turn: with one key for every round, the browser kept the previous round's
+        choice in its widget (a run that ends in ``st.rerun`` does not reset it), so clicking
+        "A is better" again in round 2 switched it off.
+        """
+        assert self.latest is not None
+        return f"{name}_{self.latest.turn_id}"
+
     def add_turn(self, turn: ShownTurn) -> None:
         """A new round: the previous feedback is final and the next submission gets a new key."""
         self.turns.append(turn)

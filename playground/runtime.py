@@ -6,6 +6,7 @@ share it; the CLI and tests use the same functions.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from playground.handoff.policies import resolve_policy
 from playground.handoff.router import trained_router
 from playground.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
 _engine_lock = threading.Lock()
 
 
@@ -28,7 +30,17 @@ _engines: dict[tuple[str, ...], LocalModelEngine] = {}
 
 def start_loading(settings: Settings | None = None) -> None:
     """Load and warm up the engine in the background, off the request path (call at start-up)."""
-    threading.Thread(target=local_engine, args=(settings,), name="engine-loader", daemon=True).start()
+    threading.Thread(target=_load, args=(settings,), name="engine-loader", daemon=True).start()
+
+
+def _load(settings: Settings | None) -> None:
+    """The tokenizer every prompt is checked with first, then the engine: transformers is imported once, under
+    ``context_window``'s lock, before the engine's own imports run beside the pages (see ``context_window``)."""
+    try:
+        context_window(settings)
+    except Exception:  # noqa: BLE001 - a page asking for it again raises it where a person sees it
+        log.exception("reading the local model's tokenizer failed")
+    local_engine(settings)
 
 
 def engine_ready(settings: Settings | None = None) -> bool:
@@ -67,13 +79,18 @@ _windows_lock = threading.Lock()
 
 
 def context_window(settings: Settings | None = None) -> ContextWindow:
-    """The local model's context window, without waiting for the model itself to load (tokenizer and config only)."""
-    from transformers import AutoConfig, AutoTokenizer
+    """The local model's context window, without waiting for the model itself to load (tokenizer and config only).
 
+    transformers is imported under the lock: its lazy module is not thread-safe, and a page importing it while the
+    engine loader did got "cannot import name 'AutoConfig' from 'transformers'" (its prompt was lost; seen in the
+    browser and AppTest suites). The engine loader reads this first, so the names are resolved before it goes on.
+    """
     settings = settings or get_settings()
     key = (settings.local_model, str(settings.model_cache_dir))
     with _windows_lock:
         if key not in _windows:
+            from transformers import AutoConfig, AutoTokenizer
+
             path = resolve_model(settings.local_model, settings.model_cache_dir)
             config = AutoConfig.from_pretrained(path)
             _windows[key] = ContextWindow(AutoTokenizer.from_pretrained(path), int(config.max_position_embeddings))

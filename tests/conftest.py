@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -143,19 +144,17 @@ def settings_from_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> I
 
 
 @contextmanager
-def streamlit_app(log_path: Path) -> Iterator[str]:
-    """``streamlit run playground/app.py`` on a free port with the current environment; yields its URL."""
-    port = free_port()
+def served(command: list[str], port: int, log_path: Path, env: dict[str, str], timeout_s: float = 120) -> Iterator[str]:
+    """Run ``command``, a Streamlit server on ``port`` (``streamlit run``, ``handoff serve``), in its own process
+    group; yields its URL once its health check answers, and stops the whole group (``handoff serve``'s Streamlit
+    child too) when the block ends."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            streamlit_command(port, "127.0.0.1"),
-            cwd=ROOT,
-            env=dict(os.environ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
         while True:
             try:
                 with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
@@ -165,16 +164,30 @@ def streamlit_app(log_path: Path) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(log_path.read_text()) from None
                 time.sleep(0.5)
-        try:
-            yield base
-        finally:
-            process.terminate()
+        yield base
+    finally:
+        for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
             try:
-                process.wait(timeout=10)
+                os.killpg(process.pid, sig)
+                process.wait(timeout=wait_s)
+                break
+            except ProcessLookupError:
+                break
             except subprocess.TimeoutExpired:
-                process.kill()
+                continue
 
 
+@contextmanager
+def streamlit_app(log_path: Path) -> Iterator[str]:
+    """``streamlit run playground/app.py`` on a free port with the current environment; yields its URL."""
+    port = free_port()
+    with served(streamlit_command(port, "127.0.0.1"), port, log_path, dict(os.environ)) as base:
+        yield base
+
+
+# Streamlit's app root once a script run has ended: elements the run did not draw (a previous round's feedback
+# widgets, keyed per round) are gone only then, so a test clicks a widget after waiting for this.
+RUN_DONE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 CHROMIUM = "/usr/bin/chromium"  # Debian's (`make browser`): Playwright cannot download browsers here
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -189,3 +202,9 @@ def chromium():  # noqa: ANN201 - a playwright Browser
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+def feedback_key(at, name: str) -> str:  # noqa: ANN001 - a streamlit AppTest
+    """The attendee page's widget key of feedback field ``name`` (``winner``, ``stars_a``, ``comment``…) in the
+    latest round: the keys are per round (``BlindComparison.feedback_key``)."""
+    return at.session_state["comparison"].feedback_key(name)

@@ -7,7 +7,8 @@ never answer), ``429``, ``500``, ``503``, ``malformed`` (200 with a broken event
 connection). "Connection refused" needs no proxy: point the client at a port nobody listens on;
 a proxy started later on that ``port`` is the server coming back. ``retry_after`` (a header value)
 goes on every 429 and 503 while it is set. ``bodies`` keeps every request body, in order, so a test
-can read what the client really sent.
+can read what the client really sent. ``hold()`` keeps every ``pass`` request waiting (a cloud that
+has not answered yet) until ``let_go()``, so a test can keep turns running as long as it needs.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class FaultProxy:
         self.bodies: list[bytes] = []  # each POST body as received
         self.lock = threading.Lock()
         self._release = threading.Event()
+        self._gate = threading.Event()  # set: ``pass`` forwards at once; cleared by hold()
+        self._gate.set()
         self._connections: set[socket.socket] = set()
         proxy = self
 
@@ -69,6 +72,7 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         """Gone like a dead server: the listener and every open (keep-alive) connection close."""
         self._release.set()
+        self._gate.set()
         self.server.shutdown()
         self.server.server_close()
         with self.lock:
@@ -85,6 +89,15 @@ class FaultProxy:
             self.queue.extend(faults)
         return self
 
+    def hold(self) -> FaultProxy:
+        """From now on ``pass`` requests wait (unanswered, the connection open) until ``let_go()``."""
+        self._gate.clear()
+        return self
+
+    def let_go(self) -> None:
+        """Forward every held request, and the next ones at once."""
+        self._gate.set()
+
     def _next(self) -> str:
         with self.lock:
             fault = self.queue.popleft() if self.queue else self.default
@@ -97,6 +110,7 @@ class FaultProxy:
             self.bodies.append(body)
         fault = self._next()
         if fault == "pass":
+            self._gate.wait(600)
             self._forward(handler, body)
         elif fault == "timeout":
             self._release.wait(60)  # the client's timeout fires first

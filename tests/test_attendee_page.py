@@ -17,7 +17,7 @@ from db.models import Answer, Conversation, HandoffDecision, Participant, Rating
 from db.session import session_scope
 from playground.settings import Settings, get_settings
 from playground.untrusted import inert
-from tests.conftest import ROOT, _postgres_database
+from tests.conftest import ROOT, _postgres_database, feedback_key
 from tests.db_outage import database_unavailable
 from tests.factories import make_event
 
@@ -168,12 +168,12 @@ def test_multi_turn_vote_with_stars_tags_and_comment_then_reveal(app_env: Settin
     ask(at, OPEN_PROMPTS[1])
     assert len(at.chat_message) == 8  # two prompts and two answers in each pane
     assert "Turn 2 of 10" in texts(at, "caption")
-    at.segmented_control(key="winner").set_value("b")
-    at.feedback(key="stars_a").set_value(1)  # st.feedback counts from 0: two stars
-    at.feedback(key="stars_b").set_value(4)
-    at.pills(key="tags_a").set_value(["too_verbose", "wrong_facts"])
-    at.pills(key="tags_b").set_value(["accurate"])
-    at.text_area(key="comment").input("B 👍 <b>not bold</b> '; DROP TABLE votes; --")
+    at.segmented_control(key=feedback_key(at, "winner")).set_value("b")
+    at.feedback(key=feedback_key(at, "stars_a")).set_value(1)  # st.feedback counts from 0: two stars
+    at.feedback(key=feedback_key(at, "stars_b")).set_value(4)
+    at.pills(key=feedback_key(at, "tags_a")).set_value(["too_verbose", "wrong_facts"])
+    at.pills(key=feedback_key(at, "tags_b")).set_value(["accurate"])
+    at.text_area(key=feedback_key(at, "comment")).input("B 👍 <b>not bold</b> '; DROP TABLE votes; --")
     at.button(key="save_feedback").click().run()
     assert "Saved" in at.success[0].value
     at.button(key="save_feedback").click().run()  # a second click stores it once
@@ -203,8 +203,8 @@ def test_identical_answers_ask_for_one_rating_stored_as_identical(app_env: Setti
     assert not at.segmented_control
     at.button(key="save_feedback").click().run()
     assert "star" in at.warning[0].value  # one quality rating is asked for
-    at.feedback(key="stars_both").set_value(2)
-    at.pills(key="tags_both").set_value(["concise"])
+    at.feedback(key=feedback_key(at, "stars_both")).set_value(2)
+    at.pills(key=feedback_key(at, "tags_both")).set_value(["concise"])
     at.button(key="save_feedback").click().run()
     with session_scope(app_env.resolved_database_url) as session:
         vote = session.scalar(select(Vote))
@@ -218,17 +218,17 @@ def test_feedback_is_editable_until_the_next_prompt_then_final(app_env: Settings
     at = comparing(app_env, OPEN_PROMPTS[0], threshold=ALWAYS)
     at.button(key="save_feedback").click().run()
     assert "Pick which answer is better" in at.warning[0].value
-    at.segmented_control(key="winner").set_value("a")
+    at.segmented_control(key=feedback_key(at, "winner")).set_value("a")
     at.button(key="save_feedback").click().run()
-    at.segmented_control(key="winner").set_value("tie")
-    at.text_area(key="comment").input("changed my mind")
+    at.segmented_control(key=feedback_key(at, "winner")).set_value("tie")
+    at.text_area(key=feedback_key(at, "comment")).input("changed my mind")
     at.button(key="save_feedback").click().run()
     assert "Update feedback" == at.button(key="save_feedback").label
     with session_scope(app_env.resolved_database_url) as session:
         vote = session.scalar(select(Vote))
         assert (vote.winner, vote.comment, vote.final) == ("tie", "changed my mind", False)
     ask(at, OPEN_PROMPTS[1])
-    assert at.segmented_control(key="winner").value is None  # a fresh form for the new round
+    assert at.segmented_control(key=feedback_key(at, "winner")).value is None  # a fresh form for the new round
     assert at.button(key="save_feedback").label == "Save feedback"
     with session_scope(app_env.resolved_database_url) as session:
         assert session.scalar(select(Vote.final))
@@ -298,8 +298,8 @@ def test_turn_limit_and_rate_limit_get_clear_messages(app_env: Settings, monkeyp
 
 def test_overlong_comment_is_refused_and_nothing_is_stored(app_env: Settings) -> None:
     at = comparing(app_env, "Hi", threshold=NEVER)
-    at.feedback(key="stars_both").set_value(3)
-    at.text_area(key="comment").input("x" * 2001)
+    at.feedback(key=feedback_key(at, "stars_both")).set_value(3)
+    at.text_area(key=feedback_key(at, "comment")).input("x" * 2001)
     at.button(key="save_feedback").click().run()
     assert "limit is 2,000" in at.error[0].value
     assert count(app_env, Vote) == 0
@@ -321,8 +321,8 @@ def test_event_language_and_attendee_switch(app_env: Settings) -> None:
 
 def test_feedback_is_kept_while_the_database_is_down_and_saved_once_it_is_back(app_env: Settings) -> None:
     at = comparing(app_env, "Hi there", threshold=NEVER)
-    at.feedback(key="stars_both").set_value(4)
-    at.text_area(key="comment").input("kept through the outage")
+    at.feedback(key=feedback_key(at, "stars_both")).set_value(4)
+    at.text_area(key=feedback_key(at, "comment")).input("kept through the outage")
     url = app_env.resolved_database_url
     with database_unavailable(url):
         at.button(key="save_feedback").click().run()
@@ -345,7 +345,7 @@ def test_feedback_is_kept_while_the_database_is_down_and_saved_once_it_is_back(a
 
 def test_kept_feedback_is_saved_before_the_next_prompt_closes_the_round(app_env: Settings) -> None:
     at = comparing(app_env, "Hi there", threshold=NEVER)
-    at.feedback(key="stars_both").set_value(0)
+    at.feedback(key=feedback_key(at, "stars_both")).set_value(0)
     with database_unavailable(app_env.resolved_database_url):
         at.button(key="save_feedback").click().run()
     ask(at, "Next question")

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from db.models import Answer, Conversation, Participant, Turn, Vote
 from db.session import session_scope
 from playground.settings import Settings
-from tests.conftest import streamlit_app
+from tests.conftest import RUN_DONE, streamlit_app
 from tests.factories import make_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -81,12 +81,13 @@ def test_a_whole_comparison_in_the_browser_lands_in_the_database(
     page.get_by_role("button", name="Save feedback").wait_for(timeout=LONG)
     _assert_panes_differ(page, app_env.resolved_database_url)
 
+    page.locator(RUN_DONE).wait_for(timeout=LONG)  # round 1's feedback widgets are gone
     page.screenshot(path=shots / "answers.png", full_page=True)
-    page.locator(".st-key-winner").get_by_text("A is better").click()
-    page.locator(".st-key-tags_a").get_by_text("Accurate").click()
-    page.locator(".st-key-tags_b").get_by_text("Too verbose").click()
-    page.locator(".st-key-comment textarea").fill("A was clearer — merci ✨")
-    page.locator(".st-key-comment textarea").press("Control+Enter")
+    page.locator("[class*='st-key-winner_']").get_by_text("A is better").click()
+    page.locator("[class*='st-key-tags_a_']").get_by_text("Accurate").click()
+    page.locator("[class*='st-key-tags_b_']").get_by_text("Too verbose").click()
+    page.locator("[class*='st-key-comment_'] textarea").fill("A was clearer — merci ✨")
+    page.locator("[class*='st-key-comment_'] textarea").press("Control+Enter")
     page.screenshot(path=shots / "feedback.png", full_page=True)
     save = page.get_by_role("button", name="Save feedback")
     save.click()

@@ -18,7 +18,7 @@ from feedback.demo_data import generate
 from feedback.export import ExportFilters
 from feedback.report import build_report
 from playground.settings import Settings
-from tests.conftest import ROOT, streamlit_app
+from tests.conftest import ROOT, RUN_DONE, streamlit_app
 from tests.organizer_data import Round, add_rounds
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -165,14 +165,15 @@ def _turn_to_reveal(page, shots: Path, width: str):  # noqa: ANN001, ANN202
     chat.fill(PROMPT)
     chat.press("Enter")
     page.get_by_role("button", name="Save feedback").wait_for(timeout=LONG)
+    page.locator(RUN_DONE).wait_for(timeout=LONG)
     _pills_fit(page, "[class*='st-key-tags_']")
     page.screenshot(path=shots / f"{width}-feedback.png", full_page=True)
-    if page.locator(".st-key-winner").count():  # the panes differ (the cloud answered)
-        page.locator(".st-key-winner").get_by_text("B is better").click()
-    else:  # identical panes (the cloud call failed): rate the one answer
-        page.locator(".st-key-stars_both").get_by_role("radio", name="4 out of 5 stars").click()  # st.feedback
-    page.locator(".st-key-comment textarea").fill(COMMENT)
-    page.locator(".st-key-comment textarea").press("Control+Enter")
+    if page.locator("[class*='st-key-winner_']").count():  # the panes differ (the cloud answered)
+        page.locator("[class*='st-key-winner_']").get_by_text("B is better").click()
+    else:  # identical panes (the cloud call failed): rate the one answer (st.feedback's stars are radios)
+        page.locator("[class*='st-key-stars_both_']").get_by_role("radio", name="4 out of 5 stars").click()
+    page.locator("[class*='st-key-comment_'] textarea").fill(COMMENT)
+    page.locator("[class*='st-key-comment_'] textarea").press("Control+Enter")
     page.get_by_role("button", name="Save feedback").click()
     page.get_by_role("button", name="Reveal which side had handoff").click()
     page.get_by_text("The reveal").wait_for(timeout=WAIT)

@@ -30,7 +30,7 @@ from feedback.votes import PaneRating, VoteSubmission, save_vote
 from playground.handoff.self_handoff import parse_handoff_call
 from playground.i18n import Translator
 from playground.settings import get_settings
-from tests.conftest import MODEL_CACHE, ROOT, _postgres_database
+from tests.conftest import MODEL_CACHE, ROOT, _postgres_database, feedback_key
 from tests.submit_worker import turn_record
 
 pytestmark = pytest.mark.reliability
@@ -249,8 +249,8 @@ def test_hostile_comment_on_the_attendee_page(pages: Pages, kind: str, text: str
     if not at.feedback:  # a round to comment on
         at.button(key="new_comparison").click().run()
         at.chat_input(key="prompt").set_value("Say hi.").run()
-    at.feedback(key="stars_both").set_value(3)
-    at.text_area(key="comment").input(text)
+    at.feedback(key=feedback_key(at, "stars_both")).set_value(3)
+    at.text_area(key=feedback_key(at, "comment")).input(text)
     next(b for b in at.button if b.key == "save_feedback").click().run()
     with session_scope(pages.url) as session:
         latest = session.scalar(select(Vote).order_by(Vote.updated_at.desc()).limit(1))

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from playground.engine.model_store import resolve_model
 from playground.settings import Settings, get_settings
-from tests.conftest import MODEL_CACHE, ROOT, settings_from_env
+from tests.conftest import MODEL_CACHE, ROOT, feedback_key, settings_from_env
 from tests.test_hostile_input import run_cli
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -111,11 +111,11 @@ def test_no_secret_reaches_the_database_logs_exports_report_or_pages(secret_env:
         attendee.button(key="consent_accept").click().run()
         attendee.chat_input(key="prompt").set_value("Name a colour.").run()
         assert not attendee.exception, attendee.exception
-        if any(w.key == "winner" for w in attendee.segmented_control):
-            attendee.segmented_control(key="winner").set_value("a")
+        if attendee.segmented_control:  # the panes differ: the pairwise vote
+            attendee.segmented_control(key=feedback_key(attendee, "winner")).set_value("a")
         else:  # the two answers came out identical: one rating for both
-            attendee.feedback(key="stars_both").set_value(3)
-        attendee.text_area(key="comment").input("fine")
+            attendee.feedback(key=feedback_key(attendee, "stars_both")).set_value(3)
+        attendee.text_area(key=feedback_key(attendee, "comment")).input("fine")
         next(b for b in attendee.button if b.key == "save_feedback").click().run()
         attendee.button(key="reveal").click().run()
         assert not attendee.exception, attendee.exception

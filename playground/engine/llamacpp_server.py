@@ -14,6 +14,8 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -82,3 +84,20 @@ def start_llama_server(
     except ServerDidNotStart as failed:
         tail = failed.tail
     raise LlamaServerFailed(f"llama.cpp's server did not start at {settings.local_base_url}:\n{tail}") from None
+
+
+@contextmanager
+def llama_server_running(
+    settings: Settings, log_path: Path, *, logprobs: bool = True, timeout_s: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``start_llama_server`` for the length of a block (a benchmark leg, a test), stopped when it ends."""
+    process = start_llama_server(settings, log_path, logprobs=logprobs, timeout_s=timeout_s)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -45,7 +45,6 @@ settings = get_settings()
 url = settings.resolved_database_url
 state = st.session_state
 CATEGORIES = ("coding", "reasoning", "math", "writing", "extraction", "stem", "humanities", "roleplay")
-FEEDBACK_KEYS = ("winner", "comment", *(f"{kind}_{p}" for kind in ("stars", "tags") for p in (*PANES, BOTH)))
 
 if not state.get("schema_checked"):  # once per tab: a later outage must not hide kept feedback
     try:
@@ -246,8 +245,6 @@ if toolbar.button(t("prompt.new"), key="new_comparison", help=t("prompt.new_help
     except DatabaseUnavailable:
         pass  # the votes stay editable in the database; nothing is lost
     state.comparison = BlindComparison()
-    for key in FEEDBACK_KEYS:
-        state.pop(key, None)
     st.rerun()
 if comparison.turns:
     counter.caption(t("prompt.turn_counter", turn=len(comparison.turns), max_turns=settings.max_turns))
@@ -271,8 +268,6 @@ if prompt is not None and not running:
     try:
         runner = start_turn(url, settings, event, state.participant_id, comparison, prompt, category)
         running = True
-        for key in FEEDBACK_KEYS:
-            state.pop(key, None)
     except FeedbackRejected as error:
         st.error(t.error(error))
     except DatabaseUnavailable as error:
@@ -349,6 +344,7 @@ def _submit(submission) -> None:  # noqa: ANN001 - a VoteSubmission
 latest = comparison.latest
 if latest is not None and not comparison.revealed:
     panes_rated = (BOTH,) if comparison.identical else PANES
+    key = comparison.feedback_key  # one set of widgets per round (see BlindComparison.feedback_key)
 
     def _tag_label(tag: str) -> str:
         return ("👍 " if tag in event.like_tags else "👎 ") + inert(t.label("tags", tag))
@@ -359,29 +355,29 @@ if latest is not None and not comparison.revealed:
             if pane == BOTH:
                 st.info(t("feedback.identical"))
             st.caption(t("feedback.stars_both") if pane == BOTH else t("feedback.stars", pane=pane.upper()))
-            st.feedback("stars", key=f"stars_{pane}")
+            st.feedback("stars", key=key(f"stars_{pane}"))
             st.pills(
                 t("feedback.tags_both") if pane == BOTH else t("feedback.tags", pane=pane.upper()),
                 event.tags,
                 selection_mode="multi",
                 format_func=_tag_label,
-                key=f"tags_{pane}",
+                key=key(f"tags_{pane}"),
             )
     st.subheader(t("feedback.heading"))
     if not comparison.identical:
         st.segmented_control(
-            t("feedback.which"), PAIRWISE_WINNERS, format_func=lambda c: t(f"feedback.{c}"), key="winner"
+            t("feedback.which"), PAIRWISE_WINNERS, format_func=lambda c: t(f"feedback.{c}"), key=key("winner")
         )
     st.text_area(
-        t("feedback.comment"), key="comment", help=t("feedback.comment_help", max_chars=settings.max_comment_chars)
+        t("feedback.comment"), key=key("comment"), help=t("feedback.comment_help", max_chars=settings.max_comment_chars)
     )
     label = t("feedback.update") if comparison.saved else t("feedback.save")
     if st.button(label, type="primary", key="save_feedback"):
-        winner = "identical" if comparison.identical else state.get("winner")
+        winner = "identical" if comparison.identical else state.get(key("winner"))
         ratings = {
             pane: PaneRating(
-                None if state.get(f"stars_{pane}") is None else state[f"stars_{pane}"] + 1,
-                list(state.get(f"tags_{pane}") or []),
+                None if state.get(key(f"stars_{pane}")) is None else state[key(f"stars_{pane}")] + 1,
+                list(state.get(key(f"tags_{pane}")) or []),
             )
             for pane in panes_rated
         }
@@ -390,7 +386,7 @@ if latest is not None and not comparison.revealed:
         elif winner == "identical" and ratings[BOTH].stars is None:
             st.warning(t("feedback.nothing"))
         else:
-            _submit(comparison.submission(winner, state.get("comment"), ratings))
+            _submit(comparison.submission(winner, state.get(key("comment")), ratings))
     elif comparison.pending is not None:
         _submit(comparison.pending)  # kept feedback is retried on every rerun until it is saved
     if comparison.pending is not None:
