@@ -111,6 +111,10 @@ def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin: Settings, 
         "HANDOFF_MAX_NEW_TOKENS": "24",
         "HANDOFF_CLOUD_TIMEOUT_S": "300",
         "HANDOFF_CONFIG": str(tmp_path / "none.toml"),
+        # every fresh database numbers its participants from 1, and the in-memory cloud-call limiter lives
+        # as long as the test process: a prefix per test keeps one test's calls from counting in the next
+        # (a quiet full run made >10 calls a minute for "participant 1" and the budget test saw rate_limit)
+        "HANDOFF_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
     }
     yield from settings_from_env(monkeypatch, env)
 
