@@ -350,8 +350,6 @@ def run(targets: list[Target], rates: tuple[float, ...], attendees: int, replica
                 except Exception as error:  # noqa: BLE001 - a MISS naming the failure; the other leg still runs
                     traceback.print_exc()
                     targets.append(Target(f"hall[{engine}]: ran to the end ({type(error).__name__}: {error})", 0, 1))
-            if "local_engine" not in Settings.model_fields:
-                targets.append(Target("hall[llama.cpp server]: measured (engine not on main yet)", 0, 1))
         finally:
             standin.terminate()
             standin.wait(timeout=30)
