@@ -150,7 +150,6 @@ def vote_rows(
             built[name] = pd.Series(np.concatenate(chunks))
         else:
             built[name] = pd.concat(chunks, ignore_index=True)
-        del chunks
     empty = {name: [] for column in columns for name in _expanded(column, style_features)}
     frame = pd.DataFrame(built or empty, copy=False)  # the columns as built: no second, consolidated copy
     if "handed_off" in frame:

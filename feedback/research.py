@@ -26,20 +26,7 @@ from feedback import stats
 from feedback.embeddings import Embed
 from feedback.export.dataset import ExportFilters, conversation_query
 from feedback.redaction import redact
-from feedback.vote_flags import (  # noqa: F401  (the flags' definitions live there; exports import them alone)
-    BURST_SECONDS,
-    BURST_VOTES,
-    FLAG_COLUMNS,
-    MIN_PANE_VOTES_SAME_SIDE,
-    MIN_VOTES_FAST,
-    NEAR_DUPLICATE,
-    READ_FLOOR_MS,
-    READ_MS_PER_TOKEN,
-    SAME_SIDE_SHARE,
-    duplicate_votes,
-    flag_lookup,
-    quality_flags,
-)
+from feedback.vote_flags import quality_flags
 
 FILTERS = ("too_fast", "flagged_participant", "reveals_origin", "duplicate")
 

@@ -315,8 +315,9 @@ def cluster_ratio_ci(
     column order of ``draws`` (see ``participant_draws``); a win rate is the ratio of wins to decided.
     """
     numerator, denominator = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
-    num = np.concatenate([block @ numerator for block in draws.blocks()])
-    den = np.concatenate([block @ denominator for block in draws.blocks()])
+    sums = [(block @ numerator, block @ denominator) for block in draws.blocks()]  # the draws made once
+    num = np.concatenate([n for n, _ in sums])
+    den = np.concatenate([d for _, d in sums])
     with np.errstate(invalid="ignore", divide="ignore"):
         return percentile_ci(np.where(den > 0, num / np.where(den > 0, den, 1), np.nan), level)
 

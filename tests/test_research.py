@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from db.models import Participant
 from db.session import session_scope
-from feedback import research
+from feedback import research, vote_flags
 from feedback.demo_data import PLANTED_JUDGE, Plant, generate
 from feedback.export import ExportFilters
 
@@ -34,7 +34,7 @@ def test_style_control_removes_a_planted_length_preference(sqlite_url: str) -> N
 def test_planted_bots_are_flagged_with_precision_and_recall_of_at_least_0_9(sqlite_url: str) -> None:
     generate(sqlite_url, 3000, seed=22, plant=Plant(bots=0.1))
     votes, _ = _votes(sqlite_url)
-    flags = research.quality_flags(votes)
+    flags = vote_flags.quality_flags(votes)
     flagged = set(votes.loc[flags["flagged_participant"], "participant_id"])
     with session_scope(sqlite_url) as session:
         bots = {p.id for p in session.scalars(select(Participant)) if (p.profile or {}).get("planted") == "bot"}
@@ -74,13 +74,13 @@ def test_agreement_of_a_planted_judge_equals_its_known_value(sqlite_url: str) ->
 def test_repeated_prompts_are_flagged_once_seen_exactly_or_nearly(sqlite_url: str) -> None:
     generate(sqlite_url, 600, seed=25, plant=Plant(duplicates=0.5))
     votes, _ = _votes(sqlite_url)
-    exact = research.duplicate_votes(votes, None)
+    exact = vote_flags.duplicate_votes(votes, None)
     assert exact.any()
     first_prompts = (
         votes.loc[~exact].groupby("participant_id")["prompt"].apply(lambda p: p.str.lower().duplicated().any())
     )
     assert not first_prompts.any()
-    near = research.duplicate_votes(votes, lambda texts: _bag_of_words(texts))
+    near = vote_flags.duplicate_votes(votes, lambda texts: _bag_of_words(texts))
     assert near.sum() >= exact.sum()
 
 

@@ -259,7 +259,7 @@ def iter_conversations(
     """Yield batches of fully loaded conversations (turns, answers, decisions, visible votes, ratings).
 
     ``signals=False`` leaves each decision's stored signals empty ({}), for formats that never show them;
-    ``flag_of`` gives each vote's quality flags (``feedback.research.flag_lookup``).
+    ``flag_of`` gives each vote's quality flags (``feedback.vote_flags.flag_lookup``).
     """
     engine = get_engine(url)
     clean = _Cleaner(tally, redact_pii)

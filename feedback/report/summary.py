@@ -7,7 +7,6 @@ module turns its rows into segments, confidence intervals, a leaderboard and "wh
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -89,26 +88,25 @@ def _leaderboard(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, An
     if battles.empty:
         return {"participants": 0, "arms": []}
     counted = battles.groupby(keys, dropna=False).size().reset_index(name="n")
-    # a million votes make ~a million (participant, setup, verdict) rows: name the arms once per distinct
-    # setup (policy, threshold, model) and panes once per (side, verdict), then index, instead of per row
-    setup = counted.groupby(["policy", "threshold", "model_off"], dropna=False, sort=False).ngroup().to_numpy()
-    shown = counted.groupby(["handoff_side", "winner_arm"], dropna=False, sort=False).ngroup().to_numpy()
-    names = {}
-    for code, at in zip(*np.unique(setup, return_index=True), strict=True):
+    # a million votes make ~a million (participant, setup, verdict) rows: name the arms and the winner once per
+    # distinct (policy, threshold, model, side, verdict), then index, instead of per row
+    combo = counted.groupby(keys[1:], dropna=False, sort=False).ngroup().to_numpy()
+    codes, first = np.unique(combo, return_index=True)
+    labels = np.empty((len(codes), 3), dtype=object)  # model_a, model_b, winner per combination
+    for code, at in zip(codes, first, strict=True):
         row = counted.iloc[at]
         policy = row.policy if isinstance(row.policy, str) and row.policy else None
-        names[code] = arm_names(row.model_off if isinstance(row.model_off, str) else None, policy, row.threshold)
-    panes = {}
-    for code, at in zip(*np.unique(shown, return_index=True), strict=True):
-        side, verdict = counted.handoff_side.iloc[at], counted.winner_arm.iloc[at]
-        winner = f"model_{winner_pane(verdict, side)}" if verdict in DECIDED else "tie"
-        panes[code] = (*(arm_of(pane, side) for pane in PANES), winner)
+        names = arm_names(row.model_off if isinstance(row.model_off, str) else None, policy, row.threshold)
+        a, b = (arm_of(pane, row.handoff_side) for pane in PANES)
+        winner = f"model_{winner_pane(row.winner_arm, row.handoff_side)}" if row.winner_arm in DECIDED else "tie"
+        labels[code] = (names[a], names[b], winner)
     grouped = pd.DataFrame(
         {
             "participant": counted["participant_id"].to_numpy(),
-            "model_a": _pick(setup, shown, lambda s, v: names[s][panes[v][0]]),
-            "model_b": _pick(setup, shown, lambda s, v: names[s][panes[v][1]]),
-            "winner": _pick(setup, shown, lambda s, v: panes[v][2]),
+            **{
+                name: pd.Series(labels[combo, i], dtype="str")
+                for i, name in enumerate(("model_a", "model_b", "winner"))
+            },
             "n": counted["n"].to_numpy(),
         }
     )
@@ -127,12 +125,6 @@ def _leaderboard(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, An
             for arm, rating in ratings.items()
         ],
     }
-
-
-def _pick(setup: np.ndarray, shown: np.ndarray, value: Callable[[int, int], str]) -> pd.Series:
-    """``value(setup, shown)`` for every row, computed once per distinct pair of codes."""
-    pairs, inverse = np.unique(np.column_stack([setup, shown]), axis=0, return_inverse=True)
-    return pd.Series(np.asarray([value(s, v) for s, v in pairs], dtype=object)[inverse.reshape(-1)], dtype="str")
 
 
 def _leaderboard_fields(board: dict[str, Any]) -> dict[str, Any]:
