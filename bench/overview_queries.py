@@ -2,14 +2,15 @@
 
     python -m bench.overview_queries [--votes 1000000] [--only sqlite|postgresql] [--url URL ...]
 
-Loads seeded demo data (``feedback.demo_data.generate``) into a fresh database of each kind (or
-measures the already filled, migrated databases given with ``--url``), then times one full overview
-refresh (every aggregate of the live page, read from the rollups ``db.rollups`` keeps on write) for
-all events, one region and one event, and the region comparison; each is the median of
-``--repeats`` warm runs. Side by side, once each: the same refresh computed from the rows (the
-overview before the rollups) and each of its queries alone (the profile that chose what to roll up). The targets: a refresh must finish well inside the page's auto-refresh interval
-(``organizer_refresh_s``, 5 s): one event ≤ 1 s, all events ≤ 5 s. PostgreSQL: a database of its
-own on 127.0.0.1:5432 (``TEST_POSTGRES_URL`` overrides the admin URL), dropped at the end.
+Reads the cached seed-0 demo database of each kind (``bench.common.demo_database``: generated once
+per schema head and kept, like the exports' ones; or the filled, migrated databases given with
+``--url``), then times one full overview refresh (every aggregate of the live page, read from the
+rollups ``db.rollups`` keeps on write) for all events, one region and one event, and the region
+comparison; each is the median of ``--repeats`` warm runs. Side by side, once each: the same refresh
+computed from the rows (the overview before the rollups) and each of its queries alone (the profile
+that chose what to roll up). The targets: a refresh must finish well inside the page's auto-refresh
+interval (``organizer_refresh_s``, 5 s): one event ≤ 1 s, all events ≤ 5 s. PostgreSQL: the demo
+database ``hp_bench_demo_...`` on 127.0.0.1:5432 (``TEST_POSTGRES_URL`` overrides the admin URL).
 """
 
 from __future__ import annotations
@@ -23,18 +24,13 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select, text
 
-from bench.common import Target, report
-from bench.votes import postgres_database, sqlite_database
+from bench.common import Target, demo_database, report
 from db import analytics
 from db import session as db_session
 from db.models import Event, Vote
-from feedback.demo_data import generate
 
 ONE_EVENT_TARGET_S = 1.0
 ALL_EVENTS_TARGET_S = 5.0
-
-
-DATABASES = {"sqlite": sqlite_database, "postgresql": postgres_database}  # both migrated, removed after
 
 
 def _median_s(url: str, work: Callable, repeats: int) -> float:
@@ -55,12 +51,11 @@ def _same(rows: analytics.Overview, rolled: analytics.Overview) -> bool:
 
 
 def measure(kind: str, votes: int, repeats: int) -> list[Target]:
-    """Load ``votes`` demo votes into a fresh database of this kind and time the overview on it."""
-    with DATABASES[kind]() as url:
-        start = time.perf_counter()
-        written = generate(url, votes, seed=0)
-        print(f"[{kind}] loaded {written:,} votes in {time.perf_counter() - start:.0f} s", flush=True)
-        return measure_url(url, repeats)
+    """Time the overview on the cached demo database of this kind (generated on first use: ~30 min at 1M)."""
+    start = time.perf_counter()
+    url = demo_database(kind, votes, seed=0)
+    print(f"[{kind}] {votes:,} demo votes ready in {time.perf_counter() - start:.0f} s", flush=True)
+    return measure_url(url, repeats)
 
 
 def measure_url(url: str, repeats: int) -> list[Target]:
