@@ -314,6 +314,19 @@ def replica_env(url: str, standin_port: int, new_tokens: int, **extra: str) -> d
     }
 
 
+def forget_rate_limits(env: dict[str, str]) -> int:
+    """Delete the Redis keys a hall counted cloud calls under (its own prefix), so runs leave nothing
+    behind on a shared Redis; returns how many there were."""
+    import redis
+
+    client = redis.Redis.from_url(env["HANDOFF_RATE_LIMIT_STORAGE"])
+    try:
+        keys = list(client.scan_iter(match=f"*{env['HANDOFF_RATE_LIMIT_PREFIX']}*"))
+        return client.delete(*keys) if keys else 0
+    finally:
+        client.close()
+
+
 def _event(url: str) -> None:
     from db.models import Event
     from db.session import session_scope
@@ -367,7 +380,8 @@ def _leg(
     prompts: list[dict],
 ) -> None:
     """One engine's run: replicas up, every arrival rate through them, their targets appended."""
-    hall = Hall(engine, replica_env(url, port, NEW_TOKENS, **extra), replicas)
+    env = replica_env(url, port, NEW_TOKENS, **extra)
+    hall = Hall(engine, env, replicas)
     levels: list[Level] = []
     try:
         for n, rate in enumerate(sorted(rates)):
@@ -375,6 +389,7 @@ def _leg(
             targets += _level_targets(engine, levels[-1])  # kept even if a later rate crashes
     finally:
         hall.close()
+        forget_rate_limits(env)
         targets.append(_capacity(engine, levels))
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bench.hall import engine_server, replica_env
+from bench.hall import engine_server, forget_rate_limits, replica_env
 from db import session as db_session
 from db.models import Answer, Conversation, HandoffDecision, Participant, Turn, TurnSlot, Vote
 from db.session import session_scope
@@ -90,6 +90,7 @@ def hall(standin: Settings, tmp_path: Path) -> Iterator[Hall]:
             "HANDOFF_CLOUD_RATE_LIMIT": f"{CLOUD_CALLS}/hour",
             "HANDOFF_MAX_RUNNING_TURNS_PER_EVENT": str(CAP),
         }
+        stack.callback(forget_rate_limits, env)  # the shared Redis keeps nothing of this hall
         handoff = str(Path(sys.executable).with_name("handoff"))
         replicas = []
         for number in (1, 2):
