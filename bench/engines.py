@@ -2,7 +2,7 @@
 
     python -m bench.engines                                  # transformers, llamacpp in process, openai on llama.cpp's server
     python -m bench.engines --new-tokens 32                  # shorter answers (a quick look)
-    python -m bench.engines --sessions 1,2,4,8,16,32 --dtypes bfloat16,float32 --engines transformers,llamacpp
+    python -m bench.engines --sessions 1,4,16 --dtypes bfloat16,float32 --engines transformers,llamacpp
 
 For each engine (``HANDOFF_LOCAL_ENGINE``; transformers once per ``--dtypes``): one stream (tokens/s
 counted from submit to the last token, so prefill is included, and time to first token), then each
@@ -34,7 +34,6 @@ from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed
 from playground.settings import Settings
 
 SINGLE_PROMPTS = 4
-CONCURRENCY = (4, 16)
 POISSON_SESSIONS = 16
 
 
@@ -165,7 +164,9 @@ def table(results: dict[str, dict[int, Figures]], sessions: tuple[int, ...]) -> 
 def main(argv: list[str] | None = None) -> list[Target]:
     parser = argparse.ArgumentParser(prog="python -m bench.engines", description=__doc__.split("\n\n")[0])
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens per answer (default 64)")
-    parser.add_argument("--sessions", default="1,4,16", help="session counts at once (default 1,4,16; 1 = one stream)")
+    parser.add_argument(
+        "--sessions", default="1,2,4,8,16,32", help="session counts at once (default 1,2,4,8,16,32: issue 11's table)"
+    )
     parser.add_argument("--dtypes", default="auto", help="transformers dtypes, comma-separated (default auto)")
     parser.add_argument("--engines", default="transformers,llamacpp,openai", help="engines, comma-separated")
     parser.add_argument(
