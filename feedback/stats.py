@@ -8,6 +8,7 @@ L-BFGS on the logistic loss; the bootstrap reweights the same matchups with mult
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -263,7 +264,9 @@ class ParticipantDraws:
     Votes of one participant are not independent (people differ in taste and habits), so every
     interval resamples whole participants; the same draws serve every estimate of one report. The rows
     are generated a block at a time as they are read, the same rows each time: the whole matrix of a
-    million-vote event (200 rounds x hundreds of thousands of people) would take gigabytes.
+    million-vote event (200 rounds x hundreds of thousands of people) would take gigabytes as floats.
+    The last few matrices read are kept as one byte a count (``_DrawCache``): several estimates of one
+    report resample the same participants, and ``rng.multinomial`` over 300,000 people costs seconds a pass.
     """
 
     groups: int
@@ -281,13 +284,64 @@ class ParticipantDraws:
     def blocks(self) -> Iterator[np.ndarray]:
         """The rows in blocks of up to ``block`` rounds (``rng.multinomial`` draws row after row, so the
         blocks hold exactly the rows one ``size=rounds`` call gives)."""
-        rng = np.random.default_rng(self.seed)
         if self.groups == 0:
             yield np.zeros((self.rounds, 0))
             return
+        counts = _DRAWS.get(self)
+        if counts is not None:
+            for start in range(0, self.rounds, self.block):
+                yield counts[start : start + self.block].astype(np.float64)
+            return
+        kept = np.empty((self.rounds, self.groups), dtype=np.uint8)
+        for start, block in zip(range(0, self.rounds, self.block), self._generate(), strict=True):
+            if kept is not None and block.max(initial=0) > np.iinfo(np.uint8).max:
+                kept = None  # never in practice (a count is ~Poisson(1)); then simply not kept
+            if kept is not None:
+                kept[start : start + len(block)] = block
+            yield block.astype(np.float64)
+        if kept is not None:
+            _DRAWS.put(self, kept)
+
+    def _generate(self) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(self.seed)
         chances = np.full(self.groups, 1.0 / self.groups)
         for start in range(0, self.rounds, self.block):
-            yield rng.multinomial(self.groups, chances, size=min(self.block, self.rounds - start)).astype(np.float64)
+            yield rng.multinomial(self.groups, chances, size=min(self.block, self.rounds - start))
+
+
+class _DrawCache:
+    """The most recently read draw matrices (one byte a count), at most ``entries`` and ``limit`` bytes."""
+
+    def __init__(self, entries: int = 2, limit: int = 64 << 20) -> None:
+        self.entries, self.limit = entries, limit
+        self.kept: dict[tuple[int, int, int, int], np.ndarray] = {}
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _key(draws: ParticipantDraws) -> tuple[int, int, int, int]:
+        return draws.groups, draws.rounds, draws.seed, draws.block
+
+    def get(self, draws: ParticipantDraws) -> np.ndarray | None:
+        with self.lock:
+            counts = self.kept.pop(self._key(draws), None)
+            if counts is not None:
+                self.kept[self._key(draws)] = counts  # most recent last
+            return counts
+
+    def put(self, draws: ParticipantDraws, counts: np.ndarray) -> None:
+        if counts.nbytes > self.limit:
+            return
+        with self.lock:
+            self.kept[self._key(draws)] = counts
+            while len(self.kept) > self.entries or sum(c.nbytes for c in self.kept.values()) > self.limit:
+                del self.kept[next(iter(self.kept))]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.kept.clear()
+
+
+_DRAWS = _DrawCache()
 
 
 def participant_draws(groups: int, *, rounds: int, seed: int) -> ParticipantDraws:
@@ -448,6 +502,53 @@ def fit_contextual_bt(
     return result.x
 
 
+def _contextual_design(matchups: np.ndarray, features: np.ndarray, n_models: int, alpha: float) -> np.ndarray:
+    """The contextual Bradley-Terry fit as a logistic regression: logit = design @ params."""
+    rows = np.arange(len(matchups))
+    design = np.zeros((len(matchups), n_models + features.shape[1]))
+    design[rows, matchups[:, 0]] += alpha
+    design[rows, matchups[:, 1]] -= alpha
+    design[:, n_models:] = features
+    return design
+
+
+def fit_contextual_bt_newton(
+    design: np.ndarray,
+    outcomes: np.ndarray,
+    weights: np.ndarray,
+    start: np.ndarray,
+    *,
+    reg: float = 0.5,
+    tol: float = 1e-10,
+    maxiter: int = 50,
+    chunk: int = 1 << 16,
+) -> np.ndarray | None:
+    """The same penalised likelihood as ``fit_contextual_bt`` (without its 1e-12 guard inside the logs),
+    minimised by Newton's method with the exact gradient and Hessian from ``start``.
+
+    For bootstrap rounds started at the point estimate it converges in about three steps (quadratically:
+    it stops when no parameter moves more than ``tol``), where L-BFGS from zero needs tens of loss
+    evaluations. None when it does not converge (the caller then falls back to L-BFGS)."""
+    params = np.asarray(start, dtype=np.float64).copy()
+    k = len(params)
+    for _ in range(maxiter):
+        grad = reg * params
+        hess = reg * np.eye(k)
+        for at in range(0, len(outcomes), chunk):  # bounded temporaries, whatever the number of votes
+            z, w = design[at : at + chunk], weights[at : at + chunk]
+            probs = expit(z @ params)
+            grad -= z.T @ (w * (outcomes[at : at + chunk] - probs))
+            hess += z.T @ (z * (w * probs * (1 - probs))[:, None])
+        step = np.linalg.solve(hess, grad)
+        if not np.all(np.isfinite(step)):
+            return None
+        largest = float(np.abs(step).max(initial=0.0))
+        params -= step if largest <= 1.0 else step / largest  # at most one logit unit a step, far from the optimum
+        if largest <= tol:
+            return params
+    return None
+
+
 def handoff_effect(
     on_is_a: np.ndarray,
     a_won: np.ndarray,
@@ -464,7 +565,10 @@ def handoff_effect(
     ``style_differences``) enter the fit as covariates, so the arm effect is the effect at equal
     features. Intervals resample participants. Returns the win probability, its CI, and the
     covariates' coefficients (logit per standard deviation) with CIs.
-    """
+
+    The point estimate is ``fit_contextual_bt`` (L-BFGS); each bootstrap round minimises the same
+    reweighted likelihood by Newton's method from the point estimate (``fit_contextual_bt_newton``),
+    over the distinct (matchup, features, outcome) rows with summed weights when there are few."""
     on_is_a = np.asarray(on_is_a, dtype=bool)
     matchups = np.where(on_is_a[:, None], [[0, 1]], [[1, 0]])  # 0 = handoff on, 1 = off
     outcomes = np.asarray(a_won, dtype=np.float64)
@@ -472,14 +576,29 @@ def handoff_effect(
     codes, people = pd.factorize(pd.Series(participant))
     alpha = math.log(10.0)
 
-    def fit(weights: np.ndarray | None) -> np.ndarray:
-        params = fit_contextual_bt(matchups, x, outcomes, 2, weights=weights, alpha=alpha)
+    def summary(params: np.ndarray) -> np.ndarray:
         return np.concatenate([[expit(alpha * (params[0] - params[1]))], params[2:]])
 
     draws = participant_draws(len(people), rounds=rounds, seed=seed)
     with single_threaded():
-        point = fit(None)
-        boot = np.array([fit(w[codes]) for w in draws]) if len(outcomes) else np.zeros((0, len(point)))
+        start = fit_contextual_bt(matchups, x, outcomes, 2, weights=None, alpha=alpha)
+        point = summary(start)
+        boot = np.zeros((0, len(point)))
+        if len(outcomes):
+            design = _contextual_design(matchups, x, 2, alpha)
+            rows, fold = _distinct_rows(np.column_stack([design, outcomes]))
+            if fold is not None:  # few distinct rows (no covariates: four): fit those, weights summed
+                design, fit_outcomes = np.ascontiguousarray(rows[:, :-1]), rows[:, -1].copy()
+            else:
+                fit_outcomes = outcomes
+            fits = []
+            for w in draws:
+                weights = w[codes] if fold is None else np.bincount(fold, weights=w[codes], minlength=len(rows))
+                params = fit_contextual_bt_newton(design, fit_outcomes, weights, start)
+                if params is None:  # not converged: the generic optimiser, as for the point estimate
+                    params = fit_contextual_bt(matchups, x, outcomes, 2, weights=w[codes], alpha=alpha)
+                fits.append(summary(params))
+            boot = np.array(fits)
     cis = [percentile_ci(boot[:, i], level) for i in range(len(point))]
     return {
         "win_probability": float(point[0]),
@@ -489,6 +608,17 @@ def handoff_effect(
         "decided": len(outcomes),
         "participants": len(people),
     }
+
+
+def _distinct_rows(rows: np.ndarray, most: float = 0.25) -> tuple[np.ndarray, np.ndarray | None]:
+    """The distinct rows and each row's index among them, when they are at most ``most`` of the rows
+    (otherwise the rows themselves and None): continuous covariates make nearly every row distinct."""
+    if rows.shape[1] > 3:  # the arms and the outcome alone: at most four distinct rows; with covariates, skip
+        return rows, None
+    distinct, fold = np.unique(rows, axis=0, return_inverse=True)
+    if len(distinct) > most * len(rows):
+        return rows, None
+    return distinct, fold.reshape(-1)
 
 
 def style_explained(raw: float, controlled: float) -> float | None:
@@ -644,6 +774,11 @@ def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) 
     group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1
     neg = np.bincount(group, weights=w * ~y)
     pos = np.bincount(group, weights=w * y)
+    return _auroc_from_groups(pos, neg)
+
+
+def _auroc_from_groups(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUROC from the positive and negative weight of each tie group, groups in ascending score order."""
     below = np.cumsum(neg) - neg  # negative weight strictly below each tie group
     total_pos, total_neg = pos.sum(), neg.sum()
     if total_pos == 0 or total_neg == 0:
@@ -654,11 +789,33 @@ def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) 
 def cluster_auroc(
     scores: np.ndarray, labels: np.ndarray, participant: np.ndarray, *, rounds: int, seed: int, level: float = 0.95
 ) -> dict[str, object]:
-    """AUROC of a score for a yes/no outcome, with a participant-bootstrap CI."""
+    """AUROC of a score for a yes/no outcome, with a participant-bootstrap CI.
+
+    The scores are sorted once: a round only reweights them, so it sums each tie group's positive and
+    negative weight (Mann-Whitney with weights) instead of sorting again. The weights are whole draw
+    counts, so every sum is an exact integer and each round's AUROC is the one ``weighted_auroc`` gives,
+    to the last bit."""
     codes, people = pd.factorize(pd.Series(participant))
     draws = participant_draws(len(people), rounds=rounds, seed=seed)
     point = weighted_auroc(scores, labels, np.ones(len(codes)))
-    boot = np.array([weighted_auroc(scores, labels, w[codes]) for w in draws]) if len(codes) else np.array([])
+    boot = np.array([])
+    if len(codes):
+        s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+        order = np.argsort(s, kind="mergesort")
+        s, y, sorted_codes = s[order], y[order], codes[order]
+        group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1
+        groups = int(group[-1]) + 1
+        pos_group, pos_codes = group[y], sorted_codes[y]
+        neg_group, neg_codes = group[~y], sorted_codes[~y]
+        boot = np.array(
+            [
+                _auroc_from_groups(
+                    np.bincount(pos_group, weights=w[pos_codes], minlength=groups),
+                    np.bincount(neg_group, weights=w[neg_codes], minlength=groups),
+                )
+                for w in draws
+            ]
+        )
     ci = percentile_ci(boot, level)
     return {
         "auroc": None if math.isnan(point) else point,

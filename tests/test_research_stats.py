@@ -4,6 +4,7 @@ calibration and RouteLLM's cost-quality metrics."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.special import expit, logit
 
@@ -127,3 +128,85 @@ def test_numbers_are_shown_to_the_precision_their_interval_supports() -> None:
     assert stats.shown(0.012345) == 0.0123
     assert stats.shown(7) == 7 and stats.shown(None) is None
     assert stats.shown_text(0.6953, (0.67, 0.72)) == "0.70" and stats.shown_text(1026.6, (1010.0, 1040.0)) == "1030"
+
+
+def _contextual_problem(rng: np.random.Generator, n: int, features: int):
+    on_is_a = rng.random(n) < 0.5
+    matchups = np.where(on_is_a[:, None], [[0, 1]], [[1, 0]])
+    x = rng.normal(0, 1, (n, features))
+    logits = np.where(on_is_a, 0.4, -0.4) + x @ rng.normal(0, 0.5, features)
+    outcomes = (rng.random(n) < expit(logits)).astype(float)
+    weights = rng.multinomial(n, np.full(n, 1 / n)).astype(float)  # a bootstrap round's counts
+    return matchups, x, outcomes, weights
+
+
+@pytest.mark.parametrize("features", [0, 1, 5])
+def test_newton_fit_of_the_contextual_bradley_terry_model_is_scipys_fit_to_tolerance(features: int) -> None:
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(features)
+    matchups, x, outcomes, weights = _contextual_problem(rng, 3000, features)
+    alpha = np.log(10.0)
+    design = stats._contextual_design(matchups, x, 2, alpha)
+    start = stats.fit_contextual_bt(matchups, x, outcomes, 2, alpha=alpha)  # the point estimate, unweighted
+    newton = stats.fit_contextual_bt_newton(design, outcomes, weights, start)
+    assert newton is not None
+    # scipy's L-BFGS on the same reweighted loss, run to a far tighter tolerance than the report's
+    tight = minimize(
+        stats._contextual_loss,
+        np.zeros(2 + features),
+        args=(2, matchups, x, outcomes, weights, alpha, 0.5),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 10_000, "gtol": 1e-11, "ftol": 1e-15},
+    ).x
+    np.testing.assert_allclose(newton, tight, atol=1e-6)
+    _, grad = stats._contextual_loss(newton, 2, matchups, x, outcomes, weights, alpha, 0.5)
+    assert np.abs(grad).max() < 1e-8  # the optimum (the report's L-BFGS stops at |grad| ~ 1e-2 on 4,000 votes)
+    # the report's own L-BFGS fit agrees to its tolerance
+    lbfgs = stats.fit_contextual_bt(matchups, x, outcomes, 2, weights=weights, alpha=alpha)
+    np.testing.assert_allclose(newton, lbfgs, atol=5e-3)
+
+
+def test_handoff_effect_bootstrap_without_covariates_fits_four_distinct_rows_like_every_vote() -> None:
+    rng = np.random.default_rng(11)
+    matchups, _, outcomes, _ = _contextual_problem(rng, 2000, 0)
+    on_is_a = matchups[:, 0] == 0
+    participant = rng.integers(0, 300, 2000)
+    folded = stats.handoff_effect(on_is_a, outcomes, participant, None, rounds=40, seed=3)
+    # the same rounds, each fitted over every vote with the participant's draw count as its weight
+    codes, people = pd.factorize(pd.Series(participant))
+    design = stats._contextual_design(matchups, np.zeros((2000, 0)), 2, np.log(10.0))
+    start = stats.fit_contextual_bt(matchups, np.zeros((2000, 0)), outcomes, 2)
+    probs = [
+        expit(np.log(10.0) * np.subtract(*stats.fit_contextual_bt_newton(design, outcomes, w[codes], start)[:2]))
+        for w in stats.participant_draws(len(people), rounds=40, seed=3)
+    ]
+    np.testing.assert_allclose(folded["ci95"], stats.percentile_ci(np.array(probs)), atol=1e-12)
+
+
+def test_participant_draws_are_the_same_rows_whether_drawn_or_kept() -> None:
+    stats._DRAWS.clear()
+    draws = stats.participant_draws(500, rounds=30, seed=9)
+    first = np.array(list(draws))  # drawn (and kept)
+    again = np.array(list(stats.participant_draws(500, rounds=30, seed=9)))  # read back from what was kept
+    whole = np.random.default_rng(9).multinomial(500, np.full(500, 1 / 500), size=30).astype(np.float64)
+    np.testing.assert_array_equal(first, whole)
+    np.testing.assert_array_equal(again, whole)
+    assert again.dtype == np.float64
+    stats._DRAWS.clear()
+
+
+def test_cluster_auroc_reweights_one_sort_to_the_same_bits_as_sorting_every_round() -> None:
+    rng = np.random.default_rng(12)
+    n = 3000
+    labels = rng.random(n) < 0.4
+    scores = np.round(rng.normal(labels * 0.3, 1.0), 1)  # rounded: many ties
+    participant = rng.integers(0, 400, n)
+    result = stats.cluster_auroc(scores, labels, participant, rounds=50, seed=5)
+    codes, people = pd.factorize(pd.Series(participant))
+    each = [
+        stats.weighted_auroc(scores, labels, w[codes]) for w in stats.participant_draws(len(people), rounds=50, seed=5)
+    ]
+    assert result["ci95"] == list(stats.percentile_ci(np.array(each)))  # exact: integer weights, exact sums
+    assert result["auroc"] == stats.weighted_auroc(scores, labels, np.ones(n))
