@@ -25,6 +25,7 @@ from db.session import get_engine
 from feedback import stats
 from feedback.embeddings import Embed
 from feedback.export.dataset import ExportFilters, conversation_query
+from feedback.memory import release_free_memory
 from feedback.redaction import redact
 from feedback.vote_flags import quality_flags
 
@@ -67,8 +68,29 @@ def vote_quality(votes: pd.DataFrame, flags: pd.DataFrame, *, rounds: int, seed:
     }
 
 
-def _decided(votes: pd.DataFrame) -> pd.DataFrame:
-    return votes[votes["handed_off"] & votes["winner_arm"].isin(["on", "off"]) & votes["winner"].isin(["a", "b"])]
+def _decided(votes: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Handed-off votes that preferred a pane; only ``columns`` of them (a million votes: copy what is read)."""
+    keep = votes["handed_off"] & votes["winner_arm"].isin(["on", "off"]) & votes["winner"].isin(["a", "b"])
+    return votes[keep] if columns is None else votes.loc[keep, list(columns)]
+
+
+def _style_columns() -> list[str]:
+    return [style_column(arm, k) for arm in ("on_style", "off_style") for k in stats.STYLE_FEATURES]
+
+
+# what the latency section reads per vote (its copies of the handed-off votes hold only these)
+LATENCY_COLUMNS = (
+    "participant_id",
+    "handed_off",
+    "display",
+    "handoff_side",
+    "winner",
+    "winner_arm",
+    "on_latency_ms",
+    "off_latency_ms",
+    "on_ttft_ms",
+    "off_ttft_ms",
+)
 
 
 def _by_pane(decided: pd.DataFrame, on: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +100,7 @@ def _by_pane(decided: pd.DataFrame, on: np.ndarray, off: np.ndarray) -> tuple[np
 
 def style_control(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any] | None:
     """The handoff effect with and without style control (FastChat's style features as BT covariates)."""
-    decided = _decided(votes)
+    decided = _decided(votes, ["participant_id", "handoff_side", "winner", *_style_columns()])
     decided = decided[_has_style(decided, "on_style") & _has_style(decided, "off_style")]
     if len(decided) < 2:
         return None
@@ -113,7 +135,9 @@ def _normalised_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def latency(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
     """How well pane timing predicts the handoff side, the effect with timing as a covariate, and by display."""
-    shown = votes[votes["handed_off"] & votes["on_latency_ms"].notna() & votes["off_latency_ms"].notna()]
+    shown = votes.loc[
+        votes["handed_off"] & votes["on_latency_ms"].notna() & votes["off_latency_ms"].notna(), list(LATENCY_COLUMNS)
+    ]
     live = shown[shown["display"].fillna("live") == "live"]
     on_a = (live["handoff_side"] == "a").to_numpy()
     people = live["participant_id"].to_numpy()
@@ -143,7 +167,7 @@ def latency(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
         adjusted = stats.handoff_effect(d_on_a, a_won, d_people, features, rounds=rounds, seed=seed)
         covariate = {"raw": raw, "with_latency": adjusted}
     by_display = {}
-    for display, group in votes.assign(display=votes["display"].fillna("live")).groupby("display"):
+    for display, group in votes[["winner_arm", "participant_id"]].groupby(votes["display"].fillna("live")):
         d = group[group["winner_arm"].isin(["on", "off"])]
         by_display[str(display)] = stats.cluster_win_rate(
             d["participant_id"].to_numpy(), (d["winner_arm"] == "on").to_numpy(), rounds=rounds, seed=seed
@@ -222,7 +246,12 @@ def load_votes(url: str, filters: ExportFilters) -> tuple[pd.DataFrame, pd.DataF
     """The per-vote frame and the judge verdicts of the visible conversations in ``filters``."""
     visible = conversation_query(filters).subquery()
     with get_engine(url).connect() as connection:
-        return vote_rows(connection, visible, style_features=stats.STYLE_FEATURES), judge_rows(connection, visible)
+        votes, judges = (
+            vote_rows(connection, visible, style_features=stats.STYLE_FEATURES),
+            judge_rows(connection, visible),
+        )
+    release_free_memory()  # the chunks the columns were joined from: ~150 MiB at a million votes
+    return votes, judges
 
 
 def research(

@@ -14,6 +14,7 @@ from typing import Any
 
 from feedback.embeddings import Embed
 from feedback.export import ExportFilters
+from feedback.memory import release_free_memory
 from feedback.report.render import blocks, to_html, to_markdown
 from feedback.report.summary import compute_summary
 
@@ -35,6 +36,7 @@ def build_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = compute_summary(url, filters, seed=seed, rounds=rounds, embed=embed)
+    release_free_memory()  # the vote frame is gone: the charts' renderer starts from what is still held
     items = blocks(summary)
     result = ReportResult(out_dir / "report.html", out_dir / "report.md", out_dir / "summary.json", summary)
     result.summary_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -65,9 +65,10 @@ def _vote_facts(connection: Connection, conversations: Select) -> pd.DataFrame:
 
 def _by(frame: pd.DataFrame, column: str, votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
     out = {}
+    labels = votes[column].astype(str)  # once, not once per key (a million votes)
     for key, group in frame.groupby(column, sort=True):
         seg = segment(group.groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed)
-        picked = votes.loc[votes[column].astype(str) == str(key), PARTICIPANT_VOTE]
+        picked = votes.loc[labels == str(key), PARTICIPANT_VOTE]
         out[str(key)] = _by_participants(seg, picked, rounds=rounds, seed=seed)
     return out
 
