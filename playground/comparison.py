@@ -266,16 +266,22 @@ class _Turn:
 
     # --- cloud calls ------------------------------------------------------------------------
     def _start_cloud(self) -> _Answer | str:
-        """A started call, or why none may be made (``rate_limit`` | ``budget``)."""
-        comparison = self.comparison
-        if comparison.rate_limit is not None and self.participant_id is not None:
-            if not comparison.rate_limit.allow(self.participant_id):
-                return "rate_limit"
+        """A started call, or why none may be made (``budget`` | ``rate_limit``).
+
+        The budget is checked first: while an event's budget is spent no call can be made, so none
+        may use up one of the participant's calls. A reservation refused by the rate limit is given back.
+        """
+        comparison, budget = self.comparison, self.comparison.budget
         reservation = None
-        if comparison.budget is not None:
-            reservation = comparison.budget.reserve(comparison.cloud.max_cost(self.messages_on))
+        if budget is not None:
+            reservation = budget.reserve(comparison.cloud.max_cost(self.messages_on))
             if reservation is None:
                 return "budget"
+        if comparison.rate_limit is not None and self.participant_id is not None:
+            if not comparison.rate_limit.allow(self.participant_id):
+                if budget is not None and reservation is not None:
+                    budget.release(reservation)
+                return "rate_limit"
         return self._start("cloud", comparison.cloud.generate(self.messages_on), reservation)
 
     def _hand_off(self) -> Iterator[TurnEvent]:

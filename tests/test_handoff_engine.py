@@ -106,6 +106,23 @@ def test_spent_budget_keeps_the_answer_local_and_says_so(settings: Settings, db_
         assert session.get(Event, event_id).cloud_spent == 0
 
 
+def test_a_spent_budget_uses_none_of_the_participants_cloud_calls(settings: Settings, db_url: str) -> None:
+    # the real limiter, one call an hour: two prompts while the budget is spent must leave that call unused
+    event_id, participant = event_with_participant(db_url, budget=Decimal("0.000010"))
+    live = comparison(settings, AlwaysPolicy(), 0.5, db_url, event_id, rate_limit="1/hour")
+    for _ in range(2):
+        _, blocked = run_turn(live, PROMPT, participant)
+        assert blocked.record.decision.blocked_by == "budget"
+    with session_scope(db_url) as session:
+        session.get(Event, event_id).cloud_budget = Decimal("1")  # the organizer raises the budget
+    _, first = run_turn(live, PROMPT, participant)
+    assert first.record.decision.blocked_by is None and first.record.answer("on").source == "cloud"
+    _, second = run_turn(live, PROMPT, participant)
+    assert second.record.decision.blocked_by == "rate_limit"  # the one call was the one made
+    with session_scope(db_url) as session:  # the refused call's reservation was given back
+        assert session.get(Event, event_id).cloud_spent == first.record.answer("on").cost
+
+
 def test_budget_is_charged_the_real_cost_after_a_handoff(settings: Settings, db_url: str) -> None:
     event_id, participant = event_with_participant(db_url, budget=Decimal("1"))
     _, finished = run_turn(comparison(settings, AlwaysPolicy(), 0.5, db_url, event_id), PROMPT, participant)

@@ -72,6 +72,17 @@ class EventBudget:
             session.execute(statement)
         return charged
 
+    def release(self, reservation: Reservation) -> None:
+        """Give a reservation back whole: the call it was made for was never started."""
+        statement = (
+            update(Event)
+            .where(Event.id == reservation.event_id)
+            .values(cloud_spent=Event.cloud_spent - reservation.amount)
+            .execution_options(synchronize_session=False)
+        )
+        with session_scope(self.url) as session:
+            session.execute(statement)
+
     def state(self) -> tuple[Decimal | None, Decimal]:
         """(budget, spent) as stored now."""
         with session_scope(self.url) as session:
