@@ -7,6 +7,7 @@ pandas and numpy (not the statistics stack). Definitions: see ``feedback.researc
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ import pandas as pd
 from db.research import participant_vote_frames
 from db.session import get_engine
 from feedback.embeddings import Embed
-from feedback.export.dataset import ExportFilters, FlagOf, VoteFlags, conversation_query
+from feedback.export.dataset import ExportFilters, FlagColumns, FlagOf, conversation_query
 
 READ_FLOOR_MS = 2_000.0
 READ_MS_PER_TOKEN = 10.0
@@ -163,21 +164,15 @@ def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) ->
     bits = (np.concatenate(bits_parts) if bits_parts else np.zeros(0, np.uint8))[order]
     code = (np.concatenate(code_parts) if code_parts else np.zeros(0, np.uint8))[order]
     del ids_parts, bits_parts, code_parts, order
-    texts = list(codes)
-    shared: dict[tuple[int, int], VoteFlags] = {}  # a handful of distinct flag values, built once each
+    reasons = np.array(list(codes), dtype=object)
 
-    def one(b: int, c: int) -> VoteFlags:
-        return VoteFlags(bool(b & 1), bool(b & 2), texts[c], bool(b & 4), bool(b & 8))
-
-    def flag_of(vote_ids: list[int]) -> list[VoteFlags | None]:
-        if not ids.size:
-            return [None] * len(vote_ids)
+    def flag_of(vote_ids: Sequence[int]) -> FlagColumns:
         wanted = np.asarray(vote_ids, dtype=np.int64)
+        if not ids.size:
+            return FlagColumns(
+                np.zeros(wanted.size, bool), np.zeros(wanted.size, np.uint8), np.full(wanted.size, "", dtype=object)
+            )
         at = np.minimum(np.searchsorted(ids, wanted), ids.size - 1)  # one lookup for the whole batch
-        found = (ids[at] == wanted).tolist()
-        return [
-            (shared.get((b, c)) or shared.setdefault((b, c), one(b, c))) if hit else None
-            for hit, b, c in zip(found, bits[at].tolist(), code[at].tolist(), strict=True)
-        ]
+        return FlagColumns(ids[at] == wanted, bits[at], reasons[code[at]])
 
     return flag_of

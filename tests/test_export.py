@@ -257,23 +257,36 @@ def _csv_writer_bytes(records: list[tuple]) -> bytes:
     """What the row-by-row writer wrote: the OWASP prefix, then CPython's csv.writer (QUOTE_MINIMAL)."""
     import io
 
-    from feedback.export.csv import _inert
-    from feedback.export.flat import COLUMNS
+    def inert(value: object) -> object:  # OWASP CSV injection: formula-looking text gets a leading '
+        if isinstance(value, str):
+            return ("'" + value) if value.startswith(("=", "+", "-", "@", "\t", "\r")) else value
+        return value.isoformat() if hasattr(value, "isoformat") else value
 
-    at = list(COLUMNS).index("created_at")
     text = io.StringIO(newline="")
     writer = csv.writer(text)
-    writer.writerows([_inert(value, i == at) for i, value in enumerate(record)] for record in records)
+    writer.writerows([inert(value) for value in record] for record in records)
     return text.getvalue().encode("utf-8")
 
 
+def _typed(records: list[tuple]) -> object:
+    """The records as the flat table the exports encode (``flat.SCHEMA``)."""
+    import pyarrow as pa
+
+    from feedback.export.flat import SCHEMA
+
+    columns = list(zip(*records, strict=True))
+    return pa.Table.from_arrays(
+        [pa.array(column, field.type) for column, field in zip(columns, SCHEMA, strict=True)], schema=SCHEMA
+    )
+
+
 def test_csv_encoder_writes_what_csv_writer_writes_on_hostile_values() -> None:
-    """The column-wise CSV encoder is byte for byte csv.writer: quoting, inert prefixes, float repr, bools,
-    None, timestamps with and without microseconds, and values of unexpected types (row-by-row fallback)."""
+    """The column-wise CSV encoder is byte for byte csv.writer on the Python values of the typed table: quoting,
+    inert prefixes, float repr, bools, None, timestamps with and without microseconds, before year 1000, null."""
     import datetime as dt
     import random
 
-    from feedback.export.csv import encode_rows
+    from feedback.export.csv import encode_table
     from feedback.export.flat import COLUMNS
 
     kinds = [kind for _, kind in COLUMNS.values()]
@@ -283,13 +296,15 @@ def test_csv_encoder_writes_what_csv_writer_writes_on_hostile_values() -> None:
         rng.random() * 10 ** rng.randint(-8, 20) for _ in range(50)
     ]
     stamps = [
+        None,
+        dt.datetime(999, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
         dt.datetime(2026, 3, 1, 16, 0, tzinfo=dt.UTC),
         dt.datetime(2026, 3, 1, 16, 0, 1, 5, tzinfo=dt.UTC),
         dt.datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
     ]
 
     def value(kind: str) -> object:
-        if rng.random() < 0.15 and kind != "timestamp":
+        if rng.random() < 0.15:
             return None
         return {
             "string": lambda: rng.choice(HOSTILE_TEXTS) + rng.choice(("", "x", ",", '"')),
@@ -297,33 +312,19 @@ def test_csv_encoder_writes_what_csv_writer_writes_on_hostile_values() -> None:
             "int64": lambda: rng.randint(-(2**40), 2**40),
             "int32": lambda: rng.randint(1, 5),
             "float64": lambda: rng.choice(floats),
-            "timestamp": lambda: rng.choice(stamps),
+            "timestamp": lambda: rng.choice(stamps[2:]),
         }[kind]()
 
     records = [tuple(value(kind) for kind in kinds) for _ in range(400)]
-    assert encode_rows(records, kinds) == _csv_writer_bytes(records)
+    assert encode_table(_typed(records)) == _csv_writer_bytes(records)
     # every hostile text in every text column, alone
     for text in HOSTILE_TEXTS:
         records = [tuple(text if kind == "string" else value(kind) for kind in kinds)]
-        assert encode_rows(records, kinds) == _csv_writer_bytes(records), repr(text)
-    # unexpected types fall back to csv.writer's own conversions: an int in a float column, a str in an int
-    # column, a naive and a non-UTC timestamp, a bool in an int column, an int beyond int64, a Decimal
-    from decimal import Decimal
-
-    odd = {
-        "float64": [3, "=1", Decimal("0.10")],
-        "int64": ["-5", True, 2**70],
-        "bool": [1, "yes"],
-        "timestamp": [
-            dt.datetime(2026, 3, 1, 16, 0),
-            dt.datetime(2026, 3, 1, 16, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
-        ],
-        "string": [7, 1.5],
-    }
-    for kind, values in odd.items():
-        for item in values:
-            records = [tuple(item if k == kind else value(k) for k in kinds), tuple(value(k) for k in kinds)]
-            assert encode_rows(records, kinds) == _csv_writer_bytes(records), (kind, item)
+        assert encode_table(_typed(records)) == _csv_writer_bytes(records), repr(text)
+    # odd times: null, before year 1000 (strftime would not pad it)
+    for stamp in stamps[:2]:
+        records = [tuple(stamp if kind == "timestamp" else value(kind) for kind in kinds) for _ in range(3)]
+        assert encode_table(_typed(records)) == _csv_writer_bytes(records), stamp
 
 
 def test_csv_export_is_csv_writer_byte_for_byte_on_hostile_database_text(sqlite_url: str, tmp_path: Path) -> None:
@@ -384,3 +385,80 @@ def test_sqlite_driver_rows_read_as_sqlalchemy_reads_them(sqlite_url: str, tmp_p
             ]
             assert raw and raw == read, name
             assert [tuple(map(type, row)) for row in raw] == [tuple(map(type, row)) for row in read], name
+
+
+def _nested_flattened(batch: object) -> list[tuple]:
+    """The flat rows as the nested rows give them (the row-by-row definition ``flat.vote_table`` replaced)."""
+    import datetime as dt
+
+    from db.vocabulary import BOTH
+    from feedback.export.dataset import conversation_rows
+
+    rows = []
+    for conversation in conversation_rows(batch):
+        for turn in conversation.turns:
+            off, on, decision = turn.answers.get("off"), turn.answers.get("on"), turn.decision
+            for vote in turn.votes:
+                r_off, r_on, r_both = (vote.ratings.get(arm) for arm in ("off", "on", BOTH))
+                f = vote.flags
+                rows.append(
+                    (
+                        *(vote.id, conversation.id, turn.index, conversation.event, conversation.region),
+                        *(conversation.participant, turn.language, turn.category or conversation.category),
+                        *(conversation.handoff_side, vote.winner, vote.winner_arm, vote.final),
+                        *(
+                            (decision.policy, decision.threshold, decision.score, decision.handed_off)
+                            if decision
+                            else [None] * 4
+                        ),
+                        turn.prompt,
+                        *(off.text if off else None, on.text if on else None, off.model if off else None),
+                        *(on.model if on else None, on.source if on else None, off.latency_ms if off else None),
+                        *(on.latency_ms if on else None, on.cost if on else None, off.energy_wh if off else None),
+                        on.energy_wh if on else None,
+                        *(rating.stars if rating else None for rating in (r_off, r_on, r_both)),
+                        *(";".join(rating.tags) if rating else None for rating in (r_off, r_on, r_both)),
+                        *(vote.comment, vote.created_at.astimezone(dt.UTC), vote.time_to_vote_ms, vote.display),
+                        *(
+                            (f.too_fast, f.flagged_participant, f.participant_flags, f.reveals_origin, f.duplicate)
+                            if f is not None
+                            else [None] * 5
+                        ),
+                    )
+                )
+    return rows
+
+
+def test_flat_table_is_the_nested_rows_flattened(db_url: str, seeded: dict) -> None:
+    """``flat.vote_table`` joins the batch's columns in Arrow: row for row, value for value (types included) it
+    is what flattening the nested rows gives, on each database's own driver values (SQLite text times and 0/1
+    booleans, PostgreSQL datetimes and Decimals), with votes without ratings, decisions or flags in it."""
+    import numpy as np
+
+    from feedback.export.dataset import FlagColumns, Tally, iter_batches
+    from feedback.export.flat import SCHEMA, vote_table
+    from feedback.vote_flags import flag_lookup
+
+    with session_scope(db_url) as session:  # a vote without flags (not in the lookup) and a turn without votes
+        extra = session.execute(select(Vote.id).order_by(Vote.id.desc()).limit(1)).scalar_one()
+    flags = flag_lookup(db_url, ExportFilters())
+    seen = 0
+
+    def without_extra(ids: object) -> object:
+        found = flags(ids)
+        return FlagColumns(found.found & (np.asarray(ids) != extra), found.bits, found.reasons)
+
+    for flag_of in (flags, without_extra, None):
+        tables = []
+        for batch in iter_batches(
+            db_url, ExportFilters(), salt=b"s", redact_pii=True, tally=Tally(), batch=7, signals=False, flag_of=flag_of
+        ):
+            table = vote_table(batch)
+            assert table.schema == SCHEMA
+            rows = [tuple(row.values()) for row in table.to_pylist()]
+            expected = _nested_flattened(batch)
+            assert rows == expected
+            assert [tuple(map(type, row)) for row in rows] == [tuple(map(type, row)) for row in expected]
+            tables.append(table)
+        seen = sum(t.num_rows for t in tables)
+    assert seen == len(_visible_votes(db_url))

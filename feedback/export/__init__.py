@@ -2,8 +2,8 @@
 
 ``write_export(url, fmt, out, filters)`` streams the data that counts (``db.visibility``) through a
 format module (``jsonl``, ``csv``, ``parquet``, ``arena``, ``dpo``) and writes ``<out>.card.md``.
-``dataset`` reads and redacts the rows every format shares, ``flat`` is the one-row-per-vote shape
-of CSV and Parquet, ``arms`` names the arms as models, ``card`` writes the data card.
+``dataset`` reads and redacts the rows every format shares (a batch of columns per table; nested row
+objects for the formats that need them), ``flat`` is the one-row-per-vote table of CSV and Parquet, ``arms`` names the arms as models, ``card`` writes the data card.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from importlib import import_module
 from pathlib import Path
 
 from feedback.export.card import NO_LICENCE, write_card
-from feedback.export.dataset import ConversationRow, ExportFilters, Tally, count_conversations, iter_conversations
+from feedback.export.dataset import Batch, ExportFilters, Tally, count_conversations, iter_batches
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet", "arena", "dpo")
 
@@ -62,13 +62,13 @@ def write_export(
     out.parent.mkdir(parents=True, exist_ok=True)
     tally = Tally()
 
-    def batches() -> Iterator[list[ConversationRow]]:
+    def batches() -> Iterator[Batch]:
         # only formats that write the decisions' signals (SIGNALS = True) pay for reading them
         wanted = getattr(module, "SIGNALS", False)
         # vote-quality flags need every vote of the selection first (participants, repeats): formats that
         # carry them (FLAGS = True) pay for that one pass
         flag_of = flag_lookup(url, filters) if getattr(module, "FLAGS", False) else None
-        for batch in iter_conversations(
+        for batch in iter_batches(
             url, filters, salt=use_salt, redact_pii=redact, tally=tally, signals=wanted, flag_of=flag_of
         ):
             yield batch

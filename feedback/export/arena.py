@@ -14,7 +14,7 @@ import orjson
 
 from db.vocabulary import PANES, arm_of
 from feedback.export.arms import arm_names
-from feedback.export.dataset import ConversationRow, Tally
+from feedback.export.dataset import Batch, Tally, conversation_rows
 
 SUFFIX = ".jsonl"
 UNIT = "battle"
@@ -33,11 +33,11 @@ FIELDS = {
 NOTES = ["Votes where the participant said the answers were identical are left out (no winner)."]
 
 
-def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
+def write(batches: Iterable[Batch], out: Path, tally: Tally) -> int:
     rows = 0
     with out.open("wb") as handle:
         for batch in batches:
-            for conversation in batch:
+            for conversation in conversation_rows(batch):
                 panes = {pane: arm_of(pane, conversation.handoff_side) for pane in PANES}
                 for turn in conversation.turns:
                     off = turn.answers.get("off")

@@ -11,12 +11,13 @@ import datetime as dt
 import hashlib
 import hmac
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import orjson
 from sqlalchemy import Select, Text, bindparam, cast, func, null, select
 
@@ -72,7 +73,18 @@ class VoteFlags:
     duplicate: bool
 
 
-FlagOf = Callable[[list[int]], list[VoteFlags | None]]  # a batch of vote ids -> their flags, in order
+@dataclass(frozen=True, slots=True)
+class FlagColumns:
+    """The quality flags of a batch's votes, in vote order, as arrays: ``found`` is False for a vote without
+    flags (null), ``bits`` holds too_fast (1), flagged_participant (2), reveals_origin (4) and duplicate (8),
+    ``reasons`` the participant_flags text (a str per vote)."""
+
+    found: np.ndarray
+    bits: np.ndarray
+    reasons: np.ndarray
+
+
+FlagOf = Callable[[Sequence[int]], FlagColumns]  # a batch of vote ids -> their flags, in order
 
 
 @dataclass(slots=True)
@@ -245,7 +257,7 @@ def _cleaned(value: Any, clean: Callable[[str], str]) -> Any:
     return value
 
 
-def iter_conversations(
+def iter_batches(
     url: str,
     filters: ExportFilters,
     *,
@@ -255,8 +267,8 @@ def iter_conversations(
     batch: int = BATCH,
     signals: bool = True,
     flag_of: FlagOf | None = None,
-) -> Iterator[list[ConversationRow]]:
-    """Yield batches of fully loaded conversations (turns, answers, decisions, visible votes, ratings).
+) -> Iterator[Batch]:
+    """Yield batches of fully loaded conversations (turns, answers, decisions, visible votes, ratings) as columns.
 
     ``signals=False`` leaves each decision's stored signals empty ({}), for formats that never show them;
     ``flag_of`` gives each vote's quality flags (``feedback.vote_flags.flag_lookup``).
@@ -373,6 +385,68 @@ def _json(raw: str | None) -> Any:
     return None if raw is None else orjson.loads(raw)
 
 
+# the fields of each table's rows, in the order of ``_statements``' selects
+FIELDS: dict[str, tuple[str, ...]] = {
+    "conversations": ("id", "event", "region", "event_id", "participant_id", "handoff_side", "category", "created_at"),
+    "turns": ("id", "conversation_id", "index", "prompt", "language", "category", "created_at"),
+    "answers": (
+        "turn_id",
+        "arm",
+        "source",
+        "text",
+        "model",
+        "tokens_out",
+        "latency_ms",
+        "cost",
+        "error_kind",
+        "energy_wh",
+    ),
+    "decisions": ("turn_id", "policy", "threshold", "score", "handed_off", "blocked_by", "propensity", "signals"),
+    "votes": (
+        "id",
+        "turn_id",
+        "winner",
+        "winner_arm",
+        "comment",
+        "final",
+        "created_at",
+        "time_to_vote_ms",
+        "display",
+    ),
+    "ratings": ("vote_id", "arm", "stars", "tags"),
+}
+
+
+@dataclass(slots=True)
+class Batch:
+    """One batch of conversations read as columns: per table (``FIELDS``) a tuple of values per field, rows
+    in query order, as the driver returns them (SQLite's DATETIME text and 0/1 booleans, NUMERIC as stored:
+    ``conversation_rows`` and ``feedback.export.flat.vote_table`` convert them with SQLAlchemy's rules).
+    Already done here, once for every format: texts redacted, ``participant`` re-hashed, decision signals
+    decoded (and redacted), vote flags looked up (``flags``, None when the format carries none)."""
+
+    conversations: dict[str, Sequence[Any]]
+    turns: dict[str, Sequence[Any]]
+    answers: dict[str, Sequence[Any]]
+    decisions: dict[str, Sequence[Any]]
+    votes: dict[str, Sequence[Any]]
+    ratings: dict[str, Sequence[Any]]
+    flags: FlagColumns | None
+
+    def __len__(self) -> int:
+        return len(self.conversations["id"])
+
+
+def _columns(table: str, rows: list[Any]) -> dict[str, Sequence[Any]]:
+    names = FIELDS[table]
+    return dict(zip(names, zip(*rows, strict=True), strict=True)) if rows else {name: () for name in names}
+
+
+def tag_list(raw: str | None) -> list[str]:
+    """A rating's reason tags from their stored JSON text (None: no tags)."""
+    return list(_json(raw) or [])
+
+
 def _load(
     connection,
     statements: dict[str, _Query],
@@ -382,64 +456,74 @@ def _load(
     tally: Tally,
     signals: bool,
     flag_of=None,
-) -> list[ConversationRow]:  # noqa: ANN001
-    """Fill one batch with one query per table; rows are plain tuples (no ORM objects, no per-row attribute lookups)."""
+) -> Batch:  # noqa: ANN001
+    """Fill one batch with one query per table, read into columns (no per-row objects)."""
+    conversations = _columns("conversations", statements["conversations"].rows(connection, ids))
+    conversations["participant"] = [participant(participant_id) for participant_id in conversations["participant_id"]]
+    tally.event_ids.update(conversations["event_id"])
+    turns = _columns("turns", statements["turns"].rows(connection, ids))
+    turns["prompt"] = clean.many(list(turns["prompt"]))  # texts are redacted a batch at a time
+    answers = _columns("answers", statements["answers"].rows(connection, ids))
+    answers["text"] = clean.many(list(answers["text"]))
+    decisions = _columns("decisions", statements["decisions"].rows(connection, ids))
+    decisions["signals"] = (
+        [_cleaned(_json(stored) or {}, clean) for stored in decisions["signals"]]
+        if signals
+        else [{} for _ in decisions["signals"]]
+    )
+    votes = _columns("votes", statements["votes"].rows(connection, ids))
+    comments = iter(clean.many([comment for comment in votes["comment"] if comment]))  # empty is no comment
+    votes["comment"] = [next(comments) if comment else None for comment in votes["comment"]]
+    ratings = _columns("ratings", statements["ratings"].rows(connection, list(votes["id"])) if votes["id"] else [])
+    tally.conversations += len(set(conversations["id"]))
+    tally.turns += len(set(turns["id"]))
+    tally.votes += len(set(votes["id"]))
+    flags = flag_of(votes["id"]) if flag_of is not None else None
+    return Batch(conversations, turns, answers, decisions, votes, ratings, flags)
+
+
+def conversation_rows(batch: Batch) -> list[ConversationRow]:
+    """The batch as nested row objects (conversation -> turns -> answers, decision, votes -> ratings), for the
+    formats that write a conversation's structure (jsonl, arena, dpo)."""
     conversations: dict[int, ConversationRow] = {}
-    event_ids = tally.event_ids
-    for cid, code, region, event_id, participant_id, side, category, created in statements["conversations"].rows(
-        connection, ids
+    c = batch.conversations
+    for cid, code, region, participant, side, category, created in zip(
+        c["id"],
+        c["event"],
+        c["region"],
+        c["participant"],
+        c["handoff_side"],
+        c["category"],
+        c["created_at"],
+        strict=True,
     ):
-        conversations[cid] = ConversationRow(
-            cid, code, region, participant(participant_id), side, category, _as_utc(created)
-        )
-        event_ids.add(event_id)
+        conversations[cid] = ConversationRow(cid, code, region, participant, side, category, _as_utc(created))
     turns: dict[int, TurnRow] = {}
-    rows = statements["turns"].rows(connection, ids)
-    prompts = clean.many([row[3] for row in rows])  # texts are redacted a batch at a time
-    for (tid, cid, index, _, language, category, created), prompt in zip(rows, prompts, strict=True):
+    t = batch.turns
+    for tid, cid, index, prompt, language, category, created in zip(*t.values(), strict=True):
         turn = TurnRow(tid, index, prompt, language, category, _as_utc(created))
         turns[tid] = turn
         conversations[cid].turns.append(turn)
-    rows = statements["answers"].rows(connection, ids)
-    texts = clean.many([row[3] for row in rows])
-    for (tid, arm, source, _, model, tokens_out, latency_ms, cost, error_kind, energy_wh), text in zip(
-        rows, texts, strict=True
+    for tid, arm, source, text, model, tokens_out, latency_ms, cost, error_kind, energy_wh in zip(
+        *batch.answers.values(), strict=True
     ):
         turns[tid].answers[arm] = AnswerRow(
-            arm,
-            source,
-            text,
-            model,
-            tokens_out,
-            latency_ms,
-            _money(cost),
-            error_kind,
-            energy_wh,
+            arm, source, text, model, tokens_out, latency_ms, _money(cost), error_kind, energy_wh
         )
-    for tid, policy, threshold, score, handed_off, blocked_by, propensity, stored in statements["decisions"].rows(
-        connection, ids
+    for tid, policy, threshold, score, handed_off, blocked_by, propensity, stored in zip(
+        *batch.decisions.values(), strict=True
     ):
-        turns[tid].decision = DecisionRow(
-            policy,
-            threshold,
-            score,
-            _bool(handed_off),
-            blocked_by,
-            propensity,
-            _cleaned(_json(stored) or {}, clean) if signals else {},
-        )
+        turns[tid].decision = DecisionRow(policy, threshold, score, _bool(handed_off), blocked_by, propensity, stored)
     votes: dict[int, VoteRow] = {}
-    rows = statements["votes"].rows(connection, ids)
-    comments = iter(clean.many([row[4] for row in rows if row[4]]))  # an empty comment is no comment
-    flags = flag_of([row[0] for row in rows]) if flag_of is not None else [None] * len(rows)
+    v = batch.votes
     for (vid, tid, winner, winner_arm, comment, final, created, time_to_vote, display), vote_flags in zip(
-        rows, flags, strict=True
+        zip(*v.values(), strict=True), _flag_rows(batch.flags, len(v["id"])), strict=True
     ):
         vote = VoteRow(
             vid,
             winner,
             winner_arm,
-            next(comments) if comment else None,
+            comment,
             _bool(final),
             _as_utc(created),
             time_to_vote_ms=time_to_vote,
@@ -448,13 +532,24 @@ def _load(
         )
         votes[vid] = vote
         turns[tid].votes.append(vote)
-    if votes:
-        tag_lists: dict[str | None, list[str]] = {}  # few distinct tag sets: each decoded once per batch
-        for vid, arm, stars, tags in statements["ratings"].rows(connection, list(votes)):
-            if (tag_list := tag_lists.get(tags)) is None:
-                tag_list = tag_lists[tags] = list(_json(tags) or [])
-            votes[vid].ratings[arm] = RatingRow(stars, tag_list)
-    tally.conversations += len(conversations)
-    tally.turns += len(turns)
-    tally.votes += len(votes)
+    tag_lists: dict[str | None, list[str]] = {}  # few distinct tag sets: each decoded once per batch
+    for vid, arm, stars, tags in zip(*batch.ratings.values(), strict=True):
+        if (decoded := tag_lists.get(tags)) is None:
+            decoded = tag_lists[tags] = tag_list(tags)
+        votes[vid].ratings[arm] = RatingRow(stars, decoded)
     return list(conversations.values())
+
+
+def _flag_rows(flags: FlagColumns | None, n: int) -> list[VoteFlags | None]:
+    """Per vote its ``VoteFlags`` (one shared object per distinct value), or None without flags."""
+    if flags is None:
+        return [None] * n
+    shared: dict[tuple[int, str], VoteFlags] = {}
+
+    def one(b: int, why: str) -> VoteFlags:
+        return shared.setdefault((b, why), VoteFlags(bool(b & 1), bool(b & 2), why, bool(b & 4), bool(b & 8)))
+
+    return [
+        (shared.get((b, why)) or one(b, why)) if hit else None
+        for hit, b, why in zip(flags.found.tolist(), flags.bits.tolist(), flags.reasons.tolist(), strict=True)
+    ]

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 
 from db.vocabulary import DECIDED, SHOWN_ARMS
-from feedback.export.dataset import ConversationRow, Tally, TurnRow, VoteRow
+from feedback.export.dataset import Batch, ConversationRow, Tally, TurnRow, VoteRow, conversation_rows
 
 SUFFIX = ".jsonl"
 UNIT = "pair"
@@ -65,11 +65,11 @@ def _pair(conversation: ConversationRow, turn: TurnRow, preferred: str, tally: T
     }
 
 
-def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
+def write(batches: Iterable[Batch], out: Path, tally: Tally) -> int:
     rows = 0
     with out.open("wb") as handle:
         for batch in batches:
-            for conversation in batch:
+            for conversation in conversation_rows(batch):
                 for turn in conversation.turns:
                     for vote in turn.votes:
                         preferred = _preferred(vote, tally)

@@ -1,12 +1,18 @@
-"""One flat row per vote, shared by the CSV and Parquet formats (same columns, same meanings)."""
+"""One flat row per vote, shared by the CSV and Parquet formats (same columns, same meanings), built a batch at a
+time as an Arrow table (``vote_table``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from db.vocabulary import BOTH
-from feedback.export.dataset import ConversationRow
+from feedback.export.dataset import Batch, FlagColumns, _as_utc, _money, tag_list
 
 # column -> (meaning, pyarrow type name); the data card and the Parquet schema both read this
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -55,69 +61,156 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
-def vote_tuples(batch: list[ConversationRow]) -> list[tuple[Any, ...]]:
-    """One tuple per vote, values in ``COLUMNS`` order (tuples, not dicts: a million rows stay cheap)."""
-    rows: list[tuple[Any, ...]] = []
-    append = rows.append
-    for conversation in batch:
-        cid, event, region = conversation.id, conversation.event, conversation.region
-        participant, side = conversation.participant, conversation.handoff_side
-        for turn in conversation.turns:
-            if not turn.votes:
-                continue
-            off, on, decision = turn.answers.get("off"), turn.answers.get("on"), turn.decision
-            shared = (
-                (decision.policy, decision.threshold, decision.score, decision.handed_off, turn.prompt)
-                if decision
-                else (None, None, None, None, turn.prompt)
-            )
-            answers = (
-                off.text if off else None,
-                on.text if on else None,
-                off.model if off else None,
-                on.model if on else None,
-                on.source if on else None,
-                off.latency_ms if off else None,
-                on.latency_ms if on else None,
-                on.cost if on else None,
-                off.energy_wh if off else None,
-                on.energy_wh if on else None,
-            )
-            category = turn.category or conversation.category
-            for vote in turn.votes:
-                ratings = vote.ratings
-                r_off, r_on, r_both = ratings.get("off"), ratings.get("on"), ratings.get(BOTH)
-                append(
-                    (
-                        vote.id,
-                        cid,
-                        turn.index,
-                        event,
-                        region,
-                        participant,
-                        turn.language,
-                        category,
-                        side,
-                        vote.winner,
-                        vote.winner_arm,
-                        vote.final,
-                        *shared,
-                        *answers,
-                        r_off.stars if r_off else None,
-                        r_on.stars if r_on else None,
-                        r_both.stars if r_both else None,
-                        ";".join(r_off.tags) if r_off else None,
-                        ";".join(r_on.tags) if r_on else None,
-                        ";".join(r_both.tags) if r_both else None,
-                        vote.comment,
-                        vote.created_at.astimezone(dt.UTC),
-                        vote.time_to_vote_ms,
-                        vote.display,
-                        *(
-                            (f.too_fast, f.flagged_participant, f.participant_flags, f.reveals_origin, f.duplicate)
-                            if (f := vote.flags) is not None
-                            else (None, None, None, None, None)
-                        ),
-                    )
-                )
-    return rows
+_TYPES = {
+    "int64": pa.int64(),
+    "int32": pa.int32(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "float64": pa.float64(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+SCHEMA = pa.schema([(name, _TYPES[kind]) for name, (_, kind) in COLUMNS.items()])
+_UTC = _TYPES["timestamp"]
+_SQLITE_TIME = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{6})?$"  # how SQLAlchemy stores DATETIME on SQLite
+
+
+def utc_times(values: Sequence[Any]) -> pa.Array:
+    """DATETIME values as ``dataset._as_utc`` reads them (naive is UTC, aware is converted), column-wise:
+    SQLite's text in SQLAlchemy's storage format is parsed by Arrow, datetimes (PostgreSQL) converted by
+    Arrow, anything else value by value."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        text = pa.array(values, pa.string())
+        if pc.all(pc.match_substring_regex(text, _SQLITE_TIME)).as_py():
+            return text.cast(pa.timestamp("us")).cast(_UTC)  # naive -> UTC: the same instants, no shift
+    elif kinds <= {dt.datetime}:
+        return pa.array(values, _UTC)
+    return pa.array([_as_utc(value) for value in values], _UTC)
+
+
+def _booleans(values: Sequence[Any]) -> pa.Array:
+    """BOOLEAN as ``dataset._bool`` reads it: SQLite's 0/1 become False/True."""
+    return pa.array(values).cast(pa.bool_())
+
+
+def _positions(
+    keys: Sequence[Any], wanted: Sequence[Any], where: Sequence[Any] | None = None, value: Any = None
+) -> np.ndarray:
+    """For each wanted key, the position of its row among ``keys`` (the last one, as a dict keeps it; only rows
+    whose ``where`` equals ``value`` when given), -1 where there is none."""
+    if where is None:
+        at = {key: i for i, key in enumerate(keys)}
+    else:
+        at = {key: i for i, (key, this) in enumerate(zip(keys, where, strict=True)) if this == value}
+    get = at.get
+    return np.fromiter((get(key, -1) for key in wanted), np.int64, len(wanted))
+
+
+def _take(values: pa.Array, positions: np.ndarray) -> pa.Array:
+    """Rows of ``values`` at ``positions``; -1 gives null."""
+    return values.take(pa.array(positions, mask=positions < 0))
+
+
+def vote_table(batch: Batch) -> pa.Table:
+    """One row per vote in ``SCHEMA``: the batch's tables joined column-wise (Arrow ``take``), in the order of
+    the nested rows (conversation, turn, then vote id), with no Python object per row or per value."""
+    c, t, a, d, v, r = batch.conversations, batch.turns, batch.answers, batch.decisions, batch.votes, batch.ratings
+    vote_turn = _positions(t["id"], v["turn_id"])
+    if (vote_turn < 0).any():
+        raise KeyError("a vote's turn is not in its batch")
+    order = np.argsort(vote_turn, kind="stable")  # the batch's turns in order; a turn's votes by vote id
+    vote_turn = vote_turn[order]
+    vote_conversation = _positions(c["id"], t["conversation_id"])[vote_turn]
+    vote_ids = np.asarray(v["id"], dtype=np.int64)[order]
+    off = _positions(a["turn_id"], t["id"], a["arm"], "off")[vote_turn]
+    on = _positions(a["turn_id"], t["id"], a["arm"], "on")[vote_turn]
+    decision = _positions(d["turn_id"], t["id"])[vote_turn]
+    rated = {arm: _positions(r["vote_id"], vote_ids.tolist(), r["arm"], arm) for arm in ("off", "on", BOTH)}
+
+    def turns(name: str, kind: str) -> pa.Array:
+        return pa.array(t[name], _TYPES[kind]).take(vote_turn)
+
+    def conversations(name: str) -> pa.Array:
+        return pa.array(c[name], pa.string()).take(vote_conversation)
+
+    def votes(name: str, kind: str) -> pa.Array:
+        return pa.array(v[name], _TYPES[kind]).take(order)
+
+    def answers(name: str, kind: str, arm: np.ndarray) -> pa.Array:
+        return _take(pa.array(a[name], _TYPES[kind]), arm)
+
+    def decisions(name: str, kind: str) -> pa.Array:
+        return _take(pa.array(d[name], _TYPES[kind]), decision)
+
+    tag_texts: dict[str | None, str] = {}  # few distinct tag sets: each decoded once per batch
+    tags = pa.array(
+        [
+            tag_texts[raw] if raw in tag_texts else tag_texts.setdefault(raw, ";".join(tag_list(raw)))
+            for raw in r["tags"]
+        ],
+        pa.string(),
+    )
+    stars = pa.array(r["stars"], pa.int32())
+    category = turns("category", "string")
+    known = pc.fill_null(pc.not_equal(category, ""), False)  # ``turn.category or conversation.category``
+    costs = [_money(a["cost"][i]) if i >= 0 else None for i in on.tolist()]
+    columns = {
+        "vote_id": pa.array(vote_ids),
+        "conversation_id": pa.array(c["id"], pa.int64()).take(vote_conversation),
+        "turn_index": turns("index", "int32"),
+        "event": conversations("event"),
+        "region": conversations("region"),
+        "participant": conversations("participant"),
+        "language": turns("language", "string"),
+        "category": pc.if_else(known, category, conversations("category")),
+        "handoff_side": conversations("handoff_side"),
+        "winner": votes("winner", "string"),
+        "winner_arm": votes("winner_arm", "string"),
+        "final": _booleans(v["final"]).take(order),
+        "policy": decisions("policy", "string"),
+        "threshold": decisions("threshold", "float64"),
+        "score": decisions("score", "float64"),
+        "handed_off": _take(_booleans(d["handed_off"]), decision),
+        "prompt": turns("prompt", "string"),
+        "answer_off": answers("text", "string", off),
+        "answer_on": answers("text", "string", on),
+        "model_off": answers("model", "string", off),
+        "model_on": answers("model", "string", on),
+        "source_on": answers("source", "string", on),
+        "latency_off_ms": answers("latency_ms", "float64", off),
+        "latency_on_ms": answers("latency_ms", "float64", on),
+        "cost_on": pa.array(costs, pa.float64()),
+        "energy_off_wh": answers("energy_wh", "float64", off),
+        "energy_on_wh": answers("energy_wh", "float64", on),
+        "stars_off": _take(stars, rated["off"]),
+        "stars_on": _take(stars, rated["on"]),
+        "stars_both": _take(stars, rated[BOTH]),
+        "tags_off": _take(tags, rated["off"]),
+        "tags_on": _take(tags, rated["on"]),
+        "tags_both": _take(tags, rated[BOTH]),
+        "comment": votes("comment", "string"),
+        "created_at": utc_times(v["created_at"]).take(order),
+        "time_to_vote_ms": votes("time_to_vote_ms", "float64"),
+        "display": votes("display", "string"),
+        **_flag_columns(batch.flags, order),
+    }
+    return pa.Table.from_arrays([columns[name] for name in SCHEMA.names], schema=SCHEMA)
+
+
+def _flag_columns(flags: FlagColumns | None, order: np.ndarray) -> dict[str, pa.Array]:
+    names = ("too_fast", "flagged_participant", "participant_flags", "reveals_origin", "duplicate")
+    if flags is None:
+        return {name: pa.nulls(len(order), SCHEMA.field(name).type) for name in names}
+    missing = ~flags.found[order]
+    bits = flags.bits[order]
+
+    def bit(value: int) -> pa.Array:
+        return pa.array((bits & value) != 0, mask=missing)
+
+    return {
+        "too_fast": bit(1),
+        "flagged_participant": bit(2),
+        "participant_flags": pa.array(flags.reasons[order], pa.string(), mask=missing),
+        "reveals_origin": bit(4),
+        "duplicate": bit(8),
+    }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from feedback.export.dataset import ConversationRow, Tally
+from feedback.export.dataset import Batch, Tally, conversation_rows
 
 SUFFIX = ".jsonl"
 FLAGS = True  # votes carry their quality flags (feedback.research)
@@ -31,10 +31,15 @@ SIGNALS = True  # every stored signal of each decision is written
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_APPEND_NEWLINE
 
 
-def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
+def write(batches: Iterable[Batch], out: Path, tally: Tally) -> int:
     rows = 0
     with out.open("wb") as handle:
         for batch in batches:
-            handle.write(b"".join(orjson.dumps(conversation, default=str, option=_OPTIONS) for conversation in batch))
+            handle.write(
+                b"".join(
+                    orjson.dumps(conversation, default=str, option=_OPTIONS)
+                    for conversation in conversation_rows(batch)
+                )
+            )
             rows += len(batch)
     return rows

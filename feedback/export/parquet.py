@@ -1,4 +1,4 @@
-"""Parquet: one row per vote with typed columns, written in batches (bounded memory)."""
+"""Parquet: one row per vote with typed columns (``flat.vote_table``), written in row groups (bounded memory)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedback.export.dataset import ConversationRow, Tally
-from feedback.export.flat import COLUMNS, vote_tuples
+from feedback.export.dataset import Batch, Tally
+from feedback.export.flat import COLUMNS, SCHEMA, vote_table
 
 SUFFIX = ".parquet"
 FLAGS = True  # votes carry their quality flags (feedback.research)
@@ -18,35 +18,20 @@ FIELDS = {name: meaning for name, (meaning, _) in COLUMNS.items()}
 NOTES = ["Loads with `pandas.read_parquet` and `datasets.load_dataset('parquet', data_files=...)`."]
 ROW_GROUP = 10_000
 
-_TYPES = {
-    "int64": pa.int64(),
-    "int32": pa.int32(),
-    "string": pa.string(),
-    "bool": pa.bool_(),
-    "float64": pa.float64(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-}
-SCHEMA = pa.schema([(name, _TYPES[kind]) for name, (_, kind) in COLUMNS.items()])
 
-
-def _table(chunk: list[tuple]) -> pa.Table:
-    """Column-wise: one typed array per column from the transposed tuples (no per-row dicts)."""
-    columns = list(zip(*chunk, strict=False)) if chunk else [() for _ in SCHEMA]
-    return pa.Table.from_arrays(
-        [pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA, strict=False)], schema=SCHEMA
-    )
-
-
-def write(batches: Iterable[list[ConversationRow]], out: Path, tally: Tally) -> int:
+def write(batches: Iterable[Batch], out: Path, tally: Tally) -> int:
     rows = 0
     with pq.ParquetWriter(out, SCHEMA, compression="zstd") as writer:
-        chunk: list[tuple] = []
+        pending: list[pa.Table] = []
+        held = 0
         for batch in batches:
-            chunk += vote_tuples(batch)
-            while len(chunk) >= ROW_GROUP:
-                writer.write_table(_table(chunk[:ROW_GROUP]))
-                rows, chunk = rows + ROW_GROUP, chunk[ROW_GROUP:]
-        if chunk or rows == 0:
-            writer.write_table(_table(chunk))
-            rows += len(chunk)
+            pending.append(vote_table(batch))
+            held += pending[-1].num_rows
+            while held >= ROW_GROUP:
+                table = pa.concat_tables(pending)
+                writer.write_table(table.slice(0, ROW_GROUP).combine_chunks())
+                pending, held, rows = [table.slice(ROW_GROUP)], held - ROW_GROUP, rows + ROW_GROUP
+        if held or rows == 0:
+            writer.write_table(pa.concat_tables(pending).combine_chunks() if pending else SCHEMA.empty_table())
+            rows += held
     return rows
