@@ -3,6 +3,7 @@ the shared limits store, the local engine and the cloud stand-in.
 
     python -m bench.hall                          # short default run
     python -m bench.hall --rates 0.05,0.1,0.2 --attendees 20 --replicas 2
+    python -m bench.hall --app 8                  # the app's own overhead: 8 pages in Chromium vs the engine alone
 
 Each replica is its own process doing what one ``handoff serve`` process does for its sessions:
 the attendee page's services (``playground.attendee_session``: consent, ``start_turn`` with the
@@ -368,6 +369,17 @@ def run(targets: list[Target], rates: tuple[float, ...], attendees: int, replica
             standin.wait(timeout=30)
 
 
+def run_app(targets: list[Target], sessions: int, new_tokens: int) -> None:
+    """The app's own overhead: ``sessions`` pages at once through one ``handoff serve`` vs the engine alone."""
+    from bench import hall_app
+    from db import session as db_session
+
+    with scratch_postgres("hp_bench_app") as url:
+        db_session.upgrade(url)
+        env = replica_env(url, _free_port(), new_tokens, HANDOFF_PORT=str(_free_port()))
+        hall_app.run(targets, sessions, new_tokens, env, url)
+
+
 def _leg(
     targets: list[Target],
     engine: str,
@@ -408,13 +420,23 @@ def main() -> list[Target]:
     )
     parser.add_argument("--attendees", type=int, default=DEFAULT_ATTENDEES, help="arrivals per rate")
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument(
+        "--app",
+        type=int,
+        metavar="N",
+        help="instead: N attendees in Chromium through one `handoff serve` at once vs the engine alone (bench/hall_app.py)",
+    )
+    parser.add_argument("--app-tokens", type=int, default=128, help="new tokens per answer with --app")
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     rates = tuple(float(r) for r in args.rates.split(","))
     targets: list[Target] = []
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        run(targets, rates, args.attendees, args.replicas)
+        if args.app:
+            run_app(targets, args.app, args.app_tokens)
+        else:
+            run(targets, rates, args.attendees, args.replicas)
     except Exception as error:  # noqa: BLE001 - every line it can, and a MISS naming the crash
         traceback.print_exc()
         targets.append(Target(f"hall: ran to the end ({type(error).__name__}: {error})", 0, 1))
