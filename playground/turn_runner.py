@@ -1,7 +1,7 @@
 """One turn of a blind comparison, run in a background thread so the page only draws.
 
-The page polls ``snapshot()`` to stream both panes at once; a rerun (any click, including a stop
-button) does not interrupt the turn. Stopping a pane freezes its answer at what was shown and
+The page waits on ``next_view()``, which wakes it only when a pane's text or the turn's state changed,
+to stream both panes at once; a rerun (any click, including a stop button) does not interrupt the turn. Stopping a pane freezes its answer at what was shown and
 stores it as ``stopped``; stopping both abandons the turn and stores nothing.
 """
 
@@ -71,6 +71,16 @@ class TurnRunner:
     _turn: ShownTurn | None = None
     _error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _changed: threading.Condition = field(init=False)
+    _version: int = 0  # bumped, under the lock, by every change the page could draw
+
+    def __post_init__(self) -> None:
+        self._changed = threading.Condition(self._lock)
+
+    def _touch(self) -> None:
+        """Call with the lock held: something the page draws changed."""
+        self._version += 1
+        self._changed.notify_all()
 
     def start(self) -> TurnRunner:
         threading.Thread(target=self._run, name="attendee-turn", daemon=True).start()
@@ -83,10 +93,21 @@ class TurnRunner:
                 self._stopped.add(arm)
                 if self._stopped >= set(SHOWN_ARMS):
                     self._state = "cancelled"
+                self._touch()
 
     def snapshot(self) -> RunView:
         with self._lock:
-            return RunView(self._state, self._released(), sorted(self._stopped), self._turn, self._error)
+            return self._view()
+
+    def next_view(self, seen: int, timeout: float) -> tuple[int, RunView]:
+        """(version, view) once the version differs from ``seen`` (at once if it already does), or after
+        ``timeout`` seconds with nothing new: the page sleeps while nothing streams instead of polling."""
+        with self._lock:
+            self._changed.wait_for(lambda: self._version != seen, timeout)
+            return self._version, self._view()
+
+    def _view(self) -> RunView:
+        return RunView(self._state, self._released(), sorted(self._stopped), self._turn, self._error)
 
     def _released(self) -> dict[str, str]:
         """What the panes show. Latency-fair: while the turn runs, each pane shows no more characters than
@@ -117,6 +138,7 @@ class TurnRunner:
             with self._lock:
                 self._turn = self._shown(turn_id, record)
                 self._state = "finished"
+                self._touch()
         except DatabaseUnavailable as error:
             self._end("not_saved", str(error))
         except Exception as error:  # noqa: BLE001 - the thread must not die silently
@@ -128,6 +150,7 @@ class TurnRunner:
         with self._lock:
             if self._state != "cancelled":
                 self._state, self._error = state, error
+                self._touch()
 
     def _consume(self) -> Finished | None:
         events = self.events()
@@ -138,6 +161,7 @@ class TurnRunner:
                         return None
                     if isinstance(event, Delta) and event.arm not in self._stopped:
                         self._texts[event.arm] += event.text
+                        self._touch()
                     elif isinstance(event, Status):
                         self._notes[event.arm].append(event.note)
                     elif isinstance(event, Finished):

@@ -125,3 +125,20 @@ def test_a_turn_the_database_cannot_take_is_reported_not_saved(sqlite_url: str, 
         view = _until(runner, lambda v: v.state != "running")
     assert view.state == "not_saved" and "unavailable" in view.error
     assert view.texts == {"off": "Hello world", "on": "Hello there"}  # still on screen
+
+
+def test_the_page_sleeps_until_a_pane_changes_and_wakes_at_once_when_one_does(sqlite_url: str, store) -> None:
+    script = Script()
+    runner = TurnRunner("Greet me", script, store).start()
+    _until(runner, lambda v: v.texts == {"off": "Hello ", "on": "Hello "})  # held at the gate
+    seen, view = runner.next_view(-1, timeout=30)
+    started = time.monotonic()
+    assert runner.next_view(seen, timeout=0.3) == (seen, view)  # nothing new: waits out the timeout
+    assert time.monotonic() - started >= 0.25
+    threading.Timer(0.2, script.gate.set).start()
+    started = time.monotonic()
+    newer, view = runner.next_view(seen, timeout=30)  # woken by the next delta, long before the timeout
+    assert newer != seen and time.monotonic() - started < 10
+    while view.state == "running":
+        seen, view = runner.next_view(seen, timeout=30)
+    assert view.state == "finished" and view.texts == {"off": "Hello world", "on": "Hello there"}

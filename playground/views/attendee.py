@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from db.queries import UnknownEvent
 from db.session import DatabaseNotMigrated, DatabaseUnavailable, ensure_migrated
-from db.vocabulary import BOTH, PAIRWISE_WINNERS, PANES, SHOWN_ARMS
+from db.vocabulary import BOTH, PAIRWISE_WINNERS, PANES
 from feedback.capture import PROFILE_CHOICES
 from feedback.errors import FeedbackRejected
 from feedback.units import format_usd, format_wh
@@ -44,6 +44,8 @@ from playground.untrusted import answer_markdown, inert
 settings = get_settings()
 url = settings.resolved_database_url
 state = st.session_state
+STREAM_FRAME_S = 0.15  # the least time between two redraws of the streaming panes
+STREAM_HEARTBEAT_S = 0.5  # the most time without a redraw while a turn runs (a stop click waits for one)
 CATEGORIES = ("coding", "reasoning", "math", "writing", "extraction", "stem", "humanities", "roleplay")
 
 if not state.get("schema_checked"):  # once per tab: a later outage must not hide kept feedback
@@ -298,22 +300,38 @@ if running and runner is not None:
                 runner.stop(arm)
             st.chat_message("user").markdown(inert(runner.prompt))
             live[arm] = st.chat_message("assistant").empty()
-    shown: dict[str, str | None] = dict.fromkeys(SHOWN_ARMS)
+    shown: dict[str, str] = {}
 
-    def _draw(texts: dict[str, str], force: bool = False) -> None:
-        # Redrawing now and then also lets a click (a stop button) reach this run while nothing streams.
+    def _draw(texts: dict[str, str]) -> bool:
+        """Redraw the panes whose text changed (each redraw sends the pane's whole answer); True if any."""
+        drew = False
         for arm, placeholder in live.items():
             text = texts[arm] or f"_{t('pane.thinking')}_"
-            if force or text != shown[arm]:
+            if text != shown.get(arm):
                 placeholder.markdown(answer_markdown(text))
-                shown[arm] = text
+                shown[arm], drew = text, True
+        return drew
+
+    def _heartbeat() -> None:
+        """Redraw the shorter pane as it is: a click (a stop button) reaches this run only when it draws."""
+        arm = min(shown, key=lambda a: len(shown[a]))
+        live[arm].markdown(answer_markdown(shown[arm]))
 
     with st.spinner(t("pane.working")):
-        tick = 0
-        while (view := runner.snapshot()).state == "running":
-            _draw(view.texts, force=tick % 10 == 0)
-            tick += 1
-            time.sleep(0.05)
+        # Woken by the runner when a pane's text changes, not by polling; then a pause of STREAM_FRAME_S gathers
+        # the next tokens into one redraw, so the page process and the browser draw a few frames a second
+        # instead of once per token and pane, beside the decoding loop in the same process.
+        seen, drawn_at = -1, time.monotonic()
+        while True:
+            seen, view = runner.next_view(seen, timeout=STREAM_HEARTBEAT_S)
+            if view.state != "running":
+                break
+            if _draw(view.texts):
+                drawn_at = time.monotonic()
+                time.sleep(STREAM_FRAME_S)
+            elif time.monotonic() - drawn_at >= STREAM_HEARTBEAT_S:
+                _heartbeat()
+                drawn_at = time.monotonic()
     _draw(view.texts)
     comparison.runner = None
     if view.state == "finished" and view.turn is not None:
