@@ -90,6 +90,29 @@ def _cpu(processes: list[psutil.Process]) -> float:
     return total
 
 
+def _threads(processes: list[psutil.Process]) -> dict[tuple[int, int], tuple[str, float]]:
+    """(pid, thread id) -> (thread name, CPU seconds), from /proc: which threads of the server take the CPU."""
+    seen = {}
+    for process in processes:
+        for task in Path(f"/proc/{process.pid}/task").glob("*"):
+            try:
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            seen[(process.pid, int(task.name))] = (name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return seen
+
+
+def _by_thread_name(before: dict, after: dict) -> str:
+    """The busiest threads (Python threads all show as their process's name: told apart by thread id)."""
+    spent = {key: (name, cpu - before.get(key, (name, 0.0))[1]) for key, (name, cpu) in after.items()}
+    top = sorted(spent.items(), key=lambda item: -item[1][1])[:10]
+    rest = sum(cpu for _, (_, cpu) in sorted(spent.items(), key=lambda item: -item[1][1])[10:])
+    busiest = ", ".join(f"{name}[{tid}] {cpu:.1f} s" for (_, tid), (name, cpu) in top if cpu >= 0.05)
+    return f"{busiest}; {len(spent) - len(top)} more threads {rest:.1f} s"
+
+
 def _tree(pid: int) -> list[psutil.Process]:
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
@@ -157,7 +180,7 @@ async def _pages(base: str, prompts: list[str], serving: list[psutil.Process]) -
             for page in pages:
                 await page.evaluate(OBSERVER, "Thinking…")
             browsers = [c for c in psutil.Process().children(recursive=True) if c.pid not in {s.pid for s in serving}]
-            cpu0, browser0 = _cpu(serving), _cpu(browsers)
+            cpu0, browser0, threads0 = _cpu(serving), _cpu(browsers), _threads(serving)
             await asyncio.gather(*(_send(page, prompt) for page, prompt in zip(pages, prompts, strict=True)))
             deadline = time.monotonic() + LEG_TIMEOUT_S
             while True:  # one cheap look a second per page: Playwright's own waiting would poll in every page
@@ -166,6 +189,7 @@ async def _pages(base: str, prompts: list[str], serving: list[psutil.Process]) -
                     break
                 await asyncio.sleep(1.0)
             cpu1, browser1 = _cpu(serving), _cpu(browsers)
+            print(f"server CPU by thread: {_by_thread_name(threads0, _threads(serving))}", flush=True)
         finally:
             await browser.close()
     if any(h["done"] is None for h in seen):
