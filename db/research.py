@@ -6,7 +6,7 @@ count), so this module only joins what one vote saw: both arms' answers with tim
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,7 @@ CATEGORICAL = frozenset(
     {"event", "region", "language", "category", "prompt", "winner", "winner_arm", "handoff_side", "policy", "model_off"}
 )
 STYLE_COLUMNS = ("on_style", "off_style")
+RELEASE_EVERY = 20  # chunks read between calls of ``vote_rows``' ``release``
 
 
 def style_column(column: str, feature: str) -> str:
@@ -121,17 +122,22 @@ def vote_rows(
     chunk: int = 5_000,
     columns: Sequence[str] = VOTE_COLUMNS,
     style_features: Sequence[str] = (),
+    release: Callable[[], None] | None = None,
 ) -> pd.DataFrame:
     """One row per visible vote with both shown answers' timing, style and origin flag.
 
     ``columns`` (a subset of ``VOTE_COLUMNS``) reads only those: the exports' vote flags need neither
     the style features nor the labels. The frame is compact, since a million votes make that count: labels
     and prompts are categoricals, and an arm's style (JSON per answer) becomes one float column per name in
-    ``style_features`` (``style_column``: nan where the answer has no style, 0 for a feature it lacks)."""
+    ``style_features`` (``style_column``: nan where the answer has no style, 0 for a feature it lacks).
+    ``release`` (e.g. ``feedback.memory.release_free_memory``) is called every ``RELEASE_EVERY`` chunks and
+    after each column is joined, so that memory freed on the way is given back before the next step."""
     stmt = _vote_select(visible, columns).order_by(Vote.id)
     parts: dict[str, list[Any]] = {}
     labels = {name: _Labels() for name in columns if name in CATEGORICAL}
-    for rows in _chunks(connection.execution_options(stream_results=True).execute(stmt), chunk):
+    for done, rows in enumerate(_chunks(connection.execution_options(stream_results=True).execute(stmt), chunk)):
+        if release is not None and done % RELEASE_EVERY == RELEASE_EVERY - 1:
+            release()
         values = dict(zip(columns, zip(*rows, strict=True), strict=True))
         for name, column in values.items():
             if name in STYLE_COLUMNS:
@@ -150,6 +156,9 @@ def vote_rows(
             built[name] = pd.Series(np.concatenate(chunks))
         else:
             built[name] = pd.concat(chunks, ignore_index=True)
+        del chunks
+        if release is not None:
+            release()
     empty = {name: [] for column in columns for name in _expanded(column, style_features)}
     frame = pd.DataFrame(built or empty, copy=False)  # the columns as built: no second, consolidated copy
     if "handed_off" in frame:
