@@ -13,8 +13,11 @@ offer ~200 votes/s, far above a real hall (500 attendees voting every 30 s is ~1
 use this run. Flat out: no pauses, printed for capacity planning; there the latency is queueing
 behind the other 49 writers for the 2 cores and the GIL (Little's law: 50 / throughput). Each vote also
 updates the organizer overview's rollups in its transaction (``db.rollups``); the paced run is done
-once more with that switched off (the vote path before the rollups) in the same process, for a
-side-by-side figure, and afterwards the rollups' vote count must equal the stored votes. PostgreSQL: a database of its own on 127.0.0.1:5432 (trust
+``ROUNDS`` times with and ``ROUNDS`` times without them (the vote path before the rollups: no
+conversation lock, no upserts), alternating, in the same process, and the medians are the figures;
+after each run the rollups' vote count must equal the stored votes. Client CPU is this process's CPU
+time per submission (the app's side; the database server's is not in it). The statements one vote
+sends are counted too. PostgreSQL: a database of its own on 127.0.0.1:5432 (trust
 auth; ``TEST_POSTGRES_URL`` overrides the admin URL), dropped at the end.
 """
 
@@ -36,7 +39,7 @@ from sqlalchemy import func, select
 from bench.common import Target, percentile, report, scratch_postgres
 from db import rollups
 from db import session as db_session
-from db.models import Event, RollupVote, Vote
+from db.models import Conversation, Event, RollupVote, Vote
 from feedback.capture import join_event, record_turn, start_conversation
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from feedback.votes import PaneRating, VoteSubmission, save_vote
@@ -45,6 +48,7 @@ SUBMISSIONS = 1000
 REPEATS = 100
 WRITERS = 50
 PAUSE_S = 0.25
+ROUNDS = 3  # paced runs with and without the rollups, alternating
 
 
 def _turn(prompt: str) -> TurnRecord:
@@ -117,12 +121,12 @@ def hammer(url: str, pause_s: float, seed: int = 1) -> dict[str, float]:
                 latencies.append((time.perf_counter() - started) * 1000)
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     keys = {s.idempotency_key for s in submissions}
     with db_session.session_scope(url) as session:
         stored = session.scalars(select(Vote.idempotency_key).where(Vote.idempotency_key.in_(keys))).all()
@@ -137,6 +141,7 @@ def hammer(url: str, pause_s: float, seed: int = 1) -> dict[str, float]:
         "p99_ms": percentile(latencies, 99),
         "p50_ms": percentile(latencies, 50),
         "per_s": len(latencies) / elapsed,
+        "cpu_ms": cpu_s * 1000 / len(work),  # this process's CPU (the app's side, not the database server's)
     }
 
 
@@ -163,7 +168,9 @@ def _without_rollups() -> Iterator[None]:
     lock do nothing), for a side-by-side figure in the same process; never used outside this benchmark."""
     with (
         unittest.mock.patch.object(rollups, "apply", lambda db, delta: None),
-        unittest.mock.patch.object(rollups, "lock_conversation", lambda session, conversation_id: None),
+        unittest.mock.patch.object(
+            rollups, "lock_conversation", lambda session, conversation_id: session.get(Conversation, conversation_id)
+        ),
     ):
         yield
 
@@ -183,35 +190,88 @@ def one_writer_cost(url: str, votes: int = 200) -> tuple[float, float]:
     return percentile(timings[True], 50), percentile(timings[False], 50)
 
 
-def main() -> list[Target]:
+def statements_per_vote(url: str) -> tuple[int, int]:
+    """SQL statements one tagged vote sends, with and without the rollups (BEGIN and COMMIT not counted:
+    pysqlite and psycopg send them themselves)."""
+    from sqlalchemy import event
+
+    conversations = seed_conversations(url, 2)
+    engine = db_session.get_engine(url)
+    counts = []
+
+    def count(*_args: object) -> None:
+        counts[-1] += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for conversation_id, rolled in zip(conversations, (True, False), strict=True):
+            counts.append(0)
+            with contextlib.nullcontext() if rolled else _without_rollups():
+                save_vote(
+                    url, VoteSubmission(uuid.uuid4().hex, conversation_id, "a", None, {"a": PaneRating(tags=["x"])})
+                )
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return counts[0], counts[1]
+
+
+def _line(label: str, kind: str, figures: dict[str, float], rolled: bool) -> str:
+    return (
+        f"votes on {label}, {kind}{'' if rolled else ', without rollups (before)'}: {SUBMISSIONS} submissions from "
+        f"{WRITERS} writers, {figures['per_s']:.0f}/s, p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
+        f"client CPU {figures['cpu_ms']:.2f} ms/vote, lost {figures['lost']}, duplicated {figures['duplicated']}"
+        + (f", rollup votes off by {figures['rollup_drift']}" if rolled else "")
+    )
+
+
+def main(rounds: int = ROUNDS) -> list[Target]:
     targets = []
     for label, database in (("SQLite WAL", sqlite_database), ("PostgreSQL", postgres_database)):
         with database() as url:
             with_rollups, without = one_writer_cost(url)
+            statements = statements_per_vote(url)
         print(
             f"votes on {label}, one writer, interleaved: median {with_rollups:.2f} ms with the rollups, "
-            f"{without:.2f} ms without ({with_rollups / without:.2f}x)",
+            f"{without:.2f} ms without ({with_rollups / without:.2f}x); statements per tagged vote "
+            f"{statements[0]} with, {statements[1]} without",
             flush=True,
         )
-        # paced without rollups first, then flat out and paced with them: the last paced run is the target's
-        for pause_s, rolled in ((PAUSE_S, False), (0.0, True), (PAUSE_S, True)):
-            with database() as url, contextlib.nullcontext() if rolled else _without_rollups():
-                figures = hammer(url, pause_s)
-            print(
-                f"votes on {label}, {'paced' if pause_s else 'flat out'}"
-                f"{'' if rolled else ', without rollups (before)'}: {SUBMISSIONS} submissions from "
-                f"{WRITERS} writers, {figures['per_s']:.0f}/s, p50 {figures['p50_ms']:.1f} ms, "
-                f"p99 {figures['p99_ms']:.1f} ms, lost {figures['lost']}, duplicated {figures['duplicated']}"
-                + (f", rollup votes off by {figures['rollup_drift']}" if rolled else ""),
-                flush=True,
-            )
+        with database() as url:
+            print(_line(label, "flat out", hammer(url, 0.0), True), flush=True)
+        # paced, with and without the rollups in alternating order, each on a fresh database: a load
+        # change on the shared machine hits both alike; the medians over the rounds are the figures
+        paced: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+        for round_ in range(rounds):
+            for rolled in (False, True) if round_ % 2 == 0 else (True, False):
+                with database() as url, contextlib.nullcontext() if rolled else _without_rollups():
+                    figures = hammer(url, PAUSE_S, seed=round_ + 1)
+                paced[rolled].append(figures)
+                print(_line(label, f"paced, round {round_ + 1}", figures, rolled), flush=True)
+        median = {
+            rolled: {name: percentile([run[name] for run in runs], 50) for name in ("p50_ms", "p99_ms", "cpu_ms")}
+            for rolled, runs in paced.items()
+        }
+        print(
+            f"votes on {label}, paced, median of {rounds} rounds: p99 {median[True]['p99_ms']:.1f} ms with the rollups, "
+            f"{median[False]['p99_ms']:.1f} ms without ({median[True]['p99_ms'] / median[False]['p99_ms']:.2f}x); "
+            f"p50 {median[True]['p50_ms']:.1f} / {median[False]['p50_ms']:.1f} ms; client CPU "
+            f"{median[True]['cpu_ms']:.2f} / {median[False]['cpu_ms']:.2f} ms per vote",
+            flush=True,
+        )
+        runs = paced[True]
         targets += [
-            Target(f"votes {label}: overview rollup votes minus stored votes", figures["rollup_drift"], 0, "", False),
-            Target(f"votes {label}: lost", figures["lost"], 0, "", False),
-            Target(f"votes {label}: duplicated", figures["duplicated"], 0, "", False),
             Target(
-                f"votes {label}: p99 commit latency (paced, ~{WRITERS / PAUSE_S:.0f}/s offered)",
-                figures["p99_ms"],
+                f"votes {label}: overview rollup votes minus stored votes",
+                max(run["rollup_drift"] for run in runs),
+                0,
+                "",
+                False,
+            ),
+            Target(f"votes {label}: lost", sum(run["lost"] for run in runs), 0, "", False),
+            Target(f"votes {label}: duplicated", sum(run["duplicated"] for run in runs), 0, "", False),
+            Target(
+                f"votes {label}: p99 commit latency (paced, ~{WRITERS / PAUSE_S:.0f}/s offered, median of {rounds} runs)",
+                median[True]["p99_ms"],
                 50,
                 " ms",
                 False,

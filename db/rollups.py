@@ -42,7 +42,6 @@ from sqlalchemy import (
     literal,
     select,
     true,
-    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -62,6 +61,7 @@ from db.models import (
     Turn,
     Vote,
 )
+from db.session import begin_write
 from db.visibility import conversation_counts, vote_counts
 from db.vocabulary import SHOWN_ARMS
 
@@ -133,22 +133,23 @@ def conversation_counts_now(conversation: Conversation) -> bool:
     return conversation.hidden_at is None
 
 
-def lock_conversation(session: Session, conversation_id: int) -> None:
-    """Take the conversation's write lock before reading what it adds to the rollups.
+def lock_conversation(session: Session, conversation_id: int) -> Conversation | None:
+    """Take the conversation's write lock, then return it as committed now (None if there is none).
 
-    Votes, turns and hides of one conversation take it first, so each reads the others' committed rows
-    (a hide never misses a vote being saved, a vote never misses a hide). PostgreSQL: the row's
-    ``FOR UPDATE`` lock. SQLite: a no-op write, which begins the transaction and takes the database's
-    write lock (pysqlite otherwise begins only at the first write, after the reads)."""
+    Votes, turns and hides of one conversation take it before reading what they add to the rollups,
+    so each reads the others' committed rows (a hide never misses a vote being saved, a vote never
+    misses a hide). PostgreSQL: one statement, the row's ``FOR UPDATE`` lock and its fresh values.
+    SQLite: the transaction becomes a writer (``db.session.begin_write``: ``BEGIN IMMEDIATE``, or the
+    write lock a write already took), then the row is re-read under it."""
     if _dialect(session) == "postgresql":
-        session.execute(select(Conversation.id).where(Conversation.id == conversation_id).with_for_update())
-    else:
-        session.execute(
-            update(Conversation)
+        return session.scalars(
+            select(Conversation)
             .where(Conversation.id == conversation_id)
-            .values(hidden_at=Conversation.hidden_at)
-            .execution_options(synchronize_session=False)
-        )
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+    begin_write(session)
+    return session.get(Conversation, conversation_id, populate_existing=True)
 
 
 def turn_delta(conversation: Conversation, turn: Turn) -> Delta:

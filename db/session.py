@@ -3,6 +3,9 @@ migration check the app runs at start-up."""
 
 from __future__ import annotations
 
+import collections
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -28,27 +31,139 @@ class DatabaseNotMigrated(RuntimeError):
     """The database is behind the code's schema; the message says which command fixes it."""
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+SQLITE_BUSY_TIMEOUT_S = 10.0
+
+
+class WritersQueue:
+    """First come, first served: the lock goes straight to the longest waiter (a plain ``threading.Lock``
+    lets the thread that just released it take it again, and with 50 writers a few waited seconds)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._waiters: collections.deque[threading.Lock] = collections.deque()
+        self._held = False
+
+    def acquire(self, timeout: float) -> bool:
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return True
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        if waiter.acquire(timeout=timeout):
+            return True  # handed over by release
+        with self._guard:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                return False
+        return True  # handed over just as the wait timed out: ours now
+
+    def release(self) -> None:
+        with self._guard:
+            if self._waiters:
+                self._waiters.popleft().release()  # stays held, by the next in line
+            else:
+                self._held = False
+
+
+class SQLiteConnection(sqlite3.Connection):
+    """A pysqlite connection that can begin as a writer (``BEGIN IMMEDIATE``) behind its process's queue.
+
+    SQLite lets one writer in at a time and makes the others poll (its busy handler sleeps 1, 2, 5 …
+    up to 100 ms between tries): with 50 sessions of one process voting at once, the unlucky ones
+    slept far past the lock's release. Writers of one process that begin here wait instead on one
+    ``WritersQueue`` per database, taken before ``BEGIN IMMEDIATE`` and given back after COMMIT or
+    ROLLBACK, so the next one starts as soon as the last one ends; other processes still meet SQLite's
+    own lock and busy timeout."""
+
+    writers: WritersQueue | None = None  # the database's queue, set when the engine connects
+    _queued: bool = False
+
+    def begin_immediate(self) -> None:
+        if self.writers is not None:
+            if not self.writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
+                raise sqlite3.OperationalError("database is locked (this process's other writers)")
+            self._queued = True
+        try:
+            self.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._leave_queue()
+            raise
+
+    def _leave_queue(self) -> None:
+        if self._queued:
+            self._queued = False
+            self.writers.release()
+
+    def commit(self) -> None:
+        super().commit()  # a failed COMMIT keeps the transaction (and the queue) until the rollback
+        self._leave_queue()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._leave_queue()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._leave_queue()
+
+
+_SQLITE_WRITERS: dict[str, WritersQueue] = {}
+
+
+def _sqlite_pragmas(dbapi_connection, _record, writers: WritersQueue | None = None) -> None:  # noqa: ANN001
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     cursor.close()
+    if isinstance(dbapi_connection, SQLiteConnection):
+        dbapi_connection.writers = writers
 
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     """One engine (and pool) per database URL per process."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        path = url.split("///", 1)[1] if "///" in url else ""
+        file = path not in ("", ":memory:")
+        if file:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        # one writers' queue per database file, shared by every engine of this process that opens it
+        writers = _SQLITE_WRITERS.setdefault(str(Path(path).resolve()), WritersQueue()) if file else None
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False, "factory": SQLiteConnection},
+            hide_parameters=True,
+        )
+        event.listen(engine, "connect", lambda connection, record: _sqlite_pragmas(connection, record, writers))
         return engine
     # hide_parameters: error messages (logs, pages) never carry the values bound (prompts, hashes)
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
+
+
+def begin_write(session: Session) -> None:
+    """Make the session's transaction a writer from now on (call before its reads that must be current).
+
+    SQLite: ``BEGIN IMMEDIATE`` behind the process's other writers (``SQLiteConnection``), unless a write
+    already began the transaction (pysqlite begins at the first write, which then holds the write lock).
+    The reads that follow see the latest commit and nothing else writes until COMMIT. PostgreSQL: nothing
+    (lock the rows themselves, ``SELECT … FOR UPDATE``)."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    dbapi_connection = connection.connection.dbapi_connection
+    if isinstance(dbapi_connection, SQLiteConnection) and not dbapi_connection.in_transaction:
+        try:
+            dbapi_connection.begin_immediate()
+        except sqlite3.OperationalError as error:  # as SQLAlchemy raises it: in_transaction retries it
+            raise OperationalError("BEGIN IMMEDIATE", (), error) from error
 
 
 def session_factory(url: str) -> sessionmaker[Session]:

@@ -135,8 +135,8 @@ def record_turn(session: Session, conversation_id: int, record: TurnRecord) -> T
     ]
     session.add(turn)
     session.flush()
-    rollups.lock_conversation(session, conversation_id)  # as a vote does: ordered against a moderator's hide
-    conversation = session.get(Conversation, conversation_id, populate_existing=True)
+    # as a vote does: ordered against a moderator's hide, and the conversation as it is under the lock
+    conversation = rollups.lock_conversation(session, conversation_id)
     if conversation is not None:
         rollups.apply(session, rollups.turn_delta(conversation, turn))
     return turn

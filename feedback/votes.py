@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import rollups
-from db.models import Conversation, Event, Rating, Turn, Vote, utcnow
+from db.models import Event, Rating, Turn, Vote, utcnow
 from db.session import in_transaction
 from db.vocabulary import BOTH, PANES, WINNERS, rating_arm, winner_arm
 from feedback.errors import FeedbackRejected, VoteIsFinal, check_text
@@ -124,7 +124,12 @@ def submit_vote(
     """
     _validate_submission(submission, allowed_tags)
     comment = validate_comment(submission.comment, max_comment_chars)
-    conversation = session.get(Conversation, submission.conversation_id)
+    # The conversation's lock first (db.rollups.lock_conversation), held to COMMIT: a moderator's hide or
+    # another tab's edit of this conversation waits for this vote (or this vote for them), so the
+    # overview's rollups move by exactly what changed. One statement on PostgreSQL (the row, locked);
+    # on SQLite the write lock (BEGIN IMMEDIATE, queued behind this process's other writers), so the
+    # reads below are current and no later statement waits on another writer.
+    conversation = rollups.lock_conversation(session, submission.conversation_id)
     if conversation is None:
         raise FeedbackRejected("no_conversation")
     turn = session.scalar(
@@ -135,19 +140,13 @@ def submit_vote(
     if submission.turn_id is not None and submission.turn_id != turn.id:
         raise VoteIsFinal()
     vote = session.scalar(
-        select(Vote).where(
+        select(Vote)
+        .where(
             (Vote.idempotency_key == submission.idempotency_key)
             | ((Vote.conversation_id == conversation.id) & (Vote.turn_id == turn.id))
         )
+        .execution_options(populate_existing=True)
     )
-    # Locked from here to COMMIT: a moderator's hide or another tab's edit of this conversation waits
-    # for this vote (or this vote for them), so the overview's rollups move by exactly what changed
-    # (db.rollups.lock_conversation). Taken this late, the lock (on SQLite the database's write lock)
-    # is held for two primary-key reads more than the write itself, not for the whole function.
-    rollups.lock_conversation(session, conversation.id)
-    session.refresh(conversation)
-    if vote is not None:
-        session.refresh(vote)
     before = rollups.Delta() if vote is None else rollups.vote_delta(vote, conversation)
     if vote is None:
         vote = Vote(

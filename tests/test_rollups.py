@@ -163,3 +163,29 @@ def test_a_hide_during_a_vote_waits_for_it_and_takes_it_out(db_url: str) -> None
         numbers = overview(session, Scope(event_ids=(event,)))
     assert (numbers.votes, numbers.conversations, numbers.turns, numbers.top_tags) == (0, 0, 0, [])
     assert_rollups_match_rows(db_url)
+
+
+def test_a_tagged_vote_sends_seven_statements(db_url: str) -> None:
+    """The vote path's SQL (BEGIN and COMMIT aside): the conversation locked and read, the turn, the vote
+    looked up, the vote and its rating inserted, one upsert per rollup table it changes (tags, verdict).
+    Before the locked read was one statement, there were nine."""
+    from sqlalchemy import event as sa_event
+
+    event = make_event(db_url, "COUNT", "sf")
+    with session_scope(db_url) as session:
+        conversation = start_conversation(session, join_event(session, session.get(Event, event)))
+        record_turn(session, conversation.id, turn_record(handed_off=False))
+        conversation_id, side = conversation.id, conversation.handoff_side
+    statements: list[str] = []
+    engine = db_session.get_engine(db_url)
+
+    def count(_connection, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", count)
+    try:
+        save_vote(db_url, VoteSubmission(uuid.uuid4().hex, conversation_id, side, None, {side: PaneRating(tags=["x"])}))
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 7, statements
+    assert_rollups_match_rows(db_url)
