@@ -24,6 +24,7 @@ auth; ``TEST_POSTGRES_URL`` overrides the admin URL), dropped at the end.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import tempfile
 import threading
@@ -251,6 +252,14 @@ def main(rounds: int = ROUNDS) -> list[Target]:
             rolled: {name: percentile([run[name] for run in runs], 50) for name in ("p50_ms", "p99_ms", "cpu_ms")}
             for rolled, runs in paced.items()
         }
+        # each round's pair ran back to back: its ratio is the least touched by the shared machine's load drifting
+        ratios = [with_["p99_ms"] / without["p99_ms"] for with_, without in zip(paced[True], paced[False], strict=True)]
+        print(
+            f"votes on {label}, paced, p99 with / without the rollups per round: "
+            + ", ".join(f"{ratio:.2f}x" for ratio in ratios)
+            + f" (geometric mean {math.prod(ratios) ** (1 / len(ratios)):.2f}x)",
+            flush=True,
+        )
         print(
             f"votes on {label}, paced, median of {rounds} rounds: p99 {median[True]['p99_ms']:.1f} ms with the rollups, "
             f"{median[False]['p99_ms']:.1f} ms without ({median[True]['p99_ms'] / median[False]['p99_ms']:.2f}x); "
