@@ -36,7 +36,8 @@ SQLITE_BUSY_TIMEOUT_S = 10.0
 
 class WritersQueue:
     """First come, first served: the lock goes straight to the longest waiter (a plain ``threading.Lock``
-    lets the thread that just released it take it again, and with 50 writers a few waited seconds)."""
+    lets the thread that just released it, or any other that is running, take it first, so a waiter can
+    be passed over again and again)."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
