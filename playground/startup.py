@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,19 @@ def wait(timeout_s: float | None = None) -> bool:
     """Block until the services are imported (or ``timeout_s`` passes); True when they are."""
     start()
     return _ready.wait(timeout_s)
+
+
+def streamlit_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The app process's environment: ``environ`` with OpenMP's threads told to sleep at their barriers.
+
+    torch's intra-op threads spin while they wait by default. In the app the decoding thread shares the
+    GIL with every page script and Streamlit's own loop, so it waits often, and the spinning threads
+    then burn the cores the pages and the decoding need: with 8 attendees streaming at once on 2 cores
+    the app made 1.7 tok/s spinning against 9.1 with ``OMP_WAIT_POLICY=PASSIVE`` (bench/README, "App
+    streaming overhead"). Set before the process starts, as OpenMP reads it once. An operator's own
+    ``OMP_WAIT_POLICY`` wins.
+    """
+    return {"OMP_WAIT_POLICY": "PASSIVE", **environ}
 
 
 def streamlit_command(port: int, address: str) -> list[str]:

@@ -28,7 +28,7 @@ POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://p
 from db import session as db_session  # noqa: E402
 from playground import settings as settings_module  # noqa: E402
 from playground.settings import Settings  # noqa: E402
-from playground.startup import streamlit_command  # noqa: E402
+from playground.startup import streamlit_command, streamlit_environment  # noqa: E402
 
 
 def free_port() -> int:
@@ -183,9 +183,9 @@ def served(command: list[str], port: int, log_path: Path, env: dict[str, str], t
 
 @contextmanager
 def streamlit_app(log_path: Path) -> Iterator[str]:
-    """``streamlit run playground/app.py`` on a free port with the current environment; yields its URL."""
+    """``streamlit run playground/app.py`` on a free port, in the environment ``handoff serve`` gives it; yields its URL."""
     port = free_port()
-    with served(streamlit_command(port, "127.0.0.1"), port, log_path, dict(os.environ)) as base:
+    with served(streamlit_command(port, "127.0.0.1"), port, log_path, streamlit_environment(os.environ)) as base:
         yield base
 
 

@@ -76,3 +76,10 @@ def test_settings_read_back_the_engine_auto_chose_on_this_machine(monkeypatch: p
     expected = choose_engine("auto", "cpu", "auto", True, cpu_flags(), llama_cpp_installed())
     assert settings.local_engine == expected.kind != "auto"
     assert settings.local_engine_reason == expected.reason
+
+
+def test_the_app_process_has_openmp_threads_sleep_unless_the_operator_says_otherwise() -> None:
+    from playground.startup import streamlit_environment
+
+    assert streamlit_environment({"PATH": "/usr/bin"}) == {"PATH": "/usr/bin", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert streamlit_environment({"OMP_WAIT_POLICY": "active"})["OMP_WAIT_POLICY"] == "active"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import typer
@@ -91,7 +92,7 @@ def serve() -> None:
         )
     command = streamlit_command(settings)
     try:
-        raise typer.Exit(subprocess.call(command))
+        raise typer.Exit(subprocess.call(command, env=startup.streamlit_environment(os.environ)))
     finally:
         for started in (process, local_server):
             if started is not None:
