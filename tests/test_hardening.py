@@ -61,15 +61,20 @@ def test_start_up_warns_when_served_in_clear_beyond_loopback(
     monkeypatch.setenv("HANDOFF_CLOUD_BASE_URL", "https://user:pa55word@cloud.example.org:8443/v1")
     get_settings.cache_clear()
     started: list[list[str]] = []
+    environments: list[dict[str, str]] = []
     # only the process start is replaced: everything up to it (migration check, warnings) runs for real
     monkeypatch.setattr(serve_module, "prepare_model", lambda: None)
-    monkeypatch.setattr(serve_module.subprocess, "call", lambda command: started.append(command) or 0)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(
+        serve_module.subprocess, "call", lambda command, env: started.append(command) or environments.append(env) or 0
+    )
     result = CliRunner().invoke(cli, ["serve"])
     get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert ("WARNING: serving plain HTTP" in result.output) == warned
     assert "pa55word" not in result.output and "Cloud: cloud.example.org:8443" in result.output
     assert started and started[0][started[0].index("--server.address") + 1] == host
+    assert environments[0]["OMP_WAIT_POLICY"] == "PASSIVE"  # the app's torch threads sleep at their barriers
 
 
 def test_the_cloud_host_recorded_never_holds_url_credentials() -> None:
