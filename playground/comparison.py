@@ -279,7 +279,7 @@ class _Turn:
                 return "budget"
         if comparison.rate_limit is not None and self.participant_id is not None:
             if not comparison.rate_limit.allow(self.participant_id):
-                if budget is not None and reservation is not None:
+                if reservation is not None:  # only made where there is a budget
                     budget.release(reservation)
                 return "rate_limit"
         return self._start("cloud", comparison.cloud.generate(self.messages_on), reservation)

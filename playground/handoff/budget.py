@@ -62,22 +62,18 @@ class EventBudget:
             charged = Decimal(0)
         else:
             charged = reservation.amount
-        statement = (
-            update(Event)
-            .where(Event.id == reservation.event_id)
-            .values(cloud_spent=Event.cloud_spent - reservation.amount + charged)
-            .execution_options(synchronize_session=False)
-        )
-        with session_scope(self.url) as session:
-            session.execute(statement)
+        self._replace(reservation, charged)
         return charged
 
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back whole: the call it was made for was never started."""
+        self._replace(reservation, Decimal(0))
+
+    def _replace(self, reservation: Reservation, charged: Decimal) -> None:
         statement = (
             update(Event)
             .where(Event.id == reservation.event_id)
-            .values(cloud_spent=Event.cloud_spent - reservation.amount)
+            .values(cloud_spent=Event.cloud_spent - reservation.amount + charged)
             .execution_options(synchronize_session=False)
         )
         with session_scope(self.url) as session:
