@@ -352,39 +352,40 @@ def test_csv_export_is_csv_writer_byte_for_byte_on_hostile_database_text(sqlite_
     assert result.path.read_bytes() == header() + _csv_writer_bytes(rows)
 
 
-def test_sqlite_driver_rows_read_as_sqlalchemy_reads_them(sqlite_url: str, tmp_path: Path) -> None:
-    """On SQLite the batch queries run on the driver's cursor; converted in ``_load``'s way, every row and
-    every value's type equal what SQLAlchemy's own result processing returns."""
+def test_sqlite_columns_read_as_sqlalchemy_reads_them(sqlite_url: str, tmp_path: Path) -> None:
+    """On a SQLite file the batch queries run on ADBC's SQLite driver straight into Arrow columns (without it,
+    through SQLAlchemy's rows); either way every value, and its Python type, equals what SQLAlchemy's own
+    result processing returns (times as UTC, NUMERIC as float)."""
+    from db.arrow import sqlite_arrow
     from db.session import get_engine
-    from feedback.export.dataset import _as_utc, _bool, _money, _Query, _statements, conversation_query
+    from feedback.export.dataset import _as_utc, _py, _Query, _statements, conversation_query
 
     generate(sqlite_url, 150, seed=5)
     engine = get_engine(sqlite_url)
-    ours = {"conversations": {7: _as_utc}, "turns": {6: _as_utc}, "answers": {7: _money}, "decisions": {4: _bool}}
-    ours |= {"votes": {5: _bool, 6: _as_utc}}
+    arrow = sqlite_arrow(engine)
+    assert arrow is not None
     theirs = {
         "conversations": {7: _as_utc},
         "turns": {6: _as_utc},
         "answers": {7: lambda v: None if v is None else float(v)},
+        "votes": {6: _as_utc},
     }
-    theirs |= {"votes": {6: _as_utc}}
     with engine.connect() as connection:
         ids = [row[0] for row in connection.execute(conversation_query(ExportFilters()).order_by(Conversation.id))]
-        queries = {name: _Query(stmt, engine.dialect) for name, stmt in _statements(True).items()}
-        assert all(query.sql for query in queries.values())
-        vote_ids = [row[0] for row in queries["votes"].rows(connection, ids)]
-        for name, query in queries.items():
-            wanted = vote_ids if name == "ratings" else ids
-            raw = [
-                tuple(ours.get(name, {}).get(i, lambda v: v)(v) for i, v in enumerate(row))
-                for row in query.rows(connection, wanted)
-            ]
-            read = [
-                tuple(theirs.get(name, {}).get(i, lambda v: v)(v) for i, v in enumerate(row))
-                for row in connection.execute(query.stmt, {"ids": wanted}).all()
-            ]
-            assert raw and raw == read, name
-            assert [tuple(map(type, row)) for row in raw] == [tuple(map(type, row)) for row in read], name
+        for reader in (arrow, None):
+            queries = {name: _Query(name, stmt, engine.dialect, reader) for name, stmt in _statements(True).items()}
+            assert all(query.sql for query in queries.values())
+            vote_ids = queries["votes"].columns(connection, ids)["id"].to_pylist()
+            for name, query in queries.items():
+                wanted = vote_ids if name == "ratings" else ids
+                ours = list(zip(*(_py(column) for column in query.columns(connection, wanted).values()), strict=True))
+                read = [
+                    tuple(theirs.get(name, {}).get(i, lambda v: v)(v) for i, v in enumerate(row))
+                    for row in connection.execute(query.stmt, {"ids": wanted}).all()
+                ]
+                assert ours and ours == read, name
+                assert [tuple(map(type, row)) for row in ours] == [tuple(map(type, row)) for row in read], name
+    arrow.close()
 
 
 def _nested_flattened(batch: object) -> list[tuple]:

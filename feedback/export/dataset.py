@@ -19,12 +19,15 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Select, Text, bindparam, cast, func, null, select
 
+from db.arrow import SQLiteArrow, sqlite_arrow
 from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
 from db.session import get_engine
 from db.visibility import counted_conversations, vote_not_hidden
-from feedback.redaction import redact, screen
+from feedback.redaction import SCREEN, redact, screen
 
 BATCH = 500
 MEMO = 4096  # redacted texts and participant hashes remembered per export (bounded memory)
@@ -242,6 +245,17 @@ class _Cleaner:
             return texts
         return [self(text) if hit else text for text, hit in zip(texts, screen(texts), strict=True)]
 
+    def array(self, texts: pa.Array) -> pa.Array:
+        """``many`` on a column: screened in C++ (``feedback.redaction.SCREEN``), the few hits redacted in Python."""
+        if not self.redact_pii or not len(texts):
+            return texts
+        hits = pc.match_substring_regex(texts, SCREEN).fill_null(False)
+        at = np.flatnonzero(hits.to_numpy(zero_copy_only=False))
+        if not at.size:
+            return texts
+        found = texts.take(pa.array(at)).to_pylist()
+        return pc.replace_with_mask(texts, hits, pa.array([self(text) for text in found], texts.type))
+
 
 _PLAIN = (float, int, bool, type(None))
 
@@ -276,14 +290,19 @@ def iter_batches(
     engine = get_engine(url)
     clean = _Cleaner(tally, redact_pii)
     participant = lru_cache(maxsize=MEMO)(lambda participant_id: pseudonymize(participant_id, salt))
-    statements = {name: _Query(stmt, engine.dialect) for name, stmt in _statements(signals).items()}
-    with engine.connect() as ids_connection, engine.connect() as connection:
-        stream = ids_connection.execution_options(stream_results=True, yield_per=batch).execute(
-            conversation_query(filters).order_by(Conversation.id)
-        )
-        for partition in stream.partitions(batch):
-            ids = [row[0] for row in partition]
-            yield _load(connection, statements, ids, participant, clean, tally, signals, flag_of)
+    arrow = sqlite_arrow(engine)
+    statements = {name: _Query(name, stmt, engine.dialect, arrow) for name, stmt in _statements(signals).items()}
+    try:
+        with engine.connect() as ids_connection, engine.connect() as connection:
+            stream = ids_connection.execution_options(stream_results=True, yield_per=batch).execute(
+                conversation_query(filters).order_by(Conversation.id)
+            )
+            for partition in stream.partitions(batch):
+                ids = [row[0] for row in partition]
+                yield _load(connection, statements, ids, participant, clean, tally, signals, flag_of)
+    finally:
+        if arrow is not None:
+            arrow.close()
 
 
 _IDS = bindparam("ids", expanding=True)  # one cached statement per table, whatever the batch's ids
@@ -291,26 +310,85 @@ _EXPANDED = "(__[POSTCOMPILE_ids])"  # where SQLAlchemy's compiled SQL expands t
 
 
 class _Query:
-    """One per-table select of a batch. On SQLite, its compiled SQL runs straight on the driver's cursor:
-    SQLAlchemy's per-row result processing and per-call compilation were a fifth of an export's time,
-    and the few columns it would convert (DATETIME text, BOOLEAN 0/1, NUMERIC) go through ``_as_utc``,
-    ``_bool`` and ``_money`` in ``_load`` with SQLAlchemy's own rules. Elsewhere SQLAlchemy runs it."""
+    """One per-table select of a batch, read into ``TYPES``' Arrow columns. On a SQLite file its compiled SQL
+    runs on ADBC's SQLite driver (``db.arrow``): Arrow arrays filled in C, no Python object per value. Else
+    (PostgreSQL) SQLAlchemy runs it and the rows are turned into the same columns. Either way the few
+    columns SQLAlchemy would convert (DATETIME text, BOOLEAN 0/1, NUMERIC) are converted with its rules
+    (``_as_utc``, ``_bool``, ``_money``), column-wise."""
 
-    def __init__(self, stmt: Select, dialect: Any) -> None:
-        self.stmt, self.sql = stmt, None
+    def __init__(self, table: str, stmt: Select, dialect: Any, arrow: SQLiteArrow | None = None) -> None:
+        self.table, self.stmt, self.sql, self.arrow = table, stmt, None, arrow
         if dialect.name == "sqlite" and dialect.paramstyle == "qmark":
             compiled = stmt.compile(dialect=dialect)
             if set(compiled.params) == {"ids"} and str(compiled).count(_EXPANDED) == 1:
                 self.sql = str(compiled)
 
     def rows(self, connection: Any, ids: list[int]) -> list[Any]:
+        """The rows as the driver returns them (SQLite's raw values, on its own cursor; else SQLAlchemy's)."""
         if self.sql is None:
             return connection.execute(self.stmt, {"ids": ids}).all()
         cursor = connection.connection.driver_connection.cursor()
         try:
-            return cursor.execute(self.sql.replace(_EXPANDED, "(" + ",".join("?" * len(ids)) + ")"), ids).fetchall()
+            return cursor.execute(self._expanded(ids), ids).fetchall()
         finally:
             cursor.close()
+
+    def _expanded(self, ids: list[int]) -> str:
+        return self.sql.replace(_EXPANDED, "(" + ",".join("?" * len(ids)) + ")")
+
+    def columns(self, connection: Any, ids: list[int]) -> dict[str, pa.Array]:
+        """The rows as one typed Arrow array per field (``TYPES``)."""
+        types = TYPES[self.table]
+        if not ids:
+            return {name: pa.array([], kind) for name, kind in types.items()}
+        if self.sql is not None and self.arrow is not None:
+            # the ids written into the SQL (ints from our own query): ADBC's Python binding of 500
+            # parameters cost more than the read itself
+            read = self.arrow.table(self.sql.replace(_EXPANDED, "(" + ",".join(map(str, map(int, ids))) + ")"))
+            return {
+                name: _typed(column.combine_chunks(), types[name], name)
+                for name, column in zip(types, read.columns, strict=True)
+            }
+        rows = self.rows(connection, ids)
+        values = zip(*rows, strict=True) if rows else ([] for _ in types)
+        return {name: _typed(list(column), types[name], name) for name, column in zip(types, values, strict=True)}
+
+
+_SQLITE_TIME = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{6})?$"  # how SQLAlchemy stores DATETIME on SQLite
+UTC_TIME = pa.timestamp("us", tz="UTC")
+
+
+def utc_times(values: Sequence[Any] | pa.Array) -> pa.Array:
+    """DATETIME values as ``_as_utc`` reads them (naive is UTC, aware is converted), column-wise: SQLite's
+    text in SQLAlchemy's storage format is parsed by Arrow, datetimes (PostgreSQL) converted by Arrow,
+    anything else value by value."""
+    if isinstance(values, pa.Array):
+        if values.null_count == len(values):
+            return pa.nulls(len(values), UTC_TIME)
+        if pa.types.is_string(values.type) and pc.all(pc.match_substring_regex(values, _SQLITE_TIME)).as_py():
+            return values.cast(pa.timestamp("us")).cast(UTC_TIME)  # naive -> UTC: the same instants, no shift
+        if pa.types.is_timestamp(values.type) and values.type.tz is not None:
+            return values.cast(UTC_TIME)
+        values = values.to_pylist()
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return utc_times(pa.array(values, pa.string()))
+    if kinds <= {dt.datetime}:
+        return pa.array(values, UTC_TIME)
+    return pa.array([None if value is None else _as_utc(value) for value in values], UTC_TIME)
+
+
+def _typed(values: Sequence[Any] | pa.Array, kind: pa.DataType, name: str) -> pa.Array:
+    """One field's values (the driver's Python values, or ADBC's inferred Arrow column) as ``kind``."""
+    if kind == UTC_TIME:
+        return utc_times(values)
+    if name == "cost":  # NUMERIC(12, 6): ``_money``'s rounding, on the values that are there
+        if isinstance(values, pa.Array):
+            values = values.to_pylist()
+        return pa.array([_money(value) for value in values], kind)
+    if not isinstance(values, pa.Array):
+        values = pa.array(values)  # bool, int, float, str, Decimal-free: the driver's own types
+    return values if values.type == kind else values.cast(kind)
 
 
 def _statements(signals: bool) -> dict[str, Select]:
@@ -385,66 +463,97 @@ def _json(raw: str | None) -> Any:
     return None if raw is None else orjson.loads(raw)
 
 
-# the fields of each table's rows, in the order of ``_statements``' selects
-FIELDS: dict[str, tuple[str, ...]] = {
-    "conversations": ("id", "event", "region", "event_id", "participant_id", "handoff_side", "category", "created_at"),
-    "turns": ("id", "conversation_id", "index", "prompt", "language", "category", "created_at"),
-    "answers": (
-        "turn_id",
-        "arm",
-        "source",
-        "text",
-        "model",
-        "tokens_out",
-        "latency_ms",
-        "cost",
-        "error_kind",
-        "energy_wh",
-    ),
-    "decisions": ("turn_id", "policy", "threshold", "score", "handed_off", "blocked_by", "propensity", "signals"),
-    "votes": (
-        "id",
-        "turn_id",
-        "winner",
-        "winner_arm",
-        "comment",
-        "final",
-        "created_at",
-        "time_to_vote_ms",
-        "display",
-    ),
-    "ratings": ("vote_id", "arm", "stars", "tags"),
+_I, _F, _S, _B = pa.int64(), pa.float64(), pa.string(), pa.bool_()
+# each table's fields, in the order of ``_statements``' selects, with the Arrow type a batch holds them in
+TYPES: dict[str, dict[str, pa.DataType]] = {
+    "conversations": {
+        "id": _I,
+        "event": _S,
+        "region": _S,
+        "event_id": _I,
+        "participant_id": _I,
+        "handoff_side": _S,
+        "category": _S,
+        "created_at": UTC_TIME,
+    },
+    "turns": {
+        "id": _I,
+        "conversation_id": _I,
+        "index": _I,
+        "prompt": _S,
+        "language": _S,
+        "category": _S,
+        "created_at": UTC_TIME,
+    },
+    "answers": {
+        "turn_id": _I,
+        "arm": _S,
+        "source": _S,
+        "text": _S,
+        "model": _S,
+        "tokens_out": _I,
+        "latency_ms": _F,
+        "cost": _F,
+        "error_kind": _S,
+        "energy_wh": _F,
+    },
+    "decisions": {
+        "turn_id": _I,
+        "policy": _S,
+        "threshold": _F,
+        "score": _F,
+        "handed_off": _B,
+        "blocked_by": _S,
+        "propensity": _F,
+        "signals": _S,
+    },
+    "votes": {
+        "id": _I,
+        "turn_id": _I,
+        "winner": _S,
+        "winner_arm": _S,
+        "comment": _S,
+        "final": _B,
+        "created_at": UTC_TIME,
+        "time_to_vote_ms": _F,
+        "display": _S,
+    },
+    "ratings": {"vote_id": _I, "arm": _S, "stars": _I, "tags": _S},
 }
+FIELDS: dict[str, tuple[str, ...]] = {table: tuple(types) for table, types in TYPES.items()}
 
 
 @dataclass(slots=True)
 class Batch:
-    """One batch of conversations read as columns: per table (``FIELDS``) a tuple of values per field, rows
-    in query order, as the driver returns them (SQLite's DATETIME text and 0/1 booleans, NUMERIC as stored:
-    ``conversation_rows`` and ``feedback.export.flat.vote_table`` convert them with SQLAlchemy's rules).
-    Already done here, once for every format: texts redacted, ``participant`` re-hashed, decision signals
-    decoded (and redacted), vote flags looked up (``flags``, None when the format carries none)."""
+    """One batch of conversations read as columns: per table (``TYPES``) an Arrow array per field, rows in
+    query order, already converted with SQLAlchemy's rules (UTC times, booleans, NUMERIC rounding).
+    Already done here, once for every format: texts redacted, ``participant`` re-hashed, vote flags looked up
+    (``flags``, None when the format carries none). ``signals`` holds each decision's stored signals decoded
+    and redacted (``{}`` each for formats that never write them)."""
 
-    conversations: dict[str, Sequence[Any]]
-    turns: dict[str, Sequence[Any]]
-    answers: dict[str, Sequence[Any]]
-    decisions: dict[str, Sequence[Any]]
-    votes: dict[str, Sequence[Any]]
-    ratings: dict[str, Sequence[Any]]
+    conversations: dict[str, pa.Array]
+    turns: dict[str, pa.Array]
+    answers: dict[str, pa.Array]
+    decisions: dict[str, pa.Array]
+    votes: dict[str, pa.Array]
+    ratings: dict[str, pa.Array]
     flags: FlagColumns | None
+    signals: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.conversations["id"])
 
 
-def _columns(table: str, rows: list[Any]) -> dict[str, Sequence[Any]]:
-    names = FIELDS[table]
-    return dict(zip(names, zip(*rows, strict=True), strict=True)) if rows else {name: () for name in names}
-
-
 def tag_list(raw: str | None) -> list[str]:
     """A rating's reason tags from their stored JSON text (None: no tags)."""
     return list(_json(raw) or [])
+
+
+def _hashed(ids: pa.Array, participant: Callable[[int], str]) -> pa.Array:
+    """Each participant id's salted hash, computed once per distinct id."""
+    distinct = pc.unique(ids)
+    hashes = pa.array([participant(value) for value in distinct.to_pylist()], pa.string())
+    return hashes.take(pc.index_in(ids, value_set=distinct))
 
 
 def _load(
@@ -458,74 +567,70 @@ def _load(
     flag_of=None,
 ) -> Batch:  # noqa: ANN001
     """Fill one batch with one query per table, read into columns (no per-row objects)."""
-    conversations = _columns("conversations", statements["conversations"].rows(connection, ids))
-    conversations["participant"] = [participant(participant_id) for participant_id in conversations["participant_id"]]
-    tally.event_ids.update(conversations["event_id"])
-    turns = _columns("turns", statements["turns"].rows(connection, ids))
-    turns["prompt"] = clean.many(list(turns["prompt"]))  # texts are redacted a batch at a time
-    answers = _columns("answers", statements["answers"].rows(connection, ids))
-    answers["text"] = clean.many(list(answers["text"]))
-    decisions = _columns("decisions", statements["decisions"].rows(connection, ids))
-    decisions["signals"] = (
-        [_cleaned(_json(stored) or {}, clean) for stored in decisions["signals"]]
-        if signals
-        else [{} for _ in decisions["signals"]]
-    )
-    votes = _columns("votes", statements["votes"].rows(connection, ids))
-    comments = iter(clean.many([comment for comment in votes["comment"] if comment]))  # empty is no comment
-    votes["comment"] = [next(comments) if comment else None for comment in votes["comment"]]
-    ratings = _columns("ratings", statements["ratings"].rows(connection, list(votes["id"])) if votes["id"] else [])
-    tally.conversations += len(set(conversations["id"]))
-    tally.turns += len(set(turns["id"]))
-    tally.votes += len(set(votes["id"]))
-    flags = flag_of(votes["id"]) if flag_of is not None else None
-    return Batch(conversations, turns, answers, decisions, votes, ratings, flags)
+    conversations = statements["conversations"].columns(connection, ids)
+    conversations["participant"] = _hashed(conversations["participant_id"], participant)
+    tally.event_ids.update(pc.unique(conversations["event_id"]).to_pylist())
+    turns = statements["turns"].columns(connection, ids)
+    turns["prompt"] = clean.array(turns["prompt"])  # texts are redacted a batch at a time
+    answers = statements["answers"].columns(connection, ids)
+    answers["text"] = clean.array(answers["text"])
+    decisions = statements["decisions"].columns(connection, ids)
+    stored = decisions["signals"].to_pylist() if signals else [None] * len(decisions["signals"])
+    decoded = [_cleaned(_json(text) or {}, clean) if text is not None else {} for text in stored]
+    votes = statements["votes"].columns(connection, ids)
+    comment = votes["comment"]
+    votes["comment"] = clean.array(pc.if_else(pc.equal(comment, ""), pa.scalar(None, _S), comment))  # empty: none
+    ratings = statements["ratings"].columns(connection, votes["id"].to_pylist())
+    tally.conversations += pc.count_distinct(conversations["id"]).as_py()
+    tally.turns += pc.count_distinct(turns["id"]).as_py()
+    tally.votes += pc.count_distinct(votes["id"]).as_py()
+    flags = flag_of(votes["id"].to_numpy()) if flag_of is not None else None
+    return Batch(conversations, turns, answers, decisions, votes, ratings, flags, decoded)
+
+
+def _py(column: pa.Array) -> list[Any]:
+    """A column's Python values; UTC times as aware datetimes (``dt.UTC``), made from numpy's naive ones."""
+    if column.type == UTC_TIME:
+        naive = column.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype(object)
+        return [None if value is None else value.replace(tzinfo=dt.UTC) for value in naive]
+    return column.to_pylist()
+
+
+def _rows(table: dict[str, pa.Array], names: Sequence[str] | None = None) -> Iterator[tuple]:
+    return zip(*(_py(table[name]) for name in (names or table)), strict=True)
 
 
 def conversation_rows(batch: Batch) -> list[ConversationRow]:
     """The batch as nested row objects (conversation -> turns -> answers, decision, votes -> ratings), for the
     formats that write a conversation's structure (jsonl, arena, dpo)."""
     conversations: dict[int, ConversationRow] = {}
-    c = batch.conversations
-    for cid, code, region, participant, side, category, created in zip(
-        c["id"],
-        c["event"],
-        c["region"],
-        c["participant"],
-        c["handoff_side"],
-        c["category"],
-        c["created_at"],
-        strict=True,
+    for cid, code, region, participant, side, category, created in _rows(
+        batch.conversations, ("id", "event", "region", "participant", "handoff_side", "category", "created_at")
     ):
-        conversations[cid] = ConversationRow(cid, code, region, participant, side, category, _as_utc(created))
+        conversations[cid] = ConversationRow(cid, code, region, participant, side, category, created)
     turns: dict[int, TurnRow] = {}
-    t = batch.turns
-    for tid, cid, index, prompt, language, category, created in zip(*t.values(), strict=True):
-        turn = TurnRow(tid, index, prompt, language, category, _as_utc(created))
+    for tid, cid, index, prompt, language, category, created in _rows(batch.turns):
+        turn = TurnRow(tid, index, prompt, language, category, created)
         turns[tid] = turn
         conversations[cid].turns.append(turn)
-    for tid, arm, source, text, model, tokens_out, latency_ms, cost, error_kind, energy_wh in zip(
-        *batch.answers.values(), strict=True
+    for tid, arm, source, text, model, tokens_out, latency_ms, cost, error_kind, energy_wh in _rows(batch.answers):
+        turns[tid].answers[arm] = AnswerRow(arm, source, text, model, tokens_out, latency_ms, cost, error_kind, energy_wh)
+    names = FIELDS["decisions"][:-1]
+    for (tid, policy, threshold, score, handed_off, blocked_by, propensity), stored in zip(
+        _rows(batch.decisions, names), batch.signals, strict=True
     ):
-        turns[tid].answers[arm] = AnswerRow(
-            arm, source, text, model, tokens_out, latency_ms, _money(cost), error_kind, energy_wh
-        )
-    for tid, policy, threshold, score, handed_off, blocked_by, propensity, stored in zip(
-        *batch.decisions.values(), strict=True
-    ):
-        turns[tid].decision = DecisionRow(policy, threshold, score, _bool(handed_off), blocked_by, propensity, stored)
+        turns[tid].decision = DecisionRow(policy, threshold, score, handed_off, blocked_by, propensity, stored)
     votes: dict[int, VoteRow] = {}
-    v = batch.votes
     for (vid, tid, winner, winner_arm, comment, final, created, time_to_vote, display), vote_flags in zip(
-        zip(*v.values(), strict=True), _flag_rows(batch.flags, len(v["id"])), strict=True
+        _rows(batch.votes), _flag_rows(batch.flags, len(batch.votes["id"])), strict=True
     ):
         vote = VoteRow(
             vid,
             winner,
             winner_arm,
             comment,
-            _bool(final),
-            _as_utc(created),
+            final,
+            created,
             time_to_vote_ms=time_to_vote,
             display=display,
             flags=vote_flags,
@@ -533,7 +638,7 @@ def conversation_rows(batch: Batch) -> list[ConversationRow]:
         votes[vid] = vote
         turns[tid].votes.append(vote)
     tag_lists: dict[str | None, list[str]] = {}  # few distinct tag sets: each decoded once per batch
-    for vid, arm, stars, tags in zip(*batch.ratings.values(), strict=True):
+    for vid, arm, stars, tags in _rows(batch.ratings):
         if (decoded := tag_lists.get(tags)) is None:
             decoded = tag_lists[tags] = tag_list(tags)
         votes[vid].ratings[arm] = RatingRow(stars, decoded)

@@ -3,16 +3,12 @@ time as an Arrow table (``vote_table``)."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from db.vocabulary import BOTH
-from feedback.export.dataset import Batch, FlagColumns, _as_utc, _money, tag_list
+from feedback.export.dataset import Batch, FlagColumns, tag_list
 
 # column -> (meaning, pyarrow type name); the data card and the Parquet schema both read this
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -70,40 +66,21 @@ _TYPES = {
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
 SCHEMA = pa.schema([(name, _TYPES[kind]) for name, (_, kind) in COLUMNS.items()])
-_UTC = _TYPES["timestamp"]
-_SQLITE_TIME = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{6})?$"  # how SQLAlchemy stores DATETIME on SQLite
-
-
-def utc_times(values: Sequence[Any]) -> pa.Array:
-    """DATETIME values as ``dataset._as_utc`` reads them (naive is UTC, aware is converted), column-wise:
-    SQLite's text in SQLAlchemy's storage format is parsed by Arrow, datetimes (PostgreSQL) converted by
-    Arrow, anything else value by value."""
-    kinds = set(map(type, values))
-    if kinds == {str}:
-        text = pa.array(values, pa.string())
-        if pc.all(pc.match_substring_regex(text, _SQLITE_TIME)).as_py():
-            return text.cast(pa.timestamp("us")).cast(_UTC)  # naive -> UTC: the same instants, no shift
-    elif kinds <= {dt.datetime}:
-        return pa.array(values, _UTC)
-    return pa.array([_as_utc(value) for value in values], _UTC)
-
-
-def _booleans(values: Sequence[Any]) -> pa.Array:
-    """BOOLEAN as ``dataset._bool`` reads it: SQLite's 0/1 become False/True."""
-    return pa.array(values).cast(pa.bool_())
 
 
 def _positions(
-    keys: Sequence[Any], wanted: Sequence[Any], where: Sequence[Any] | None = None, value: Any = None
+    keys: pa.Array, wanted: pa.Array | np.ndarray, where: pa.Array | None = None, value: str | None = None
 ) -> np.ndarray:
-    """For each wanted key, the position of its row among ``keys`` (the last one, as a dict keeps it; only rows
-    whose ``where`` equals ``value`` when given), -1 where there is none."""
-    if where is None:
-        at = {key: i for i, key in enumerate(keys)}
-    else:
-        at = {key: i for i, (key, this) in enumerate(zip(keys, where, strict=True)) if this == value}
-    get = at.get
-    return np.fromiter((get(key, -1) for key in wanted), np.int64, len(wanted))
+    """For each wanted key, the position of its row among ``keys`` (only rows whose ``where`` equals ``value``
+    when given; keys are unique there: the schema's unique constraints), -1 where there is none."""
+    at = None
+    if where is not None:
+        rows = pc.fill_null(pc.equal(where, value), False)
+        at = np.flatnonzero(rows.to_numpy(zero_copy_only=False))
+        keys = keys.filter(rows)
+    found = pc.index_in(wanted, value_set=keys).to_numpy(zero_copy_only=False)
+    found = np.where(np.isnan(found), -1, found).astype(np.int64) if found.dtype.kind == "f" else found.astype(np.int64)
+    return found if at is None or not at.size else np.where(found >= 0, at[np.maximum(found, 0)], -1)
 
 
 def _take(values: pa.Array, positions: np.ndarray) -> pa.Array:
@@ -121,42 +98,39 @@ def vote_table(batch: Batch) -> pa.Table:
     order = np.argsort(vote_turn, kind="stable")  # the batch's turns in order; a turn's votes by vote id
     vote_turn = vote_turn[order]
     vote_conversation = _positions(c["id"], t["conversation_id"])[vote_turn]
-    vote_ids = np.asarray(v["id"], dtype=np.int64)[order]
+    vote_ids = v["id"].take(order)
     off = _positions(a["turn_id"], t["id"], a["arm"], "off")[vote_turn]
     on = _positions(a["turn_id"], t["id"], a["arm"], "on")[vote_turn]
     decision = _positions(d["turn_id"], t["id"])[vote_turn]
-    rated = {arm: _positions(r["vote_id"], vote_ids.tolist(), r["arm"], arm) for arm in ("off", "on", BOTH)}
+    rated = {arm: _positions(r["vote_id"], vote_ids, r["arm"], arm) for arm in ("off", "on", BOTH)}
 
     def turns(name: str, kind: str) -> pa.Array:
-        return pa.array(t[name], _TYPES[kind]).take(vote_turn)
+        return t[name].cast(_TYPES[kind]).take(vote_turn)
 
     def conversations(name: str) -> pa.Array:
-        return pa.array(c[name], pa.string()).take(vote_conversation)
+        return c[name].take(vote_conversation)
 
-    def votes(name: str, kind: str) -> pa.Array:
-        return pa.array(v[name], _TYPES[kind]).take(order)
+    def votes(name: str) -> pa.Array:
+        return v[name].take(order)
 
-    def answers(name: str, kind: str, arm: np.ndarray) -> pa.Array:
-        return _take(pa.array(a[name], _TYPES[kind]), arm)
+    def answers(name: str, arm: np.ndarray) -> pa.Array:
+        return _take(a[name], arm)
 
-    def decisions(name: str, kind: str) -> pa.Array:
-        return _take(pa.array(d[name], _TYPES[kind]), decision)
+    def decisions(name: str) -> pa.Array:
+        return _take(d[name], decision)
 
     tag_texts: dict[str | None, str] = {}  # few distinct tag sets: each decoded once per batch
-    tags = pa.array(
-        [
-            tag_texts[raw] if raw in tag_texts else tag_texts.setdefault(raw, ";".join(tag_list(raw)))
-            for raw in r["tags"]
-        ],
-        pa.string(),
+    distinct = pc.unique(r["tags"])
+    joined = pa.array(
+        [tag_texts.setdefault(raw, ";".join(tag_list(raw))) for raw in distinct.to_pylist()], pa.string()
     )
-    stars = pa.array(r["stars"], pa.int32())
+    tags = joined.take(pc.index_in(r["tags"], value_set=distinct))
+    stars = r["stars"].cast(pa.int32())
     category = turns("category", "string")
     known = pc.fill_null(pc.not_equal(category, ""), False)  # ``turn.category or conversation.category``
-    costs = [_money(a["cost"][i]) if i >= 0 else None for i in on.tolist()]
     columns = {
-        "vote_id": pa.array(vote_ids),
-        "conversation_id": pa.array(c["id"], pa.int64()).take(vote_conversation),
+        "vote_id": vote_ids,
+        "conversation_id": conversations("id"),
         "turn_index": turns("index", "int32"),
         "event": conversations("event"),
         "region": conversations("region"),
@@ -164,34 +138,34 @@ def vote_table(batch: Batch) -> pa.Table:
         "language": turns("language", "string"),
         "category": pc.if_else(known, category, conversations("category")),
         "handoff_side": conversations("handoff_side"),
-        "winner": votes("winner", "string"),
-        "winner_arm": votes("winner_arm", "string"),
-        "final": _booleans(v["final"]).take(order),
-        "policy": decisions("policy", "string"),
-        "threshold": decisions("threshold", "float64"),
-        "score": decisions("score", "float64"),
-        "handed_off": _take(_booleans(d["handed_off"]), decision),
+        "winner": votes("winner"),
+        "winner_arm": votes("winner_arm"),
+        "final": votes("final"),
+        "policy": decisions("policy"),
+        "threshold": decisions("threshold"),
+        "score": decisions("score"),
+        "handed_off": decisions("handed_off"),
         "prompt": turns("prompt", "string"),
-        "answer_off": answers("text", "string", off),
-        "answer_on": answers("text", "string", on),
-        "model_off": answers("model", "string", off),
-        "model_on": answers("model", "string", on),
-        "source_on": answers("source", "string", on),
-        "latency_off_ms": answers("latency_ms", "float64", off),
-        "latency_on_ms": answers("latency_ms", "float64", on),
-        "cost_on": pa.array(costs, pa.float64()),
-        "energy_off_wh": answers("energy_wh", "float64", off),
-        "energy_on_wh": answers("energy_wh", "float64", on),
+        "answer_off": answers("text", off),
+        "answer_on": answers("text", on),
+        "model_off": answers("model", off),
+        "model_on": answers("model", on),
+        "source_on": answers("source", on),
+        "latency_off_ms": answers("latency_ms", off),
+        "latency_on_ms": answers("latency_ms", on),
+        "cost_on": answers("cost", on),
+        "energy_off_wh": answers("energy_wh", off),
+        "energy_on_wh": answers("energy_wh", on),
         "stars_off": _take(stars, rated["off"]),
         "stars_on": _take(stars, rated["on"]),
         "stars_both": _take(stars, rated[BOTH]),
         "tags_off": _take(tags, rated["off"]),
         "tags_on": _take(tags, rated["on"]),
         "tags_both": _take(tags, rated[BOTH]),
-        "comment": votes("comment", "string"),
-        "created_at": utc_times(v["created_at"]).take(order),
-        "time_to_vote_ms": votes("time_to_vote_ms", "float64"),
-        "display": votes("display", "string"),
+        "comment": votes("comment"),
+        "created_at": votes("created_at"),
+        "time_to_vote_ms": votes("time_to_vote_ms"),
+        "display": votes("display"),
         **_flag_columns(batch.flags, order),
     }
     return pa.Table.from_arrays([columns[name] for name in SCHEMA.names], schema=SCHEMA)
