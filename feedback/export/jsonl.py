@@ -6,8 +6,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from feedback.export.dataset import Batch, Tally, conversation_rows
+from feedback.export import jsontext as js
+from feedback.export.dataset import Batch, FlagColumns, Tally, VoteFlags, tag_list
 
 SUFFIX = ".jsonl"
 FLAGS = True  # votes carry their quality flags (feedback.research)
@@ -27,19 +30,118 @@ NOTES: list[str] = []
 SIGNALS = True  # every stored signal of each decision is written
 
 
-# orjson writes the dataclasses field by field like ``dataclasses.asdict``; times keep their str() form
-_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_APPEND_NEWLINE
+def conversation_lines(batch: Batch) -> bytes:
+    """The batch's conversations, one JSON object a line: what ``orjson.dumps`` wrote for each nested
+    ``ConversationRow`` (dataclass fields in order, times as ``str(datetime)``), built column-wise
+    (``feedback.export.jsontext``)."""
+    c, t, a, d, v, r = batch.conversations, batch.turns, batch.answers, batch.decisions, batch.votes, batch.ratings
+    n_turns, n_votes = len(t["id"]), len(v["id"])
+    answer = js.obj(
+        [
+            ("arm", js.strings(a["arm"])),
+            ("source", js.strings(a["source"])),
+            ("text", js.strings(a["text"])),
+            ("model", js.strings(a["model"])),
+            ("tokens_out", js.ints(a["tokens_out"])),
+            ("latency_ms", js.floats(a["latency_ms"])),
+            ("cost", js.floats(a["cost"])),
+            ("error_kind", js.strings(a["error_kind"])),
+            ("energy_wh", js.floats(a["energy_wh"])),
+        ]
+    )
+    answers = js.grouped(
+        js.join(js.strings(a["arm"]), ":", answer), js.positions(t["id"], a["turn_id"]), n_turns
+    )  # a dict per turn, keyed by arm, in the rows' order
+    signals = pa.array([orjson.dumps(stored).decode() for stored in batch.signals], js.TEXT)
+    decision = js.obj(
+        [
+            ("policy", js.strings(d["policy"])),
+            ("threshold", js.floats(d["threshold"])),
+            ("score", js.floats(d["score"])),
+            ("handed_off", js.bools(d["handed_off"])),
+            ("blocked_by", js.strings(d["blocked_by"])),
+            ("shadow_propensity", js.floats(d["propensity"])),
+            ("signals", signals),
+        ]
+    )
+    decisions = js.take(decision, js.positions(d["turn_id"], t["id"])).fill_null(js.NULL)
+    distinct_tags = pc.unique(r["tags"])
+    tags = pa.array([orjson.dumps(tag_list(raw)).decode() for raw in distinct_tags.to_pylist()], js.TEXT)
+    rating = js.join(
+        js.strings(r["arm"]),
+        ':{"stars":',
+        js.ints(r["stars"]),
+        ',"tags":',
+        tags.take(pc.index_in(r["tags"], value_set=distinct_tags)),
+        "}",
+    )
+    ratings = js.grouped(rating, js.positions(v["id"], r["vote_id"]), n_votes)
+    vote = js.obj(
+        [
+            ("id", js.ints(v["id"])),
+            ("winner", js.strings(v["winner"])),
+            ("winner_arm", js.strings(v["winner_arm"])),
+            ("comment", js.strings(v["comment"])),
+            ("final", js.bools(v["final"])),
+            ("created_at", js.times(v["created_at"])),
+            ("ratings", js.join("{", ratings, "}")),
+            ("time_to_vote_ms", js.floats(v["time_to_vote_ms"])),
+            ("display", js.strings(v["display"])),
+            ("flags", _flags(batch.flags, n_votes)),
+        ]
+    )
+    turn = js.obj(
+        [
+            ("id", js.ints(t["id"])),
+            ("index", js.ints(t["index"])),
+            ("prompt", js.strings(t["prompt"])),
+            ("language", js.strings(t["language"])),
+            ("category", js.strings(t["category"])),
+            ("created_at", js.times(t["created_at"])),
+            ("answers", js.join("{", answers, "}")),
+            ("decision", decisions),
+            ("votes", js.join("[", js.grouped(vote, js.positions(t["id"], v["turn_id"]), n_turns), "]")),
+        ]
+    )
+    turns = js.grouped(turn, js.positions(c["id"], t["conversation_id"]), len(c["id"]))
+    conversation = js.obj(
+        [
+            ("id", js.ints(c["id"])),
+            ("event", js.strings(c["event"])),
+            ("region", js.strings(c["region"])),
+            ("participant", js.strings(c["participant"])),
+            ("handoff_side", js.strings(c["handoff_side"])),
+            ("category", js.strings(c["category"])),
+            ("created_at", js.times(c["created_at"])),
+            ("turns", js.join("[", turns, "]")),
+        ]
+    )
+    return js.lines(conversation)
+
+
+def _flags(flags: FlagColumns | None, n: int) -> pa.Array:
+    """Each vote's ``VoteFlags`` as JSON (``null`` without flags), one text per distinct value."""
+    if flags is None:
+        return pa.array([js.NULL] * n, js.TEXT)
+    texts: dict[tuple[int, str], str] = {}
+
+    def text(b: int, why: str) -> str:
+        flag = VoteFlags(bool(b & 1), bool(b & 2), why, bool(b & 4), bool(b & 8))
+        return texts.setdefault((b, why), orjson.dumps(flag).decode())
+
+    return pa.array(
+        [
+            (texts.get((b, why)) or text(b, why)) if hit else js.NULL
+            for hit, b, why in zip(flags.found.tolist(), flags.bits.tolist(), flags.reasons.tolist(), strict=True)
+        ],
+        js.TEXT,
+    )
 
 
 def write(batches: Iterable[Batch], out: Path, tally: Tally) -> int:
     rows = 0
     with out.open("wb") as handle:
         for batch in batches:
-            handle.write(
-                b"".join(
-                    orjson.dumps(conversation, default=str, option=_OPTIONS)
-                    for conversation in conversation_rows(batch)
-                )
-            )
+            handle.write(conversation_lines(batch))
             rows += len(batch)
     return rows
