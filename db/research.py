@@ -12,9 +12,12 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import Connection, Select, Subquery, Text, and_, cast, func, select
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, Engine, Select, Subquery, Text, and_, cast, func, literal_column, select
 from sqlalchemy.orm import aliased
 
+from db.arrow import SQLiteArrow, sqlite_arrow, sqlite_sql
 from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict, Turn, Vote
 
 VOTE_COLUMNS = (
@@ -104,7 +107,7 @@ def _vote_select(visible: Subquery, columns: Sequence[str]) -> Select:
         )
     )
     return (
-        select(*(every[name] for name in columns))
+        select(*(every[name].label(name) for name in columns))
         .join(visible, visible.c.id == Vote.conversation_id)
         .join(Conversation, Conversation.id == Vote.conversation_id)
         .join(Event, Event.id == Conversation.event_id)
@@ -189,6 +192,60 @@ def participant_vote_frames(
             yield pd.DataFrame(rows[:cut], columns=list(columns))
     if held:
         yield pd.DataFrame(held, columns=list(columns))
+
+
+# what a NULL of a column reads as in ``participant_vote_tables`` (beside its ``<name>_null`` flag): a value of the
+# column's own type, so that every value of a column has one SQLite type (ADBC's driver needs that, ``db.arrow``)
+_NULL_AS = {"time_to_vote_ms": "0.0", "on_tokens": "0", "off_tokens": "0", "on_reveals": "0", "off_reveals": "0"}
+_NOT_NULL = {"vote_id", "participant_id", "prompt", "winner", "created_at"}
+
+
+def participant_vote_tables(
+    engine: Engine, visible: Subquery, columns: Sequence[str], chunk: int = 65_536
+) -> Iterator[pa.Table] | None:
+    """``participant_vote_frames`` as Arrow tables read by ADBC's SQLite driver (``db.arrow``), for the columns
+    ``_NULL_AS`` and ``_NOT_NULL`` know: each nullable column ``x`` comes as ``x`` (NULL read as ``_NULL_AS[x]``)
+    and ``x_null``. None where that reader can't run (not a SQLite file, the driver missing, a parameter
+    SQLAlchemy would convert): read ``participant_vote_frames`` then."""
+    if "participant_id" not in columns or not set(columns) <= _NOT_NULL | set(_NULL_AS):
+        return None
+    arrow = sqlite_arrow(engine)
+    if arrow is None:
+        return None
+    inner = _vote_select(visible, columns).subquery()
+    picked = []
+    for name in columns:
+        if name in _NULL_AS:
+            picked += [
+                func.coalesce(inner.c[name], literal_column(_NULL_AS[name])).label(name),
+                inner.c[name].is_(None).label(f"{name}_null"),
+            ]
+        else:
+            picked.append(inner.c[name])
+    compiled = sqlite_sql(select(*picked).order_by(inner.c.participant_id, inner.c.vote_id), engine)
+    if compiled is None:
+        arrow.close()
+        return None
+    return _complete_participants(arrow, *compiled, chunk)
+
+
+def _complete_participants(arrow: SQLiteArrow, sql: str, params: list[Any], chunk: int) -> Iterator[pa.Table]:
+    held: list[pa.RecordBatch] = []
+    try:
+        for batch in arrow.batches(sql, params, rows=chunk):
+            if not batch.num_rows:
+                continue
+            who = batch.column("participant_id")
+            last = who[-1]
+            cut = batch.num_rows - pc.sum(pc.equal(who, last)).as_py()  # the last participant may go on
+            if cut:
+                yield pa.Table.from_batches([*held, batch.slice(0, cut)])
+                held = []
+            held.append(batch.slice(cut))
+        if held:
+            yield pa.Table.from_batches(held)
+    finally:
+        arrow.close()
 
 
 class _Labels:

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from db.research import participant_vote_frames
+from db.research import participant_vote_frames, participant_vote_tables
 from db.session import get_engine
 from feedback.embeddings import Embed
-from feedback.export.dataset import ExportFilters, FlagColumns, FlagOf, conversation_query
+from feedback.export.dataset import ExportFilters, FlagColumns, FlagOf, conversation_query, utc_times
 
 READ_FLOOR_MS = 2_000.0
 READ_MS_PER_TOKEN = 10.0
@@ -56,29 +57,75 @@ def duplicate_votes(votes: pd.DataFrame, embed: Embed | None) -> np.ndarray:
     return out
 
 
+REASONS = ("too_fast", "same_side", "burst")  # why a participant is flagged, in participant_flags' order
+# participant_flags' text per reason code (bit i: REASONS[i]), as ",".join of the reasons that hold
+REASON_TEXTS = np.array(
+    [",".join(name for bit, name in enumerate(REASONS) if code >> bit & 1) for code in range(1 << len(REASONS))],
+    dtype=object,
+)
+
+
+def too_fast_votes(time_to_vote_ms: np.ndarray, on_tokens: np.ndarray, off_tokens: np.ndarray) -> np.ndarray:
+    """Saved sooner than the shorter answer can be read (floats, nan for unknown: unknown is never too fast)."""
+    shorter = np.nan_to_num(np.fmin(on_tokens, off_tokens), nan=0.0)
+    with np.errstate(invalid="ignore"):
+        return time_to_vote_ms < READ_FLOOR_MS + READ_MS_PER_TOKEN * shorter
+
+
+def participant_reasons(
+    participant: np.ndarray, too_fast: np.ndarray, winner: np.ndarray, times_us: np.ndarray
+) -> np.ndarray:
+    """Per vote, its participant's reason code (bits of ``REASONS``; 0: not flagged), over the votes given
+    (every vote of each participant in them, in any order). ``winner`` is the pane voted (a, b, else not a
+    pane); ``times_us`` the vote times in microseconds. numpy only: no Python per participant."""
+    if not len(participant):
+        return np.zeros(0, dtype=np.int64)
+    _, who = np.unique(participant, return_inverse=True)
+    who = who.reshape(-1)
+    n = int(who.max()) + 1
+    votes = np.bincount(who, minlength=n)
+    fast = np.bincount(who, weights=too_fast.astype(np.float64), minlength=n)
+    left = np.bincount(who, weights=(winner == "a").astype(np.float64), minlength=n)
+    panes = left + np.bincount(who, weights=(winner == "b").astype(np.float64), minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.maximum(left, panes - left) / np.where(panes > 0, panes, np.nan)
+        same_side = (panes >= MIN_PANE_VOTES_SAME_SIDE) & (share >= SAME_SIDE_SHARE)
+    code = ((votes >= MIN_VOTES_FAST) & (fast >= votes / 2)).astype(np.int64)
+    code |= same_side.astype(np.int64) << 1
+    code |= _bursts(who, times_us, n).astype(np.int64) << 2
+    return code[who]
+
+
+def _bursts(who: np.ndarray, times_us: np.ndarray, n: int) -> np.ndarray:
+    """Per participant, whether ``BURST_VOTES`` of their votes fall within ``BURST_SECONDS``."""
+    order = np.lexsort((times_us, who))
+    who, times = who[order], times_us[order]
+    span = BURST_VOTES - 1
+    burst = np.zeros(n, dtype=bool)
+    if len(who) > span:
+        close = (who[span:] == who[:-span]) & (times[span:] - times[:-span] <= int(BURST_SECONDS * 1_000_000))
+        burst[who[:-span][close]] = True
+    return burst
+
+
+def _times_us(values: pd.Series) -> np.ndarray:
+    return pd.to_datetime(values, utc=True).to_numpy("datetime64[us]").astype(np.int64)
+
+
 def quality_flags(votes: pd.DataFrame, embed: Embed | None = None) -> pd.DataFrame:
     """Per vote: too_fast, flagged_participant (with its reasons), reveals_origin, duplicate."""
-    shorter = np.fmin(votes["on_tokens"].astype(float), votes["off_tokens"].astype(float)).fillna(0).to_numpy()
-    ttv = votes["time_to_vote_ms"].astype(float).to_numpy()
-    too_fast = ttv < READ_FLOOR_MS + READ_MS_PER_TOKEN * shorter  # nan (unknown) compares False
-    frame = pd.DataFrame({"participant_id": votes["participant_id"].to_numpy(), "too_fast": too_fast})
-    frame["pane"] = votes["winner"].where(votes["winner"].isin(["a", "b"])).to_numpy()
-    per = frame.groupby("participant_id").agg(
-        votes=("too_fast", "size"), fast=("too_fast", "sum"), panes=("pane", "count")
+    too_fast = too_fast_votes(
+        votes["time_to_vote_ms"].astype(float).to_numpy(),
+        votes["on_tokens"].astype(float).to_numpy(),
+        votes["off_tokens"].astype(float).to_numpy(),
     )
-    left = frame[frame.pane == "a"].groupby("participant_id").size().reindex(per.index, fill_value=0)
-    side_share = np.maximum(left, per["panes"] - left) / per["panes"].where(per["panes"] > 0)
-    reasons = pd.DataFrame(index=per.index)
-    reasons["too_fast"] = (per["votes"] >= MIN_VOTES_FAST) & (per["fast"] >= per["votes"] / 2)
-    reasons["same_side"] = (per["panes"] >= MIN_PANE_VOTES_SAME_SIDE) & (side_share >= SAME_SIDE_SHARE)
-    reasons["burst"] = _bursts(votes).reindex(per.index, fill_value=False)
-    flagged = reasons.any(axis=1)
-    reasons_text = _joined(reasons)
+    winner = votes["winner"].astype(object).to_numpy()
+    code = participant_reasons(votes["participant_id"].to_numpy(), too_fast, winner, _times_us(votes["created_at"]))
     return pd.DataFrame(
         {
             "too_fast": too_fast,
-            "flagged_participant": votes["participant_id"].map(flagged).fillna(False).to_numpy(bool),
-            "participant_flags": votes["participant_id"].map(reasons_text).fillna("").to_numpy(),
+            "flagged_participant": code != 0,
+            "participant_flags": REASON_TEXTS[code],
             "reveals_origin": (
                 votes["on_reveals"].fillna(False).astype(bool) | votes["off_reveals"].fillna(False).astype(bool)
             ).to_numpy(),
@@ -86,33 +133,6 @@ def quality_flags(votes: pd.DataFrame, embed: Embed | None = None) -> pd.DataFra
         },
         index=votes.index,
     )
-
-
-def _joined(reasons: pd.DataFrame) -> pd.Series:
-    """Per row, the names of the true columns joined by commas: one lookup per combination, not a
-    Python call per participant (the same texts as ``",".join(k for k, v in row.items() if v)``)."""
-    if reasons.empty:
-        return reasons.apply(lambda r: ",".join(k for k, v in r.items() if v), axis=1)
-    names = list(reasons.columns)
-    code = np.zeros(len(reasons), dtype=np.int64)
-    for bit, name in enumerate(names):
-        code |= reasons[name].to_numpy(bool).astype(np.int64) << bit
-    texts = np.array(
-        [",".join(name for bit, name in enumerate(names) if combo >> bit & 1) for combo in range(1 << len(names))],
-        dtype=object,
-    )
-    return pd.Series(texts[code], index=reasons.index)
-
-
-def _bursts(votes: pd.DataFrame) -> pd.Series:
-    """Participants with ``BURST_VOTES`` votes inside ``BURST_SECONDS``."""
-    if votes.empty:
-        return pd.Series(dtype=bool)
-    times = pd.to_datetime(votes["created_at"], utc=True)
-    frame = pd.DataFrame({"p": votes["participant_id"].to_numpy(), "t": times.to_numpy()}).sort_values(["p", "t"])
-    later = frame.groupby("p")["t"].shift(-(BURST_VOTES - 1))
-    burst = (later - frame["t"]).dt.total_seconds() <= BURST_SECONDS
-    return burst.groupby(frame["p"]).any()
 
 
 # what quality_flags reads: the flags in exports load only these per vote
@@ -130,41 +150,60 @@ FLAG_COLUMNS = (
 )
 
 
-_REASONS_MAX = 255  # participant_flags texts are coded in one byte (a few combinations of three reasons)
-
-
 def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) -> FlagOf:
     """Each vote's quality flags over the whole selection (participants, repeats), a few participants
-    at a time: the flags depend only on the voter's own votes, so each frame of complete participants
-    (``db.research.participant_vote_frames``) gives the same flags as one frame of every vote would.
-    What is kept is 10 bytes a vote (id, four flag bits, a code for the reasons text): a million votes
-    hold ~10 MB instead of a pandas row each."""
+    at a time: the flags depend only on the voter's own votes, so each chunk of complete participants
+    (``db.research.participant_vote_tables``: Arrow through ADBC on a SQLite file; else
+    ``participant_vote_frames``) gives the same flags as one frame of every vote would (``quality_flags``).
+    What is kept is 10 bytes a vote (id, four flag bits, a reasons code): a million votes hold ~10 MB."""
     visible = conversation_query(filters).subquery()
     ids_parts: list[np.ndarray] = []
     bits_parts: list[np.ndarray] = []
     code_parts: list[np.ndarray] = []
-    codes: dict[str, int] = {}
-    with get_engine(url).connect() as connection:
-        for votes in participant_vote_frames(connection, visible, FLAG_COLUMNS):
-            flags = quality_flags(votes.reset_index(drop=True), embed)
-            ids_parts.append(votes["vote_id"].to_numpy(np.int64))
-            bits = flags["too_fast"].to_numpy(bool).astype(np.uint8)
-            bits |= flags["flagged_participant"].to_numpy(bool).astype(np.uint8) << 1
-            bits |= flags["reveals_origin"].to_numpy(bool).astype(np.uint8) << 2
-            bits |= flags["duplicate"].to_numpy(bool).astype(np.uint8) << 3
-            bits_parts.append(bits)
-            why = flags["participant_flags"].to_numpy(object)
-            distinct = {text: codes.setdefault(str(text), len(codes)) for text in pd.unique(why)}
-            if len(codes) > _REASONS_MAX:
-                raise ValueError("more participant_flags combinations than one byte codes")
-            code_parts.append(np.array([distinct[text] for text in why], dtype=np.uint8))
+    keys: dict[str, int] = {}  # normalised prompt -> a number (duplicates are exact repeats of it)
+    normalised: dict[str, int] = {}  # prompt as sent -> that number
+
+    def add(chunk: dict[str, np.ndarray], prompts: list[str]) -> None:
+        too_fast = too_fast_votes(chunk["time_to_vote_ms"], chunk["on_tokens"], chunk["off_tokens"])
+        participant = chunk["participant_id"]
+        code = participant_reasons(participant, too_fast, chunk["winner"], chunk["times_us"])
+        if embed is None:
+            key = np.fromiter(
+                (normalised.get(text) if text in normalised else _key(text, keys, normalised) for text in prompts),
+                dtype=np.int64,
+                count=len(prompts),
+            )
+            _, first = np.unique(np.stack([participant.astype(np.int64), key]), axis=1, return_index=True)
+            duplicate = np.ones(len(key), dtype=bool)
+            duplicate[first] = False
+        else:
+            frame = pd.DataFrame({"participant_id": participant, "prompt": prompts, "vote_id": chunk["vote_id"]})
+            duplicate = duplicate_votes(frame, embed)
+        bits = too_fast.astype(np.uint8)
+        bits |= (code != 0).astype(np.uint8) << 1
+        bits |= (chunk["on_reveals"] | chunk["off_reveals"]).astype(np.uint8) << 2
+        bits |= duplicate.astype(np.uint8) << 3
+        ids_parts.append(chunk["vote_id"].astype(np.int64))
+        bits_parts.append(bits)
+        code_parts.append(code.astype(np.uint8))
+
+    engine = get_engine(url)
+    tables = participant_vote_tables(engine, visible, FLAG_COLUMNS)
+    if tables is not None:
+        for table in tables:
+            add(_arrow_chunk(table), table.column("prompt").to_pylist())
+    else:
+        with engine.connect() as connection:
+            for votes in participant_vote_frames(connection, visible, FLAG_COLUMNS):
+                add(_frame_chunk(votes), votes["prompt"].tolist())
     ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
     order = np.argsort(ids, kind="stable")
     ids = ids[order]
     bits = (np.concatenate(bits_parts) if bits_parts else np.zeros(0, np.uint8))[order]
     code = (np.concatenate(code_parts) if code_parts else np.zeros(0, np.uint8))[order]
-    del ids_parts, bits_parts, code_parts, order
-    reasons = np.array(list(codes), dtype=object)
+    del order
+    for parts in (ids_parts, bits_parts, code_parts):
+        parts.clear()
 
     def flag_of(vote_ids: Sequence[int]) -> FlagColumns:
         wanted = np.asarray(vote_ids, dtype=np.int64)
@@ -173,6 +212,47 @@ def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) ->
                 np.zeros(wanted.size, bool), np.zeros(wanted.size, np.uint8), np.full(wanted.size, "", dtype=object)
             )
         at = np.minimum(np.searchsorted(ids, wanted), ids.size - 1)  # one lookup for the whole batch
-        return FlagColumns(ids[at] == wanted, bits[at], reasons[code[at]])
+        return FlagColumns(ids[at] == wanted, bits[at], REASON_TEXTS[code[at]])
 
     return flag_of
+
+
+def _key(text: str, keys: dict[str, int], normalised: dict[str, int]) -> int:
+    key = _normalise(text)
+    normalised[text] = number = keys.setdefault(key, len(keys))
+    return number
+
+
+def _arrow_chunk(table: pa.Table) -> dict[str, np.ndarray]:
+    """``participant_vote_tables``' columns as what ``quality_flags`` reads: nan for unknown numbers."""
+
+    def number(name: str) -> np.ndarray:
+        values = table.column(name).to_numpy().astype(np.float64)
+        values[table.column(f"{name}_null").to_numpy().astype(bool)] = np.nan
+        return values
+
+    return {
+        "vote_id": table.column("vote_id").to_numpy(),
+        "participant_id": table.column("participant_id").to_numpy(),
+        "winner": table.column("winner").to_numpy(zero_copy_only=False),
+        "time_to_vote_ms": number("time_to_vote_ms"),
+        "on_tokens": number("on_tokens"),
+        "off_tokens": number("off_tokens"),
+        "times_us": utc_times(table.column("created_at").combine_chunks()).cast(pa.int64()).to_numpy(),
+        "on_reveals": table.column("on_reveals").to_numpy().astype(bool),  # NULL read as 0: not revealing
+        "off_reveals": table.column("off_reveals").to_numpy().astype(bool),
+    }
+
+
+def _frame_chunk(votes: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {
+        "vote_id": votes["vote_id"].to_numpy(np.int64),
+        "participant_id": votes["participant_id"].to_numpy(),
+        "winner": votes["winner"].astype(object).to_numpy(),
+        "time_to_vote_ms": votes["time_to_vote_ms"].astype(float).to_numpy(),
+        "on_tokens": votes["on_tokens"].astype(float).to_numpy(),
+        "off_tokens": votes["off_tokens"].astype(float).to_numpy(),
+        "times_us": _times_us(votes["created_at"]),
+        "on_reveals": votes["on_reveals"].fillna(False).astype(bool).to_numpy(),
+        "off_reveals": votes["off_reveals"].fillna(False).astype(bool).to_numpy(),
+    }

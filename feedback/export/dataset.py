@@ -614,7 +614,9 @@ def conversation_rows(batch: Batch) -> list[ConversationRow]:
         turns[tid] = turn
         conversations[cid].turns.append(turn)
     for tid, arm, source, text, model, tokens_out, latency_ms, cost, error_kind, energy_wh in _rows(batch.answers):
-        turns[tid].answers[arm] = AnswerRow(arm, source, text, model, tokens_out, latency_ms, cost, error_kind, energy_wh)
+        turns[tid].answers[arm] = AnswerRow(
+            arm, source, text, model, tokens_out, latency_ms, cost, error_kind, energy_wh
+        )
     names = FIELDS["decisions"][:-1]
     for (tid, policy, threshold, score, handed_off, blocked_by, propensity), stored in zip(
         _rows(batch.decisions, names), batch.signals, strict=True

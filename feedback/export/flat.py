@@ -121,9 +121,7 @@ def vote_table(batch: Batch) -> pa.Table:
 
     tag_texts: dict[str | None, str] = {}  # few distinct tag sets: each decoded once per batch
     distinct = pc.unique(r["tags"])
-    joined = pa.array(
-        [tag_texts.setdefault(raw, ";".join(tag_list(raw))) for raw in distinct.to_pylist()], pa.string()
-    )
+    joined = pa.array([tag_texts.setdefault(raw, ";".join(tag_list(raw))) for raw in distinct.to_pylist()], pa.string())
     tags = joined.take(pc.index_in(r["tags"], value_set=distinct))
     stars = r["stars"].cast(pa.int32())
     category = turns("category", "string")
