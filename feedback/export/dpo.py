@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import orjson
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from db.vocabulary import DECIDED, SHOWN_ARMS
-from feedback.export.dataset import Batch, ConversationRow, Tally, TurnRow, VoteRow, conversation_rows
+from db.vocabulary import DECIDED
+from feedback.export import jsontext as js
+from feedback.export.dataset import Batch, Tally
 
 SUFFIX = ".jsonl"
 UNIT = "pair"
@@ -29,52 +32,97 @@ NOTES = [
 ]
 
 
-def _preferred(vote: VoteRow, tally: Tally) -> str | None:
-    stars = {arm: vote.ratings[arm].stars for arm in SHOWN_ARMS if arm in vote.ratings}
-    by_stars = None
-    if stars.get("on") is not None and stars.get("off") is not None and stars["on"] != stars["off"]:
-        by_stars = "on" if stars["on"] > stars["off"] else "off"
-    if vote.winner_arm in DECIDED:
-        if by_stars is not None and by_stars != vote.winner_arm:
-            tally.skipped["decided votes left out: stars contradict the vote"] += 1
-            return None
-        tally.skipped["decided votes read"] += 1
-        return vote.winner_arm
-    if vote.winner_arm == "tie" and by_stars is not None:
-        tally.skipped["ties ordered by stars read"] += 1
-        return by_stars
-    tally.skipped[f"{vote.winner_arm} votes left out"] += 1
-    return None
+def _stars(batch: Batch, arm: str, votes: np.ndarray) -> np.ndarray:
+    """Per vote (rows ``votes``), the stars its rating of ``arm`` gave; nan without one (or without stars)."""
+    r = batch.ratings
+    rows = np.flatnonzero(pc.fill_null(pc.equal(r["arm"], arm), False).to_numpy(zero_copy_only=False))
+    found = js.positions(r["vote_id"].take(pa.array(rows)), batch.votes["id"].take(pa.array(votes)))
+    stars = r["stars"].take(pa.array(rows)).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return np.where(found >= 0, stars[np.maximum(found, 0)] if rows.size else np.nan, np.nan)
 
 
-def _pair(conversation: ConversationRow, turn: TurnRow, preferred: str, tally: Tally) -> dict | None:
-    off, on = turn.answers.get("off"), turn.answers.get("on")
-    if off is None or on is None or off.text == on.text:
-        tally.skipped["pairs left out: answers identical or missing"] += 1
-        return None
-    history_off = conversation.messages("off", turn.index - 1) if turn.index else []
-    if history_off != (conversation.messages("on", turn.index - 1) if turn.index else []):
-        tally.skipped["pairs left out: arms had different earlier answers"] += 1
-        return None
-    answers = {"on": on.text, "off": off.text}
-    other = "off" if preferred == "on" else "on"
-    return {
-        "prompt": [*history_off, {"role": "user", "content": turn.prompt}],
-        "chosen": [{"role": "assistant", "content": answers[preferred]}],
-        "rejected": [{"role": "assistant", "content": answers[other]}],
-    }
+def _count(tally: Tally, reasons: np.ndarray) -> None:
+    for reason, n in zip(*np.unique(reasons[reasons != ""].astype(str), return_counts=True), strict=True):
+        tally.skipped[str(reason)] += int(n)
+
+
+def pair_lines(batch: Batch, tally: Tally) -> tuple[bytes, int]:
+    """The batch's preference pairs, one JSON object a line, and how many, with the same counts in the tally as
+    the vote-by-vote rules (``_preferred`` and ``_pair`` before): built column-wise (``feedback.export.jsontext``)."""
+    t, v = batch.turns, batch.votes
+    vote_turn = js.positions(t["id"], v["turn_id"])
+    order = np.argsort(vote_turn, kind="stable")  # the nested rows' order: turn by turn, a turn's votes by id
+    if not len(order):
+        return b"", 0
+    turn = vote_turn[order]
+    # which arm is preferred: the decided vote unless its stars say otherwise, or a tie's stars
+    on, off = _stars(batch, "on", order), _stars(batch, "off", order)
+    ordered = ~np.isnan(on) & ~np.isnan(off) & (on != off)
+    by_stars = np.where(ordered, np.where(on > off, "on", "off"), "")
+    verdict = v["winner_arm"].take(pa.array(order)).to_numpy(zero_copy_only=False).astype(object)
+    decided = np.isin(verdict, list(DECIDED))
+    contradicts = decided & ordered & (by_stars != verdict)
+    preferred = np.where(decided & ~contradicts, verdict, np.where((verdict == "tie") & ordered, by_stars, ""))
+    reason = np.where(
+        contradicts,
+        "decided votes left out: stars contradict the vote",
+        np.where(
+            decided,
+            "decided votes read",
+            np.where(
+                (verdict == "tie") & ordered, "ties ordered by stars read", [f"{w} votes left out" for w in verdict]
+            ),
+        ),
+    )
+    _count(tally, reason.astype(object))
+    # which pairs hold: both answers there and different, and the same earlier answers in both arms
+    chats = js.Chats(batch)
+    texts = batch.answers["text"]
+    answer_off, answer_on = chats.answer["off"], chats.answer["on"]
+    text_off, text_on = js.take(texts, answer_off), js.take(texts, answer_on)
+    same_turn = pc.fill_null(pc.equal(text_off, text_on), False).to_numpy(zero_copy_only=False)
+    same_turn |= (answer_off < 0) & (answer_on < 0)  # per turn, both arms' assistant messages equal
+    differing = np.zeros(len(same_turn) + 1, dtype=np.int64)
+    np.cumsum(~same_turn, out=differing[1:])  # turns whose answers differ, before each row
+    index = t["index"].take(pa.array(turn)).to_numpy(zero_copy_only=False)
+    earlier = np.clip(index, 0, chats.count[turn])
+    start = chats.start[turn]
+    asked = preferred != ""
+    missing = (answer_off[turn] < 0) | (answer_on[turn] < 0) | same_turn[turn]
+    history = differing[start + earlier] - differing[start] > 0
+    _count(
+        tally,
+        np.where(
+            asked & missing,
+            "pairs left out: answers identical or missing",
+            np.where(asked & history, "pairs left out: arms had different earlier answers", ""),
+        ).astype(object),
+    )
+    keep = asked & ~missing & ~history
+    if not keep.any():
+        return b"", 0
+    turn, chosen_on = turn[keep], preferred[keep] == "on"
+    before = chats.messages("off", turn, earlier[keep])
+    user = js.join('{"role":"user","content":', js.strings(t["prompt"].take(pa.array(turn))), "}")
+    prompt = pc.if_else(pa.array(earlier[keep] > 0), js.join(before, ",", user), user)
+    on_text = js.strings(js.take(texts, answer_on[turn]))
+    off_text = js.strings(js.take(texts, answer_off[turn]))
+    mask = pa.array(chosen_on)
+    record = js.obj(
+        [
+            ("prompt", js.join("[", prompt, "]")),
+            ("chosen", js.join('[{"role":"assistant","content":', pc.if_else(mask, on_text, off_text), "}]")),
+            ("rejected", js.join('[{"role":"assistant","content":', pc.if_else(mask, off_text, on_text), "}]")),
+        ]
+    )
+    return js.lines(record), int(keep.sum())
 
 
 def write(batches: Iterable[Batch], out: Path, tally: Tally) -> int:
     rows = 0
     with out.open("wb") as handle:
         for batch in batches:
-            for conversation in conversation_rows(batch):
-                for turn in conversation.turns:
-                    for vote in turn.votes:
-                        preferred = _preferred(vote, tally)
-                        pair = _pair(conversation, turn, preferred, tally) if preferred else None
-                        if pair is not None:
-                            handle.write(orjson.dumps(pair, option=orjson.OPT_APPEND_NEWLINE))
-                            rows += 1
+            text, written = pair_lines(batch, tally)
+            handle.write(text)
+            rows += written
     return rows

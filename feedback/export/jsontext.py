@@ -17,6 +17,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from feedback.export.dataset import Batch
+
 TEXT = pa.string()
 NULL = "null"
 _ESCAPED = r'[\\"\x00-\x1f]'  # what orjson escapes in a string: backslash, quote, control characters
@@ -127,3 +129,33 @@ def positions(keys: pa.Array, wanted: pa.Array | np.ndarray) -> np.ndarray:
     """For each wanted key its row among (unique) ``keys``, -1 where there is none."""
     found = pc.index_in(wanted, value_set=keys)
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+class Chats:
+    """A batch's conversations as each arm saw them, as JSON text: per turn its user message and, where the
+    arm answered, the assistant message (``ConversationRow.messages``), for battle records and preference pairs.
+    Turns come in conversation order (the batch's turns query), so a conversation's turns are contiguous."""
+
+    def __init__(self, batch: Batch) -> None:
+        c, t, a = batch.conversations, batch.turns, batch.answers
+        self.conversation = positions(c["id"], t["conversation_id"])
+        counts = np.bincount(self.conversation, minlength=len(c["id"])) if len(t["id"]) else np.zeros(0, np.int64)
+        first = np.zeros(len(c["id"]) + 1, dtype=np.int64)
+        np.cumsum(counts, out=first[1:])
+        self.start = first[self.conversation]  # per turn, the row of its conversation's first turn
+        self.count = counts[self.conversation]  # per turn, its conversation's number of turns
+        user = join('{"role":"user","content":', strings(t["prompt"]), "}")
+        self.answer: dict[str, np.ndarray] = {}
+        self.fragment: dict[str, pa.Array] = {}
+        text = strings(a["text"])
+        for arm in ("off", "on"):
+            rows = np.flatnonzero(pc.fill_null(pc.equal(a["arm"], arm), False).to_numpy(zero_copy_only=False))
+            found = positions(a["turn_id"].take(pa.array(rows)), t["id"])
+            self.answer[arm] = np.where(found >= 0, rows[np.maximum(found, 0)], -1) if rows.size else found
+            said = join(',{"role":"assistant","content":', take(text, self.answer[arm]), "}").fill_null("")
+            self.fragment[arm] = join(user, said)
+
+    def messages(self, arm: str, turns: np.ndarray, through: np.ndarray) -> pa.Array:
+        """Per (turn, n): the arm's messages of the first n turns of that turn's conversation, comma-joined
+        (``ConversationRow.messages(arm, n - 1)`` without its brackets)."""
+        return windows(self.fragment[arm], self.start[turns], np.clip(through, 0, self.count[turns]))
