@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import queue
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -286,7 +288,23 @@ def iter_batches(
 
     ``signals=False`` leaves each decision's stored signals empty ({}), for formats that never show them;
     ``flag_of`` gives each vote's quality flags (``feedback.vote_flags.flag_lookup``).
+
+    The batches are read one ahead in a thread of their own (``_ahead``): the reading (SQLite or PostgreSQL, Arrow's
+    kernels) mostly runs without the GIL, so the next batch is read while the format writes this one.
     """
+    return _ahead(_batches(url, filters, salt, redact_pii, tally, batch, signals, flag_of))
+
+
+def _batches(
+    url: str,
+    filters: ExportFilters,
+    salt: bytes,
+    redact_pii: bool,
+    tally: Tally,
+    batch: int,
+    signals: bool,
+    flag_of: FlagOf | None,
+) -> Iterator[Batch]:
     engine = get_engine(url)
     clean = _Cleaner(tally, redact_pii)
     participant = lru_cache(maxsize=MEMO)(lambda participant_id: pseudonymize(participant_id, salt))
@@ -303,6 +321,52 @@ def iter_batches(
     finally:
         if arrow is not None:
             arrow.close()
+
+
+_DONE = object()
+
+
+def _ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """``items``, produced in a thread of their own at most ``depth`` ahead of the consumer. The producer's
+    exceptions are raised in the consumer; a consumer that stops early stops the producer (which then runs
+    its own clean-up, closing its connections, in its thread)."""
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as error:  # noqa: BLE001 (handed to the consumer, raised there)
+            put((_DONE, error))
+            return
+        finally:
+            items.close()
+        put((_DONE, None))
+
+    worker = threading.Thread(target=produce, name="export-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = handoff.get()
+            if isinstance(item, tuple) and len(item) == 2 and item[0] is _DONE:
+                if item[1] is not None:
+                    raise item[1]
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 _IDS = bindparam("ids", expanding=True)  # one cached statement per table, whatever the batch's ids
@@ -529,7 +593,7 @@ class Batch:
     query order, already converted with SQLAlchemy's rules (UTC times, booleans, NUMERIC rounding).
     Already done here, once for every format: texts redacted, ``participant`` re-hashed, vote flags looked up
     (``flags``, None when the format carries none). ``signals`` holds each decision's stored signals decoded
-    and redacted (``{}`` each for formats that never write them)."""
+    and redacted (None for formats that never write them)."""
 
     conversations: dict[str, pa.Array]
     turns: dict[str, pa.Array]
@@ -538,7 +602,11 @@ class Batch:
     votes: dict[str, pa.Array]
     ratings: dict[str, pa.Array]
     flags: FlagColumns | None
-    signals: list[dict[str, Any]] = field(default_factory=list)
+    signals: list[dict[str, Any]] | None = None
+
+    def decision_signals(self) -> list[dict[str, Any]]:
+        """Per decision its signals (``{}`` each where the format did not read them)."""
+        return self.signals if self.signals is not None else [{} for _ in range(len(self.decisions["turn_id"]))]
 
     def __len__(self) -> int:
         return len(self.conversations["id"])
@@ -575,8 +643,7 @@ def _load(
     answers = statements["answers"].columns(connection, ids)
     answers["text"] = clean.array(answers["text"])
     decisions = statements["decisions"].columns(connection, ids)
-    stored = decisions["signals"].to_pylist() if signals else [None] * len(decisions["signals"])
-    decoded = [_cleaned(_json(text) or {}, clean) if text is not None else {} for text in stored]
+    decoded = _signals(decisions["signals"], clean) if signals else None
     votes = statements["votes"].columns(connection, ids)
     comment = votes["comment"]
     votes["comment"] = clean.array(pc.if_else(pc.equal(comment, ""), pa.scalar(None, _S), comment))  # empty: none
@@ -586,6 +653,19 @@ def _load(
     tally.votes += pc.count_distinct(votes["id"]).as_py()
     flags = flag_of(votes["id"].to_numpy()) if flag_of is not None else None
     return Batch(conversations, turns, answers, decisions, votes, ratings, flags, decoded)
+
+
+# JSON that holds a string value (or a list) somewhere: only those signals can need redacting (keys never are)
+_TEXT_INSIDE = r'^\s*"|\[|:\s*"'
+
+
+def _signals(stored: pa.Array, clean: _Cleaner) -> list[dict[str, Any]]:
+    """Each decision's stored signals decoded; those holding text (``_TEXT_INSIDE``) redacted too."""
+    walk = pc.match_substring_regex(stored, _TEXT_INSIDE).fill_null(False).to_pylist()
+    return [
+        {} if text is None else (_cleaned(_json(text) or {}, clean) if text_inside else (_json(text) or {}))
+        for text, text_inside in zip(stored.to_pylist(), walk, strict=True)
+    ]
 
 
 def _py(column: pa.Array) -> list[Any]:
@@ -619,7 +699,7 @@ def conversation_rows(batch: Batch) -> list[ConversationRow]:
         )
     names = FIELDS["decisions"][:-1]
     for (tid, policy, threshold, score, handed_off, blocked_by, propensity), stored in zip(
-        _rows(batch.decisions, names), batch.signals, strict=True
+        _rows(batch.decisions, names), batch.decision_signals(), strict=True
     ):
         turns[tid].decision = DecisionRow(policy, threshold, score, handed_off, blocked_by, propensity, stored)
     votes: dict[int, VoteRow] = {}

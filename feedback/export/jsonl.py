@@ -52,7 +52,7 @@ def conversation_lines(batch: Batch) -> bytes:
     answers = js.grouped(
         js.join(js.strings(a["arm"]), ":", answer), js.positions(t["id"], a["turn_id"]), n_turns
     )  # a dict per turn, keyed by arm, in the rows' order
-    signals = pa.array([orjson.dumps(stored).decode() for stored in batch.signals], js.TEXT)
+    signals = pa.array([orjson.dumps(stored).decode() for stored in batch.decision_signals()], js.TEXT)
     decision = js.obj(
         [
             ("policy", js.strings(d["policy"])),
