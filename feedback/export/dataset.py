@@ -31,7 +31,7 @@ from db.session import get_engine
 from db.visibility import counted_conversations, vote_not_hidden
 from feedback.redaction import SCREEN, redact, screen
 
-BATCH = 500
+BATCH = 2000
 MEMO = 4096  # redacted texts and participant hashes remembered per export (bounded memory)
 
 
