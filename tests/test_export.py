@@ -463,3 +463,186 @@ def test_flat_table_is_the_nested_rows_flattened(db_url: str, seeded: dict) -> N
             tables.append(table)
         seen = sum(t.num_rows for t in tables)
     assert seen == len(_visible_votes(db_url))
+
+
+def test_json_text_is_what_orjson_writes_on_hostile_values() -> None:
+    """``jsontext``'s column encoders write exactly orjson's text of the Python values: escapes, unicode,
+    floats in every range (shortest round trip, ``.0``, exponents, nan and inf as null), ints, bools, null,
+    times as ``str(datetime)``."""
+    import datetime as dt
+    import random
+
+    import orjson
+    import pyarrow as pa
+
+    from feedback.export import jsontext as js
+
+    rng = random.Random(11)
+    texts = [*HOSTILE_TEXTS, *(chr(i) for i in range(0x20)), "\x7f", "\u2028\u2029", "tab\tnew\nline\r", None]
+    texts += ["".join(rng.choice(HOSTILE_TEXTS + ("\x01", "\x1f", "\b", "\f")) for _ in range(4)) for _ in range(300)]
+    assert js.strings(pa.array(texts, pa.string())).to_pylist() == [orjson.dumps(t).decode() for t in texts]
+    floats = [0.0, -0.0, 1.0, -1.0, 0.1, 1e-4, 9.99e-5, 1e-5, 1.5e-6, 1e9, 1e15, 1e16, 1e17, 1e21, 1e300, 5e-324]
+    floats += [float("inf"), float("-inf"), float("nan"), 123456789.123, 1772427530.419696, None]
+    floats += [rng.random() * 10 ** rng.randint(-12, 24) * rng.choice((1, -1)) for _ in range(3000)]
+    floats += [float(rng.randint(-(10**12), 10**12)) for _ in range(500)]
+    assert js.floats(pa.array(floats, pa.float64())).to_pylist() == [orjson.dumps(f).decode() for f in floats]
+    ints = [0, -1, 2**62, -(2**62), None, 7]
+    assert js.ints(pa.array(ints, pa.int64())).to_pylist() == [orjson.dumps(i).decode() for i in ints]
+    assert js.bools(pa.array([True, False, None])).to_pylist() == ["true", "false", "null"]
+    times = [
+        dt.datetime(2026, 3, 1, 16, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 1, 16, 0, 1, 5, tzinfo=dt.UTC),
+        dt.datetime(999, 1, 2, 3, 4, 5, 999999, tzinfo=dt.UTC),
+        None,
+    ]
+    options = orjson.OPT_PASSTHROUGH_DATETIME
+    expected = [orjson.dumps(t, default=str, option=options).decode() for t in times]
+    assert js.times(pa.array(times, pa.timestamp("us", tz="UTC"))).to_pylist() == expected
+
+
+def _orjson_jsonl(batch: object) -> bytes:
+    """The jsonl lines as the row-by-row writer wrote them: orjson of each nested conversation."""
+    import orjson
+
+    from feedback.export.dataset import conversation_rows
+
+    options = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_APPEND_NEWLINE
+    return b"".join(orjson.dumps(c, default=str, option=options) for c in conversation_rows(batch))
+
+
+def _orjson_arena(batch: object, tally: object) -> bytes:
+    """Battle records as the row-by-row writer wrote them."""
+    import orjson
+
+    from db.vocabulary import PANES, arm_of
+    from feedback.export.arena import FASTCHAT_WINNERS
+    from feedback.export.arms import arm_names
+    from feedback.export.dataset import conversation_rows
+
+    out = []
+    for conversation in conversation_rows(batch):
+        panes = {pane: arm_of(pane, conversation.handoff_side) for pane in PANES}
+        for turn in conversation.turns:
+            off, decision = turn.answers.get("off"), turn.decision
+            names = arm_names(
+                off.model if off else None,
+                decision.policy if decision else None,
+                decision.threshold if decision else None,
+            )
+            for vote in turn.votes:
+                if vote.winner not in FASTCHAT_WINNERS:
+                    tally.skipped["identical votes (no winner)"] += 1
+                    continue
+                record = {
+                    "question_id": f"{conversation.id}-{turn.index}",
+                    "model_a": names[panes["a"]],
+                    "model_b": names[panes["b"]],
+                    "winner": FASTCHAT_WINNERS[vote.winner],
+                    "judge": conversation.participant,
+                    "conversation_a": conversation.messages(panes["a"], turn.index),
+                    "conversation_b": conversation.messages(panes["b"], turn.index),
+                    "turn": turn.index + 1,
+                    "anony": True,
+                    "language": turn.language or "unknown",
+                    "tstamp": vote.created_at.timestamp(),
+                }
+                out.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+    return b"".join(out)
+
+
+def _orjson_dpo(batch: object, tally: object) -> bytes:
+    """Preference pairs as the row-by-row writer wrote them."""
+    import orjson
+
+    from db.vocabulary import DECIDED, SHOWN_ARMS
+    from feedback.export.dataset import conversation_rows
+
+    out = []
+    for conversation in conversation_rows(batch):
+        for turn in conversation.turns:
+            for vote in turn.votes:
+                stars = {arm: vote.ratings[arm].stars for arm in SHOWN_ARMS if arm in vote.ratings}
+                by_stars = None
+                if stars.get("on") is not None and stars.get("off") is not None and stars["on"] != stars["off"]:
+                    by_stars = "on" if stars["on"] > stars["off"] else "off"
+                preferred = None
+                if vote.winner_arm in DECIDED:
+                    if by_stars is not None and by_stars != vote.winner_arm:
+                        tally.skipped["decided votes left out: stars contradict the vote"] += 1
+                    else:
+                        tally.skipped["decided votes read"] += 1
+                        preferred = vote.winner_arm
+                elif vote.winner_arm == "tie" and by_stars is not None:
+                    tally.skipped["ties ordered by stars read"] += 1
+                    preferred = by_stars
+                else:
+                    tally.skipped[f"{vote.winner_arm} votes left out"] += 1
+                if preferred is None:
+                    continue
+                off, on = turn.answers.get("off"), turn.answers.get("on")
+                if off is None or on is None or off.text == on.text:
+                    tally.skipped["pairs left out: answers identical or missing"] += 1
+                    continue
+                history_off = conversation.messages("off", turn.index - 1) if turn.index else []
+                if history_off != (conversation.messages("on", turn.index - 1) if turn.index else []):
+                    tally.skipped["pairs left out: arms had different earlier answers"] += 1
+                    continue
+                answers = {"on": on.text, "off": off.text}
+                other = "off" if preferred == "on" else "on"
+                pair = {
+                    "prompt": [*history_off, {"role": "user", "content": turn.prompt}],
+                    "chosen": [{"role": "assistant", "content": answers[preferred]}],
+                    "rejected": [{"role": "assistant", "content": answers[other]}],
+                }
+                out.append(orjson.dumps(pair, option=orjson.OPT_APPEND_NEWLINE))
+    return b"".join(out)
+
+
+def test_json_formats_are_the_row_by_row_writers_byte_for_byte(db_url: str, seeded: dict) -> None:
+    """jsonl, arena and dpo are built column-wise in Arrow; batch by batch their bytes (and the data card's
+    counts) equal what orjson wrote from the nested rows, on each database, with hostile texts, PII, a turn
+    without votes, answers missing, ties and multi-turn conversations in it."""
+    from feedback.export.arena import battle_lines
+    from feedback.export.dataset import Tally, iter_batches
+    from feedback.export.dpo import pair_lines
+    from feedback.export.jsonl import conversation_lines
+    from feedback.vote_flags import flag_lookup
+
+    event_id = make_event(db_url, "HOST-J", "sf")
+    with session_scope(db_url) as session:
+        participant = join_event(session, session.get(Event, event_id))
+        conversation = start_conversation(session, participant)
+        for i, text in enumerate(HOSTILE_TEXTS[5:12]):  # PostgreSQL refuses NUL in text
+            text = text.replace("\x00", "")
+            on_text = HOSTILE_TEXTS[-i].replace("\x00", "")
+            record = turn_record(text, off_text=f"off {text}\x01", on_text=on_text, handed_off=i % 2 == 0)
+            record_turn(session, conversation.id, record)
+        hostile = conversation.id
+    with session_scope(db_url) as session:
+        submit_vote(session, VoteSubmission("k-json", hostile, "tie", 'a,"b"\n', {"a": PaneRating(4, ["clear"])}))
+    flags = flag_lookup(db_url, ExportFilters())
+    for signals, flag_of in ((True, flags), (False, None)):
+        ours, theirs = Tally(), Tally()
+        written = {"jsonl": [], "arena": [], "dpo": []}
+        expected = {"jsonl": [], "arena": [], "dpo": []}
+        for batch in iter_batches(
+            db_url,
+            ExportFilters(),
+            salt=b"s",
+            redact_pii=True,
+            tally=Tally(),
+            batch=7,
+            signals=signals,
+            flag_of=flag_of,
+        ):
+            written["jsonl"].append(conversation_lines(batch))
+            expected["jsonl"].append(_orjson_jsonl(batch))
+            written["arena"].append(battle_lines(batch, ours)[0])
+            expected["arena"].append(_orjson_arena(batch, theirs))
+            written["dpo"].append(pair_lines(batch, ours)[0])
+            expected["dpo"].append(_orjson_dpo(batch, theirs))
+        for fmt in written:
+            assert written[fmt] == expected[fmt], fmt
+            assert b"".join(written[fmt]), fmt
+        assert ours.skipped == theirs.skipped and ours.skipped["ties ordered by stars read"] + 1
+    assert b"[EMAIL]" in b"".join(written["jsonl"]) and b"\\u0001" in b"".join(written["jsonl"])
