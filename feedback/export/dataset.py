@@ -447,9 +447,13 @@ def _typed(values: Sequence[Any] | pa.Array, kind: pa.DataType, name: str) -> pa
     if kind == UTC_TIME:
         return utc_times(values)
     if name == "cost":  # NUMERIC(12, 6): ``_money``'s rounding, on the values that are there
-        if isinstance(values, pa.Array):
-            values = values.to_pylist()
-        return pa.array([_money(value) for value in values], kind)
+        if not isinstance(values, pa.Array):
+            return pa.array([_money(value) for value in values], kind)
+        valid = values.is_valid()
+        if not pc.any(valid).as_py():
+            return pa.nulls(len(values), kind)
+        rounded = pa.array([_money(value) for value in values.filter(valid).to_pylist()], kind)
+        return pc.replace_with_mask(values.cast(kind), valid, rounded)
     if not isinstance(values, pa.Array):
         values = pa.array(values)  # bool, int, float, str, Decimal-free: the driver's own types
     return values if values.type == kind else values.cast(kind)
