@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Select, Text, bindparam, cast, func, null, select
 
-from db.arrow import SQLiteArrow, sqlite_arrow
+from db.arrow import SQLiteArrow, sqlite_arrow, sqlite_sql
 from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
 from db.session import get_engine
 from db.visibility import counted_conversations, vote_not_hidden
@@ -310,14 +310,21 @@ def _batches(
     participant = lru_cache(maxsize=MEMO)(lambda participant_id: pseudonymize(participant_id, salt))
     arrow = sqlite_arrow(engine)
     statements = {name: _Query(name, stmt, engine.dialect, arrow) for name, stmt in _statements(signals).items()}
+    selection = conversation_query(filters).order_by(Conversation.id)
+    compiled = sqlite_sql(selection.with_only_columns(Conversation.id), engine) if arrow is not None else None
     try:
-        with engine.connect() as ids_connection, engine.connect() as connection:
-            stream = ids_connection.execution_options(stream_results=True, yield_per=batch).execute(
-                conversation_query(filters).order_by(Conversation.id)
-            )
-            for partition in stream.partitions(batch):
-                ids = [row[0] for row in partition]
-                yield _load(connection, statements, ids, participant, clean, tally, signals, flag_of)
+        with engine.connect() as connection:
+            if compiled is not None:  # every id at once, as one int64 column (8 bytes a conversation)
+                every = arrow.table(*compiled).column(0).combine_chunks()
+                for start in range(0, len(every), batch):
+                    ids = every.slice(start, batch).to_pylist()
+                    yield _load(connection, statements, ids, participant, clean, tally, signals, flag_of)
+                return
+            with engine.connect() as ids_connection:
+                stream = ids_connection.execution_options(stream_results=True, yield_per=batch).execute(selection)
+                for partition in stream.partitions(batch):
+                    ids = [row[0] for row in partition]
+                    yield _load(connection, statements, ids, participant, clean, tally, signals, flag_of)
     finally:
         if arrow is not None:
             arrow.close()
@@ -666,9 +673,14 @@ _TEXT_INSIDE = r'^\s*"|\[|:\s*"'
 def _signals(stored: pa.Array, clean: _Cleaner) -> list[dict[str, Any]]:
     """Each decision's stored signals decoded; those holding text (``_TEXT_INSIDE``) redacted too."""
     walk = pc.match_substring_regex(stored, _TEXT_INSIDE).fill_null(False).to_pylist()
+    texts = stored.to_pylist()
+    if stored.null_count == 0:  # decoded in one call: a JSON array of every stored text
+        decoded = orjson.loads("[" + ",".join(texts) + "]") if texts else []
+    else:
+        decoded = [None if text is None else _json(text) for text in texts]
     return [
-        {} if text is None else (_cleaned(_json(text) or {}, clean) if text_inside else (_json(text) or {}))
-        for text, text_inside in zip(stored.to_pylist(), walk, strict=True)
+        (_cleaned(value or {}, clean) if text_inside else (value or {}))
+        for value, text_inside in zip(decoded, walk, strict=True)
     ]
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -52,7 +54,7 @@ def conversation_lines(batch: Batch) -> bytes:
     answers = js.grouped(
         js.join(js.strings(a["arm"]), ":", answer), js.positions(t["id"], a["turn_id"]), n_turns
     )  # a dict per turn, keyed by arm, in the rows' order
-    signals = pa.array([orjson.dumps(stored).decode() for stored in batch.decision_signals()], js.TEXT)
+    signals = pa.array([orjson.dumps(stored) for stored in batch.decision_signals()], pa.binary()).cast(js.TEXT)
     decision = js.obj(
         [
             ("policy", js.strings(d["policy"])),
@@ -122,20 +124,16 @@ def conversation_lines(batch: Batch) -> bytes:
 def _flags(flags: FlagColumns | None, n: int) -> pa.Array:
     """Each vote's ``VoteFlags`` as JSON (``null`` without flags), one text per distinct value."""
     if flags is None:
-        return pa.array([js.NULL] * n, js.TEXT)
-    texts: dict[tuple[int, str], str] = {}
-
-    def text(b: int, why: str) -> str:
-        flag = VoteFlags(bool(b & 1), bool(b & 2), why, bool(b & 4), bool(b & 8))
-        return texts.setdefault((b, why), orjson.dumps(flag).decode())
-
-    return pa.array(
-        [
-            (texts.get((b, why)) or text(b, why)) if hit else js.NULL
-            for hit, b, why in zip(flags.found.tolist(), flags.bits.tolist(), flags.reasons.tolist(), strict=True)
-        ],
-        js.TEXT,
-    )
+        return pa.nulls(n, js.TEXT).fill_null(js.NULL)
+    reason, reasons = pd.factorize(flags.reasons)
+    key = flags.bits.astype(np.int64) + 16 * reason  # bits are four flags (0-15)
+    distinct, at = np.unique(key, return_inverse=True)
+    texts = [
+        orjson.dumps(VoteFlags(bool(b & 1), bool(b & 2), str(reasons[k // 16]), bool(b & 4), bool(b & 8))).decode()
+        for k, b in ((int(k), int(k) % 16) for k in distinct)
+    ]
+    written = pa.array(texts, js.TEXT).take(pa.array(at.reshape(-1)))
+    return pc.if_else(pa.array(flags.found.astype(bool)), written, js.literal(js.NULL))
 
 
 def write(batches: Iterable[Batch], out: Path, tally: Tally) -> int:
