@@ -2,8 +2,11 @@
 
 ``write_export(url, fmt, out, filters)`` streams the data that counts (``db.visibility``) through a
 format module (``jsonl``, ``csv``, ``parquet``, ``arena``, ``dpo``) and writes ``<out>.card.md``.
-``dataset`` reads and redacts the rows every format shares (a batch of columns per table; nested row
-objects for the formats that need them), ``flat`` is the one-row-per-vote table of CSV and Parquet, ``arms`` names the arms as models, ``card`` writes the data card.
+``dataset`` reads and redacts the columns every format shares (a batch of typed Arrow columns per table, read
+through ADBC's SQLite driver on a SQLite file, ``db.arrow``), ``flat`` is the one-row-per-vote table of CSV and
+Parquet, ``jsontext`` builds the JSON formats' text column-wise (jsonl, arena, dpo), ``arms`` names the arms as
+models, ``card`` writes the data card. ``dataset.conversation_rows`` (nested row objects) is the reference the
+tests hold the column-wise writers to.
 """
 
 from __future__ import annotations

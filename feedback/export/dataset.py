@@ -1,8 +1,9 @@
 """What an export may contain, read in batches: consented, visible conversations with their turns.
 
-Conversation ids are streamed (server-side cursor on PostgreSQL) and each batch of ids is filled with
-one query per table, so memory stays bounded by the batch size whatever the size of the database.
-Redaction and participant re-hashing happen here, once, so every format gets the same treatment.
+Conversation ids are streamed (server-side cursor on PostgreSQL; on a SQLite file read at once, 8 bytes each) and
+each batch of ids is filled with one query per table into typed Arrow columns, so memory stays bounded by the
+batch size whatever the size of the database; a reader thread fills the next batch while the format writes this
+one. Redaction and participant re-hashing happen here, once, so every format gets the same treatment.
 """
 
 from __future__ import annotations
@@ -413,7 +414,7 @@ class _Query:
         if not ids:
             return {name: pa.array([], kind) for name, kind in types.items()}
         if self.sql is not None and self.arrow is not None:
-            # the ids written into the SQL (ints from our own query): ADBC's Python binding of 500
+            # the ids written into the SQL (ints from our own query): ADBC's Python binding of a batch's
             # parameters cost more than the read itself
             read = self.arrow.table(self.sql.replace(_EXPANDED, "(" + ",".join(map(str, map(int, ids))) + ")"))
             return {
@@ -697,8 +698,8 @@ def _rows(table: dict[str, pa.Array], names: Sequence[str] | None = None) -> Ite
 
 
 def conversation_rows(batch: Batch) -> list[ConversationRow]:
-    """The batch as nested row objects (conversation -> turns -> answers, decision, votes -> ratings), for the
-    formats that write a conversation's structure (jsonl, arena, dpo)."""
+    """The batch as nested row objects (conversation -> turns -> answers, decision, votes -> ratings): the
+    row-by-row definition of the JSON formats, which the tests hold their column-wise writers to."""
     conversations: dict[int, ConversationRow] = {}
     for cid, code, region, participant, side, category, created in _rows(
         batch.conversations, ("id", "event", "region", "participant", "handoff_side", "category", "created_at")
