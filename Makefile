@@ -57,21 +57,36 @@ test: install browser lint llama-cpp
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not browser"
 
-# llama.cpp (llama-cpp-python, from source, ~4 min on 2 cores) built for THIS machine's CPU: native flags, with the
-# AMX kernels compiled out where the CPU has AMX. `-DGGML_AMX_*=OFF` alone does not do it under GGML_NATIVE: -march=native
-# defines __AMX_INT8__, so ggml still builds its AMX matmul, which died with SIGILL at `tilezero` in the engine's decode
-# thread on an AMX VM (Intel Xeon, 2026-11-26); explicit -mno-amx-* win over -march=native. The stamp names the CPU's
-# flags and the build flags, so a venv moved to another CPU kind (or a flag change) rebuilds, without pip's wheel cache
-# (a wheel built for AVX-512 dies with SIGILL on an AVX2 machine).
+# llama.cpp built for THIS machine's CPU, from one llama-cpp-python source release (~4 min each on 2 cores): the Python
+# binding (the in-process `llamacpp` engine) and llama.cpp's own server, `$(BIN)/llama-server` (the `openai` engine on a
+# CPU: continuous batching, what `auto` picks where it is built). Native flags, with the AMX kernels compiled out where
+# the CPU has AMX. `-DGGML_AMX_*=OFF` alone does not do it under GGML_NATIVE: -march=native defines __AMX_INT8__, so
+# ggml still builds its AMX matmul, which died with SIGILL at `tilezero` in the engine's decode thread on an AMX VM
+# (Intel Xeon, 2026-11-26); explicit -mno-amx-* win over -march=native. The stamp names the CPU's flags and the build
+# flags, so a venv moved to another CPU kind (or a flag change) rebuilds, without pip's wheel cache (a wheel built for
+# AVX-512 dies with SIGILL on an AVX2 machine).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON
 LLAMA_CFLAGS ?= $(if $(shell grep -m1 -o 'amx_tile' /proc/cpuinfo 2>/dev/null),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
-CPU_ID := $(shell { grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; echo '$(LLAMA_CMAKE_ARGS) $(LLAMA_CFLAGS)'; } | md5sum | cut -c1-12)
+LLAMA_SERVER_CMAKE_ARGS := -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
+CPU_ID := $(shell { grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; echo '$(LLAMA_CMAKE_ARGS) $(LLAMA_CFLAGS) server'; } | md5sum | cut -c1-12)
 LLAMA_STAMP := $(VENV)/.llama-cpp-$(CPU_ID)
+LLAMA_SRC := $(VENV)/llama-cpp-src
 $(LLAMA_STAMP): | $(STAMP)
-	rm -f $(VENV)/.llama-cpp-*
+	rm -f $(VENV)/.llama-cpp-* $(BIN)/llama-server
+	rm -rf $(LLAMA_SRC) && mkdir -p $(LLAMA_SRC)
+	$(BIN)/python -m pip download --quiet --no-cache-dir --no-deps --no-binary :all: 'llama-cpp-python>=0.3' -d $(LLAMA_SRC)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)" \
-		$(BIN)/python -m pip install --quiet --no-cache-dir --force-reinstall --no-deps 'llama-cpp-python>=0.3'
-	$(BIN)/python -m pip install --quiet 'llama-cpp-python[server]>=0.3'
+		$(BIN)/python -m pip install --quiet --no-cache-dir --force-reinstall --no-deps $(LLAMA_SRC)/llama_cpp_python-*.tar.gz
+	tar -xzf $(LLAMA_SRC)/llama_cpp_python-*.tar.gz -C $(LLAMA_SRC)
+	command -v cmake >/dev/null || $(BIN)/python -m pip install --quiet cmake
+	CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)" PATH="$$PATH:$(abspath $(BIN))" cmake -S $(LLAMA_SRC)/llama_cpp_python-*/vendor/llama.cpp \
+		-B $(LLAMA_SRC)/build $(LLAMA_CMAKE_ARGS) $(LLAMA_SERVER_CMAKE_ARGS) > $(LLAMA_SRC)/cmake.log 2>&1 || { tail -40 $(LLAMA_SRC)/cmake.log; exit 1; }
+	PATH="$$PATH:$(abspath $(BIN))" cmake --build $(LLAMA_SRC)/build --target llama-server -j $(shell nproc) \
+		> $(LLAMA_SRC)/build.log 2>&1 || { tail -40 $(LLAMA_SRC)/build.log; exit 1; }
+	cp $(LLAMA_SRC)/build/bin/llama-server $(BIN)/llama-server
+	rm -rf $(LLAMA_SRC)
+	$(BIN)/python -m pip install --quiet 'llama-cpp-python[server]>=0.3'  # the tests' server without log-probs
 	touch $@
 
 llama-cpp: $(LLAMA_STAMP)

@@ -1,6 +1,6 @@
 """The local engines side by side on the bundled model, in one run on this machine.
 
-    python -m bench.engines                                  # transformers, llamacpp in process, openai on llama.cpp's server
+    python -m bench.engines                                  # transformers, llamacpp in process, openai on llama-server
     python -m bench.engines --new-tokens 32                  # shorter answers (a quick look)
     python -m bench.engines --sessions 1,4,16 --dtypes bfloat16,float32 --engines transformers,llamacpp
 
@@ -9,8 +9,8 @@ counted from submit to the last token, so prefill is included, and time to first
 ``--sessions`` count of requests submitted together (aggregate tokens/s, p50/p95 time to first token,
 and the median attendee's own tokens/s after their first token), then 16 sessions arriving as a
 Poisson process, each with a follow-up (p95 time to first token, as ``bench.engine``). The ``openai``
-engine talks to llama.cpp's server started here on a free port with log-probs on (``logits_all``), as
-``handoff serve`` starts it. llama.cpp's own greedy loop on the same GGUF (``bench/llama_cpp_baseline.py``,
+engine talks to llama.cpp's ``llama-server`` started here on a free port (continuous batching over
+``max_batch_size`` slots, log-probs asked for on every request), as ``handoff serve`` starts it. llama.cpp's own greedy loop on the same GGUF (``bench/llama_cpp_baseline.py``,
 no log-probs, every prompt prefilled in one batch) is the yardstick at every session count. Greedy
 decoding throughout. The targets are issue 11's, for the engine ``HANDOFF_LOCAL_ENGINE=auto`` picks here.
 """
@@ -30,7 +30,7 @@ from bench.common import Target, machine, percentile, report
 from bench.prompts import chats
 from playground.engine.contract import LocalModelEngine
 from playground.engine.engines import load_engine
-from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed
+from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed, llama_server_binary
 from playground.settings import Settings
 
 SINGLE_PROMPTS = 4
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
             server = start_llama_server(served, Path(folder) / "llama_server.log")
             try:
                 engine = load_engine(served)
-                results["openai"] = measure(engine, "openai -> llama.cpp server (logprobs)", new_tokens, sessions)
+                results["openai"] = measure(engine, "openai -> llama-server (log-probs)", new_tokens, sessions)
                 engine.close()
             finally:
                 server.terminate()
@@ -220,7 +220,9 @@ def main(argv: list[str] | None = None) -> list[Target]:
 
 def targets(results: dict[str, dict[int, Figures]]) -> list[Target]:
     """Issue 11's targets for the engine ``auto`` picks on this CPU, against llama.cpp's bare loop."""
-    auto = choose_engine("auto", "cpu", "auto", True, cpu_flags(), llama_cpp_installed())
+    auto = choose_engine(
+        "auto", "cpu", "auto", True, cpu_flags(), llama_cpp_installed(), llama_server_binary() is not None
+    )
     if auto.kind == "transformers":
         from playground.engine.device import resolve_dtype
 

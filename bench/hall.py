@@ -280,11 +280,14 @@ def _engines() -> list[str]:
 @contextmanager
 def engine_server(engine: str, log: Path) -> Iterator[dict[str, str]]:
     """The replicas' extra settings for this engine, with its engine server running while they need it:
-    nothing for ``in-process``; for ``llama.cpp server``, ``python -m llama_cpp.server`` on the bundled
-    GGUF on a free port (as ``handoff serve`` starts it) and the openai engine pointed at it. Used by the
+    for ``in-process``, the in-process engine ``auto`` picks without a server; for ``llama.cpp server``, ``llama-server`` on the bundled GGUF on a free
+    port (as ``handoff serve`` starts it) and the openai engine pointed at it. Used by the
     benchmark's legs and by ``tests/test_hall_replicas.py``."""
-    if engine == "in-process":
-        yield {}
+    if engine == "in-process":  # the in-process engine auto would pick here if no server were built
+        from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed
+
+        choice = choose_engine("auto", "cpu", "auto", True, cpu_flags(), llama_cpp_installed(), False)
+        yield {"HANDOFF_LOCAL_ENGINE": choice.kind}
         return
     from playground.engine.llamacpp_server import llama_server_running
     from playground.settings import Settings

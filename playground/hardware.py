@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +50,26 @@ def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+@functools.cache
+def llama_server_binary() -> Path | None:
+    """llama.cpp's own server (``llama-server``): beside this Python (``make llama-cpp`` builds it into the
+    venv for this CPU), else on PATH; None where neither has it."""
+    beside = Path(sys.executable).with_name("llama-server")
+    if beside.is_file():
+        return beside
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
 @functools.lru_cache(maxsize=16)
 def choose_engine(
-    requested: str, device: str, dtype: str, runs_gguf: bool, flags: frozenset[str], has_llama_cpp: bool
+    requested: str,
+    device: str,
+    dtype: str,
+    runs_gguf: bool,
+    flags: frozenset[str],
+    has_llama_cpp: bool,
+    has_llama_server: bool,
 ) -> EngineChoice:
     """``requested`` as set, or for ``auto`` the local engine measured fastest for this kind of machine."""
     if requested != "auto":
@@ -59,12 +78,17 @@ def choose_engine(
         return EngineChoice("transformers", f"device {device}: transformers runs the model on it")
     if not runs_gguf:
         return EngineChoice("transformers", "the local model is a Hugging Face model, not a GGUF llama.cpp can load")
+    if has_llama_server:
+        return EngineChoice(
+            "openai",
+            "llama.cpp's server is built for this CPU: llama.cpp's kernels, batched continuously across sessions",
+        )
     if not has_llama_cpp:
-        return EngineChoice("transformers", "llama-cpp-python is not installed (make llama-cpp builds it for this CPU)")
+        return EngineChoice("transformers", "llama.cpp is not built here (make llama-cpp builds it for this CPU)")
     native = [flag for flag in NATIVE_BF16_FLAGS if flag in flags]
     if native and dtype in ("auto", "bfloat16"):
         return EngineChoice(
             "transformers",
-            f"CPU with native bf16 ({'+'.join(native)}): batched bf16 beats llama.cpp with many sessions",
+            f"CPU with native bf16 ({'+'.join(native)}): batched bf16 beats llama.cpp in process with many sessions",
         )
     return EngineChoice("llamacpp", "CPU without native bf16: llama.cpp is the faster engine here")

@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 from feedback.pricing import PriceTable
 from feedback.repetition import LoopRule
-from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed
+from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed, llama_server_binary
 
 MIN_PASSWORD_CHARS = 10  # organizer passwords, the bootstrap admin's included
 
@@ -152,7 +152,13 @@ class Settings(BaseSettings):
             return self  # set explicitly: nothing to read off the machine
         runs_gguf = self.local_model == BUNDLED_MODEL or self.local_model.endswith(".gguf")
         choice = choose_engine(
-            self.local_engine, self.local_device, self.local_dtype, runs_gguf, cpu_flags(), llama_cpp_installed()
+            self.local_engine,
+            self.local_device,
+            self.local_dtype,
+            runs_gguf,
+            cpu_flags(),
+            llama_cpp_installed(),
+            llama_server_binary() is not None,
         )
         object.__setattr__(self, "local_engine", choice.kind)  # frozen model: set once, while validating
         self._engine_reason = choice.reason

@@ -7,7 +7,7 @@ import torch
 
 from playground.engine import device
 from playground.engine.device import DtypeChoice, resolve_dtype
-from playground.hardware import EngineChoice, choose_engine, cpu_flags, llama_cpp_installed
+from playground.hardware import EngineChoice, choose_engine, cpu_flags, llama_cpp_installed, llama_server_binary
 from playground.settings import Settings
 
 
@@ -46,26 +46,35 @@ AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
 ZEN5 = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni"})  # AMD EPYC family 26: no AMX
 
 
-def test_auto_runs_llama_cpp_on_a_cpu_without_native_bf16() -> None:
-    choice = choose_engine("auto", "cpu", "auto", True, AVX2, True)
+def test_auto_on_a_cpu_runs_llama_server_wherever_it_is_built() -> None:
+    """llama.cpp's kernels with continuous batching: what every CPU kind gets once `make llama-cpp` built it."""
+    for flags in (AVX2, ZEN5, AMX):
+        for dtype in ("auto", "float32", "bfloat16"):
+            choice = choose_engine("auto", "cpu", dtype, True, flags, True, True)
+            assert choice.kind == "openai" and "llama.cpp's server" in choice.reason
+    assert choose_engine("auto", "cpu", "auto", True, AVX2, False, True).kind == "openai"  # the server alone is enough
+
+
+def test_auto_runs_llama_cpp_in_process_on_a_cpu_without_native_bf16_and_no_server() -> None:
+    choice = choose_engine("auto", "cpu", "auto", True, AVX2, True, False)
     assert choice.kind == "llamacpp" and "without native bf16" in choice.reason
 
 
-def test_auto_on_avx512_bf16_without_amx_runs_transformers_in_bf16() -> None:
+def test_auto_on_avx512_bf16_without_amx_and_no_server_runs_transformers_in_bf16() -> None:
     """AMD EPYC Zen 5: measured like AMX (bench/README.md), so the same engine; bf16 if the probe agrees."""
-    zen5 = choose_engine("auto", "cpu", "auto", True, ZEN5, True)
+    zen5 = choose_engine("auto", "cpu", "auto", True, ZEN5, True, False)
     assert zen5.kind == "transformers" and "avx512_bf16" in zen5.reason and "amx" not in zen5.reason
-    assert choose_engine("auto", "cpu", "float32", True, ZEN5, True).kind == "llamacpp"
+    assert choose_engine("auto", "cpu", "float32", True, ZEN5, True, False).kind == "llamacpp"
     assert "avx512_bf16" in device._cpu_choice(ZEN5).reason and "probe" in device._cpu_choice(ZEN5).reason
 
 
-def test_auto_keeps_transformers_where_batched_bf16_wins_or_llama_cpp_cannot_run() -> None:
-    assert choose_engine("auto", "cpu", "auto", True, AMX, True).kind == "transformers"
-    assert choose_engine("auto", "cpu", "float32", True, AMX, True).kind == "llamacpp"  # bf16 ruled out by the operator
-    assert choose_engine("auto", "cuda", "auto", True, AVX2, True).kind == "transformers"
-    assert "not a GGUF" in choose_engine("auto", "cpu", "auto", False, AVX2, True).reason
-    assert "make llama-cpp" in choose_engine("auto", "cpu", "auto", True, AVX2, False).reason
-    assert choose_engine("openai", "cpu", "auto", True, AVX2, True) == EngineChoice(
+def test_auto_keeps_transformers_where_llama_cpp_cannot_run_or_batched_bf16_wins() -> None:
+    assert choose_engine("auto", "cpu", "auto", True, AMX, True, False).kind == "transformers"
+    assert choose_engine("auto", "cpu", "float32", True, AMX, True, False).kind == "llamacpp"  # bf16 ruled out
+    assert choose_engine("auto", "cuda", "auto", True, AVX2, True, True).kind == "transformers"
+    assert "not a GGUF" in choose_engine("auto", "cpu", "auto", False, AVX2, True, True).reason
+    assert "make llama-cpp" in choose_engine("auto", "cpu", "auto", True, AVX2, False, False).reason
+    assert choose_engine("openai", "cpu", "auto", True, AVX2, True, True) == EngineChoice(
         "openai", "set by HANDOFF_LOCAL_ENGINE"
     )
 
@@ -73,7 +82,9 @@ def test_auto_keeps_transformers_where_batched_bf16_wins_or_llama_cpp_cannot_run
 def test_settings_read_back_the_engine_auto_chose_on_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HANDOFF_LOCAL_ENGINE", "auto")
     settings = Settings()
-    expected = choose_engine("auto", "cpu", "auto", True, cpu_flags(), llama_cpp_installed())
+    expected = choose_engine(
+        "auto", "cpu", "auto", True, cpu_flags(), llama_cpp_installed(), llama_server_binary() is not None
+    )
     assert settings.local_engine == expected.kind != "auto"
     assert settings.local_engine_reason == expected.reason
 

@@ -1,17 +1,22 @@
 """The local engines behind one contract: llama.cpp in process, and an OpenAI-compatible server.
 
-Real parts only: the bundled GGUF in llama-cpp-python, and llama.cpp's own server
-(``python -m llama_cpp.server``) started on a free port, with and without log-probs.
+Real parts only: the bundled GGUF in llama-cpp-python, and servers started on free ports: llama.cpp's own
+(``llama-server``, built by ``make llama-cpp``) and, as a server that returns no log-probs, llama-cpp-python's
+(``python -m llama_cpp.server`` without ``logits_all``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -72,9 +77,18 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]
 
 
 @pytest.fixture(scope="module")
-def llama_server_without_logprobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def server_without_logprobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """llama-cpp-python's own OpenAI-compatible server started without ``logits_all``: it answers, with no log-probs."""
+    from playground.engine.launch import launch
+    from playground.engine.llamacpp import gguf_path
+    from playground.engine.llamacpp_server import is_up
+
     settings = served_settings(free_port())
-    process = start_llama_server(settings, tmp_path_factory.mktemp("llama") / "server.log", logprobs=False)
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path(settings)), "--model_alias"]
+    command += [settings.served_model_name, "--port", str(urlsplit(settings.local_base_url).port), "--logits_all"]
+    command += ["False", "--n_ctx", "4096", "--verbose", "False"]
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    process = launch(command, log, lambda: is_up(settings), timeout_s=120)
     yield settings
     process.terminate()
     process.wait(timeout=10)
@@ -89,7 +103,7 @@ def test_the_engine_host_recorded_never_carries_credentials() -> None:
 
 def test_a_missing_llama_cpp_python_is_refused_with_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what Python does when a module is not installed
-    with pytest.raises(LlamaCppMissing, match="HANDOFF_LOCAL_ENGINE=llamacpp needs llama-cpp-python.*make install"):
+    with pytest.raises(LlamaCppMissing, match="HANDOFF_LOCAL_ENGINE=llamacpp needs llama-cpp-python.*make llama-cpp"):
         require_llama_cpp()
 
 
@@ -287,6 +301,37 @@ def test_served_engine_stop_ends_the_answer(llama_server: Settings) -> None:
 
 
 @pytest.mark.slow
+def test_llama_server_answers_sessions_together(llama_server: Settings) -> None:
+    """Continuous batching: one slot per batch row, and answers asked at once all start before any ends."""
+    with urllib.request.urlopen(llama_server.local_base_url.removesuffix("/v1") + "/props", timeout=10) as response:
+        assert json.load(response)["total_slots"] == llama_server.max_batch_size
+    engine = ServedEngine(llama_server)
+    engine.warm_up()
+    topics = ("the history of Rome", "how bridges are built", "the water cycle", "the life of bees")
+    generations = [
+        engine.generate(chat(f"Write a long, detailed essay about {topic}."), max_new_tokens=64, temperature=0.0)
+        for topic in topics
+    ]
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+
+    def read(index: int, generation: Generation) -> None:
+        for _ in generation:
+            first.setdefault(index, time.monotonic())
+        last[index] = time.monotonic()
+
+    readers = [threading.Thread(target=read, args=pair) for pair in enumerate(generations)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout=600)
+    results = [generation.wait(600) for generation in generations]
+    assert all(result.tokens_out == 64 for result in results), [r.finish_reason for r in results]
+    assert max(first.values()) < min(last.values())  # one at a time would finish the first before the last began
+    engine.close()
+
+
+@pytest.mark.slow
 def test_a_turn_on_the_served_engine_hands_off_early_and_records_the_engine(
     llama_server: Settings, standin: Settings, sqlite_url: str
 ) -> None:
@@ -321,15 +366,15 @@ def test_a_turn_on_the_served_engine_hands_off_early_and_records_the_engine(
 
 @pytest.mark.slow
 def test_a_server_without_logprobs_makes_confidence_refuse_and_the_fallback_runs(
-    llama_server_without_logprobs: Settings, standin: Settings
+    server_without_logprobs: Settings, standin: Settings
 ) -> None:
-    settings = fast(llama_server_without_logprobs, standin_port=standin.standin_port, handoff_fallback_policy="always")
+    settings = fast(server_without_logprobs, standin_port=standin.standin_port, handoff_fallback_policy="always")
     engine = ServedEngine(settings)
     engine.warm_up()
     assert not engine.gives_logprobs and engine.entropy_from_top_k is None
     policy, note = resolve_policy("confidence", settings, engine)
     assert policy.name == "always"
-    assert note and "returns none" in note and settings.local_host in note and "--logits_all true" in note
+    assert note and "returns none" in note and settings.local_host in note and "llama-server" in note
     # with the default fallback (confidence itself) the answer stays local rather than failing
     policy, note = resolve_policy("confidence", fast(settings, handoff_fallback_policy="confidence"), engine)
     assert policy.name == "never" and note and "cannot run either" in note

@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 Message = dict[str, str]
 PREFILL_CHUNK = 512  # prompt tokens per llama_decode call (llama.cpp's n_batch)
 INSTALL_HINT = (
-    "Run `make install` (it builds llama-cpp-python for this CPU), or: "
-    "CMAKE_ARGS=-DGGML_NATIVE=ON pip install --no-cache-dir 'llama-cpp-python[server]>=0.3'"
+    "Run `make llama-cpp`: it builds llama.cpp for this CPU, the Python binding and llama-server "
+    "(`make run` and `make test` run it)."
 )
 
 

@@ -1,17 +1,20 @@
-"""llama.cpp's OpenAI-compatible server (``python -m llama_cpp.server``) for the ``openai`` engine.
+"""llama.cpp's own OpenAI-compatible server (``llama-server``) for the ``openai`` engine.
 
-``handoff serve`` starts it beside the app when ``HANDOFF_LOCAL_ENGINE=openai`` points at a local
-URL nobody answers yet, on the GGUF the ``llamacpp`` engine would load, under the model name the
-engine asks for. ``logits_all`` is on so chat completions return log-probs (it costs speed: every
-prompt row's logits are kept); ``interrupt_requests`` is off so a new request never cuts a running
-answer short.
+``handoff serve`` starts it beside the app when ``HANDOFF_LOCAL_ENGINE=openai`` (what ``auto`` picks on a
+CPU where ``make llama-cpp`` built it) points at a local URL nobody answers yet, on the GGUF the
+``llamacpp`` engine would load, under the model name the engine asks for. ``make llama-cpp`` builds it
+from the same llama-cpp-python source release, for this CPU, into the venv beside ``python``.
+
+It batches continuously: ``max_batch_size`` slots share one KV cache of ``llamacpp_n_ctx`` positions
+(``--kv-unified``, as the in-process engine shares its cache), so 16 attendees decode together in
+llama.cpp's kernels while the app's process only reads their streams. Log-probs come with any request
+that asks for them (no start-up switch, no cost to requests that do not).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +23,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from playground.engine.launch import ServerDidNotStart, launch
-from playground.engine.llamacpp import gguf_path, require_llama_cpp
+from playground.engine.llamacpp import INSTALL_HINT, LlamaCppMissing, gguf_path
+from playground.hardware import llama_server_binary
 from playground.settings import Settings
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -35,33 +39,40 @@ def is_local(settings: Settings) -> bool:
     return urlsplit(settings.local_base_url).hostname in LOCAL_HOSTS
 
 
-def server_command(settings: Settings, *, logprobs: bool = True) -> list[str]:
+def require_llama_server() -> Path:
+    """The ``llama-server`` binary, or a start-up error that says how to build it."""
+    binary = llama_server_binary()
+    if binary is None:
+        raise LlamaCppMissing(
+            "HANDOFF_LOCAL_ENGINE=openai on a local URL starts llama.cpp's server (llama-server), which is not "
+            f"built here. {INSTALL_HINT}"
+        )
+    return binary
+
+
+def server_command(settings: Settings) -> list[str]:
     parts = urlsplit(settings.local_base_url)
-    threads = settings.llamacpp_threads or len(os.sched_getaffinity(0))
+    threads = str(settings.llamacpp_threads or len(os.sched_getaffinity(0)))
     return [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
+        str(require_llama_server()),
         "--model",
         str(gguf_path(settings)),
-        "--model_alias",
+        "--alias",
         settings.served_model_name,
         "--host",
         parts.hostname or "127.0.0.1",
         "--port",
         str(parts.port or 80),
-        "--n_ctx",
-        "8192",
-        "--n_threads",
-        str(threads),
-        "--n_threads_batch",
-        str(threads),
-        "--logits_all",
-        str(logprobs),
-        "--interrupt_requests",
-        "False",
-        "--verbose",
-        "False",
+        "--ctx-size",
+        str(settings.llamacpp_n_ctx),
+        "--parallel",
+        str(settings.max_batch_size),
+        "--kv-unified",
+        "--threads",
+        threads,
+        "--threads-batch",
+        threads,
+        "--no-webui",
     ]
 
 
@@ -74,13 +85,10 @@ def is_up(settings: Settings) -> bool:
         return False
 
 
-def start_llama_server(
-    settings: Settings, log_path: Path, *, logprobs: bool = True, timeout_s: float = 120
-) -> subprocess.Popen[bytes]:
+def start_llama_server(settings: Settings, log_path: Path, *, timeout_s: float = 120) -> subprocess.Popen[bytes]:
     """Start the server and wait until it lists its model; raises with its log's tail if it doesn't."""
-    require_llama_cpp()
     try:
-        return launch(server_command(settings, logprobs=logprobs), log_path, lambda: is_up(settings), timeout_s)
+        return launch(server_command(settings), log_path, lambda: is_up(settings), timeout_s)
     except ServerDidNotStart as failed:
         tail = failed.tail
     raise LlamaServerFailed(f"llama.cpp's server did not start at {settings.local_base_url}:\n{tail}") from None
@@ -88,10 +96,10 @@ def start_llama_server(
 
 @contextmanager
 def llama_server_running(
-    settings: Settings, log_path: Path, *, logprobs: bool = True, timeout_s: float = 120
+    settings: Settings, log_path: Path, *, timeout_s: float = 120
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``start_llama_server`` for the length of a block (a benchmark leg, a test), stopped when it ends."""
-    process = start_llama_server(settings, log_path, logprobs=logprobs, timeout_s=timeout_s)
+    process = start_llama_server(settings, log_path, timeout_s=timeout_s)
     try:
         yield process
     finally:

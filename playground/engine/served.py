@@ -5,11 +5,11 @@ chosen token's log-prob comes back as is, and the entropy is computed from the t
 them plus the leftover probability mass as one more outcome: a lower bound on the full entropy,
 recorded as ``entropy_from_top_k = k`` so nobody mistakes it for the in-process figure).
 
-Concurrency is the server's (vLLM batches continuously; llama-cpp-python's server answers one
-request at a time): each answer streams on its own thread. ``warm_up`` asks the server once whether
-it returns log-probs; a server that does not (llama.cpp's server started without ``logits_all``,
-vLLM with ``--max-logprobs 0``) still answers, but ``gives_logprobs`` is False, so the policies that
-need them refuse at start-up and the fallback policy runs.
+Concurrency is the server's (vLLM and llama.cpp's ``llama-server`` batch continuously): each answer
+streams on its own thread. ``warm_up`` asks the server once whether it returns log-probs; a server
+that does not (vLLM with ``--max-logprobs 0``, ``transformers serve``) still answers, but
+``gives_logprobs`` is False, so the policies that need them refuse at start-up and the fallback
+policy runs.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class ServedEngine(LocalModelEngine):
                 ) from error
             log.warning(
                 "The local model server at %s returns no per-token log-probs: the confidence policy and "
-                "early handoff cannot run on it (start llama.cpp's server with --logits_all true, vLLM with "
+                "early handoff cannot run on it (llama.cpp's llama-server returns them; start vLLM with "
                 "--max-logprobs %d).",
                 self.base_url_host,
                 self.top_k,

@@ -126,8 +126,8 @@ def get_policy(name: str, settings: Settings | None = None, engine: LocalModelEn
     if name in NEEDS_LOGPROBS and engine is not None and not getattr(engine, "gives_logprobs", True):
         raise PolicyUnavailable(
             f"The {name} policy (and early handoff) scores per-token log-probs, but the local model server at "
-            f"{engine.base_url_host} returns none. Start it with log-probs on (llama.cpp's server: "
-            "--logits_all true; vLLM: --max-logprobs 20) or choose a policy that needs none."
+            f"{engine.base_url_host} returns none. Serve the model where log-probs come back (llama.cpp's "
+            "llama-server; vLLM with --max-logprobs 20) or choose a policy that needs none."
         )
     if name in SIMPLE:
         return SIMPLE[name]()
