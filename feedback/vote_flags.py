@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from db.research import participant_vote_frames, participant_vote_tables
 from db.session import get_engine
@@ -163,21 +164,27 @@ def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) ->
     keys: dict[str, int] = {}  # normalised prompt -> a number (duplicates are exact repeats of it)
     normalised: dict[str, int] = {}  # prompt as sent -> that number
 
-    def add(chunk: dict[str, np.ndarray], prompts: list[str]) -> None:
+    def add(chunk: dict[str, np.ndarray], prompts: pa.Array) -> None:
         too_fast = too_fast_votes(chunk["time_to_vote_ms"], chunk["on_tokens"], chunk["off_tokens"])
         participant = chunk["participant_id"]
         code = participant_reasons(participant, too_fast, chunk["winner"], chunk["times_us"])
-        if embed is None:
-            key = np.fromiter(
-                (normalised.get(text) if text in normalised else _key(text, keys, normalised) for text in prompts),
+        if embed is None:  # exact repeats of a participant's normalised prompt: numbers, one per distinct prompt
+            encoded = pc.dictionary_encode(prompts)
+            numbers = np.array(
+                [
+                    normalised.get(t) if t in normalised else _key(t, keys, normalised)
+                    for t in encoded.dictionary.to_pylist()
+                ],
                 dtype=np.int64,
-                count=len(prompts),
             )
-            _, first = np.unique(np.stack([participant.astype(np.int64), key]), axis=1, return_index=True)
+            key = numbers[encoded.indices.to_numpy(zero_copy_only=False)] if len(numbers) else np.zeros(0, np.int64)
+            _, first = np.unique(participant.astype(np.int64) * (len(keys) + 1) + key, return_index=True)
             duplicate = np.ones(len(key), dtype=bool)
             duplicate[first] = False
         else:
-            frame = pd.DataFrame({"participant_id": participant, "prompt": prompts, "vote_id": chunk["vote_id"]})
+            frame = pd.DataFrame(
+                {"participant_id": participant, "prompt": prompts.to_pylist(), "vote_id": chunk["vote_id"]}
+            )
             duplicate = duplicate_votes(frame, embed)
         bits = too_fast.astype(np.uint8)
         bits |= (code != 0).astype(np.uint8) << 1
@@ -191,11 +198,11 @@ def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) ->
     tables = participant_vote_tables(engine, visible, FLAG_COLUMNS)
     if tables is not None:
         for table in _ahead(tables):  # the next participants read (SQLite, no GIL) while these are flagged
-            add(_arrow_chunk(table), table.column("prompt").to_pylist())
+            add(_arrow_chunk(table), table.column("prompt").combine_chunks())
     else:
         with engine.connect() as connection:
             for votes in participant_vote_frames(connection, visible, FLAG_COLUMNS):
-                add(_frame_chunk(votes), votes["prompt"].tolist())
+                add(_frame_chunk(votes), pa.array(votes["prompt"].tolist(), pa.string()))
     ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
     order = np.argsort(ids, kind="stable")
     ids = ids[order]
