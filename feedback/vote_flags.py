@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from db.research import participant_vote_frames, participant_vote_tables
 from db.session import get_engine
 from feedback.embeddings import Embed
-from feedback.export.dataset import ExportFilters, FlagColumns, FlagOf, _ahead, conversation_query, utc_times
+from feedback.export.dataset import ExportFilters, FlagColumns, FlagOf, conversation_query, utc_times
 
 READ_FLOOR_MS = 2_000.0
 READ_MS_PER_TOKEN = 10.0
@@ -197,7 +197,7 @@ def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) ->
     engine = get_engine(url)
     tables = participant_vote_tables(engine, visible, FLAG_COLUMNS)
     if tables is not None:
-        for table in _ahead(tables):  # the next participants read (SQLite, no GIL) while these are flagged
+        for table in tables:
             add(_arrow_chunk(table), table.column("prompt").combine_chunks())
     else:
         with engine.connect() as connection:

@@ -2,8 +2,8 @@
 
 Conversation ids are streamed (server-side cursor on PostgreSQL; on a SQLite file read at once, 8 bytes each) and
 each batch of ids is filled with one query per table into typed Arrow columns, so memory stays bounded by the
-batch size whatever the size of the database; a reader thread fills the next batch while the format writes this
-one. Redaction and participant re-hashing happen here, once, so every format gets the same treatment.
+batch size whatever the size of the database. Redaction and participant re-hashing happen here, once, so
+every format gets the same treatment.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import queue
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -289,23 +287,7 @@ def iter_batches(
 
     ``signals=False`` leaves each decision's stored signals empty ({}), for formats that never show them;
     ``flag_of`` gives each vote's quality flags (``feedback.vote_flags.flag_lookup``).
-
-    The batches are read one ahead in a thread of their own (``_ahead``): the reading (SQLite or PostgreSQL, Arrow's
-    kernels) mostly runs without the GIL, so the next batch is read while the format writes this one.
     """
-    return _ahead(_batches(url, filters, salt, redact_pii, tally, batch, signals, flag_of))
-
-
-def _batches(
-    url: str,
-    filters: ExportFilters,
-    salt: bytes,
-    redact_pii: bool,
-    tally: Tally,
-    batch: int,
-    signals: bool,
-    flag_of: FlagOf | None,
-) -> Iterator[Batch]:
     engine = get_engine(url)
     clean = _Cleaner(tally, redact_pii)
     participant = lru_cache(maxsize=MEMO)(lambda participant_id: pseudonymize(participant_id, salt))
@@ -329,52 +311,6 @@ def _batches(
     finally:
         if arrow is not None:
             arrow.close()
-
-
-_DONE = object()
-
-
-def _ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
-    """``items``, produced in a thread of their own at most ``depth`` ahead of the consumer. The producer's
-    exceptions are raised in the consumer; a consumer that stops early stops the producer (which then runs
-    its own clean-up, closing its connections, in its thread)."""
-    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-        except BaseException as error:  # noqa: BLE001 (handed to the consumer, raised there)
-            put((_DONE, error))
-            return
-        finally:
-            items.close()
-        put((_DONE, None))
-
-    worker = threading.Thread(target=produce, name="export-reader", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = handoff.get()
-            if isinstance(item, tuple) and len(item) == 2 and item[0] is _DONE:
-                if item[1] is not None:
-                    raise item[1]
-                return
-            yield item
-    finally:
-        stop.set()
-        worker.join()
 
 
 _IDS = bindparam("ids", expanding=True)  # one cached statement per table, whatever the batch's ids
