@@ -72,7 +72,14 @@ def write_export(
         # carry them (FLAGS = True) pay for that one pass
         flag_of = flag_lookup(url, filters) if getattr(module, "FLAGS", False) else None
         for batch in iter_batches(
-            url, filters, salt=use_salt, redact_pii=redact, tally=tally, signals=wanted, flag_of=flag_of
+            url,
+            filters,
+            salt=use_salt,
+            redact_pii=redact,
+            tally=tally,
+            signals=wanted,
+            flag_of=flag_of,
+            skip=getattr(module, "SKIPS", frozenset()),  # tables the format never reads
         ):
             yield batch
             if progress is not None:

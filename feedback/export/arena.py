@@ -19,6 +19,7 @@ from feedback.export.arms import arm_names
 from feedback.export.dataset import Batch, Tally
 
 SUFFIX = ".jsonl"
+SKIPS = frozenset({"ratings"})  # not read: arena never uses them
 UNIT = "battle"
 FASTCHAT_WINNERS = {"a": "model_a", "b": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}  # from pane terms
 FIELDS = {

@@ -282,17 +282,22 @@ def iter_batches(
     batch: int = BATCH,
     signals: bool = True,
     flag_of: FlagOf | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> Iterator[Batch]:
     """Yield batches of fully loaded conversations (turns, answers, decisions, visible votes, ratings) as columns.
 
     ``signals=False`` leaves each decision's stored signals empty ({}), for formats that never show them;
-    ``flag_of`` gives each vote's quality flags (``feedback.vote_flags.flag_lookup``).
+    ``flag_of`` gives each vote's quality flags (``feedback.vote_flags.flag_lookup``); the tables in ``skip``
+    (``decisions``, ``ratings``) are not read: a format that never uses them gets them empty.
     """
     engine = get_engine(url)
     clean = _Cleaner(tally, redact_pii)
     participant = lru_cache(maxsize=MEMO)(lambda participant_id: pseudonymize(participant_id, salt))
     arrow = sqlite_arrow(engine)
-    statements = {name: _Query(name, stmt, engine.dialect, arrow) for name, stmt in _statements(signals).items()}
+    statements = {
+        name: _Query(name, stmt, engine.dialect, arrow, read=name not in skip)
+        for name, stmt in _statements(signals).items()
+    }
     selection = conversation_query(filters).order_by(Conversation.id)
     compiled = sqlite_sql(selection.with_only_columns(Conversation.id), engine) if arrow is not None else None
     try:
@@ -324,8 +329,10 @@ class _Query:
     columns SQLAlchemy would convert (DATETIME text, BOOLEAN 0/1, NUMERIC) are converted with its rules
     (``_as_utc``, ``_bool``, ``_money``), column-wise."""
 
-    def __init__(self, table: str, stmt: Select, dialect: Any, arrow: SQLiteArrow | None = None) -> None:
-        self.table, self.stmt, self.sql, self.arrow = table, stmt, None, arrow
+    def __init__(
+        self, table: str, stmt: Select, dialect: Any, arrow: SQLiteArrow | None = None, read: bool = True
+    ) -> None:
+        self.table, self.stmt, self.sql, self.arrow, self.read = table, stmt, None, arrow, read
         if dialect.name == "sqlite" and dialect.paramstyle == "qmark":
             compiled = stmt.compile(dialect=dialect)
             if set(compiled.params) == {"ids"} and str(compiled).count(_EXPANDED) == 1:
@@ -347,7 +354,7 @@ class _Query:
     def columns(self, connection: Any, ids: list[int]) -> dict[str, pa.Array]:
         """The rows as one typed Arrow array per field (``TYPES``)."""
         types = TYPES[self.table]
-        if not ids:
+        if not ids or not self.read:
             return {name: pa.array([], kind) for name, kind in types.items()}
         if self.sql is not None and self.arrow is not None:
             # the ids written into the SQL (ints from our own query): ADBC's Python binding of a batch's

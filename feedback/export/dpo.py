@@ -19,6 +19,7 @@ from feedback.export import jsontext as js
 from feedback.export.dataset import Batch, Tally
 
 SUFFIX = ".jsonl"
+SKIPS = frozenset({"decisions"})  # not read: dpo never uses them
 UNIT = "pair"
 FIELDS = {
     "prompt": "messages before the answer: earlier turns (identical in both arms) and the user prompt",
