@@ -646,3 +646,28 @@ def test_json_formats_are_the_row_by_row_writers_byte_for_byte(db_url: str, seed
             assert b"".join(written[fmt]), fmt
         assert ours.skipped == theirs.skipped and ours.skipped["ties ordered by stars read"] + 1
     assert b"[EMAIL]" in b"".join(written["jsonl"]) and b"\\u0001" in b"".join(written["jsonl"])
+
+
+def test_decision_signals_text_is_orjson_of_the_redacted_signals() -> None:
+    """``dataset._signals`` rewrites plain stored objects in Arrow and decodes the rest: either way each text is
+    orjson's text of the stored JSON decoded and redacted, as the row-by-row path wrote it (stored by json.dumps,
+    as SQLAlchemy's JSON type stores it)."""
+    import json
+
+    import orjson
+    import pyarrow as pa
+
+    from feedback.export.dataset import Tally, _cleaned, _Cleaner, _json, _signals
+
+    values = [
+        {"tokens": 165.0, "min_logprob": -8.214701732993927, "scores": {"confidence": 0.6, "never": 0.0}},
+        {"a": 1e-05, "b": 1e16, "c": -0.0, "d": 123456789012345.6, "e": 10**18, "f": True, "g": None},
+        {"reason": "mail josé@correo.es", "notes": ["OPENAI_API_KEY=abcd1234efgh", 3]},
+        {"ü": 1, "key with space": 2, 'q"uote': 3, "tab\t": 4.5},
+        {},
+        {"nested": {"deeper": {"x": 0.0001, "y": 9999999999999998.0}}},
+    ]
+    stored = [json.dumps(value) for value in values] + [None, "null", "0", "[]", '"text 555-0199-1234"']
+    clean = _Cleaner(Tally(), redact_pii=True)
+    expected = [orjson.dumps(_cleaned(_json(text) or {}, clean)).decode() for text in stored]
+    assert _signals(pa.array(stored, pa.string()), clean).to_pylist() == expected

@@ -547,8 +547,8 @@ class Batch:
     """One batch of conversations read as columns: per table (``TYPES``) an Arrow array per field, rows in
     query order, already converted with SQLAlchemy's rules (UTC times, booleans, NUMERIC rounding).
     Already done here, once for every format: texts redacted, ``participant`` re-hashed, vote flags looked up
-    (``flags``, None when the format carries none). ``signals`` holds each decision's stored signals decoded
-    and redacted (None for formats that never write them)."""
+    (``flags``, None when the format carries none). ``signals`` holds each decision's stored signals, redacted,
+    as the JSON text orjson writes for them (None for formats that never write them)."""
 
     conversations: dict[str, pa.Array]
     turns: dict[str, pa.Array]
@@ -557,11 +557,13 @@ class Batch:
     votes: dict[str, pa.Array]
     ratings: dict[str, pa.Array]
     flags: FlagColumns | None
-    signals: list[dict[str, Any]] | None = None
+    signals: pa.Array | None = None
 
-    def decision_signals(self) -> list[dict[str, Any]]:
-        """Per decision its signals (``{}`` each where the format did not read them)."""
-        return self.signals if self.signals is not None else [{} for _ in range(len(self.decisions["turn_id"]))]
+    def signal_texts(self) -> pa.Array:
+        """Per decision its signals as orjson writes them (``{}`` each where the format did not read them)."""
+        if self.signals is not None:
+            return self.signals
+        return pa.nulls(len(self.decisions["turn_id"]), _S).fill_null("{}")
 
     def __len__(self) -> int:
         return len(self.conversations["id"])
@@ -612,20 +614,39 @@ def _load(
 
 # JSON that holds a string value (or a list) somewhere: only those signals can need redacting (keys never are)
 _TEXT_INSIDE = r'^\s*"|\[|:\s*"'
+# an object of plain keys and numbers as Python's json.dumps writes it (the only writer: SQLAlchemy's JSON type):
+# no string values, no escapes, numbers without exponents (where repr writes a float plainly, orjson writes the
+# same digits), single spaces after separators. Its orjson text is the stored text without the spaces.
+_PLAIN_OBJECT = r'^\{(?:[ {},:]|-?[0-9]+(?:\.[0-9]+)?|true|false|null|"[A-Za-z0-9_.\-]*")*\}$'
 
 
-def _signals(stored: pa.Array, clean: _Cleaner) -> list[dict[str, Any]]:
-    """Each decision's stored signals decoded; those holding text (``_TEXT_INSIDE``) redacted too."""
-    walk = pc.match_substring_regex(stored, _TEXT_INSIDE).fill_null(False).to_pylist()
-    texts = stored.to_pylist()
-    if stored.null_count == 0:  # decoded in one call: a JSON array of every stored text
-        decoded = orjson.loads("[" + ",".join(texts) + "]") if texts else []
+def _signals(stored: pa.Array, clean: _Cleaner) -> pa.Array:
+    """Each decision's stored signals as orjson writes them once decoded (``{}`` for none), strings inside
+    redacted: plain objects (``_PLAIN_OBJECT``, nothing to redact) rewritten in Arrow, the rest decoded (in
+    one orjson call), redacted where they hold text (``_TEXT_INSIDE``) and written by orjson."""
+    walk = pc.match_substring_regex(stored, _TEXT_INSIDE).fill_null(False)
+    plain = pc.and_(pc.match_substring_regex(stored, _PLAIN_OBJECT).fill_null(False), pc.invert(walk))
+    texts = pc.replace_substring(stored, " ", "")
+    rows = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+    if not rows.size:
+        return texts
+    picked = stored.take(pa.array(rows))
+    raw = picked.to_pylist()
+    if picked.null_count == 0:  # decoded in one call: a JSON array of the stored texts
+        decoded = orjson.loads("[" + ",".join(raw) + "]")
     else:
-        decoded = [None if text is None else _json(text) for text in texts]
-    return [
-        (_cleaned(value or {}, clean) if text_inside else (value or {}))
-        for value, text_inside in zip(decoded, walk, strict=True)
-    ]
+        decoded = [None if text is None else _json(text) for text in raw]
+    hold_text = walk.take(pa.array(rows)).to_pylist()
+    written = pa.array(
+        [
+            orjson.dumps(_cleaned(value or {}, clean) if text_inside else (value or {}))
+            for value, text_inside in zip(decoded, hold_text, strict=True)
+        ],
+        pa.binary(),
+    ).cast(_S)
+    at = np.arange(len(stored), dtype=np.int64)
+    at[rows] = len(stored) + np.arange(len(rows), dtype=np.int64)
+    return pa.concat_arrays([texts, written]).take(pa.array(at))
 
 
 def _py(column: pa.Array) -> list[Any]:
@@ -659,7 +680,7 @@ def conversation_rows(batch: Batch) -> list[ConversationRow]:
         )
     names = FIELDS["decisions"][:-1]
     for (tid, policy, threshold, score, handed_off, blocked_by, propensity), stored in zip(
-        _rows(batch.decisions, names), batch.decision_signals(), strict=True
+        _rows(batch.decisions, names), map(orjson.loads, batch.signal_texts().to_pylist()), strict=True
     ):
         turns[tid].decision = DecisionRow(policy, threshold, score, handed_off, blocked_by, propensity, stored)
     votes: dict[int, VoteRow] = {}

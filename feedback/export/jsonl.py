@@ -54,7 +54,6 @@ def conversation_lines(batch: Batch) -> bytes:
     answers = js.grouped(
         js.join(js.strings(a["arm"]), ":", answer), js.positions(t["id"], a["turn_id"]), n_turns
     )  # a dict per turn, keyed by arm, in the rows' order
-    signals = pa.array([orjson.dumps(stored) for stored in batch.decision_signals()], pa.binary()).cast(js.TEXT)
     decision = js.obj(
         [
             ("policy", js.strings(d["policy"])),
@@ -63,7 +62,7 @@ def conversation_lines(batch: Batch) -> bytes:
             ("handed_off", js.bools(d["handed_off"])),
             ("blocked_by", js.strings(d["blocked_by"])),
             ("shadow_propensity", js.floats(d["propensity"])),
-            ("signals", signals),
+            ("signals", batch.signal_texts()),
         ]
     )
     decisions = js.take(decision, js.positions(d["turn_id"], t["id"])).fill_null(js.NULL)
