@@ -77,7 +77,8 @@ def battle_lines(batch: Batch, tally: Tally) -> tuple[bytes, int]:
             ("anony", "true"),
             ("language", js.strings(pc.if_else(pc.fill_null(pc.not_equal(language, ""), False), language, "unknown"))),
             ("tstamp", js.floats(pa.array(micros.astype(np.float64) / 1e6))),  # datetime.timestamp(): µs / 10**6
-        ]
+        ],
+        after="\n",
     )
     return js.lines(record), len(kept)
 

@@ -114,7 +114,8 @@ def pair_lines(batch: Batch, tally: Tally) -> tuple[bytes, int]:
             ("prompt", js.join("[", prompt, "]")),
             ("chosen", js.join('[{"role":"assistant","content":', pc.if_else(mask, on_text, off_text), "}]")),
             ("rejected", js.join('[{"role":"assistant","content":', pc.if_else(mask, off_text, on_text), "}]")),
-        ]
+        ],
+        after="\n",
     )
     return js.lines(record), int(keep.sum())
 

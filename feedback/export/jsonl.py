@@ -115,7 +115,8 @@ def conversation_lines(batch: Batch) -> bytes:
             ("category", js.strings(c["category"])),
             ("created_at", js.times(c["created_at"])),
             ("turns", js.join("[", turns, "]")),
-        ]
+        ],
+        after="\n",
     )
     return js.lines(conversation)
 

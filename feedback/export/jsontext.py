@@ -99,21 +99,23 @@ def times(values: pa.Array) -> pa.Array:
     return join('"', text, '+00:00"').fill_null(NULL)
 
 
-def obj(fields: Sequence[tuple[str, pa.Array | str]]) -> pa.Array:
-    """One JSON object per row from (key, JSON text of the value) pairs, in that order."""
+def obj(fields: Sequence[tuple[str, pa.Array | str]], before: str = "", after: str = "") -> pa.Array:
+    """One JSON object per row from (key, JSON text of the value) pairs, in that order, between ``before`` and
+    ``after`` (a line's newline, say: one copy of the text less than joining them on afterwards)."""
     parts: list[pa.Array | str] = []
     for i, (key, value) in enumerate(fields):
-        parts += [("{" if i == 0 else ",") + orjson.dumps(key).decode() + ":", value]
-    return join(*parts, "}")
+        parts += [(before + "{" if i == 0 else ",") + orjson.dumps(key).decode() + ":", value]
+    return join(*parts, "}" + after)
 
 
 def grouped(texts: pa.Array, parent: np.ndarray, parents: int, separator: str = ",") -> pa.Array:
     """Per parent (0 .. parents - 1), the texts of its rows joined by ``separator`` in row order ("" for none)."""
-    order = np.argsort(parent, kind="stable")
     counts = np.bincount(parent, minlength=parents) if len(parent) else np.zeros(parents, np.int64)
     offsets = np.zeros(parents + 1, dtype=np.int32)
     np.cumsum(counts, out=offsets[1:])
-    lists = pa.ListArray.from_arrays(pa.array(offsets), texts.take(pa.array(order)))
+    if len(parent) > 1 and (np.diff(parent) < 0).any():  # rows not yet in their parents' order
+        texts = texts.take(pa.array(np.argsort(parent, kind="stable")))
+    lists = pa.ListArray.from_arrays(pa.array(offsets), texts)
     return pc.binary_join(lists, literal(separator))
 
 
@@ -129,10 +131,9 @@ def windows(texts: pa.Array, starts: np.ndarray, lengths: np.ndarray, separator:
 
 
 def lines(texts: pa.Array) -> bytes:
-    """The texts, each followed by a newline, as one UTF-8 byte string."""
+    """The texts (each ending in its newline: ``obj(..., after="\\n")``) as one UTF-8 byte string."""
     if not len(texts):
         return b""
-    texts = join(texts, "\n")
     offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
     return texts.buffers()[2][int(offsets[0]) : int(offsets[-1])].to_pybytes()
 
