@@ -18,6 +18,7 @@ from db.research import participant_vote_frames, participant_vote_tables
 from db.session import get_engine
 from feedback.embeddings import Embed
 from feedback.export.dataset import ExportFilters, FlagColumns, FlagOf, conversation_query, utc_times
+from feedback.memory import release_free_memory
 
 READ_FLOOR_MS = 2_000.0
 READ_MS_PER_TOKEN = 10.0
@@ -204,13 +205,15 @@ def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) ->
             for votes in participant_vote_frames(connection, visible, FLAG_COLUMNS):
                 add(_frame_chunk(votes), pa.array(votes["prompt"].tolist(), pa.string()))
     ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
-    order = np.argsort(ids, kind="stable")
-    ids = ids[order]
-    bits = (np.concatenate(bits_parts) if bits_parts else np.zeros(0, np.uint8))[order]
-    code = (np.concatenate(code_parts) if code_parts else np.zeros(0, np.uint8))[order]
-    del order
-    for parts in (ids_parts, bits_parts, code_parts):
+    bits = np.concatenate(bits_parts) if bits_parts else np.zeros(0, np.uint8)
+    code = np.concatenate(code_parts) if code_parts else np.zeros(0, np.uint8)
+    for parts in (ids_parts, bits_parts, code_parts):  # let the chunks go before sorting (peak memory)
         parts.clear()
+    order = np.argsort(ids, kind="stable")
+    ids, bits, code = ids[order], bits[order], code[order]
+    del order
+    release_free_memory()  # the chunks' freed memory goes back: the export's batches don't start from it
+    pa.default_memory_pool().release_unused()
 
     def flag_of(vote_ids: Sequence[int]) -> FlagColumns:
         wanted = np.asarray(vote_ids, dtype=np.int64)
