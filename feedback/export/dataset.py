@@ -254,8 +254,23 @@ class _Cleaner:
         at = np.flatnonzero(hits.to_numpy(zero_copy_only=False))
         if not at.size:
             return texts
-        found = texts.take(pa.array(at)).to_pylist()
-        return pc.replace_with_mask(texts, hits, pa.array([self(text) for text in found], texts.type))
+        found = pc.dictionary_encode(texts.take(pa.array(at)))  # a repeated text is redacted once
+        occurrences = np.bincount(found.indices.to_numpy(zero_copy_only=False), minlength=len(found.dictionary))
+        cleaned = []
+        for text, n in zip(found.dictionary.to_pylist(), occurrences.tolist(), strict=True):
+            out, kinds = self._redacted(text)
+            for kind, count in kinds:  # still tallied per occurrence
+                self.tally.redactions[kind] += count * n
+            cleaned.append(out)
+        return replaced(texts, at, pa.array(cleaned, texts.type).take(found.indices))
+
+
+def replaced(texts: pa.Array, rows: np.ndarray, replacements: pa.Array) -> pa.Array:
+    """``texts`` with ``rows`` (ascending) replaced by ``replacements``, in one ``take`` (``replace_with_mask``
+    was several times slower on long texts)."""
+    at = np.arange(len(texts), dtype=np.int64)
+    at[rows] = len(texts) + np.arange(len(rows), dtype=np.int64)
+    return pa.concat_arrays([texts, replacements.cast(texts.type)]).take(pa.array(at))
 
 
 _PLAIN = (float, int, bool, type(None))
@@ -644,9 +659,7 @@ def _signals(stored: pa.Array, clean: _Cleaner) -> pa.Array:
         ],
         pa.binary(),
     ).cast(_S)
-    at = np.arange(len(stored), dtype=np.int64)
-    at[rows] = len(stored) + np.arange(len(rows), dtype=np.int64)
-    return pa.concat_arrays([texts, written]).take(pa.array(at))
+    return replaced(texts, rows, written)
 
 
 def _py(column: pa.Array) -> list[Any]:
