@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 from sqlalchemy import Engine, Select
@@ -31,7 +32,7 @@ class SQLiteArrow:
     def __init__(self, path: str) -> None:
         import adbc_driver_sqlite.dbapi as adbc
 
-        self._connection = adbc.connect(f"file:{Path(path).resolve()}?mode=ro")
+        self._connection = adbc.connect(f"file:{quote(str(Path(path).resolve()))}?mode=ro")  # read-only
 
     def _cursor(self, batch_rows: int) -> Any:
         cursor = self._connection.cursor()
