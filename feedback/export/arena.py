@@ -56,7 +56,7 @@ def battle_lines(batch: Batch, tally: Tally) -> tuple[bytes, int]:
     on_left = pc.equal(c["handoff_side"].take(pa.array(conversation)), "a")  # pane a showed the handoff arm
     on_right = pc.equal(c["handoff_side"].take(pa.array(conversation)), "b")
     through = index.to_numpy() + 1
-    said = {arm: js.join("[", chats.messages(arm, turn, through), "]") for arm in ("off", "on")}
+    said = {arm: chats.messages(arm, turn, through) for arm in ("off", "on")}
     names = _names(batch, chats)
     name = {arm: js.strings(names[arm].take(pa.array(turn))) for arm in ("off", "on")}
     winners = pa.array([FASTCHAT_WINNERS[w] for w in v["winner"].take(pa.array(kept)).to_pylist()], pa.string())
@@ -71,8 +71,8 @@ def battle_lines(batch: Batch, tally: Tally) -> tuple[bytes, int]:
             ("model_b", pc.if_else(on_right, name["on"], name["off"])),
             ("winner", js.strings(winners)),
             ("judge", js.strings(c["participant"].take(pa.array(conversation)))),
-            ("conversation_a", pc.if_else(on_left, said["on"], said["off"])),
-            ("conversation_b", pc.if_else(on_right, said["on"], said["off"])),
+            ("conversation_a", ("[", pc.if_else(on_left, said["on"], said["off"]), "]")),
+            ("conversation_b", ("[", pc.if_else(on_right, said["on"], said["off"]), "]")),
             ("turn", js.ints(pc.add(index, 1))),
             ("anony", "true"),
             ("language", js.strings(pc.if_else(pc.fill_null(pc.not_equal(language, ""), False), language, "unknown"))),

@@ -111,9 +111,9 @@ def pair_lines(batch: Batch, tally: Tally) -> tuple[bytes, int]:
     mask = pa.array(chosen_on)
     record = js.obj(
         [
-            ("prompt", js.join("[", prompt, "]")),
-            ("chosen", js.join('[{"role":"assistant","content":', pc.if_else(mask, on_text, off_text), "}]")),
-            ("rejected", js.join('[{"role":"assistant","content":', pc.if_else(mask, off_text, on_text), "}]")),
+            ("prompt", ("[", prompt, "]")),
+            ("chosen", ('[{"role":"assistant","content":', pc.if_else(mask, on_text, off_text), "}]")),
+            ("rejected", ('[{"role":"assistant","content":', pc.if_else(mask, off_text, on_text), "}]")),
         ],
         after="\n",
     )

@@ -38,9 +38,10 @@ def conversation_lines(batch: Batch) -> bytes:
     (``feedback.export.jsontext``)."""
     c, t, a, d, v, r = batch.conversations, batch.turns, batch.answers, batch.decisions, batch.votes, batch.ratings
     n_turns, n_votes = len(t["id"]), len(v["id"])
+    arm = js.strings(a["arm"])
     answer = js.obj(
         [
-            ("arm", js.strings(a["arm"])),
+            ("arm", arm),
             ("source", js.strings(a["source"])),
             ("text", js.strings(a["text"])),
             ("model", js.strings(a["model"])),
@@ -49,11 +50,10 @@ def conversation_lines(batch: Batch) -> bytes:
             ("cost", js.floats(a["cost"])),
             ("error_kind", js.strings(a["error_kind"])),
             ("energy_wh", js.floats(a["energy_wh"])),
-        ]
+        ],
+        key=arm,  # an entry of the turn's dict of answers, keyed by arm
     )
-    answers = js.grouped(
-        js.join(js.strings(a["arm"]), ":", answer), js.positions(t["id"], a["turn_id"]), n_turns
-    )  # a dict per turn, keyed by arm, in the rows' order
+    answers = js.grouped(answer, js.positions(t["id"], a["turn_id"]), n_turns)  # the dict, in the rows' order
     decision = js.obj(
         [
             ("policy", js.strings(d["policy"])),
@@ -85,7 +85,7 @@ def conversation_lines(batch: Batch) -> bytes:
             ("comment", js.strings(v["comment"])),
             ("final", js.bools(v["final"])),
             ("created_at", js.times(v["created_at"])),
-            ("ratings", js.join("{", ratings, "}")),
+            ("ratings", ("{", ratings, "}")),
             ("time_to_vote_ms", js.floats(v["time_to_vote_ms"])),
             ("display", js.strings(v["display"])),
             ("flags", _flags(batch.flags, n_votes)),
@@ -99,9 +99,9 @@ def conversation_lines(batch: Batch) -> bytes:
             ("language", js.strings(t["language"])),
             ("category", js.strings(t["category"])),
             ("created_at", js.times(t["created_at"])),
-            ("answers", js.join("{", answers, "}")),
+            ("answers", ("{", answers, "}")),
             ("decision", decisions),
-            ("votes", js.join("[", js.grouped(vote, js.positions(t["id"], v["turn_id"]), n_turns), "]")),
+            ("votes", ("[", js.grouped(vote, js.positions(t["id"], v["turn_id"]), n_turns), "]")),
         ]
     )
     turns = js.grouped(turn, js.positions(c["id"], t["conversation_id"]), len(c["id"]))
@@ -114,7 +114,7 @@ def conversation_lines(batch: Batch) -> bytes:
             ("handoff_side", js.strings(c["handoff_side"])),
             ("category", js.strings(c["category"])),
             ("created_at", js.times(c["created_at"])),
-            ("turns", js.join("[", turns, "]")),
+            ("turns", ("[", turns, "]")),
         ],
         after="\n",
     )

@@ -91,13 +91,26 @@ def times(values: pa.Array) -> pa.Array:
     return join('"', text, '+00:00"').fill_null(NULL)
 
 
-def obj(fields: Sequence[tuple[str, pa.Array | str]], before: str = "", after: str = "") -> pa.Array:
+def obj(
+    fields: Sequence[tuple[str, pa.Array | str | tuple[str, pa.Array, str]]],
+    before: str = "",
+    after: str = "",
+    key: pa.Array | None = None,
+) -> pa.Array:
     """One JSON object per row from (key, JSON text of the value) pairs, in that order, between ``before`` and
-    ``after`` (a line's newline, say: one copy of the text less than joining them on afterwards)."""
-    parts: list[pa.Array | str] = []
-    for i, (key, value) in enumerate(fields):
-        parts += [(before + "{" if i == 0 else ",") + orjson.dumps(key).decode() + ":", value]
-    return join(*parts, "}" + after)
+    ``after`` (a line's newline, say), as ``key:{...}`` with a ``key`` column (a dict entry). A value may come as
+    (opening, texts, closing), brackets around a joined list or dict: every literal goes into the one element-wise
+    join, so the text is copied once per object instead of once more per bracket."""
+    parts: list[pa.Array | str] = [] if key is None else [key]
+    pending = (":" if key is not None else "") + before + "{"
+    for i, (name, value) in enumerate(fields):
+        opening, closing = "", ""
+        if isinstance(value, tuple):
+            opening, value, closing = value
+        pending += ("" if i == 0 else ",") + orjson.dumps(name).decode() + ":" + opening
+        parts += [pending, value]
+        pending = closing
+    return join(*parts, pending + "}" + after)
 
 
 def grouped(texts: pa.Array, parent: np.ndarray, parents: int, separator: str = ",") -> pa.Array:
