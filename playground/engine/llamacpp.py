@@ -213,7 +213,7 @@ class LlamaCppEngine(BatchingEngine):
         restore.start()
         restore.join()
 
-    def _choose_threads(self, pairs: int = 5, margin: float = 1.25) -> None:
+    def _choose_threads(self, pairs: int = 5, steps: int = 4, margin: float = 1.25) -> None:
         """Time decode steps with one thread and with every CPU; keep the faster count for each step size.
 
         llama.cpp's threads meet at a spinning barrier after every operation: on a quiet machine two
@@ -221,8 +221,10 @@ class LlamaCppEngine(BatchingEngine):
         thread stalls the others at each barrier (a 2-core EPYC at load average 15: 528 ms per
         one-token step with two threads, 18 ms with one). So the count is measured here, at start-up,
         separately for one-token steps (``n_threads``) and for 16-token steps (``n_threads_batch``,
-        what batched decoding and prompts use). The two counts take turns step by step, so a burst of
-        load hits both; every CPU is kept only if its median step is ``margin`` times faster, as one
+        what batched decoding and prompts use). The two counts take turns, ``steps`` steps each after one
+        untimed step (the first step after a change pays for waking the other thread team: timed alone,
+        two threads looked 1.03x one on a quiet Zen 4 where the bare loop runs 1.76x faster), so a burst
+        of load hits both; every CPU is kept only if its median step is ``margin`` times faster, as one
         thread loses little on a quiet machine and all threads lose much on a busy one.
         ``HANDOFF_LLAMACPP_THREADS`` skips the probe.
         """
@@ -237,10 +239,12 @@ class LlamaCppEngine(BatchingEngine):
                 for pair in range(pairs):
                     for n in counts:
                         self._llama.llama_set_n_threads(self._ctx, n, n)
-                        started = time.perf_counter()
-                        self._decode([(tokens[-1], position + j, 0, True) for j in range(width)])
-                        seconds[n].append(time.perf_counter() - started)
-                        position += width
+                        for step in range(1 + steps):  # the first step after a change wakes the new thread team
+                            if step == 1:
+                                started = time.perf_counter()
+                            self._decode([(tokens[-1], position + j, 0, True) for j in range(width)])
+                            position += width
+                        seconds[n].append((time.perf_counter() - started) / steps)
                     ratio = seconds[1][-1] / seconds[self.threads][-1]
                     if pair >= 1 and not 1 / 3 < ratio < 3:
                         break  # one count is far behind: no need to keep paying for it
