@@ -137,14 +137,14 @@ def vote_rows(
     after each column is joined, so that memory freed on the way is given back before the next step."""
     stmt = _vote_select(visible, columns).order_by(Vote.id)
     parts: dict[str, list[Any]] = {}
-    labels = {name: _Labels() for name in columns if name in CATEGORICAL}
+    labels = {name: Labels() for name in columns if name in CATEGORICAL}
     for done, rows in enumerate(_chunks(connection.execution_options(stream_results=True).execute(stmt), chunk)):
         if release is not None and done % RELEASE_EVERY == RELEASE_EVERY - 1:
             release()
         values = dict(zip(columns, zip(*rows, strict=True), strict=True))
         for name, column in values.items():
             if name in STYLE_COLUMNS:
-                for feature, floats in zip(style_features, _style_floats(column, style_features), strict=True):
+                for feature, floats in zip(style_features, style_floats(column, style_features), strict=True):
                     parts.setdefault(style_column(name, feature), []).append(floats)
             elif name in labels:
                 parts.setdefault(name, []).append(labels[name].codes(column))
@@ -167,6 +167,17 @@ def vote_rows(
     if "handed_off" in frame:
         frame["handed_off"] = frame["handed_off"].fillna(False).astype(bool)
     return frame
+
+
+def vote_column_chunks(
+    connection: Connection, visible: Subquery, columns: Sequence[str], chunk: int = 10_000
+) -> Iterator[dict[str, tuple]]:
+    """The visible votes' ``columns`` (a subset of ``VOTE_COLUMNS``) in vote order, ``chunk`` rows at a
+    time as one tuple of values per column: the caller keeps what it needs of each chunk (compact arrays,
+    a subset of the rows) instead of a frame of every column of every vote."""
+    stmt = _vote_select(visible, columns).order_by(Vote.id)
+    for rows in _chunks(connection.execution_options(stream_results=True).execute(stmt), chunk):
+        yield dict(zip(columns, zip(*rows, strict=True), strict=True))
 
 
 def participant_vote_frames(
@@ -248,7 +259,7 @@ def _complete_participants(arrow: SQLiteArrow, sql: str, params: list[Any], chun
         arrow.close()
 
 
-class _Labels:
+class Labels:
     """One label column read in chunks: a code per vote, each distinct string held once."""
 
     def __init__(self) -> None:
@@ -277,7 +288,7 @@ def _expanded(name: str, style_features: Sequence[str]) -> list[str]:
     return [style_column(name, f) for f in style_features] if name in STYLE_COLUMNS else [name]
 
 
-def _style_floats(raw: Sequence[str | None], features: Sequence[str]) -> list[np.ndarray]:
+def style_floats(raw: Sequence[str | None], features: Sequence[str]) -> list[np.ndarray]:
     """One float array per feature from the stored style JSON (nan without a style, 0 for a missing feature).
 
     float32: the features are counts (``feedback.style``), exact in float32 up to 2**24, at half the memory."""

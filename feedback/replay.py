@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
-from sqlalchemy import Text, and_, cast, select
+from sqlalchemy import Select, Text, and_, case, cast, func, select
 from sqlalchemy.orm import aliased
 
 from db.models import Answer, HandoffDecision, Turn, Vote
@@ -103,11 +103,11 @@ class ReplayResult:
         )
 
 
-def load_turns(url: str, filters: ExportFilters) -> TurnTable:
-    """Stored decisions of consented, visible conversations, read in a stream into arrays."""
+def _turn_select(filters: ExportFilters) -> Select:
+    """One row per stored decision of a consented, visible conversation (and per visible vote on its turn)."""
     on, shadow = aliased(Answer), aliased(Answer)
     visible = conversation_query(filters).subquery()
-    stmt = (
+    return (
         select(
             HandoffDecision.policy,
             HandoffDecision.threshold,
@@ -128,6 +128,11 @@ def load_turns(url: str, filters: ExportFilters) -> TurnTable:
         .outerjoin(Vote, and_(Vote.turn_id == Turn.id, vote_not_hidden()))
         .order_by(Turn.id)
     )
+
+
+def load_turns(url: str, filters: ExportFilters) -> TurnTable:
+    """Stored decisions of consented, visible conversations, read in a stream into arrays."""
+    stmt = _turn_select(filters)
     parts: list[list[np.ndarray | None]] = []
     extra: dict[str, list[np.ndarray]] = {}
     shared: dict[str, str] = {}  # one str object per distinct policy / vote, not one per row (1M rows: ~100 MB)
@@ -320,3 +325,203 @@ __all__ = [
     "replay",
     "replay_database",
 ]
+
+
+# --- The report's replay: turns aggregated into cells as they are read -------------------------------
+
+VOTE_CODES = ("", "on", "off")  # a cell's vote: none, the handoff arm, the local arm; 3 = any other verdict
+
+
+@dataclass
+class ReplayCells:
+    """The turns of one policy summed into cells, enough for ``replay`` at a known set of thresholds.
+
+    A cell is (how many ``thresholds`` are <= the turn's score, score bin, handed off live, vote code):
+    a threshold in the set hands off exactly the turns of the cells above it, and the outcome model and
+    the imputation work per score bin, so the cells give the same curve as the per-turn table with a few
+    thousand numbers instead of a dozen per turn (sums of weights and costs are added in another order, so
+    they can differ from the per-turn ones in the last bits)."""
+
+    thresholds: np.ndarray  # sorted distinct thresholds the cells resolve
+    count: np.ndarray  # turns per cell
+    weight: np.ndarray  # Σ inverse-propensity weight (0 without a shadow answer)
+    shadow_cost: np.ndarray  # Σ weight x shadow answer cost
+    on_cost: np.ndarray  # Σ cost of the shown handoff answer
+
+    def __init__(self, thresholds: np.ndarray) -> None:
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        size = (len(self.thresholds) + 1) * BINS * 2 * 4
+        self.count = np.zeros(size, dtype=np.int64)
+        self.weight, self.shadow_cost, self.on_cost = np.zeros(size), np.zeros(size), np.zeros(size)
+
+    def add(
+        self,
+        score: np.ndarray,
+        handed: np.ndarray,
+        vote: np.ndarray,
+        weight: np.ndarray,
+        on_cost: np.ndarray,
+        shadow_cost: np.ndarray,
+    ) -> None:
+        """Sum turns into the cells (``vote``: codes of ``VOTE_CODES``, 3 for others; nan scores left out)."""
+        covered = ~np.isnan(score)
+        s = score[covered]
+        above = np.searchsorted(self.thresholds, s, side="right")
+        bins = np.clip((s * BINS).astype(int), 0, BINS - 1)
+        cell = ((above * BINS + bins) * 2 + handed[covered]) * 4 + vote[covered]
+        size = len(self.count)
+        self.count += np.bincount(cell, minlength=size)
+        w = weight[covered]
+        self.weight += np.bincount(cell, weights=w, minlength=size)
+        self.shadow_cost += np.bincount(cell, weights=w * shadow_cost[covered], minlength=size)
+        self.on_cost += np.bincount(cell, weights=on_cost[covered], minlength=size)
+
+    def replay(self, policy: str, thresholds: Iterable[float], live_thresholds: list[float], live_rate: float | None):
+        """``replay``'s result from the cells, for thresholds of the set (others: ValueError)."""
+        shape = (len(self.thresholds) + 1, BINS, 2, 4)
+        count, weight = self.count.reshape(shape), self.weight.reshape(shape)
+        shadow_cost, on_cost = self.shadow_cost.reshape(shape), self.on_cost.reshape(shape)
+        turns = int(count.sum())
+        if turns == 0:
+            raise ReplayError(f"No stored scores for policy {policy!r} in this selection; nothing to replay.")
+        voted = int(count[..., 1:].sum())
+        result = ReplayResult(
+            policy=policy, turns=turns, voted=voted, live_handoff_rate=live_rate, live_thresholds=live_thresholds
+        )
+        # the outcome model: P(win), P(loss) per score bin among handed-off voted turns (``_outcome_model``)
+        observed = count[:, :, 1, 1:].sum(axis=0)  # (bins, vote codes 1..3)
+        n = observed.sum(axis=1).astype(float)
+        filled = np.flatnonzero(n)
+        if filled.size == 0:
+            p_win = p_loss = np.full(BINS, np.nan)
+        else:
+            nearest = filled[np.abs(np.arange(BINS)[:, None] - filled[None, :]).argmin(axis=1)]
+            p_win = (observed[:, 0] / np.maximum(n, 1))[nearest]
+            p_loss = (observed[:, 1] / np.maximum(n, 1))[nearest]
+        for t in sorted(set(thresholds)):
+            at = np.searchsorted(self.thresholds, t)
+            if at == len(self.thresholds) or self.thresholds[at] != t:
+                raise ValueError(f"threshold {t} is not among the cells' thresholds")
+            d = slice(at + 1, None)  # cells whose score is >= t
+            wins_seen, losses_seen = float(count[d, :, 1, 1].sum()), float(count[d, :, 1, 2].sum())
+            unseen = weight[d, :, 0, 1:].sum(axis=(0, 2))  # Σ weight per bin of voted turns not handed off live
+            wins_imp = float((unseen * np.nan_to_num(p_win)).sum())
+            losses_imp = float((unseen * np.nan_to_num(p_loss)).sum())
+            wins, losses = wins_seen + wins_imp, losses_seen + losses_imp
+            cost = float(on_cost[d, :, 1].sum() + shadow_cost[d, :, 0].sum())
+            result.points.append(
+                ReplayPoint(
+                    threshold=float(t),
+                    handoff_rate=float(count[d].sum()) / turns,
+                    wins=wins,
+                    losses=losses,
+                    win_rate=wins / (wins + losses) if wins + losses > 0 else None,
+                    net_gain=(wins - losses) / max(voted, 1),
+                    cost_per_1000=cost / turns * 1000,
+                    imputed_share=(wins_imp + losses_imp) / (wins + losses) if wins + losses > 0 else 0.0,
+                )
+            )
+        return result
+
+
+@dataclass
+class TurnSummary:
+    """What the report reads of the stored decisions (``replay_summary``).
+
+    ``turns``: decision rows; ``result``: the replay of the default policy at ``SWEEP`` and every live
+    threshold (None without decisions or scores); ``decided_scores``: per policy name (stored and live),
+    its score on each handed-off turn with a decided vote (nan where not stored); ``decided_won``: whether
+    the handoff arm won that vote."""
+
+    turns: int
+    result: ReplayResult | None
+    decided_scores: dict[str, np.ndarray]
+    decided_won: np.ndarray
+
+
+def _live_groups(url: str, filters: ExportFilters) -> list[tuple[str | None, float, int, int]]:
+    """(live policy, live threshold, turns handed off, turns) per live policy and threshold (one GROUP BY)."""
+    turns = _turn_select(filters).order_by(None).subquery()
+    stmt = select(
+        turns.c.policy,
+        turns.c.threshold,
+        func.sum(case((turns.c.handed_off, 1), else_=0)),
+        func.count(),
+    ).group_by(turns.c.policy, turns.c.threshold)
+    with get_engine(url).connect() as connection:
+        return [(p, np.nan if t is None else float(t), int(h or 0), int(n)) for p, t, h, n in connection.execute(stmt)]
+
+
+def replay_summary(url: str, filters: ExportFilters) -> TurnSummary:
+    """The report's replay without a per-turn table: the live policies and thresholds first (one GROUP BY),
+    then one stream over the turns summed into ``ReplayCells`` for the default policy (``default_policy``),
+    keeping per turn only the scores of handed-off turns with a decided vote (for their AUROC). The same
+    numbers as ``replay(load_turns(...), default_policy(table), [*SWEEP, *live thresholds])``."""
+    groups = _live_groups(url, filters)
+    rows = sum(n for *_, n in groups)
+    if rows == 0:
+        return TurnSummary(0, None, {}, np.zeros(0, dtype=bool))
+    per_name: dict[str, int] = {}
+    for p, _, _, n in groups:
+        per_name[str(p)] = per_name.get(str(p), 0) + n
+    names = sorted(per_name)
+    policy = names[int(np.argmax([per_name[name] for name in names]))]
+    live = [(t, h, n) for p, t, h, n in groups if p == policy]
+    live_thresholds = sorted({float(t) for t, _, _ in live})
+    live_rate = sum(h for _, h, _ in live) / sum(n for *_, n in live) if live else None
+    thresholds = [*SWEEP, *{t for _, t, _, _ in groups if not np.isnan(t)}]
+    cells = ReplayCells(np.unique(np.asarray(thresholds, dtype=np.float64)))
+    decided_scores: dict[str, list[np.ndarray]] = {}  # per name, its score on each decided handed-off turn
+    decided_policy: list[np.ndarray] = []  # live policy and score of those turns (a live policy's own score)
+    decided_live: list[np.ndarray] = []
+    decided_won: list[np.ndarray] = []
+    decided = 0
+    with get_engine(url).connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=CHUNK).execute(_turn_select(filters))
+        for chunk in result.partitions(CHUNK):
+            live_policy, _, live_score, handed, signals, prop, on_cost, on_source, shadow, shadow_cost, vote = zip(
+                *chunk, strict=False
+            )
+            live_score_a, handed_a = _floats(live_score), np.asarray([bool(h) for h in handed], dtype=bool)
+            scores = [(orjson.loads(raw) or {}).get("scores") or {} if raw is not None else {} for raw in signals]
+            is_live = np.asarray([p == policy for p in live_policy], dtype=bool)
+            stored = np.asarray([float(row[policy]) if policy in row else np.nan for row in scores])
+            propensity = _floats(prop)
+            has_shadow = np.asarray([i is not None for i in shadow], dtype=bool)
+            weight = np.nan_to_num(np.where(has_shadow, 1.0 / propensity, 0.0), nan=0.0, posinf=0.0)
+            codes = np.asarray([VOTE_CODES.index(v) if v in VOTE_CODES else 3 for v in (v or "" for v in vote)])
+            cells.add(
+                np.where(is_live, live_score_a, stored),
+                handed_a.astype(np.int64),
+                codes,
+                weight,
+                np.asarray(
+                    [
+                        float(c) if c is not None and s == "cloud" else 0.0
+                        for c, s in zip(on_cost, on_source, strict=False)
+                    ]
+                ),
+                np.asarray([float(c) if c is not None else 0.0 for c in shadow_cost], dtype=np.float64),
+            )
+            at = np.flatnonzero(handed_a & ((codes == 1) | (codes == 2)))
+            for name in dict.fromkeys(name for row in scores for name in row):  # first seen: nan before
+                decided_scores.setdefault(name, [np.full(decided, np.nan)])
+            kept = [scores[i] for i in at]
+            for name, parts in decided_scores.items():
+                parts.append(np.asarray([float(row[name]) if name in row else np.nan for row in kept]))
+            decided_policy.append(np.asarray([live_policy[i] for i in at], dtype=object))
+            decided_live.append(live_score_a[at])
+            decided_won.append(codes[at] == 1)
+            decided += at.size
+    try:
+        replayed = cells.replay(policy, [*SWEEP, *thresholds], live_thresholds, live_rate)
+    except ReplayError:
+        replayed = None
+    policies = np.concatenate(decided_policy) if decided_policy else np.zeros(0, dtype=object)
+    live_scores = np.concatenate(decided_live) if decided_live else np.zeros(0)
+    by_name = {}
+    for name in sorted({*decided_scores, *per_name}):  # ``TurnTable.score``: the live score where it is live
+        stored = np.concatenate(decided_scores[name]) if name in decided_scores else np.full(decided, np.nan)
+        by_name[name] = np.where(policies == name, live_scores, stored)
+    won = np.concatenate(decided_won) if decided_won else np.zeros(0, dtype=bool)
+    return TurnSummary(rows, replayed, by_name, won)

@@ -15,12 +15,13 @@ interval resamples participants (``stats.participant_draws``). Definitions a rea
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from db.research import judge_rows, style_column, vote_rows
+from db.research import VOTE_COLUMNS, Labels, judge_rows, style_column, style_floats, vote_column_chunks, vote_rows
 from db.session import get_engine
 from feedback import stats
 from feedback.embeddings import Embed
@@ -133,10 +134,15 @@ def _normalised_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return stats.style_differences(a[:, None], b[:, None])
 
 
-def latency(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
-    """How well pane timing predicts the handoff side, the effect with timing as a covariate, and by display."""
-    shown = votes.loc[
-        votes["handed_off"] & votes["on_latency_ms"].notna() & votes["off_latency_ms"].notna(), list(LATENCY_COLUMNS)
+def latency(votes: pd.DataFrame, *, rounds: int, seed: int, timing: pd.DataFrame | None = None) -> dict[str, Any]:
+    """How well pane timing predicts the handoff side, the effect with timing as a covariate, and by display.
+
+    ``timing``: the handed-off votes with both latencies (``LATENCY_COLUMNS``) where ``votes`` lacks the
+    timing columns (``ReportVotes.timing``); by default taken from ``votes``."""
+    source = votes if timing is None else timing
+    shown = source.loc[
+        source["handed_off"] & source["on_latency_ms"].notna() & source["off_latency_ms"].notna(),
+        list(LATENCY_COLUMNS),
     ]
     live = shown[shown["display"].fillna("live") == "live"]
     on_a = (live["handoff_side"] == "a").to_numpy()
@@ -262,3 +268,248 @@ def research(
         "vote_quality": vote_quality(votes, flags, rounds=rounds, seed=seed),
         "judges": judge_agreement(votes, judges, rounds=rounds, seed=seed),
     }, flags
+
+
+# --- The report's votes: compact columns read once, the research sections' rows kept apart ---------
+
+# labels the report keeps for every vote, as small codes (``display`` without a value reads as "live")
+REPORT_LABELS = (
+    "event",
+    "region",
+    "language",
+    "category",
+    "winner",
+    "winner_arm",
+    "handoff_side",
+    "policy",
+    "threshold",
+    "model_off",
+    "display",
+)
+STYLE_ROW_LABELS = ("handoff_side", "winner", "winner_arm")
+FLAG_CHUNK = 50_000  # votes (whole participants) per quality_flags call when the report computes the flags
+
+
+@dataclass
+class ReportVotes:
+    """The report's per-vote data, a few bytes a vote instead of a frame of every column of every vote.
+
+    ``votes``: one row per visible vote in vote order, ids and labels (categoricals), ``handed_off``;
+    ``flags``: its quality flags (``quality_flags``' four columns), same rows; ``style``: the decided
+    handed-off votes with both styles (what ``style_control`` reads); ``timing``: the handed-off votes with
+    both latencies (``LATENCY_COLUMNS``); ``judged``: the judged votes with their prompt (``judge_agreement``);
+    ``judges``: the verdicts (``db.research.judge_rows``)."""
+
+    votes: pd.DataFrame
+    flags: pd.DataFrame
+    style: pd.DataFrame
+    timing: pd.DataFrame
+    judged: pd.DataFrame
+    judges: pd.DataFrame
+
+
+def _small(codes: np.ndarray, labels: Labels) -> np.ndarray:
+    """Label codes in the smallest integer type their count allows so far (concatenation widens them)."""
+    size = len(labels.index)
+    return codes.astype(np.int8 if size < 127 else np.int16 if size < 32_767 else np.int32)
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    return np.fromiter((np.nan if v is None else v for v in values), dtype=np.float64, count=len(values))
+
+
+def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = None, chunk: int = 10_000) -> ReportVotes:
+    """The visible votes of ``filters`` read once, in chunks, into ``ReportVotes``.
+
+    Every chunk keeps compact codes for all votes and the full columns only for the rows a section reads
+    (style for decided handed-off votes, timing for handed-off ones, the prompt for judged ones). The
+    quality flags need each participant's votes together: they are computed after the read from a few
+    narrow columns, ``FLAG_CHUNK`` votes of whole participants at a time (``quality_flags`` gives the same
+    flags per participant as over all votes, as the exports' ``flag_lookup`` relies on)."""
+    visible = conversation_query(filters).subquery()
+    labels = {name: Labels() for name in (*REPORT_LABELS, "prompt")}
+    parts: dict[str, list[np.ndarray]] = {}
+    style_parts: dict[str, list[np.ndarray]] = {}
+    timing_parts: dict[str, list[np.ndarray]] = {}
+    judged_rows: list[tuple] = []
+
+    def keep(into: dict[str, list[np.ndarray]], name: str, array: np.ndarray) -> None:
+        into.setdefault(name, []).append(array)
+
+    with get_engine(url).connect() as connection:
+        judges = judge_rows(connection, visible)
+        judged_ids = set(judges["vote_id"].tolist())
+        for done, values in enumerate(vote_column_chunks(connection, visible, VOTE_COLUMNS, chunk)):
+            if done % 20 == 19:
+                release_free_memory()
+            n = len(values["vote_id"])
+            values["display"] = tuple("live" if d is None else d for d in values["display"])
+            codes = {name: labels[name].codes(values[name]) for name in labels}
+            participant = np.fromiter(values["participant_id"], dtype=np.int64, count=n)
+            handed = np.fromiter((bool(h) for h in values["handed_off"]), dtype=bool, count=n)
+            keep(parts, "vote_id", np.fromiter(values["vote_id"], dtype=np.int64, count=n))
+            keep(parts, "participant_id", participant)
+            keep(parts, "handed_off", handed)
+            for name in labels:
+                keep(parts, name, _small(codes[name], labels[name]))
+            # what quality_flags reads besides the labels: the shorter answer's tokens stand for both arms
+            # (it takes their minimum) and either arm's origin flag for both (it takes their "or")
+            keep(parts, "time_to_vote_ms", _floats(values["time_to_vote_ms"]))
+            keep(parts, "created_at", pd.to_datetime(list(values["created_at"]), utc=True).to_numpy())  # UTC
+            keep(parts, "shorter", np.fmin(_floats(values["on_tokens"]), _floats(values["off_tokens"])))
+            keep(
+                parts,
+                "reveals",
+                np.fromiter(
+                    (bool(a) or bool(b) for a, b in zip(values["on_reveals"], values["off_reveals"], strict=True)),
+                    dtype=bool,
+                    count=n,
+                ),
+            )
+            arm, pane = np.asarray(values["winner_arm"], dtype=object), np.asarray(values["winner"], dtype=object)
+            decided = handed & np.isin(arm, ["on", "off"]) & np.isin(pane, ["a", "b"])
+            at = np.flatnonzero(decided)
+            if at.size:
+                on = style_floats([values["on_style"][i] for i in at], stats.STYLE_FEATURES)
+                off = style_floats([values["off_style"][i] for i in at], stats.STYLE_FEATURES)
+                styled = ~np.isnan(on[0]) & ~np.isnan(off[0])
+                at = at[styled]
+                keep(style_parts, "participant_id", participant[at])
+                for name in STYLE_ROW_LABELS:
+                    keep(style_parts, name, codes[name][at])
+                for arm_style, floats in (("on_style", on), ("off_style", off)):
+                    for feature, column in zip(stats.STYLE_FEATURES, floats, strict=True):
+                        keep(style_parts, style_column(arm_style, feature), column[styled])
+            on_latency, off_latency = _floats(values["on_latency_ms"]), _floats(values["off_latency_ms"])
+            at = np.flatnonzero(handed & ~np.isnan(on_latency) & ~np.isnan(off_latency))
+            if at.size:
+                keep(timing_parts, "participant_id", participant[at])
+                for name in ("display", "handoff_side", "winner", "winner_arm"):
+                    keep(timing_parts, name, codes[name][at])
+                keep(timing_parts, "on_latency_ms", on_latency[at])
+                keep(timing_parts, "off_latency_ms", off_latency[at])
+                keep(timing_parts, "on_ttft_ms", _floats(values["on_ttft_ms"])[at])
+                keep(timing_parts, "off_ttft_ms", _floats(values["off_ttft_ms"])[at])
+            if judged_ids:
+                for i, vote_id in enumerate(values["vote_id"]):
+                    if vote_id in judged_ids:
+                        judged_rows.append(
+                            (
+                                vote_id,
+                                values["participant_id"][i],
+                                values["winner_arm"][i],
+                                values["category"][i],
+                                values["prompt"][i],
+                            )
+                        )
+            del values, codes
+    release_free_memory()
+    empty = {"vote_id": np.int64, "participant_id": np.int64, "handed_off": bool, "time_to_vote_ms": np.float64}
+    empty |= {"created_at": "datetime64[ns]", "shorter": np.float64, "reveals": bool}
+    empty |= {name: np.int8 for name in labels}
+    columns = {name: _joined(parts.pop(name)) if name in parts else np.zeros(0, dtype) for name, dtype in empty.items()}
+    release_free_memory()
+    flags = _report_flags(columns, labels, embed)
+    for name in ("vote_id", "prompt", "time_to_vote_ms", "created_at", "shorter", "reveals"):  # the flags' alone
+        del columns[name]
+    release_free_memory()
+    votes = pd.DataFrame(
+        {
+            "participant_id": columns.pop("participant_id"),
+            **{name: _label_column(name, columns.pop(name), labels[name]) for name in REPORT_LABELS},
+            "handed_off": columns.pop("handed_off"),
+        },
+        copy=False,
+    )
+    style_names = ["participant_id", *STYLE_ROW_LABELS, *_style_columns()]
+    style = _subset_frame(style_parts, style_names, labels)
+    style["handed_off"] = True
+    timing = _subset_frame(
+        timing_parts,
+        [
+            "participant_id",
+            "display",
+            "handoff_side",
+            "winner",
+            "winner_arm",
+            "on_latency_ms",
+            "off_latency_ms",
+            "on_ttft_ms",
+            "off_ttft_ms",
+        ],
+        labels,
+    )
+    timing["handed_off"] = True
+    judged = pd.DataFrame(judged_rows, columns=["vote_id", "participant_id", "winner_arm", "category", "prompt"])
+    return ReportVotes(votes, flags, style, timing, judged, judges)
+
+
+def _label_column(name: str, codes: np.ndarray, labels: Labels) -> pd.Categorical:
+    """A label column as a categorical; the live threshold keeps numeric categories (in first-seen order)."""
+    if name == "threshold":
+        return pd.Categorical.from_codes(codes, categories=pd.Index(list(labels.index), dtype=np.float64))
+    return labels.categorical([codes])
+
+
+def _joined(chunks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(chunks) if chunks else np.zeros(0)
+
+
+def _subset_frame(parts: dict[str, list[np.ndarray]], names: Sequence[str], labels: dict[str, Labels]) -> pd.DataFrame:
+    """A section's rows as a frame: label codes become categoricals as in ``votes``, numbers stay as read."""
+    built = {}
+    for name in names:
+        chunks = parts.pop(name, [])
+        if name in labels:
+            built[name] = labels[name].categorical(chunks) if chunks else pd.Categorical([], categories=[])
+        elif name == "participant_id":
+            built[name] = _joined(chunks).astype(np.int64)
+        else:
+            built[name] = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float64)
+    return pd.DataFrame(built, copy=False)
+
+
+def _report_flags(columns: dict[str, np.ndarray], labels: dict[str, Labels], embed: Embed | None) -> pd.DataFrame:
+    """``quality_flags`` over whole participants, ``FLAG_CHUNK`` votes at a time, scattered back in vote order."""
+    participant = columns["participant_id"]
+    n = len(participant)
+    out = {name: np.zeros(n, dtype=bool) for name in FILTERS}
+    if n:
+        order = np.argsort(participant, kind="stable")  # each participant's votes together, in vote order
+        ordered = participant[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        cuts = np.unique(np.r_[starts[np.searchsorted(starts, np.arange(0, n, FLAG_CHUNK))], n])
+        # categoricals over the labels as read (code -1: none): no string per vote in the chunks' frames
+        prompts = pd.Index(list(labels["prompt"].index), dtype=object)
+        winners = pd.Index(list(labels["winner"].index), dtype=object)
+        for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
+            at = order[start:stop]
+            frame = pd.DataFrame(
+                {
+                    "vote_id": columns["vote_id"][at],
+                    "participant_id": participant[at],
+                    "prompt": pd.Categorical.from_codes(columns["prompt"][at], categories=prompts),
+                    "winner": pd.Categorical.from_codes(columns["winner"][at], categories=winners),
+                    "time_to_vote_ms": columns["time_to_vote_ms"][at],
+                    "created_at": columns["created_at"][at],
+                    "on_tokens": columns["shorter"][at],
+                    "off_tokens": columns["shorter"][at],
+                    "on_reveals": columns["reveals"][at],
+                    "off_reveals": np.zeros(len(at), dtype=bool),
+                }
+            )
+            flags = quality_flags(frame, embed)
+            for name in FILTERS:
+                out[name][at] = flags[name].to_numpy(bool)
+    return pd.DataFrame(out, copy=False)
+
+
+def report_research(data: ReportVotes, *, rounds: int, seed: int) -> dict[str, Any]:
+    """Every research section of the report from ``ReportVotes`` (the same numbers ``research`` gives
+    from the per-vote frame)."""
+    return {
+        "style_control": style_control(data.style, rounds=rounds, seed=seed),
+        "latency": latency(data.votes, rounds=rounds, seed=seed, timing=data.timing),
+        "vote_quality": vote_quality(data.votes, data.flags, rounds=rounds, seed=seed),
+        "judges": judge_agreement(data.judged, data.judges, rounds=rounds, seed=seed),
+    }

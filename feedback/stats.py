@@ -409,17 +409,59 @@ def cluster_bootstrap_bt(
     # the unique (matchup, outcome) row of every battle row, to sum per-round weights onto
     key = np.column_stack([*preprocess_rows(battles, models)])
     _, inverse = np.unique(key, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    ratings, boot = cluster_bootstrap_bt_counts(
+        codes,
+        len(people),
+        inverse.reshape(-1),
+        n,
+        matchups,
+        outcomes,
+        models,
+        rounds=rounds,
+        seed=seed,
+        scale=scale,
+        init_rating=init_rating,
+    )
+    return ratings, boot, len(people)
+
+
+def cluster_bootstrap_bt_counts(
+    participant: np.ndarray,
+    people: int,
+    row: np.ndarray,
+    n: np.ndarray,
+    matchups: np.ndarray,
+    outcomes: np.ndarray,
+    models: list[str],
+    *,
+    rounds: int,
+    seed: int,
+    scale: float = 400.0,
+    init_rating: float = 1000.0,
+) -> tuple[pd.Series, pd.DataFrame]:
+    """``cluster_bootstrap_bt`` on counts: ``n`` battles of participant ``participant`` (a code below
+    ``people``, in the draws' column order) on the (matchup, outcome) row ``row`` of ``matchups`` /
+    ``outcomes`` (``preprocess_for_bt``'s rows). The counts go into one sparse participant x row matrix,
+    so a round's weights are one product with its draws (whole numbers: the sums are exact, as the
+    per-battle sums were) and each fit runs on the few distinct rows."""
+    from scipy import sparse
+
     alpha = math.log(10.0)
-    base = np.bincount(inverse, weights=n, minlength=len(outcomes))
+    n = np.asarray(n, dtype=np.float64)
+    # participant x row counts (rows repeat within a participant: a sparse product sums them)
+    order = np.argsort(participant, kind="stable")
+    indptr = np.searchsorted(participant[order], np.arange(people + 1))
+    per = sparse.csr_matrix((n[order], np.asarray(row)[order], indptr), shape=(people, len(outcomes)))
+    del order
+    base = np.asarray(per.sum(axis=0)).reshape(-1)
     ratings = pd.Series(_scale(fit_bt(matchups, outcomes, base, len(models), alpha), scale, init_rating), index=models)
-    draws = participant_draws(len(people), rounds=rounds, seed=seed)
+    draws = participant_draws(people, rounds=rounds, seed=seed)
     rows = []
     with single_threaded():
-        for weights in draws:
-            w = np.bincount(inverse, weights=n * weights[codes], minlength=len(outcomes))
-            rows.append(_scale(fit_bt(matchups, outcomes, w, len(models), alpha), scale, init_rating))
-    return ratings.sort_values(ascending=False), pd.DataFrame(rows, columns=models), len(people)
+        for block in draws.blocks():
+            for w in np.asarray((per.T @ block.T).T):
+                rows.append(_scale(fit_bt(matchups, outcomes, w, len(models), alpha), scale, init_rating))
+    return ratings.sort_values(ascending=False), pd.DataFrame(rows, columns=models)
 
 
 def preprocess_rows(battles: pd.DataFrame, models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -586,7 +628,8 @@ def handoff_effect(
         boot = np.zeros((0, len(point)))
         if len(outcomes):
             design = _contextual_design(matchups, x, 2, alpha)
-            rows, fold = _distinct_rows(np.column_stack([design, outcomes]))
+            # without covariates at most four distinct rows; with them nearly every row is distinct (no copy)
+            rows, fold = _distinct_rows(np.column_stack([design, outcomes])) if x.shape[1] == 0 else (design, None)
             if fold is not None:  # few distinct rows (no covariates: four): fit those, weights summed
                 design, fit_outcomes = np.ascontiguousarray(rows[:, :-1]), rows[:, -1].copy()
             else:

@@ -216,3 +216,43 @@ def test_replay_command_calibrates_to_a_share(sqlite_url: str, monkeypatch: pyte
         assert result.exit_code == 0 and "cloud cost 0.1 per 1,000 prompts" in result.output
     finally:
         settings_module.get_settings.cache_clear()
+
+
+def test_the_reports_replay_from_cells_is_the_per_turn_replay(sqlite_url: str) -> None:
+    """``replay_summary`` sums the turns into cells as it reads them: the curve of the per-turn table at
+    every threshold (sums in another order: equal to 1e-12), the live figures exactly, and each policy's
+    scores on the decided handed-off turns for their AUROC."""
+    from feedback.demo_data import generate
+    from feedback.replay import SWEEP, default_policy, replay_summary
+
+    generate(sqlite_url, 1200, seed=31)
+    table = load_turns(sqlite_url, ExportFilters())
+    policy = default_policy(table)
+    expected = replay(table, policy, [*SWEEP, *set(table.live_threshold.tolist())])
+    got = replay_summary(sqlite_url, ExportFilters())
+    assert got.turns == len(table) and got.result is not None
+    result = got.result
+    assert (result.policy, result.turns, result.voted) == (expected.policy, expected.turns, expected.voted)
+    assert result.live_handoff_rate == expected.live_handoff_rate
+    assert result.live_thresholds == expected.live_thresholds
+    assert [p.threshold for p in result.points] == [p.threshold for p in expected.points]
+    for ours, theirs in zip(result.points, expected.points, strict=True):
+        for name in ("handoff_rate", "wins", "losses", "win_rate", "net_gain", "cost_per_1000", "imputed_share"):
+            theirs_value = getattr(theirs, name)
+            assert getattr(ours, name) == (
+                None if theirs_value is None else pytest.approx(theirs_value, rel=1e-12, abs=1e-15)
+            ), name
+    assert result.recommended.threshold == expected.recommended.threshold
+    decided = table.handed_off & np.isin(table.vote, ["on", "off"])
+    names = sorted({*table.scores, *set(table.live_policy.astype(str))})
+    assert list(got.decided_scores) == names
+    for name in names:
+        np.testing.assert_array_equal(got.decided_scores[name], table.score(name)[decided])
+    np.testing.assert_array_equal(got.decided_won, table.vote[decided] == "on")
+
+
+def test_the_reports_replay_of_an_empty_selection_is_empty(sqlite_url: str) -> None:
+    from feedback.replay import replay_summary
+
+    got = replay_summary(sqlite_url, ExportFilters())
+    assert got.turns == 0 and got.result is None and got.decided_scores == {}

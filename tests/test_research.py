@@ -93,3 +93,31 @@ def _bag_of_words(texts) -> np.ndarray:
         for word in text.split():
             out[row, index[word]] += 1
     return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_the_reports_compact_votes_give_every_research_number_of_the_per_vote_frame(sqlite_url: str) -> None:
+    """``load_report_votes`` keeps a few bytes a vote and the sections' own rows; the research numbers
+    and the quality flags are those of the whole per-vote frame, to the bit (bots, duplicates, a judge,
+    a latency leak and a length preference planted so that every section has something to find)."""
+    generate(
+        sqlite_url,
+        2500,
+        seed=26,
+        plant=Plant(bots=0.1, duplicates=0.3, judge_agreement=0.8, latency_leak_ms=800.0, length_preference=2.0),
+    )
+    votes, judges = _votes(sqlite_url)
+    whole, flags = research.research(votes, judges, rounds=ROUNDS, seed=0, embed=_bag_of_words)
+    data = research.load_report_votes(sqlite_url, ExportFilters(), _bag_of_words, chunk=700)
+    assert research.report_research(data, rounds=ROUNDS, seed=0) == whole
+    for name in research.FILTERS:
+        assert (data.flags[name].to_numpy(bool) == flags[name].to_numpy(bool)).all(), name
+    assert flags[list(research.FILTERS)].to_numpy().any(axis=0).all()  # every flag planted and found
+    assert len(data.votes) == len(votes) and "prompt" not in data.votes and "on_style.tokens" not in data.votes
+
+
+def test_the_reports_flags_come_out_the_same_in_chunks_of_whole_participants(sqlite_url: str, monkeypatch) -> None:
+    generate(sqlite_url, 800, seed=27, plant=Plant(bots=0.2, duplicates=0.4))
+    whole = research.load_report_votes(sqlite_url, ExportFilters()).flags
+    monkeypatch.setattr(research, "FLAG_CHUNK", 37)  # many chunks, each cut at a participant's last vote
+    chunked = research.load_report_votes(sqlite_url, ExportFilters(), chunk=100).flags
+    assert whole.equals(chunked) and whole.to_numpy().any()

@@ -210,3 +210,41 @@ def test_cluster_auroc_reweights_one_sort_to_the_same_bits_as_sorting_every_roun
     ]
     assert result["ci95"] == list(stats.percentile_ci(np.array(each)))  # exact: integer weights, exact sums
     assert result["auroc"] == stats.weighted_auroc(scores, labels, np.ones(n))
+
+
+def test_cluster_bootstrap_bt_on_counts_is_the_per_battle_bootstrap() -> None:
+    """Counts per (participant, matchup row) in a sparse matrix give each round the weights that summing
+    every battle row's draws gives (whole numbers: the same bits), so the same fits."""
+    rng = np.random.default_rng(3)
+    arms = ["a", "b", "c"]
+    rows = []
+    for person in rng.integers(0, 60, 900):
+        x, y = rng.choice(3, 2, replace=False)
+        rows.append((int(person), arms[x], arms[y], rng.choice(["model_a", "model_b", "tie"])))
+    battles = pd.DataFrame(rows, columns=["participant", "model_a", "model_b", "winner"])
+    battles = battles.groupby(["participant", "model_a", "model_b", "winner"]).size().reset_index(name="n")
+    stats._DRAWS.clear()
+    ratings, boot, people = stats.cluster_bootstrap_bt(battles, rounds=30, seed=4)
+    # the per-battle-row bootstrap as it was written before the counts
+    codes, _ = pd.factorize(battles["participant"])
+    matchups, outcomes, models, _ = stats.preprocess_for_bt(battles)
+    _, inverse = np.unique(np.column_stack([*stats.preprocess_rows(battles, models)]), axis=0, return_inverse=True)
+    inverse, n = inverse.reshape(-1), battles["n"].to_numpy(np.float64)
+    expected = [
+        stats._scale(
+            stats.fit_bt(
+                matchups,
+                outcomes,
+                np.bincount(inverse, weights=n * w[codes], minlength=len(outcomes)),
+                len(models),
+                np.log(10.0),
+            ),
+            400.0,
+            1000.0,
+        )
+        for w in stats.participant_draws(people, rounds=30, seed=4)
+    ]
+    np.testing.assert_array_equal(boot.to_numpy(), np.array(expected))
+    assert people == battles["participant"].nunique() and list(ratings.index) == sorted(
+        ratings.index, key=lambda arm: -ratings[arm]
+    )

@@ -23,7 +23,7 @@ from feedback.embeddings import Embed
 from feedback.export.arms import arm_names
 from feedback.export.dataset import ExportFilters, conversation_query
 from feedback.redaction import redact
-from feedback.replay import SWEEP, ReplayError, TurnTable, default_policy, load_turns, replay
+from feedback.replay import TurnSummary, replay_summary
 from feedback.report.themes import comment_themes, prompt_clusters
 
 SMALL = 30  # segments with fewer decided votes are flagged as small (shown, not hidden)
@@ -83,38 +83,62 @@ def _by_participants(seg: dict[str, Any], votes: pd.DataFrame, *, rounds: int, s
 
 
 def _leaderboard(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
-    """Bradley-Terry arms with intervals that resample participants (pre-counted per participant)."""
-    keys = ["participant_id", "policy", "threshold", "model_off", "handoff_side", "winner_arm"]
-    battles = votes.loc[votes.winner_arm.isin(["on", "off", "tie", "both_bad"]), keys]  # the columns it reads
-    if battles.empty:
+    """Bradley-Terry arms with intervals that resample participants (counted per participant and setup).
+
+    ``votes``' labels are categoricals (``research.ReportVotes``): a battle's setup (policy, threshold,
+    model, side, verdict) is a combination of their codes, named once per distinct combination; the
+    participants' battles are counted per (participant, combination) on integer codes, not in a frame."""
+    keys = ["policy", "threshold", "model_off", "handoff_side", "winner_arm"]
+    battle = votes["winner_arm"].isin(["on", "off", "tie", "both_bad"]).to_numpy()
+    if not battle.any():
         return {"participants": 0, "arms": []}
-    counted = battles.groupby(keys, dropna=False).size().reset_index(name="n")
-    # a million votes make ~a million (participant, setup, verdict) rows: name the arms and the winner once per
-    # distinct (policy, threshold, model, side, verdict), then index, instead of per row
-    combo = counted.groupby(keys[1:], dropna=False, sort=False).ngroup().to_numpy()
-    codes, first = np.unique(combo, return_index=True)
-    labels = np.empty((len(codes), 3), dtype=object)  # model_a, model_b, winner per combination
-    for code, at in zip(codes, first, strict=True):
-        row = counted.iloc[at]
-        policy = row.policy if isinstance(row.policy, str) and row.policy else None
-        names = arm_names(row.model_off if isinstance(row.model_off, str) else None, policy, row.threshold)
-        a, b = (arm_of(pane, row.handoff_side) for pane in PANES)
-        winner = f"model_{winner_pane(row.winner_arm, row.handoff_side)}" if row.winner_arm in DECIDED else "tie"
-        labels[code] = (names[a], names[b], winner)
-    grouped = pd.DataFrame(
-        {
-            "participant": counted["participant_id"].to_numpy(),
-            **{
-                name: pd.Series(labels[combo, i], dtype="str")
-                for i, name in enumerate(("model_a", "model_b", "winner"))
-            },
-            "n": counted["n"].to_numpy(),
-        }
+    sizes = [len(votes[key].cat.categories) + 1 for key in keys]  # codes + 1: 0 for a missing label
+    setup = np.zeros(int(battle.sum()), dtype=np.int64)
+    for key, size in zip(keys, sizes, strict=True):  # one number per setup (mixed radix), not a row of five
+        setup *= size
+        setup += votes[key].cat.codes.to_numpy()[battle] + 1
+    combos, combo = np.unique(setup, return_inverse=True)
+    del setup
+    people, participant = np.unique(votes["participant_id"].to_numpy()[battle], return_inverse=True)  # sorted ids
+
+    def label(key: str, code: int) -> Any:
+        return votes[key].cat.categories[code - 1] if code > 0 else None
+
+    names = []  # (model_a, model_b, winner) per combination
+    for number in combos.tolist():
+        codes = []
+        for size in reversed(sizes):
+            number, code = divmod(number, size)
+            codes.append(code)
+        policy, threshold, model_off, side, winner_arm = (
+            label(k, c) for k, c in zip(keys, reversed(codes), strict=True)
+        )
+        arms = arm_names(model_off, policy or None, np.nan if threshold is None else float(threshold))
+        a, b = (arm_of(pane, side) for pane in PANES)
+        winner = f"model_{winner_pane(winner_arm, side)}" if winner_arm in DECIDED else "tie"
+        names.append((arms[a], arms[b], winner))
+    per_combo = pd.DataFrame(names, columns=["model_a", "model_b", "winner"])
+    per_combo["n"] = np.bincount(combo, minlength=len(combos))
+    matchups, outcomes, models, _ = stats.preprocess_for_bt(per_combo)
+    _, row = np.unique(np.column_stack([*stats.preprocess_rows(per_combo, models)]), axis=0, return_inverse=True)
+    cells, n = np.unique(participant * len(combos) + combo, return_counts=True)
+    del participant, combo
+    ratings, boot = stats.cluster_bootstrap_bt_counts(
+        (cells // len(combos)).astype(np.int32),
+        len(people),
+        row.reshape(-1)[cells % len(combos)].astype(np.int32),
+        n,
+        matchups,
+        outcomes,
+        models,
+        rounds=rounds,
+        seed=seed,
     )
-    ratings, boot, people = stats.cluster_bootstrap_bt(grouped, rounds=rounds, seed=seed)
-    counts = pd.concat([grouped.set_index("model_a")["n"], grouped.set_index("model_b")["n"]]).groupby(level=0).sum()
+    counts = (
+        pd.concat([per_combo.set_index("model_a")["n"], per_combo.set_index("model_b")["n"]]).groupby(level=0).sum()
+    )
     return {
-        "participants": people,
+        "participants": len(people),
         "arms": [
             {
                 "arm": arm,
@@ -141,30 +165,26 @@ def _position_bias(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def _handoff(
-    connection: Connection, conversations: Select, table: TurnTable | None, *, rounds: int, seed: int
+    connection: Connection, conversations: Select, turns: TurnSummary, *, rounds: int, seed: int
 ) -> dict[str, Any]:
-    turns, handed, cost = report_queries.handoff_totals(connection, conversations)
+    turns_decided, handed, cost = report_queries.handoff_totals(connection, conversations)
     added = np.fromiter(report_queries.added_latencies(connection, conversations), dtype=np.float64)
     out: dict[str, Any] = {
-        "turns": int(turns or 0),
+        "turns": int(turns_decided or 0),
         "handed_off": int(handed or 0),
-        "handoff_rate": full(handed / turns) if turns else None,
-        "cost_per_1000_prompts": full(float(cost or 0) / turns * 1000) if turns else None,
+        "handoff_rate": full(handed / turns_decided) if turns_decided else None,
+        "cost_per_1000_prompts": full(float(cost or 0) / turns_decided * 1000) if turns_decided else None,
         "added_latency_ms_p50": full(stats.percentile(added, 50)),
         "added_latency_ms_p95": full(stats.percentile(added, 95)),
         "replay": None,
         "auroc": {},
     }
-    if table is None or len(table) == 0:
-        return out
-    try:
-        policy = default_policy(table)
-        result = replay(table, policy, [*SWEEP, *set(table.live_threshold.tolist())])
-    except ReplayError:
+    result = turns.result
+    if turns.turns == 0 or result is None:
         return out
     best = result.recommended
     out["replay"] = {
-        "policy": policy,
+        "policy": result.policy,
         "live_thresholds": [full(t) for t in result.live_thresholds],
         "live_handoff_rate": full(result.live_handoff_rate),
         "recommended_threshold": full(best.threshold) if best else None,
@@ -184,11 +204,9 @@ def _handoff(
             for p in result.points
         ],
     }
-    decided = table.handed_off & np.isin(table.vote, DECIDED)
-    for name in sorted({*table.scores, *set(table.live_policy.astype(str))}):
-        scores = table.score(name)[decided]
+    for name, scores in turns.decided_scores.items():
         keep = ~np.isnan(scores)
-        value = stats.auroc(scores[keep], table.vote[decided][keep] == "on")
+        value = stats.auroc(scores[keep], turns.decided_won[keep])
         out["auroc"][name] = {"auroc": full(value), "n": int(keep.sum())}
     return out
 
@@ -312,10 +330,11 @@ def compute_summary(
     ``embed`` (``feedback.embeddings.embed``: the bundled sentence encoder) builds prompt clusters,
     comment themes and near-duplicate prompts; without it those are left out (exact duplicates only)."""
     conversations = conversation_query(filters)
-    votes, judges = research.load_votes(url, filters)
+    data = research.load_report_votes(url, filters, embed)
+    votes = data.votes
     with get_engine(url).connect() as connection:
         frame = _vote_facts(connection, conversations)
-        table = load_turns(url, filters)
+        turns = replay_summary(url, filters)
         summary: dict[str, Any] = {
             "filters": filters.describe(),
             "seed": seed,
@@ -339,12 +358,13 @@ def compute_summary(
             "by_language": _by(frame, "language", votes, rounds=rounds, seed=seed),
             **_leaderboard_fields(_leaderboard(votes, rounds=rounds, seed=seed)),
             "position_bias": _position_bias(frame),
-            "handoff": _handoff(connection, conversations, table, rounds=rounds, seed=seed),
+            "handoff": _handoff(connection, conversations, turns, rounds=rounds, seed=seed),
             "ratings": _ratings(connection, conversations),
             "energy": _energy(connection, conversations),
             "improvement": _examples(connection, conversations, embed),
         }
-    summary["research"], _ = research.research(votes, judges, rounds=rounds, seed=seed, embed=embed)
+    del turns
+    summary["research"] = research.report_research(data, rounds=rounds, seed=seed)
     summary["improvement"]["findings"] = _findings(summary)
     summary["improvement"]["reason_tags"] = summary["ratings"]["tags"]
     return summary
