@@ -1,7 +1,9 @@
 """Is handoff better, or only longer, faster-looking or voted by bots? The research analyses on votes.
 
 Pure functions on the per-vote frame of ``db.research.vote_rows`` (and judge verdicts); every
-interval resamples participants (``stats.participant_draws``). Definitions a reader needs:
+interval resamples participants (``stats.participant_draws``). The report reads ``ReportVotes`` instead
+(``load_report_votes``: labels as codes for every vote, full columns only for the rows a section reads),
+and ``report_research`` gives the same numbers from it. Definitions a reader needs:
 
 - too-fast vote: saved sooner than 2 s + 10 ms per token of the shorter answer after both answers
   completed (no one reads 100 tokens a second);
@@ -355,7 +357,8 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
             # what quality_flags reads besides the labels: the shorter answer's tokens stand for both arms
             # (it takes their minimum) and either arm's origin flag for both (it takes their "or")
             keep(parts, "time_to_vote_ms", _floats(values["time_to_vote_ms"]))
-            keep(parts, "created_at", pd.to_datetime(list(values["created_at"]), utc=True).to_numpy())  # UTC
+            utc = pd.to_datetime(list(values["created_at"]), utc=True).tz_localize(None)  # naive UTC, 8 bytes a vote
+            keep(parts, "created_at", utc.to_numpy())
             keep(parts, "shorter", np.fmin(_floats(values["on_tokens"]), _floats(values["off_tokens"])))
             keep(
                 parts,

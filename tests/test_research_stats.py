@@ -185,16 +185,18 @@ def test_handoff_effect_bootstrap_without_covariates_fits_four_distinct_rows_lik
     np.testing.assert_allclose(folded["ci95"], stats.percentile_ci(np.array(probs)), atol=1e-12)
 
 
-def test_participant_draws_are_the_same_rows_whether_drawn_or_kept() -> None:
-    stats._DRAWS.clear()
+def test_participant_draws_resample_participants_with_replacement_the_same_rows_each_time() -> None:
     draws = stats.participant_draws(500, rounds=30, seed=9)
-    first = np.array(list(draws))  # drawn (and kept)
-    again = np.array(list(stats.participant_draws(500, rounds=30, seed=9)))  # read back from what was kept
-    whole = np.random.default_rng(9).multinomial(500, np.full(500, 1 / 500), size=30).astype(np.float64)
+    first = np.array(list(draws))
+    again = np.concatenate(list(stats.ParticipantDraws(500, 30, 9, block=7).blocks()))  # other blocks, same rows
+    rng = np.random.default_rng(9)
+    whole = np.array([np.bincount(rng.integers(0, 500, 500), minlength=500) for _ in range(30)], dtype=np.float64)
     np.testing.assert_array_equal(first, whole)
     np.testing.assert_array_equal(again, whole)
-    assert again.dtype == np.float64
-    stats._DRAWS.clear()
+    assert first.dtype == np.float64 and (first.sum(axis=1) == 500).all()  # each round: 500 people drawn
+    # a participant's count is Binomial(500, 1/500): mean 1, variance ~1 (as numpy's multinomial gives)
+    many = np.array(list(stats.participant_draws(500, rounds=400, seed=1)))
+    assert abs(many.mean() - 1) < 1e-12 and abs(many.var() - (1 - 1 / 500)) < 0.02
 
 
 def test_cluster_auroc_reweights_one_sort_to_the_same_bits_as_sorting_every_round() -> None:
@@ -223,7 +225,6 @@ def test_cluster_bootstrap_bt_on_counts_is_the_per_battle_bootstrap() -> None:
         rows.append((int(person), arms[x], arms[y], rng.choice(["model_a", "model_b", "tie"])))
     battles = pd.DataFrame(rows, columns=["participant", "model_a", "model_b", "winner"])
     battles = battles.groupby(["participant", "model_a", "model_b", "winner"]).size().reset_index(name="n")
-    stats._DRAWS.clear()
     ratings, boot, people = stats.cluster_bootstrap_bt(battles, rounds=30, seed=4)
     # the per-battle-row bootstrap as it was written before the counts
     codes, _ = pd.factorize(battles["participant"])

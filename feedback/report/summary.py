@@ -2,6 +2,8 @@
 
 The SQL lives in ``db.report`` (counts are GROUP BY aggregates over the votes that count); this
 module turns its rows into segments, confidence intervals, a leaderboard and "what to improve".
+Per vote it holds only ``research.ReportVotes`` (a few bytes a vote: codes, not strings) and the
+replay's cells (``replay.replay_summary``), so its memory barely grows with the number of votes.
 """
 
 from __future__ import annotations
