@@ -176,8 +176,8 @@ def vote_column_chunks(
     time as one tuple of values per column: the caller keeps what it needs of each chunk (compact arrays,
     a subset of the rows) instead of a frame of every column of every vote."""
     stmt = _vote_select(visible, columns).order_by(Vote.id)
-    for rows in _chunks(connection.execution_options(stream_results=True).execute(stmt), chunk):
-        yield dict(zip(columns, zip(*rows, strict=True), strict=True))
+    for rows in connection.execution_options(stream_results=True).execute(stmt).partitions(chunk):
+        yield dict(zip(columns, zip(*rows, strict=True), strict=True))  # rows transposed, no tuple per row
 
 
 def participant_vote_frames(

@@ -472,8 +472,6 @@ def replay_summary(url: str, filters: ExportFilters) -> TurnSummary:
     thresholds = [*SWEEP, *{t for _, t, _, _ in groups if not np.isnan(t)}]
     cells = ReplayCells(np.unique(np.asarray(thresholds, dtype=np.float64)))
     decided_scores: dict[str, list[np.ndarray]] = {}  # per name, its score on each decided handed-off turn
-    decided_policy: list[np.ndarray] = []  # live policy and score of those turns (a live policy's own score)
-    decided_live: list[np.ndarray] = []
     decided_won: list[np.ndarray] = []
     decided = 0
     with get_engine(url).connect() as connection:
@@ -504,24 +502,25 @@ def replay_summary(url: str, filters: ExportFilters) -> TurnSummary:
                 np.asarray([float(c) if c is not None else 0.0 for c in shadow_cost], dtype=np.float64),
             )
             at = np.flatnonzero(handed_a & ((codes == 1) | (codes == 2)))
-            for name in dict.fromkeys(name for row in scores for name in row):  # first seen: nan before
-                decided_scores.setdefault(name, [np.full(decided, np.nan)])
             kept = [scores[i] for i in at]
+            policies = np.asarray([live_policy[i] for i in at], dtype=object)
+            # ``TurnTable.score`` per name: the live score where the name is the live policy, else the stored one;
+            # a name first seen now (stored or live) had no score on the turns before
+            for name in dict.fromkeys([*(n for row in scores for n in row), *(str(p) for p in live_policy)]):
+                decided_scores.setdefault(name, [np.full(decided, np.nan)])
             for name, parts in decided_scores.items():
-                parts.append(np.asarray([float(row[name]) if name in row else np.nan for row in kept]))
-            decided_policy.append(np.asarray([live_policy[i] for i in at], dtype=object))
-            decided_live.append(live_score_a[at])
+                stored_name = np.asarray([float(row[name]) if name in row else np.nan for row in kept])
+                parts.append(np.where(policies == name, live_score_a[at], stored_name))
             decided_won.append(codes[at] == 1)
             decided += at.size
     try:
         replayed = cells.replay(policy, [*SWEEP, *thresholds], live_thresholds, live_rate)
     except ReplayError:
         replayed = None
-    policies = np.concatenate(decided_policy) if decided_policy else np.zeros(0, dtype=object)
-    live_scores = np.concatenate(decided_live) if decided_live else np.zeros(0)
     by_name = {}
-    for name in sorted({*decided_scores, *per_name}):  # ``TurnTable.score``: the live score where it is live
-        stored = np.concatenate(decided_scores[name]) if name in decided_scores else np.full(decided, np.nan)
-        by_name[name] = np.where(policies == name, live_scores, stored)
+    for name in sorted(decided_scores):
+        parts = decided_scores.pop(name)
+        by_name[name] = np.concatenate(parts) if parts else np.zeros(0)
+        del parts
     won = np.concatenate(decided_won) if decided_won else np.zeros(0, dtype=bool)
     return TurnSummary(rows, replayed, by_name, won)

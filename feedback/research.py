@@ -74,6 +74,8 @@ def vote_quality(votes: pd.DataFrame, flags: pd.DataFrame, *, rounds: int, seed:
 def _decided(votes: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Handed-off votes that preferred a pane; only ``columns`` of them (a million votes: copy what is read)."""
     keep = votes["handed_off"] & votes["winner_arm"].isin(["on", "off"]) & votes["winner"].isin(["a", "b"])
+    if keep.all():  # the report's own rows (``ReportVotes.style``): no copy
+        return votes if columns is None else votes[list(columns)]
     return votes[keep] if columns is None else votes.loc[keep, list(columns)]
 
 
@@ -104,18 +106,38 @@ def _by_pane(decided: pd.DataFrame, on: np.ndarray, off: np.ndarray) -> tuple[np
 def style_control(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any] | None:
     """The handoff effect with and without style control (FastChat's style features as BT covariates)."""
     decided = _decided(votes, ["participant_id", "handoff_side", "winner", *_style_columns()])
-    decided = decided[_has_style(decided, "on_style") & _has_style(decided, "off_style")]
+    styled = _has_style(decided, "on_style") & _has_style(decided, "off_style")
+    if not styled.all():  # (the report's own rows all have both styles: no copy)
+        decided = decided[styled]
     if len(decided) < 2:
         return None
-    a, b = _by_pane(decided, _style_matrix(decided, "on_style"), _style_matrix(decided, "off_style"))
+    # pane a's and b's matrices made in place of the arms' (a million votes: ~16 MB a matrix), then
+    # ``stats.style_differences`` computed in place: the same operations on the same arrays, fewer copies
+    a, b = _style_matrix(decided, "on_style"), _style_matrix(decided, "off_style")
+    on_style, off_style = a.mean(axis=0), b.mean(axis=0)
+    off_is_a = (decided["handoff_side"] != "a").to_numpy()
+    swapped = a[off_is_a]
+    a[off_is_a] = b[off_is_a]
+    b[off_is_a] = swapped
+    del swapped
+    total = a + b
+    total += 1.0
+    np.subtract(a, b, out=a)
+    del b
+    np.divide(a, total, out=a)
+    del total
+    std = a.std(axis=0)
+    a /= np.where(std > 0, std, 1.0)
+    differences = a
+    del a
     on_is_a = (decided["handoff_side"] == "a").to_numpy()
     a_won = (decided["winner"] == "a").to_numpy()
     people = decided["participant_id"].to_numpy()
+    del decided
     raw = stats.handoff_effect(on_is_a, a_won, people, None, rounds=rounds, seed=seed)
-    controlled = stats.handoff_effect(on_is_a, a_won, people, stats.style_differences(a, b), rounds=rounds, seed=seed)
+    controlled = stats.handoff_effect(on_is_a, a_won, people, differences, rounds=rounds, seed=seed)
+    del differences
     explained = stats.style_explained(raw["win_probability"], controlled["win_probability"])
-    on_style = _style_matrix(decided, "on_style").mean(axis=0)
-    off_style = _style_matrix(decided, "off_style").mean(axis=0)
     return {
         "raw": raw,
         "controlled": {
@@ -444,6 +466,7 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
     )
     timing["handed_off"] = True
     judged = pd.DataFrame(judged_rows, columns=["vote_id", "participant_id", "winner_arm", "category", "prompt"])
+    release_free_memory()  # the flags' chunks and the joined columns' parts: freed, given back
     return ReportVotes(votes, flags, style, timing, judged, judges)
 
 

@@ -274,7 +274,7 @@ class ParticipantDraws:
     groups: int
     rounds: int
     seed: int
-    block: int = 8
+    block: int = 4  # rounds per block: 4 x 300,000 people as floats = 10 MB
 
     def __len__(self) -> int:
         return self.rounds

@@ -24,6 +24,7 @@ from feedback import research, stats
 from feedback.embeddings import Embed
 from feedback.export.arms import arm_names
 from feedback.export.dataset import ExportFilters, conversation_query
+from feedback.memory import release_free_memory
 from feedback.redaction import redact
 from feedback.replay import TurnSummary, replay_summary
 from feedback.report.themes import comment_themes, prompt_clusters
@@ -67,10 +68,12 @@ def _vote_facts(connection: Connection, conversations: Select) -> pd.DataFrame:
 
 def _by(frame: pd.DataFrame, column: str, votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
     out = {}
-    labels = votes[column].astype(str)  # once, not once per key (a million votes)
+    labels = votes[column]  # a categorical (``research.ReportVotes``): a key is compared as a code, no text per vote
+    names = {str(name): name for name in labels.cat.categories}
     for key, group in frame.groupby(column, sort=True):
         seg = segment(group.groupby("winner_arm")["n"].sum(), rounds=rounds, seed=seed)
-        picked = votes.loc[labels == str(key), PARTICIPANT_VOTE]
+        mask = (labels == names[str(key)]).to_numpy() if str(key) in names else np.zeros(len(votes), dtype=bool)
+        picked = votes.loc[mask, PARTICIPANT_VOTE]
         out[str(key)] = _by_participants(seg, picked, rounds=rounds, seed=seed)
     return out
 
@@ -333,10 +336,15 @@ def compute_summary(
     comment themes and near-duplicate prompts; without it those are left out (exact duplicates only)."""
     conversations = conversation_query(filters)
     data = research.load_report_votes(url, filters, embed)
+    # the research sections first: then only the codes per vote are held (their rows, the flags let go)
+    research_summary = research.report_research(data, rounds=rounds, seed=seed)
     votes = data.votes
+    del data
+    release_free_memory()
     with get_engine(url).connect() as connection:
         frame = _vote_facts(connection, conversations)
-        turns = replay_summary(url, filters)
+        handoff = _handoff(connection, conversations, replay_summary(url, filters), rounds=rounds, seed=seed)
+        release_free_memory()
         summary: dict[str, Any] = {
             "filters": filters.describe(),
             "seed": seed,
@@ -360,13 +368,16 @@ def compute_summary(
             "by_language": _by(frame, "language", votes, rounds=rounds, seed=seed),
             **_leaderboard_fields(_leaderboard(votes, rounds=rounds, seed=seed)),
             "position_bias": _position_bias(frame),
-            "handoff": _handoff(connection, conversations, turns, rounds=rounds, seed=seed),
+            "handoff": handoff,
+        }
+        del votes
+        release_free_memory()
+        summary |= {
             "ratings": _ratings(connection, conversations),
             "energy": _energy(connection, conversations),
             "improvement": _examples(connection, conversations, embed),
         }
-    del turns
-    summary["research"] = research.report_research(data, rounds=rounds, seed=seed)
+    summary["research"] = research_summary
     summary["improvement"]["findings"] = _findings(summary)
     summary["improvement"]["reason_tags"] = summary["ratings"]["tags"]
     return summary
