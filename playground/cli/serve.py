@@ -11,7 +11,7 @@ from db.session import DatabaseNotMigrated, ensure_migrated
 from playground import startup
 from playground.engine import llamacpp_server
 from playground.engine import standin as standin_server
-from playground.engine.llamacpp import EngineConfigError, LlamaCppMissing
+from playground.engine.llamacpp import EngineConfigError, LlamaCppMissing, require_llama_cpp
 from playground.engine.model_store import resolve_model
 from playground.settings import Settings, get_settings
 
@@ -70,7 +70,7 @@ def serve() -> None:
     if settings.local_engine == "llamacpp":
         try:
             llamacpp_server.gguf_path(settings)
-            llamacpp_server.require_llama_cpp()
+            require_llama_cpp()
         except (LlamaCppMissing, EngineConfigError) as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(1) from None
