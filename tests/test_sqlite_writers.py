@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -114,3 +115,48 @@ def test_a_writer_that_gives_up_waiting_leaves_the_line() -> None:
     assert len(queue._waiters) == 0
     queue.release()
     assert queue.acquire(timeout=0.05)  # free again: the one that gave up did not keep it
+
+
+def test_an_exception_inside_a_write_transaction_does_not_wedge_the_queue(sqlite_url: str) -> None:
+    """The error rolls the transaction back and the queue passes on: the next writer starts at once."""
+    make_event(sqlite_url, "Q-1")
+
+    class Boom(Exception):
+        pass
+
+    def fail(session) -> None:  # noqa: ANN001 - a Session
+        begin_write(session)
+        session.execute(text("UPDATE events SET name = 'lost' WHERE code = 'Q-1'"))
+        raise Boom
+
+    for _ in range(3):  # a wedged queue would make the second round wait out the busy timeout and fail
+        with pytest.raises(Boom):
+            db_session.in_transaction(sqlite_url, fail)
+    queue = db_session._SQLITE_WRITERS[str(Path(sqlite_url.split("///", 1)[1]).resolve())]
+    assert queue.acquire(timeout=0.05)  # nobody holds it
+    queue.release()
+    with db_session.session_scope(sqlite_url) as session:
+        begin_write(session)
+        assert session.scalar(select(Event.name).where(Event.code == "Q-1")) == "Q-1 event"  # rolled back
+
+
+def test_a_waiter_handed_the_queue_as_its_wait_times_out_owns_it() -> None:
+    """No lost hand-over: release gives the queue to a waiter whose own wait has just timed out; that
+    waiter reports it holds the queue (it must, or nobody would ever release it again)."""
+    queue = WritersQueue()
+    queue._guard = threading.RLock()  # so this thread can hold the guard and still call release()
+    assert queue.acquire(timeout=1)
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(queue.acquire(timeout=0.2)))
+    waiter.start()
+    while len(queue._waiters) < 1:  # in line
+        threading.Event().wait(0.001)
+    with queue._guard:  # the waiter's wait times out, then it blocks on the guard before it can leave the line
+        threading.Event().wait(1.0)
+        assert len(queue._waiters) == 1
+        queue.release()  # hands the queue to the waiter in line
+    waiter.join(10)
+    assert got == [True]
+    assert not queue.acquire(timeout=0.05)  # the waiter holds it…
+    queue.release()
+    assert queue.acquire(timeout=0.05)  # …until it gives it back
