@@ -38,7 +38,7 @@ from playground.attendee_session import (
 from playground.i18n import LANGUAGES, Translator, UnknownMessage
 from playground.runtime import engine_ready, start_loading
 from playground.settings import get_settings
-from playground.turn_runner import ShownTurn
+from playground.turn_runner import RunView, ShownTurn
 from playground.untrusted import answer_markdown, inert
 
 settings = get_settings()
@@ -136,9 +136,14 @@ if "event" not in state:
 
 event: EventView = state.event
 st.caption(t("entry.where", name=inert(event.name), city=inert(event.city), region=t(f"regions.{event.region}")))
+# A notice that comes and goes between two runs of one turn (the budget runs out, the model finishes loading)
+# keeps one slot on the page either way: Streamlit places elements by position, and a long streaming run that
+# draws one element fewer above the panes drew them one place higher, leaving the previous run's panes (and
+# whatever followed them) on the page below, greyed out, until the turn ended.
+paused_notice = st.empty()
 try:
     if handoff_paused(url, event.id):
-        st.warning(t("prompt.handoff_paused"))
+        paused_notice.warning(t("prompt.handoff_paused"))
 except DatabaseUnavailable:
     pass  # the budget check is informational; feedback handling reports outages itself
 
@@ -238,7 +243,18 @@ if event.ask_profile and not state.get("profile_done"):
 # --- the comparison --------------------------------------------------------------------------
 comparison: BlindComparison = state.setdefault("comparison", BlindComparison())
 runner = comparison.runner
-running = runner is not None and runner.snapshot().state == "running"
+ended: tuple[str, RunView] | None = None  # (prompt, view) of a turn that ended with no round: shown once below
+if runner is not None and (view := runner.snapshot()).state != "running":
+    # Taken here, before any widget is drawn, so this run draws the prompt box and "New comparison" enabled:
+    # the turn ended between two runs (a stop click's callback stopped the second pane, or the streaming run
+    # below saw it end and reran).
+    comparison.runner = None
+    if view.state == "finished" and view.turn is not None:
+        comparison.add_turn(view.turn)
+    else:
+        ended = (runner.prompt, view)
+    runner = None
+running = runner is not None
 
 toolbar, counter = st.columns([1, 1], vertical_alignment="center")
 if toolbar.button(t("prompt.new"), key="new_comparison", help=t("prompt.new_help"), disabled=running):
@@ -250,16 +266,19 @@ if toolbar.button(t("prompt.new"), key="new_comparison", help=t("prompt.new_help
     st.rerun()
 if comparison.turns:
     counter.caption(t("prompt.turn_counter", turn=len(comparison.turns), max_turns=settings.max_turns))
+warming_notice = st.empty()  # one slot either way (see paused_notice)
 if not engine_ready(settings):
-    st.caption(t("prompt.warming"))
+    warming_notice.caption(t("prompt.warming"))
 
 at_limit = len(comparison.turns) >= settings.max_turns
 prompt = st.chat_input(
     t("prompt.placeholder"), key="prompt", disabled=running or comparison.revealed or at_limit
 )  # no max_chars: the browser would cut a pasted prompt silently; the limit's message says what to do
 category = state.get("category")
+samples = st.empty()  # one slot either way (see paused_notice)
 if not comparison.turns and not running:
-    sample, category = _samples(clickable=True)
+    with samples.container():
+        sample, category = _samples(clickable=True)
     prompt = prompt or sample
 if at_limit and not comparison.revealed:
     st.info(t("prompt.turn_limit", max_turns=settings.max_turns))
@@ -268,12 +287,16 @@ if comparison.revealed:
 
 if prompt is not None and not running:
     try:
-        runner = start_turn(url, settings, event, state.participant_id, comparison, prompt, category)
-        running = True
+        start_turn(url, settings, event, state.participant_id, comparison, prompt, category)
     except FeedbackRejected as error:
         st.error(t.error(error))
     except DatabaseUnavailable as error:
         st.error(t.error(error))
+    else:
+        # Stream in a run that draws the page of a running turn from the top: this run drew the prompt box and
+        # "New comparison" enabled and the sample tasks; streaming here left those enabled, and the first rerun
+        # (a stop click) drew the panes higher up, with this run's panes left below them, stale, until the end.
+        st.rerun()
 
 columns = dict(zip(PANES, st.columns(2), strict=True))
 for pane, column in columns.items():
@@ -290,16 +313,43 @@ for pane, column in columns.items():
                     notes = "; ".join(t(note.key, **note.params) for note in turn.notes[arm])
                     st.caption(t("reveal.notes", pane=pane.upper(), notes=inert(notes)))
 
+# --- a turn that ended without a round to vote on (both panes stopped, not saved, failed) --------------
+if ended is not None:
+    ended_prompt, ended_view = ended
+    for pane, column in columns.items():
+        with column:
+            st.chat_message("user").markdown(inert(ended_prompt))
+            st.chat_message("assistant").markdown(answer_markdown(ended_view.texts[comparison.arm_of(pane)]))
+    if ended_view.state == "cancelled":
+        st.info(t("pane.cancelled"))
+    elif ended_view.state == "not_saved":
+        st.error(t("pane.turn_not_saved"))
+    else:
+        st.error(t("pane.turn_failed"))  # the cause is in the server log, never on the page
+    st.stop()
+
 # --- streaming both panes at once --------------------------------------------------------------
 if running and runner is not None:
     live = {}
+    stopped = set(runner.snapshot().stopped)
     for pane, column in columns.items():
         arm = comparison.arm_of(pane)
         with column:
-            if st.button(t("pane.stop", pane=pane.upper()), key=f"stop_{pane}", icon=":material/stop_circle:"):
-                runner.stop(arm)
+            # A callback, so the stop is applied before the next run draws anything: when it stops the
+            # second pane, that run already draws the prompt box enabled.
+            st.button(
+                t("pane.stop", pane=pane.upper()),
+                key=f"stop_{pane}",
+                icon=":material/stop_circle:",
+                on_click=runner.stop,
+                args=(arm,),
+                disabled=arm in stopped,
+            )
             st.chat_message("user").markdown(inert(runner.prompt))
-            live[arm] = st.chat_message("assistant").empty()
+            with st.chat_message("assistant"):
+                live[arm] = st.empty()
+                if arm in stopped:
+                    st.caption(t("pane.stopped"))
     shown: dict[str, str] = {}
 
     def _draw(texts: dict[str, str]) -> bool:
@@ -332,18 +382,7 @@ if running and runner is not None:
             elif time.monotonic() - drawn_at >= STREAM_HEARTBEAT_S:
                 _heartbeat()
                 drawn_at = time.monotonic()
-    _draw(view.texts)
-    comparison.runner = None
-    if view.state == "finished" and view.turn is not None:
-        comparison.add_turn(view.turn)
-        st.rerun()
-    elif view.state == "cancelled":
-        st.info(t("pane.cancelled"))
-    elif view.state == "not_saved":
-        st.error(t("pane.turn_not_saved"))
-    else:
-        st.error(t("pane.turn_failed"))  # the cause is in the server log, never on the page
-    st.stop()
+    st.rerun()  # the next run takes the ended turn (above): its round to vote on, or why there is none
 
 
 # --- feedback, editable until the next prompt --------------------------------------------------
