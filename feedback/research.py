@@ -449,21 +449,7 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
     style_names = ["participant_id", *STYLE_ROW_LABELS, *_style_columns()]
     style = _subset_frame(style_parts, style_names, labels)
     style["handed_off"] = True
-    timing = _subset_frame(
-        timing_parts,
-        [
-            "participant_id",
-            "display",
-            "handoff_side",
-            "winner",
-            "winner_arm",
-            "on_latency_ms",
-            "off_latency_ms",
-            "on_ttft_ms",
-            "off_ttft_ms",
-        ],
-        labels,
-    )
+    timing = _subset_frame(timing_parts, [c for c in LATENCY_COLUMNS if c != "handed_off"], labels)
     timing["handed_off"] = True
     judged = pd.DataFrame(judged_rows, columns=["vote_id", "participant_id", "winner_arm", "category", "prompt"])
     release_free_memory()  # the flags' chunks and the joined columns' parts: freed, given back
