@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     # batching worker: memory bound = rows x padded cache width (SmolLM2: ~23 KB per cache position)
     max_batch_size: int = 16
     max_batch_tokens: int = 32768
-    # llamacpp engine (in process): KV cache positions shared by all running sequences; 0 threads = timed at start-up (1 or every CPU; the server: every CPU)
+    # llamacpp engine (in process): KV cache positions shared by all running sequences; 0 threads = timed at start-up (1 or every CPU; the server: every CPU but one)
     llamacpp_n_ctx: int = 16384
     llamacpp_threads: int = 0
     # openai engine: an OpenAI-compatible server (vLLM, llama.cpp's server) that returns per-token log-probs

@@ -26,7 +26,7 @@ from db.session import session_scope
 from playground.engine.batching import RequestTooLarge
 from playground.engine.contract import Generation, LocalResult
 from playground.engine.llamacpp import LlamaCppEngine, LlamaCppMissing, require_llama_cpp
-from playground.engine.llamacpp_server import start_llama_server
+from playground.engine.llamacpp_server import server_threads, start_llama_server
 from playground.engine.served import ServedEngine, top_k_entropy
 from playground.handoff.policies import ConfidencePolicy, resolve_policy
 from playground.settings import Settings
@@ -311,6 +311,15 @@ def test_served_engine_stop_ends_the_answer(llama_server: Settings) -> None:
     assert result.finish_reason == "stopped" and result.tokens_out < 200
     assert engine.generate(chat(PROMPTS[1]), max_new_tokens=4).wait(600).text  # the server still answers
     engine.close()
+
+
+def test_llama_server_leaves_one_cpu_to_the_app_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app, PostgreSQL and the pages run beside the server: it decodes on every CPU but one."""
+    settings = Settings(model_cache_dir=MODEL_CACHE)
+    for cpus, threads in ((8, 7), (2, 1), (1, 1)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cpus=cpus: set(range(cpus)))
+        assert server_threads(settings) == threads
+    assert server_threads(Settings(model_cache_dir=MODEL_CACHE, llamacpp_threads=2)) == 2
 
 
 @pytest.mark.slow

@@ -50,9 +50,21 @@ def require_llama_server() -> Path:
     return binary
 
 
+def server_threads(settings: Settings) -> int:
+    """Decoding threads for ``llama-server``: ``HANDOFF_LLAMACPP_THREADS``, else every CPU but one.
+
+    The server shares the machine with the app replicas, PostgreSQL and the pages' streaming, which all
+    wake up exactly while tokens stream. llama.cpp's threads wait for each other at every operation, so
+    one pre-empted thread stalls the rest: on a 2-core Zen 4 with other work running, two threads fell
+    to 2-39 tok/s one stream where one thread kept 52-76, and in the event hall one thread cut the local
+    pane's p95 time to first token from 6.9 to 2.1 s (bench/README.md, "llama-server's threads").
+    """
+    return settings.llamacpp_threads or max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def server_command(settings: Settings) -> list[str]:
     parts = urlsplit(settings.local_base_url)
-    threads = str(settings.llamacpp_threads or len(os.sched_getaffinity(0)))
+    threads = str(server_threads(settings))
     return [
         str(require_llama_server()),
         "--model",
