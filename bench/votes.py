@@ -1,6 +1,6 @@
 """Vote path under a crowd: 1,000 submissions from 50 concurrent writers, on SQLite (WAL) and PostgreSQL.
 
-    python -m bench.votes
+    python -m bench.votes [--only sqlite|postgresql] [--rounds 3]
 
 Each writer is a thread, as Streamlit sessions are, and calls ``feedback.votes.save_vote`` (the
 page's path: its own transaction, retries while the database is briefly unavailable). 900 distinct
@@ -23,8 +23,10 @@ auth; ``TEST_POSTGRES_URL`` overrides the admin URL), dropped at the end.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
+import os
 import random
 import tempfile
 import threading
@@ -35,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from bench.common import Target, percentile, report, scratch_postgres
 from db import rollups
@@ -83,6 +85,17 @@ def seed_conversations(url: str, count: int) -> list[int]:
     return ids
 
 
+def _backend_cpu_s(pids: set[int]) -> float:
+    """CPU seconds (user + system) the PostgreSQL server processes ``pids`` have used so far (Linux
+    ``/proc``; the server runs on this machine); a process that already exited counts nothing."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def hammer(url: str, pause_s: float, seed: int = 1) -> dict[str, float]:
     """Send the submissions from the writers, each pausing ~``pause_s`` between its own; count what
     the database holds afterwards."""
@@ -121,13 +134,32 @@ def hammer(url: str, pause_s: float, seed: int = 1) -> dict[str, float]:
             with lock:
                 latencies.append((time.perf_counter() - started) * 1000)
 
+    # PostgreSQL: the server's CPU per vote, summed over this pool's backends (the pool keeps them to the end)
+    # and the connections opened on the way (each one a server process forked and logged in)
+    engine, backends, opened = db_session.get_engine(url), set(), [0]
+
+    def connected(dbapi_connection, _record) -> None:  # noqa: ANN001 - pool event arguments
+        opened[0] += 1
+        if engine.dialect.name == "postgresql":
+            backends.add(dbapi_connection.info.backend_pid)
+
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:  # the connections already open belong to the count too
+            for pid in connection.exec_driver_sql(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            ).scalars():
+                backends.add(pid)
+    event.listen(engine, "connect", connected)
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+    server_started = _backend_cpu_s(backends)
     started, cpu_started = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    server_s = _backend_cpu_s(backends) - server_started
+    event.remove(engine, "connect", connected)
     keys = {s.idempotency_key for s in submissions}
     with db_session.session_scope(url) as session:
         stored = session.scalars(select(Vote.idempotency_key).where(Vote.idempotency_key.in_(keys))).all()
@@ -143,6 +175,8 @@ def hammer(url: str, pause_s: float, seed: int = 1) -> dict[str, float]:
         "p50_ms": percentile(latencies, 50),
         "per_s": len(latencies) / elapsed,
         "cpu_ms": cpu_s * 1000 / len(work),  # this process's CPU (the app's side, not the database server's)
+        "server_cpu_ms": server_s * 1000 / len(work) if backends else float("nan"),
+        "connects": opened[0],
     }
 
 
@@ -220,14 +254,19 @@ def _line(label: str, kind: str, figures: dict[str, float], rolled: bool) -> str
     return (
         f"votes on {label}, {kind}{'' if rolled else ', without rollups (before)'}: {SUBMISSIONS} submissions from "
         f"{WRITERS} writers, {figures['per_s']:.0f}/s, p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
-        f"client CPU {figures['cpu_ms']:.2f} ms/vote, lost {figures['lost']}, duplicated {figures['duplicated']}"
+        f"client CPU {figures['cpu_ms']:.2f} ms/vote"
+        + ("" if math.isnan(figures["server_cpu_ms"]) else f", server CPU {figures['server_cpu_ms']:.2f} ms/vote")
+        + f", {figures['connects']} connections opened, lost {figures['lost']}, duplicated {figures['duplicated']}"
         + (f", rollup votes off by {figures['rollup_drift']}" if rolled else "")
     )
 
 
-def main(rounds: int = ROUNDS) -> list[Target]:
+DATABASES = {"sqlite": ("SQLite WAL", sqlite_database), "postgresql": ("PostgreSQL", postgres_database)}
+
+
+def main(rounds: int = ROUNDS, only: tuple[str, ...] = tuple(DATABASES)) -> list[Target]:
     targets = []
-    for label, database in (("SQLite WAL", sqlite_database), ("PostgreSQL", postgres_database)):
+    for label, database in (DATABASES[name] for name in only):
         with database() as url:
             with_rollups, without = one_writer_cost(url)
             statements = statements_per_vote(url)
@@ -290,4 +329,8 @@ def main(rounds: int = ROUNDS) -> list[Target]:
 
 
 if __name__ == "__main__":
-    report(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=tuple(DATABASES))
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="paced runs with and without the rollups")
+    args = parser.parse_args()
+    report(main(args.rounds, (args.only,) if args.only else tuple(DATABASES)))
