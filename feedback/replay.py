@@ -15,14 +15,17 @@ others), so at the live threshold the live handoff rate comes back exactly. Qual
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Select, Text, and_, case, cast, func, select
+import pyarrow as pa
+from sqlalchemy import Float, Select, Text, and_, case, cast, func, literal_column, select, true
 from sqlalchemy.orm import aliased
 
+from db.arrow import sqlite_arrow, sqlite_sql
 from db.models import Answer, HandoffDecision, Turn, Vote
 from db.session import get_engine
 from db.visibility import vote_not_hidden
@@ -452,11 +455,130 @@ def _live_groups(url: str, filters: ExportFilters) -> list[tuple[str | None, flo
         return [(p, np.nan if t is None else float(t), int(h or 0), int(n)) for p, t, h, n in connection.execute(stmt)]
 
 
-def replay_summary(url: str, filters: ExportFilters) -> TurnSummary:
+def _score_names(url: str, filters: ExportFilters) -> list[str]:
+    """Every policy name under ``signals["scores"]`` of the selection's decisions (SQL: no JSON parsed here)."""
+    turns = _turn_select(filters).order_by(None).subquery()
+    keys = func.json_each(turns.c.signals, "$.scores").table_valued("key")
+    with get_engine(url).connect() as connection:
+        return [
+            str(k) for (k,) in connection.execute(select(keys.c.key).select_from(turns).join(keys, true()).distinct())
+        ]
+
+
+# a chunk of turns: (live policy as objects, live score, handed off, propensity, has shadow, on cost, shadow cost,
+# vote code of ``VOTE_CODES``), and per policy name seen its stored score (nan where not stored)
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+TurnChunks = Iterator[tuple[Columns, dict[str, np.ndarray]]]
+
+
+def _turn_rows(url: str, filters: ExportFilters) -> TurnChunks:
+    """The turns ``CHUNK`` rows at a time through SQLAlchemy, each signals' JSON parsed in Python."""
+    with get_engine(url).connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=CHUNK).execute(_turn_select(filters))
+        for chunk in result.partitions(CHUNK):
+            live_policy, _, live_score, handed, signals, prop, on_cost, on_source, shadow, shadow_cost, vote = zip(
+                *chunk, strict=False
+            )
+            scores = [(orjson.loads(raw) or {}).get("scores") or {} if raw is not None else {} for raw in signals]
+            names = dict.fromkeys([*(n for row in scores for n in row), *(str(p) for p in live_policy)])
+            columns = (
+                np.asarray(live_policy, dtype=object),
+                _floats(live_score),
+                np.asarray([bool(h) for h in handed], dtype=bool),
+                _floats(prop),
+                np.asarray([i is not None for i in shadow], dtype=bool),
+                np.asarray(
+                    [
+                        float(c) if c is not None and s == "cloud" else 0.0
+                        for c, s in zip(on_cost, on_source, strict=False)
+                    ],
+                    dtype=np.float64,
+                ),
+                np.asarray([float(c) if c is not None else 0.0 for c in shadow_cost], dtype=np.float64),
+                np.asarray([VOTE_CODES.index(v) if v in VOTE_CODES else 3 for v in (v or "" for v in vote)]),
+            )
+            yield columns, {n: np.asarray([float(r[n]) if n in r else np.nan for r in scores]) for n in names}
+
+
+def _turn_arrow(url: str, filters: ExportFilters, live_names: Iterable[str]) -> TurnChunks | None:
+    """``_turn_rows`` read as Arrow columns by ADBC's SQLite driver (``db.arrow``): the score of every stored
+    name and of ``live_names`` (the live policies) picked out of the signals by SQLite's ``json_extract``
+    (checked: the same doubles as ``orjson``), the rest computed in SQL, no Python per row. None where that
+    reader can't run (not a SQLite file, the driver missing): read ``_turn_rows`` then."""
+    engine = get_engine(url)
+    arrow = sqlite_arrow(engine)
+    if arrow is None:
+        return None
+    names = sorted({*_score_names(url, filters), *live_names})
+    turns = _turn_select(filters).subquery()
+    c = list(turns.c)  # _turn_select's columns, in its order
+    policy, _, score, handed, signals, propensity, on_cost, on_source, shadow, shadow_cost, vote = c
+    zero = literal_column("0.0")  # literals, not parameters: ``sqlite_sql`` takes no converted parameter
+
+    def real(value: Any, name: str) -> list[Any]:  # a nullable number as a REAL (0 for NULL) and its NULL flag
+        return [func.coalesce(cast(value, Float), zero).label(name), value.is_(None).label(f"{name}_null")]
+
+    codes = case(*((func.coalesce(vote, "") == v, i) for i, v in enumerate(VOTE_CODES)), else_=3)
+    picked = [
+        func.coalesce(policy, "").label("policy"),
+        *real(score, "score"),
+        func.coalesce(handed, literal_column("0")).label("handed_off"),
+        *real(propensity, "propensity"),
+        shadow.is_not(None).label("has_shadow"),
+        cast(case((and_(on_source == "cloud", on_cost.is_not(None)), on_cost), else_=zero), Float).label("on_cost"),
+        cast(func.coalesce(shadow_cost, zero), Float).label("shadow_cost"),
+        codes.label("vote"),
+    ]
+    for i, name in enumerate(names):
+        picked += real(func.json_extract(signals, '$.scores."' + name.replace('"', '\\"') + '"'), f"s{i}")
+    compiled = sqlite_sql(select(*picked), engine)
+    if compiled is None:
+        arrow.close()
+        return None
+    as_stored = Answer.cost.type.result_processor(engine.dialect, None)  # what SQLAlchemy returns: a Decimal
+
+    def cost(batch: pa.RecordBatch, name: str) -> np.ndarray:
+        values = batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        if as_stored is not None:  # the row reader's float(Decimal): the same numbers, so the same sums
+            at = np.flatnonzero(values)
+            values[at] = [float(as_stored(v)) for v in values[at].tolist()]
+        return values
+
+    def floats(batch: pa.RecordBatch, name: str) -> np.ndarray:
+        values = batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        values[batch.column(f"{name}_null").to_numpy(zero_copy_only=False).astype(bool)] = np.nan
+        return values
+
+    def read() -> TurnChunks:
+        try:
+            for batch in arrow.batches(*compiled, rows=CHUNK):
+                if not batch.num_rows:
+                    continue
+                columns = (
+                    batch.column("policy").to_numpy(zero_copy_only=False).astype(object),
+                    floats(batch, "score"),
+                    batch.column("handed_off").to_numpy(zero_copy_only=False).astype(bool),
+                    floats(batch, "propensity"),
+                    batch.column("has_shadow").to_numpy(zero_copy_only=False).astype(bool),
+                    cost(batch, "on_cost"),
+                    cost(batch, "shadow_cost"),
+                    batch.column("vote").to_numpy(zero_copy_only=False).astype(np.int64),
+                )
+                yield columns, {name: floats(batch, f"s{i}") for i, name in enumerate(names)}
+        finally:
+            arrow.close()
+
+    return read()
+
+
+def replay_summary(url: str, filters: ExportFilters, *, arrow: bool = True) -> TurnSummary:
     """The report's replay without a per-turn table: the live policies and thresholds first (one GROUP BY),
     then one stream over the turns summed into ``ReplayCells`` for the default policy (``default_policy``),
     keeping per turn only the scores of handed-off turns with a decided vote (for their AUROC). The same
-    numbers as ``replay(load_turns(...), default_policy(table), [*SWEEP, *live thresholds])``."""
+    numbers as ``replay(load_turns(...), default_policy(table), [*SWEEP, *live thresholds])``.
+
+    ``arrow``: on a SQLite file, read the turns as Arrow columns (``_turn_arrow``); else, or without the
+    driver, row by row (``_turn_rows``). Both give the same numbers."""
     groups = _live_groups(url, filters)
     rows = sum(n for *_, n in groups)
     if rows == 0:
@@ -474,45 +596,30 @@ def replay_summary(url: str, filters: ExportFilters) -> TurnSummary:
     decided_scores: dict[str, list[np.ndarray]] = {}  # per name, its score on each decided handed-off turn
     decided_won: list[np.ndarray] = []
     decided = 0
-    with get_engine(url).connect() as connection:
-        result = connection.execution_options(stream_results=True, yield_per=CHUNK).execute(_turn_select(filters))
-        for chunk in result.partitions(CHUNK):
-            live_policy, _, live_score, handed, signals, prop, on_cost, on_source, shadow, shadow_cost, vote = zip(
-                *chunk, strict=False
-            )
-            live_score_a, handed_a = _floats(live_score), np.asarray([bool(h) for h in handed], dtype=bool)
-            scores = [(orjson.loads(raw) or {}).get("scores") or {} if raw is not None else {} for raw in signals]
-            is_live = np.asarray([p == policy for p in live_policy], dtype=bool)
-            stored = np.asarray([float(row[policy]) if policy in row else np.nan for row in scores])
-            propensity = _floats(prop)
-            has_shadow = np.asarray([i is not None for i in shadow], dtype=bool)
-            weight = np.nan_to_num(np.where(has_shadow, 1.0 / propensity, 0.0), nan=0.0, posinf=0.0)
-            codes = np.asarray([VOTE_CODES.index(v) if v in VOTE_CODES else 3 for v in (v or "" for v in vote)])
-            cells.add(
-                np.where(is_live, live_score_a, stored),
-                handed_a.astype(np.int64),
-                codes,
-                weight,
-                np.asarray(
-                    [
-                        float(c) if c is not None and s == "cloud" else 0.0
-                        for c, s in zip(on_cost, on_source, strict=False)
-                    ]
-                ),
-                np.asarray([float(c) if c is not None else 0.0 for c in shadow_cost], dtype=np.float64),
-            )
-            at = np.flatnonzero(handed_a & ((codes == 1) | (codes == 2)))
-            kept = [scores[i] for i in at]
-            policies = np.asarray([live_policy[i] for i in at], dtype=object)
-            # ``TurnTable.score`` per name: the live score where the name is the live policy, else the stored one;
-            # a name first seen now (stored or live) had no score on the turns before
-            for name in dict.fromkeys([*(n for row in scores for n in row), *(str(p) for p in live_policy)]):
-                decided_scores.setdefault(name, [np.full(decided, np.nan)])
-            for name, parts in decided_scores.items():
-                stored_name = np.asarray([float(row[name]) if name in row else np.nan for row in kept])
-                parts.append(np.where(policies == name, live_score_a[at], stored_name))
-            decided_won.append(codes[at] == 1)
-            decided += at.size
+    chunks = _turn_arrow(url, filters, per_name) if arrow else None
+    for columns, stored in _turn_rows(url, filters) if chunks is None else chunks:
+        live_policy, live_score, handed, propensity, has_shadow, on_cost, shadow_cost, codes = columns
+        own = stored.get(policy)
+        weight = np.nan_to_num(np.where(has_shadow, 1.0 / propensity, 0.0), nan=0.0, posinf=0.0)
+        cells.add(
+            np.where(live_policy == policy, live_score, np.full(len(codes), np.nan) if own is None else own),
+            handed.astype(np.int64),
+            codes,
+            weight,
+            on_cost,
+            shadow_cost,
+        )
+        at = np.flatnonzero(handed & ((codes == 1) | (codes == 2)))
+        policies = live_policy[at]
+        # ``TurnTable.score`` per name: the live score where the name is the live policy, else the stored one;
+        # a name first seen now (stored or live) had no score on the turns before
+        for name in stored:
+            decided_scores.setdefault(name, [np.full(decided, np.nan)])
+        for name, parts in decided_scores.items():
+            stored_name = stored[name][at] if name in stored else np.full(at.size, np.nan)
+            parts.append(np.where(policies == name, live_score[at], stored_name))
+        decided_won.append(codes[at] == 1)
+        decided += at.size
     try:
         replayed = cells.replay(policy, [*SWEEP, *thresholds], live_thresholds, live_rate)
     except ReplayError:

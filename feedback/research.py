@@ -74,8 +74,8 @@ def vote_quality(votes: pd.DataFrame, flags: pd.DataFrame, *, rounds: int, seed:
 def _decided(votes: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Handed-off votes that preferred a pane; only ``columns`` of them (a million votes: copy what is read)."""
     keep = votes["handed_off"] & votes["winner_arm"].isin(["on", "off"]) & votes["winner"].isin(["a", "b"])
-    if keep.all():  # the report's own rows (``ReportVotes.style``): no copy
-        return votes if columns is None else votes[list(columns)]
+    if keep.all():  # the report's own rows (``ReportVotes.style``): no copy, not even of the columns read
+        return votes
     return votes[keep] if columns is None else votes.loc[keep, list(columns)]
 
 
@@ -164,11 +164,11 @@ def latency(votes: pd.DataFrame, *, rounds: int, seed: int, timing: pd.DataFrame
     ``timing``: the handed-off votes with both latencies (``LATENCY_COLUMNS``) where ``votes`` lacks the
     timing columns (``ReportVotes.timing``); by default taken from ``votes``."""
     source = votes if timing is None else timing
-    shown = source.loc[
-        source["handed_off"] & source["on_latency_ms"].notna() & source["off_latency_ms"].notna(),
-        list(LATENCY_COLUMNS),
-    ]
-    live = shown[shown["display"].fillna("live") == "live"]
+    keep = source["handed_off"] & source["on_latency_ms"].notna() & source["off_latency_ms"].notna()
+    keep = keep.to_numpy() & (source["display"].fillna("live") == "live").to_numpy()
+    # only the rows read are copied, and none where all are (``ReportVotes.timing`` of a live-only event)
+    live = source if keep.all() else source.loc[keep, list(LATENCY_COLUMNS)]
+    del keep
     on_a = (live["handoff_side"] == "a").to_numpy()
     people = live["participant_id"].to_numpy()
     signals = {}
@@ -181,6 +181,7 @@ def latency(votes: pd.DataFrame, *, rounds: int, seed: int, timing: pd.DataFrame
             signals["finish_order"] = stats.cluster_auroc(
                 (a_t > b_t)[usable].astype(float), on_a[usable], people[usable], rounds=rounds, seed=seed
             )
+    del on_t, off_t, a_t, b_t, usable  # the last signal's arrays: not held through the effect's fits
     decided = _decided(live)
     covariate = None
     if len(decided) >= 2:
@@ -197,11 +198,17 @@ def latency(votes: pd.DataFrame, *, rounds: int, seed: int, timing: pd.DataFrame
         adjusted = stats.handoff_effect(d_on_a, a_won, d_people, features, rounds=rounds, seed=seed)
         covariate = {"raw": raw, "with_latency": adjusted}
     by_display = {}
-    for display, group in votes[["winner_arm", "participant_id"]].groupby(votes["display"].fillna("live")):
-        d = group[group["winner_arm"].isin(["on", "off"])]
-        by_display[str(display)] = stats.cluster_win_rate(
-            d["participant_id"].to_numpy(), (d["winner_arm"] == "on").to_numpy(), rounds=rounds, seed=seed
-        )
+    # the groups of ``groupby(display)`` (sorted, observed) on codes: a mask per display, no frame per group
+    display = votes["display"].fillna("live")
+    display = display if isinstance(display.dtype, pd.CategoricalDtype) else display.astype("category")
+    codes = display.cat.codes.to_numpy()
+    decided = votes["winner_arm"].isin(["on", "off"]).to_numpy()
+    won, people = (votes["winner_arm"] == "on").to_numpy(), votes["participant_id"].to_numpy()
+    for code, name in enumerate(display.cat.categories):
+        group = codes == code
+        if group.any():
+            group &= decided
+            by_display[str(name)] = stats.cluster_win_rate(people[group], won[group], rounds=rounds, seed=seed)
     leak = signals["duration"]
     return {
         "signals": signals,
@@ -519,9 +526,14 @@ def _report_flags(columns: dict[str, np.ndarray], labels: dict[str, Labels], emb
 def report_research(data: ReportVotes, *, rounds: int, seed: int) -> dict[str, Any]:
     """Every research section of the report from ``ReportVotes`` (the same numbers ``research`` gives
     from the per-vote frame)."""
-    return {
-        "style_control": style_control(data.style, rounds=rounds, seed=seed),
-        "latency": latency(data.votes, rounds=rounds, seed=seed, timing=data.timing),
-        "vote_quality": vote_quality(data.votes, data.flags, rounds=rounds, seed=seed),
-        "judges": judge_agreement(data.judged, data.judges, rounds=rounds, seed=seed),
+    sections = {
+        "style_control": lambda: style_control(data.style, rounds=rounds, seed=seed),
+        "latency": lambda: latency(data.votes, rounds=rounds, seed=seed, timing=data.timing),
+        "vote_quality": lambda: vote_quality(data.votes, data.flags, rounds=rounds, seed=seed),
+        "judges": lambda: judge_agreement(data.judged, data.judges, rounds=rounds, seed=seed),
     }
+    out = {}
+    for name, section in sections.items():
+        out[name] = section()
+        release_free_memory()  # a section's temporaries given back: the next one starts from what is held
+    return out

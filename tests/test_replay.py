@@ -256,3 +256,22 @@ def test_the_reports_replay_of_an_empty_selection_is_empty(sqlite_url: str) -> N
 
     got = replay_summary(sqlite_url, ExportFilters())
     assert got.turns == 0 and got.result is None and got.decided_scores == {}
+
+
+def test_the_reports_replay_reads_the_same_numbers_as_arrow_columns_as_row_by_row(sqlite_url: str) -> None:
+    """On a SQLite file the turns come as Arrow columns (scores by SQLite's ``json_extract``, costs as the
+    Numeric column returns them): the same cells, curve and per-turn scores as parsing each row, to the bit."""
+    from feedback.demo_data import generate
+    from feedback.replay import _turn_arrow, replay_summary
+
+    generate(sqlite_url, 1200, seed=32)
+    chunks = _turn_arrow(sqlite_url, ExportFilters(), [])
+    assert chunks is not None
+    read = sum(len(columns[0]) for columns, _ in chunks)
+    arrow = replay_summary(sqlite_url, ExportFilters())
+    rows = replay_summary(sqlite_url, ExportFilters(), arrow=False)
+    assert arrow.turns == rows.turns == read and repr(arrow.result) == repr(rows.result)  # every point, every digit
+    assert list(arrow.decided_scores) == list(rows.decided_scores)
+    for name, scores in rows.decided_scores.items():
+        np.testing.assert_array_equal(arrow.decided_scores[name], scores)
+    np.testing.assert_array_equal(arrow.decided_won, rows.decided_won)
