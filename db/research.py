@@ -14,7 +14,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, Engine, Select, Subquery, Text, and_, cast, func, literal_column, select
+from sqlalchemy import Connection, Engine, Float, Select, Subquery, Text, and_, cast, func, literal_column, select
 from sqlalchemy.orm import aliased
 
 from db.arrow import SQLiteArrow, sqlite_arrow, sqlite_sql
@@ -178,6 +178,85 @@ def vote_column_chunks(
     stmt = _vote_select(visible, columns).order_by(Vote.id)
     for rows in connection.execution_options(stream_results=True).execute(stmt).partitions(chunk):
         yield dict(zip(columns, zip(*rows, strict=True), strict=True))  # rows transposed, no tuple per row
+
+
+# how a column of ``VOTE_COLUMNS`` reads as an array in ``vote_column_arrays``: text as objects (None for NULL),
+# whole numbers as int64 (never NULL), flags as bool (NULL as False), everything else as float64 (NULL as nan)
+_TEXT_COLUMNS = frozenset({*CATEGORICAL, "display", "created_at", "on_style", "off_style"})
+_INT_COLUMNS = frozenset({"vote_id", "participant_id"})
+_FLAG_COLUMNS = frozenset({"handed_off", "on_reveals", "off_reveals"})
+
+
+def _kind(name: str) -> str:
+    if name in _INT_COLUMNS:
+        return "int"
+    if name in _FLAG_COLUMNS:
+        return "flag"
+    return "text" if name in _TEXT_COLUMNS else "float"
+
+
+def _as_array(name: str, values: Sequence[Any]) -> np.ndarray:
+    kind = _kind(name)
+    if kind == "int":
+        return np.asarray(values, dtype=np.int64)
+    if kind == "flag":
+        return np.fromiter((bool(v) for v in values), dtype=bool, count=len(values))
+    if kind == "float":
+        return np.fromiter((np.nan if v is None else v for v in values), dtype=np.float64, count=len(values))
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def vote_column_arrays(
+    connection: Connection, visible: Subquery, columns: Sequence[str], chunk: int = 10_000
+) -> Iterator[dict[str, np.ndarray]]:
+    """``vote_column_chunks`` as one array per column (``_kind``: text as objects with None for NULL, flags
+    as bool, other numbers as float64 with nan for NULL; ``created_at`` as text or datetimes: parse it with
+    ``pd.to_datetime``). On a SQLite file ADBC's driver (``db.arrow``) fills the arrays in C, with the same
+    values; elsewhere the rows come through SQLAlchemy and are turned into arrays here."""
+    arrow = sqlite_arrow(connection.engine) if "vote_id" in columns else None  # (ordered by it)
+    compiled = None
+    if arrow is not None:
+        inner = _vote_select(visible, columns).subquery()
+        picked = []
+        for name in columns:  # never NULL (ADBC infers a column's type from its first rows): a value and a flag
+            kind, column = _kind(name), inner.c[name]
+            if kind == "int":
+                picked.append(column)
+                continue
+            value = column if kind == "text" else cast(column, Float)
+            default = literal_column("''" if kind == "text" else "0.0")
+            picked += [func.coalesce(value, default).label(name), column.is_(None).label(f"{name}_null")]
+        compiled = sqlite_sql(select(*picked).order_by(inner.c.vote_id), connection.engine)
+        if compiled is None:
+            arrow.close()
+    if compiled is None:
+        for values in vote_column_chunks(connection, visible, columns, chunk):
+            yield {name: _as_array(name, column) for name, column in values.items()}
+        return
+    try:
+        for batch in arrow.batches(*compiled, rows=chunk):
+            if not batch.num_rows:
+                continue
+            out = {}
+            for name in columns:
+                kind, values = _kind(name), batch.column(name).to_numpy(zero_copy_only=False)
+                if kind == "int":
+                    out[name] = values.astype(np.int64)
+                    continue
+                null = batch.column(f"{name}_null").to_numpy(zero_copy_only=False).astype(bool)
+                if kind == "flag":
+                    out[name] = values.astype(bool) & ~null
+                elif kind == "float":
+                    out[name] = np.where(null, np.nan, values.astype(np.float64))
+                else:
+                    values = values.astype(object)
+                    values[null] = None
+                    out[name] = values
+            yield out
+    finally:
+        arrow.close()
 
 
 def participant_vote_frames(

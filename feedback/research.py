@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from db.research import VOTE_COLUMNS, Labels, judge_rows, style_column, style_floats, vote_column_chunks, vote_rows
+from db.research import (
+    VOTE_COLUMNS,
+    Labels,
+    judge_rows,
+    style_column,
+    style_floats,
+    vote_column_arrays,
+    vote_rows,
+)
 from db.session import get_engine
 from feedback import stats
 from feedback.embeddings import Embed
@@ -345,12 +353,9 @@ def _small(codes: np.ndarray, labels: Labels) -> np.ndarray:
     return codes.astype(np.int8 if size < 127 else np.int16 if size < 32_767 else np.int32)
 
 
-def _floats(values: Sequence[Any]) -> np.ndarray:
-    return np.fromiter((np.nan if v is None else v for v in values), dtype=np.float64, count=len(values))
-
-
 def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = None, chunk: int = 10_000) -> ReportVotes:
-    """The visible votes of ``filters`` read once, in chunks, into ``ReportVotes``.
+    """The visible votes of ``filters`` read once, in chunks of arrays (``db.research.vote_column_arrays``:
+    through ADBC on a SQLite file, no Python object per value), into ``ReportVotes``.
 
     Every chunk keeps compact codes for all votes and the full columns only for the rows a section reads
     (style for decided handed-off votes, timing for handed-off ones, the prompt for judged ones). The
@@ -369,41 +374,34 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
 
     with get_engine(url).connect() as connection:
         judges = judge_rows(connection, visible)
-        judged_ids = set(judges["vote_id"].tolist())
-        for done, values in enumerate(vote_column_chunks(connection, visible, VOTE_COLUMNS, chunk)):
+        judged_ids = judges["vote_id"].to_numpy(np.int64)
+        for done, values in enumerate(vote_column_arrays(connection, visible, VOTE_COLUMNS, chunk)):
             if done % 20 == 19:
                 release_free_memory()
-            n = len(values["vote_id"])
-            values["display"] = tuple("live" if d is None else d for d in values["display"])
+            display = values["display"]
+            display[np.equal(display, None)] = "live"
             codes = {name: labels[name].codes(values[name]) for name in labels}
-            participant = np.fromiter(values["participant_id"], dtype=np.int64, count=n)
-            handed = np.fromiter((bool(h) for h in values["handed_off"]), dtype=bool, count=n)
-            keep(parts, "vote_id", np.fromiter(values["vote_id"], dtype=np.int64, count=n))
+            participant, handed = values["participant_id"], values["handed_off"]
+            keep(parts, "vote_id", values["vote_id"])
             keep(parts, "participant_id", participant)
             keep(parts, "handed_off", handed)
             for name in labels:
                 keep(parts, name, _small(codes[name], labels[name]))
             # what quality_flags reads besides the labels: the shorter answer's tokens stand for both arms
             # (it takes their minimum) and either arm's origin flag for both (it takes their "or")
-            keep(parts, "time_to_vote_ms", _floats(values["time_to_vote_ms"]))
-            utc = pd.to_datetime(list(values["created_at"]), utc=True).tz_localize(None)  # naive UTC, 8 bytes a vote
+            keep(parts, "time_to_vote_ms", values["time_to_vote_ms"])
+            created = values["created_at"]
+            iso = {"format": "ISO8601"} if len(created) and isinstance(created[0], str) else {}  # text on SQLite
+            utc = pd.to_datetime(created, utc=True, **iso).tz_localize(None)  # naive UTC, 8 bytes a vote
             keep(parts, "created_at", utc.to_numpy())
-            keep(parts, "shorter", np.fmin(_floats(values["on_tokens"]), _floats(values["off_tokens"])))
-            keep(
-                parts,
-                "reveals",
-                np.fromiter(
-                    (bool(a) or bool(b) for a, b in zip(values["on_reveals"], values["off_reveals"], strict=True)),
-                    dtype=bool,
-                    count=n,
-                ),
-            )
-            arm, pane = np.asarray(values["winner_arm"], dtype=object), np.asarray(values["winner"], dtype=object)
+            keep(parts, "shorter", np.fmin(values["on_tokens"], values["off_tokens"]))
+            keep(parts, "reveals", values["on_reveals"] | values["off_reveals"])
+            arm, pane = values["winner_arm"], values["winner"]
             decided = handed & np.isin(arm, ["on", "off"]) & np.isin(pane, ["a", "b"])
             at = np.flatnonzero(decided)
             if at.size:
-                on = style_floats([values["on_style"][i] for i in at], stats.STYLE_FEATURES)
-                off = style_floats([values["off_style"][i] for i in at], stats.STYLE_FEATURES)
+                on = style_floats(values["on_style"][at], stats.STYLE_FEATURES)
+                off = style_floats(values["off_style"][at], stats.STYLE_FEATURES)
                 styled = ~np.isnan(on[0]) & ~np.isnan(off[0])
                 at = at[styled]
                 keep(style_parts, "participant_id", participant[at])
@@ -412,7 +410,7 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
                 for arm_style, floats in (("on_style", on), ("off_style", off)):
                     for feature, column in zip(stats.STYLE_FEATURES, floats, strict=True):
                         keep(style_parts, style_column(arm_style, feature), column[styled])
-            on_latency, off_latency = _floats(values["on_latency_ms"]), _floats(values["off_latency_ms"])
+            on_latency, off_latency = values["on_latency_ms"], values["off_latency_ms"]
             at = np.flatnonzero(handed & ~np.isnan(on_latency) & ~np.isnan(off_latency))
             if at.size:
                 keep(timing_parts, "participant_id", participant[at])
@@ -420,20 +418,19 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
                     keep(timing_parts, name, codes[name][at])
                 keep(timing_parts, "on_latency_ms", on_latency[at])
                 keep(timing_parts, "off_latency_ms", off_latency[at])
-                keep(timing_parts, "on_ttft_ms", _floats(values["on_ttft_ms"])[at])
-                keep(timing_parts, "off_ttft_ms", _floats(values["off_ttft_ms"])[at])
-            if judged_ids:
-                for i, vote_id in enumerate(values["vote_id"]):
-                    if vote_id in judged_ids:
-                        judged_rows.append(
-                            (
-                                vote_id,
-                                values["participant_id"][i],
-                                values["winner_arm"][i],
-                                values["category"][i],
-                                values["prompt"][i],
-                            )
+                keep(timing_parts, "on_ttft_ms", values["on_ttft_ms"][at])
+                keep(timing_parts, "off_ttft_ms", values["off_ttft_ms"][at])
+            if judged_ids.size:
+                for i in np.flatnonzero(np.isin(values["vote_id"], judged_ids)).tolist():
+                    judged_rows.append(
+                        (
+                            int(values["vote_id"][i]),
+                            int(participant[i]),
+                            values["winner_arm"][i],
+                            values["category"][i],
+                            values["prompt"][i],
                         )
+                    )
             del values, codes
     release_free_memory()
     empty = {"vote_id": np.int64, "participant_id": np.int64, "handed_off": bool, "time_to_vote_ms": np.float64}

@@ -544,63 +544,6 @@ def fit_contextual_bt_newton(
     return None
 
 
-def fit_contextual_bt_newton_rounds(
-    matchups: np.ndarray,
-    features: np.ndarray,
-    outcomes: np.ndarray,
-    participant: np.ndarray,
-    counts: np.ndarray,
-    start: np.ndarray,
-    *,
-    n_models: int = 2,
-    alpha: float = math.log(10.0),
-    reg: float = 0.5,
-    tol: float = 1e-10,
-    maxiter: int = 50,
-    chunk: int = 8_192,
-) -> np.ndarray:
-    """``fit_contextual_bt_newton`` on ``_contextual_design(matchups, features, ...)`` for several bootstrap
-    rounds at once: round r weighs row i by ``counts[r, participant[i]]``. One pass over a slice of the design
-    (made per slice, the same rows: never the whole matrix) serves every round still iterating (its logits
-    one matrix product, its Hessians one product with the slice's pairwise products) instead of one pass per
-    round; each round takes the same Newton steps as alone, so its fit is the same optimum (sums in another
-    order: the last bits may differ). A row of nan where a round did not converge."""
-    outcomes = np.asarray(outcomes, dtype=np.float64)
-    features = np.asarray(features, dtype=np.float64)
-    rounds, k = len(counts), n_models + features.shape[1]
-    params = np.tile(np.asarray(start, dtype=np.float64), (rounds, 1))
-    going = np.ones(rounds, dtype=bool)
-    row, col = np.triu_indices(k)
-    for _ in range(maxiter):
-        active = np.flatnonzero(going)
-        if not active.size:
-            return params
-        p = params[active]
-        grad = reg * p  # (rounds, k)
-        upper = np.zeros((len(row), active.size))  # the Hessians' upper triangles, one column per round
-        for at in range(0, len(outcomes), chunk):  # bounded temporaries, whatever the number of votes
-            z = _contextual_design(matchups[at : at + chunk], features[at : at + chunk], n_models, alpha)
-            w = counts[np.ix_(active, participant[at : at + chunk])].T  # (slice, rounds)
-            probs = expit(z @ p.T)
-            grad -= (z.T @ (w * (outcomes[at : at + chunk, None] - probs))).T
-            probs *= 1 - probs
-            probs *= w
-            upper += (z[:, row] * z[:, col]).T @ probs
-        hess = np.zeros((active.size, k, k))
-        hess[:, row, col] = upper.T
-        hess[:, col, row] = upper.T
-        hess += reg * np.eye(k)
-        step = np.linalg.solve(hess, grad[..., None])[..., 0]
-        finite = np.isfinite(step).all(axis=1)
-        largest = np.abs(np.where(finite[:, None], step, 0.0)).max(axis=1, initial=0.0)
-        # at most one logit unit a step, far from the optimum
-        params[active] = p - np.where((largest <= 1.0)[:, None], step, step / np.maximum(largest, 1.0)[:, None])
-        params[active[~finite]] = np.nan
-        going[active[~finite | (largest <= tol)]] = False
-    params[going] = np.nan
-    return params
-
-
 def handoff_effect(
     on_is_a: np.ndarray,
     a_won: np.ndarray,
@@ -637,22 +580,16 @@ def handoff_effect(
         point = summary(start)
         boot = np.zeros((0, len(point)))
         if len(outcomes):
-            # without covariates at most four distinct rows; with them nearly every row is distinct
-            fold = None
-            if x.shape[1] == 0:
-                rows, fold = _distinct_rows(np.column_stack([_contextual_design(matchups, x, 2, alpha), outcomes]))
+            design = _contextual_design(matchups, x, 2, alpha)
+            # without covariates at most four distinct rows; with them nearly every row is distinct (no copy)
+            rows, fold = _distinct_rows(np.column_stack([design, outcomes])) if x.shape[1] == 0 else (design, None)
             if fold is not None:  # few distinct rows (no covariates: four): fit those, weights summed
                 design, fit_outcomes = np.ascontiguousarray(rows[:, :-1]), rows[:, -1].copy()
+            else:
+                fit_outcomes = outcomes
             fits = []
-            if fold is None:  # a row per vote: the rounds of a block fitted together, one pass over the votes
-                for block in draws.blocks():
-                    fitted = fit_contextual_bt_newton_rounds(matchups, x, outcomes, codes, block, start, alpha=alpha)
-                    for w, params in zip(block, fitted, strict=True):
-                        if np.isnan(params).any():  # not converged: the generic optimiser, as for the point estimate
-                            params = fit_contextual_bt(matchups, x, outcomes, 2, weights=w[codes], alpha=alpha)
-                        fits.append(summary(params))
-            for w in draws if fold is not None else ():
-                weights = np.bincount(fold, weights=w[codes], minlength=len(rows))
+            for w in draws:
+                weights = w[codes] if fold is None else np.bincount(fold, weights=w[codes], minlength=len(rows))
                 params = fit_contextual_bt_newton(design, fit_outcomes, weights, start)
                 if params is None:  # not converged: the generic optimiser, as for the point estimate
                     params = fit_contextual_bt(matchups, x, outcomes, 2, weights=w[codes], alpha=alpha)

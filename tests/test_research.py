@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import select
+from sqlalchemy import text as sql
 
 from db.models import Participant
-from db.session import session_scope
+from db.session import get_engine, session_scope
 from feedback import research, vote_flags
 from feedback.demo_data import PLANTED_JUDGE, Plant, generate
 from feedback.export import ExportFilters
@@ -121,3 +123,20 @@ def test_the_reports_flags_come_out_the_same_in_chunks_of_whole_participants(sql
     monkeypatch.setattr(research, "FLAG_CHUNK", 37)  # many chunks, each cut at a participant's last vote
     chunked = research.load_report_votes(sqlite_url, ExportFilters(), chunk=100).flags
     assert whole.equals(chunked) and whole.to_numpy().any()
+
+
+def test_the_reports_votes_read_as_arrow_columns_equal_those_read_row_by_row(sqlite_url: str, monkeypatch) -> None:
+    """On a SQLite file ``vote_column_arrays`` reads through ADBC (NULLs as flags beside each column): the
+    compact votes, flags and sections' rows are those of the SQLAlchemy rows, to the bit."""
+    import db.research
+
+    generate(sqlite_url, 1500, seed=28, plant=Plant(bots=0.1, duplicates=0.3, judge_agreement=0.8))
+    with get_engine(sqlite_url).begin() as connection:  # NULLs in text, number and JSON columns, first rows too
+        connection.execute(sql("UPDATE votes SET display = NULL, time_to_vote_ms = NULL WHERE id % 7 < 2"))
+        connection.execute(sql("UPDATE answers SET ttft_ms = NULL, tokens_out = NULL, style = NULL WHERE id % 5 < 2"))
+    arrow = research.load_report_votes(sqlite_url, ExportFilters(), chunk=400)
+    assert len(arrow.judged) > 0 and arrow.timing["on_ttft_ms"].isna().any()
+    monkeypatch.setattr(db.research, "sqlite_arrow", lambda engine: None)
+    rows = research.load_report_votes(sqlite_url, ExportFilters(), chunk=400)
+    for name in ("votes", "flags", "style", "timing", "judged", "judges"):
+        pd.testing.assert_frame_equal(getattr(arrow, name), getattr(rows, name), check_exact=True)

@@ -168,27 +168,6 @@ def test_newton_fit_of_the_contextual_bradley_terry_model_is_scipys_fit_to_toler
     np.testing.assert_allclose(newton, lbfgs, atol=5e-3)
 
 
-@pytest.mark.parametrize("features", [1, 5])
-def test_newton_rounds_fitted_together_are_each_rounds_own_newton_fit(features: int) -> None:
-    rng = np.random.default_rng(20 + features)
-    matchups, x, outcomes, _ = _contextual_problem(rng, 5000, features)
-    participant = rng.integers(0, 900, 5000)
-    codes, people = pd.factorize(pd.Series(participant))
-    design = stats._contextual_design(matchups, x, 2, np.log(10.0))
-    start = stats.fit_contextual_bt(matchups, x, outcomes, 2)
-    block = np.array(list(stats.participant_draws(len(people), rounds=6, seed=4)))
-    together = stats.fit_contextual_bt_newton_rounds(matchups, x, outcomes, codes, block, start, chunk=1000)
-    alone = np.array([stats.fit_contextual_bt_newton(design, outcomes, w[codes], start) for w in block])
-    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-12)  # the same optimum (sums in another order)
-    assert np.abs(together - start).max() > 1e-3  # the rounds moved away from the point estimate
-    # a round that cannot converge (all of its weight on one outcome) comes back as nan, the others as before
-    block[0] = 0.0
-    block[0, codes[np.flatnonzero(outcomes == 1)[0]]] = 1.0
-    mixed = stats.fit_contextual_bt_newton_rounds(matchups, x, outcomes, codes, block, start, maxiter=5)
-    assert np.isnan(mixed[0]).all()
-    np.testing.assert_allclose(mixed[1:], alone[1:], rtol=0, atol=1e-12)
-
-
 def test_handoff_effect_bootstrap_without_covariates_fits_four_distinct_rows_like_every_vote() -> None:
     rng = np.random.default_rng(11)
     matchups, _, outcomes, _ = _contextual_problem(rng, 2000, 0)
