@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ import pyarrow.compute as pc
 from db.research import participant_vote_frames, participant_vote_tables
 from db.session import get_engine
 from feedback.embeddings import Embed
-from feedback.export.dataset import ExportFilters, FlagColumns, FlagOf, conversation_query, utc_times
+from feedback.export.dataset import ExportFilters, FlagColumns, conversation_query, utc_times
 from feedback.memory import release_free_memory
 
 READ_FLOOR_MS = 2_000.0
@@ -152,7 +153,7 @@ FLAG_COLUMNS = (
 )
 
 
-def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) -> FlagOf:
+def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) -> FlagLookup:
     """Each vote's quality flags over the whole selection (participants, repeats), a few participants
     at a time: the flags depend only on the voter's own votes, so each chunk of complete participants
     (``db.research.participant_vote_tables``: Arrow through ADBC on a SQLite file; else
@@ -214,17 +215,26 @@ def flag_lookup(url: str, filters: ExportFilters, embed: Embed | None = None) ->
     del order
     release_free_memory()  # the chunks' freed memory goes back: the export's batches don't start from it
     pa.default_memory_pool().release_unused()
+    return FlagLookup(ids, bits, code)
 
-    def flag_of(vote_ids: Sequence[int]) -> FlagColumns:
+
+@dataclass(frozen=True)
+class FlagLookup:
+    """Each vote's flags by id (``flag_lookup``): ids ascending, their flag bits and reasons code. Plain arrays,
+    so a worker process of the export (``feedback.export.parts``) gets them pickled (~10 bytes a vote)."""
+
+    ids: np.ndarray
+    bits: np.ndarray
+    code: np.ndarray
+
+    def __call__(self, vote_ids: Sequence[int]) -> FlagColumns:
         wanted = np.asarray(vote_ids, dtype=np.int64)
-        if not ids.size:
+        if not self.ids.size:
             return FlagColumns(
                 np.zeros(wanted.size, bool), np.zeros(wanted.size, np.uint8), np.full(wanted.size, "", dtype=object)
             )
-        at = np.minimum(np.searchsorted(ids, wanted), ids.size - 1)  # one lookup for the whole batch
-        return FlagColumns(ids[at] == wanted, bits[at], REASON_TEXTS[code[at]])
-
-    return flag_of
+        at = np.minimum(np.searchsorted(self.ids, wanted), self.ids.size - 1)  # one lookup for the whole batch
+        return FlagColumns(self.ids[at] == wanted, self.bits[at], REASON_TEXTS[self.code[at]])
 
 
 def _key(text: str, keys: dict[str, int], normalised: dict[str, int]) -> int:

@@ -671,3 +671,38 @@ def test_decision_signals_text_is_orjson_of_the_redacted_signals() -> None:
     clean = _Cleaner(Tally(), redact_pii=True)
     expected = [orjson.dumps(_cleaned(_json(text) or {}, clean)).decode() for text in stored]
     assert _signals(pa.array(stored, pa.string()), clean).to_pylist() == expected
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_two_processes_write_what_one_process_writes(sqlite_url: str, tmp_path: Path, fmt: str) -> None:
+    """``feedback.export.parts``: the halves written by two processes and joined are one process's bytes, with
+    the same data card (counts, events, redactions), on the whole selection and on selections of 0 and 1."""
+    from feedback.demo_data import Plant
+
+    generate(sqlite_url, 300, seed=9, plant=Plant(bots=0.2, origin_leak=0.3))
+    event_id = make_event(sqlite_url, "PII-1", "apac")
+    with session_scope(sqlite_url) as session:
+        participant = join_event(session, session.get(Event, event_id))
+        conversation = start_conversation(session, participant)
+        record_turn(session, conversation.id, turn_record(PII_PROMPT + '\n"quoted", \\ \x01', category="coding"))
+    with session_scope(sqlite_url) as session:
+        submit_vote(session, VoteSubmission("k-pii", conversation.id, "a", INJECTION, {"a": PaneRating(2, ["wrong"])}))
+    selections = (
+        ("all", ExportFilters()),
+        ("one", ExportFilters(event="PII-1")),
+        ("none", ExportFilters(event="NONE")),
+    )
+    for name, filters in selections:
+        one = write_export(sqlite_url, fmt, tmp_path / f"one-{name}.{fmt}", filters, salt=b"s", processes=1)
+        two = write_export(sqlite_url, fmt, tmp_path / f"two-{name}.{fmt}", filters, salt=b"s", processes=2)
+        assert two.worker_peak_mib > 0 and one.worker_peak_mib == 0  # the second really ran in two processes
+        assert two.path.read_bytes() == one.path.read_bytes()
+        assert (two.rows, two.tally) == (one.rows, one.tally)
+        cards = [
+            [line for line in r.card_path.read_text().replace(r.path.name, "x").splitlines() if "created:" not in line]
+            for r in (one, two)
+        ]
+        assert cards[0] == cards[1]
+        assert not list(tmp_path.glob("*.part"))  # the worker's file is gone once appended
+    assert b"alice.smith@example.org" not in (tmp_path / f"two-one.{fmt}").read_bytes()
+    assert one.tally.conversations == 0  # the last selection, "none": both halves empty

@@ -11,14 +11,19 @@ tests hold the column-wise writers to.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from feedback.export.card import NO_LICENCE, write_card
-from feedback.export.dataset import Batch, ExportFilters, Tally, count_conversations, iter_batches
+from feedback.export.dataset import Batch, ExportFilters, Tally, count_conversations, iter_batches, reads_arrow
+
+if TYPE_CHECKING:
+    from feedback.export.parts import Reading
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet", "arena", "dpo")
 
@@ -36,6 +41,7 @@ class ExportResult:
     card_path: Path
     rows: int
     tally: Tally
+    worker_peak_mib: float = 0.0  # peak resident memory of the second process, when it wrote in parts
 
 
 def write_export(
@@ -48,16 +54,19 @@ def write_export(
     progress: Callable[[int], None] | None = None,
     salt: bytes | None = None,
     default_licence: str | None = None,
+    processes: int | None = None,
 ) -> ExportResult:
     """Write one export and its data card; ``progress`` gets the number of conversations per batch.
 
     ``salt`` re-hashes participant ids (the organizer's configured one, so exports join); None means
     a fresh random salt, and exports then can't be joined with each other. ``default_licence`` is
-    what the card states for events that set no licence of their own.
+    what the card states for events that set no licence of their own. ``processes=2`` (the default where
+    there are two cores) writes jsonl and csv from a SQLite file in two processes (``parts``), same bytes.
     """
     if fmt not in FORMATS:
         raise UnknownFormat(fmt)
     use_salt = salt or secrets.token_bytes(32)
+    from feedback.export.parts import Reading, Worker  # run as the worker's main module: not imported at the top
     from feedback.vote_flags import flag_lookup  # imports the export filters itself
 
     module = import_module(f"feedback.export.{fmt}")
@@ -65,27 +74,29 @@ def write_export(
     out.parent.mkdir(parents=True, exist_ok=True)
     tally = Tally()
 
-    def batches() -> Iterator[Batch]:
-        # only formats that write the decisions' signals (SIGNALS = True) pay for reading them
-        wanted = getattr(module, "SIGNALS", False)
-        # vote-quality flags need every vote of the selection first (participants, repeats): formats that
-        # carry them (FLAGS = True) pay for that one pass
-        flag_of = flag_lookup(url, filters) if getattr(module, "FLAGS", False) else None
-        for batch in iter_batches(
+    worker = None
+    if getattr(module, "PARTS", False) and _processes(processes) > 1 and reads_arrow(url):
+        worker = Worker(fmt, out)  # started first: its imports overlap the flag pass
+    try:
+        # only formats that write the decisions' signals (SIGNALS = True) pay for reading them; vote-quality
+        # flags need every vote of the selection first (participants, repeats): formats that carry them
+        # (FLAGS = True) pay for that one pass
+        reading = Reading(
             url,
             filters,
-            salt=use_salt,
-            redact_pii=redact,
-            tally=tally,
-            signals=wanted,
-            flag_of=flag_of,
-            skip=getattr(module, "SKIPS", frozenset()),  # tables the format never reads
-        ):
-            yield batch
-            if progress is not None:
-                progress(len(batch))
-
-    rows = module.write(batches(), out, tally)
+            use_salt,
+            redact,
+            getattr(module, "SIGNALS", False),
+            flag_lookup(url, filters) if getattr(module, "FLAGS", False) else None,
+            getattr(module, "SKIPS", frozenset()),  # tables the format never reads
+        )
+        if worker is not None:
+            rows, worker_peak = worker.write(reading, tally, progress)
+        else:
+            rows, worker_peak = module.write(_batches(reading, tally, progress), out, tally), 0.0
+    finally:
+        if worker is not None:
+            worker.close()
     card = write_card(
         url,
         out,
@@ -98,4 +109,27 @@ def write_export(
         salted_with_setting=bool(salt),
         default_licence=default_licence or NO_LICENCE,
     )
-    return ExportResult(path=out, card_path=card, rows=rows, tally=tally)
+    return ExportResult(path=out, card_path=card, rows=rows, tally=tally, worker_peak_mib=worker_peak)
+
+
+def _batches(reading: Reading, tally: Tally, progress: Callable[[int], None] | None) -> Iterator[Batch]:
+    for batch in iter_batches(
+        reading.url,
+        reading.filters,
+        salt=reading.salt,
+        redact_pii=reading.redact,
+        tally=tally,
+        signals=reading.signals,
+        flag_of=reading.flag_of,
+        skip=reading.skip,
+    ):
+        yield batch
+        if progress is not None:
+            progress(len(batch))
+
+
+def _processes(asked: int | None) -> int:
+    """Processes an export may use: as asked, else two where this process may run on two cores."""
+    if asked is not None:
+        return asked
+    return min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

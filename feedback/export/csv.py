@@ -12,6 +12,7 @@ import csv
 import io
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +24,7 @@ from feedback.export.flat import COLUMNS, vote_table
 SUFFIX = ".csv"
 FLAGS = True  # votes carry their quality flags (feedback.research)
 UNIT = "vote"
+PARTS = True  # the file is a header, then each vote's row in order: written in parts (feedback.export.parts)
 FIELDS = {name: meaning for name, (meaning, _) in COLUMNS.items()}
 NOTES = [
     "Cells that start with `=`, `+`, `-`, `@`, a tab or a carriage return are prefixed with `'` so "
@@ -118,19 +120,24 @@ def header() -> bytes:
     return text.getvalue().encode("utf-8")
 
 
-def write(batches: Iterable[Batch], out: Path, tally: Tally) -> int:
+def write_body(batches: Iterable[Batch], handle: BinaryIO) -> int:
+    """Each batch's rows in turn, encoded ``ENCODE_ROWS`` at a time (``PARTS``: a slice of the selection written
+    alone is its part of the file)."""
     rows = 0
+    pending: list[pa.Table] = []
+    held = 0
+    for batch in batches:
+        pending.append(vote_table(batch))
+        held += pending[-1].num_rows
+        if held >= ENCODE_ROWS:
+            handle.write(encode_table(pa.concat_tables(pending)))
+            rows, pending, held = rows + held, [], 0
+    if pending:
+        handle.write(encode_table(pa.concat_tables(pending)))
+    return rows + held
+
+
+def write(batches: Iterable[Batch], out: Path, tally: Tally) -> int:
     with out.open("wb") as handle:
         handle.write(header())
-        pending: list[pa.Table] = []
-        held = 0
-        for batch in batches:
-            pending.append(vote_table(batch))
-            held += pending[-1].num_rows
-            if held >= ENCODE_ROWS:
-                handle.write(encode_table(pa.concat_tables(pending)))
-                rows, pending, held = rows + held, [], 0
-        if pending:
-            handle.write(encode_table(pa.concat_tables(pending)))
-        rows += held
-    return rows
+        return write_body(batches, handle)

@@ -287,6 +287,15 @@ def _cleaned(value: Any, clean: Callable[[str], str]) -> Any:
     return value
 
 
+def reads_arrow(url: str) -> bool:
+    """Whether ``iter_batches`` reads this database through Arrow (a SQLite file): it can then read in parts."""
+    arrow = sqlite_arrow(get_engine(url))
+    if arrow is None:
+        return False
+    arrow.close()
+    return True
+
+
 def iter_batches(
     url: str,
     filters: ExportFilters,
@@ -298,12 +307,15 @@ def iter_batches(
     signals: bool = True,
     flag_of: FlagOf | None = None,
     skip: frozenset[str] = frozenset(),
+    part: tuple[int, int] = (0, 1),
 ) -> Iterator[Batch]:
     """Yield batches of fully loaded conversations (turns, answers, decisions, visible votes, ratings) as columns.
 
     ``signals=False`` leaves each decision's stored signals empty ({}), for formats that never show them;
     ``flag_of`` gives each vote's quality flags (``feedback.vote_flags.flag_lookup``); the tables in ``skip``
-    (``decisions``, ``ratings``) are not read: a format that never uses them gets them empty.
+    (``decisions``, ``ratings``) are not read: a format that never uses them gets them empty. ``part=(k, n)``
+    reads only the k-th of n contiguous slices of the selection in id order (``feedback.export.parts``; a SQLite
+    file only, where the ids are read at once), so the parts' batches in turn are the whole selection's.
     """
     engine = get_engine(url)
     clean = _Cleaner(tally, redact_pii)
@@ -316,8 +328,21 @@ def iter_batches(
     selection = conversation_query(filters).order_by(Conversation.id)
     compiled = sqlite_sql(selection.with_only_columns(Conversation.id), engine) if arrow is not None else None
     try:
+        if compiled is not None and all(query.sql is not None for query in statements.values()):
+            # every id at once, as one int64 column (8 bytes a conversation), and every table through ADBC's
+            # read-only connection: no read-write sqlite3 connection is opened (a worker process's, closed as it
+            # ends, would checkpoint and remove the WAL under the app's connections: ``feedback.export.parts``)
+            every = arrow.table(*compiled).column(0).combine_chunks()
+            k, n = part
+            every = every.slice(len(every) * k // n, len(every) * (k + 1) // n - len(every) * k // n)
+            for start in range(0, len(every), batch):
+                ids = every.slice(start, batch).to_pylist()
+                yield _load(None, statements, ids, participant, clean, tally, signals, flag_of)
+            return
+        if part != (0, 1):
+            raise ValueError("an export reads in parts only from a SQLite file, every table through ADBC")
         with engine.connect() as connection:
-            if compiled is not None:  # every id at once, as one int64 column (8 bytes a conversation)
+            if compiled is not None:
                 every = arrow.table(*compiled).column(0).combine_chunks()
                 for start in range(0, len(every), batch):
                     ids = every.slice(start, batch).to_pylist()

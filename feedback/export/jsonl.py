@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import orjson
@@ -30,6 +31,7 @@ FIELDS = {
 }
 NOTES: list[str] = []
 SIGNALS = True  # every stored signal of each decision is written
+PARTS = True  # the file is each conversation's line in order: written in parts (feedback.export.parts)
 
 
 def conversation_lines(batch: Batch) -> bytes:
@@ -136,10 +138,20 @@ def _flags(flags: FlagColumns | None, n: int) -> pa.Array:
     return pc.if_else(pa.array(flags.found.astype(bool)), written, js.literal(js.NULL))
 
 
-def write(batches: Iterable[Batch], out: Path, tally: Tally) -> int:
+def header() -> bytes:
+    return b""
+
+
+def write_body(batches: Iterable[Batch], handle: BinaryIO) -> int:
+    """Each batch's lines in turn (``PARTS``: a slice of the selection written alone is its part of the file)."""
     rows = 0
-    with out.open("wb") as handle:
-        for batch in batches:
-            handle.write(conversation_lines(batch))
-            rows += len(batch)
+    for batch in batches:
+        handle.write(conversation_lines(batch))
+        rows += len(batch)
     return rows
+
+
+def write(batches: Iterable[Batch], out: Path, tally: Tally) -> int:
+    with out.open("wb") as handle:
+        handle.write(header())
+        return write_body(batches, handle)
