@@ -14,6 +14,11 @@ never NULL (wrap a nullable one as ``COALESCE(x, 0)`` next to ``x IS NULL``).
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,45 +31,120 @@ _BATCH_ROWS = "adbc.sqlite.query.batch_rows"
 _WHOLE = 1 << 30  # rows read before the first batch: all of a bounded result
 
 
+class ArrowReadFailed(RuntimeError):
+    """The reader process could not run a query (its error, as text)."""
+
+
 class SQLiteArrow:
-    """One read-only ADBC connection to a SQLite file; ``close`` when done."""
+    """Read-only ADBC reads of one SQLite file, done in a reader process of its own; ``close`` when done.
+
+    Why a process: ADBC's driver carries its own copy of SQLite, and POSIX file locks belong to a process, so
+    when that copy closes the file it drops every lock this process holds on it, the sqlite3 module's too
+    (https://sqlite.org/howtocorrupt.html, 2.2). Another process's connection, closing, then finds itself the
+    last one, checkpoints and deletes the WAL under this process's open connections: an export run beside
+    the app could lose votes. The reader process holds no other connection to the file, so its closing
+    drops only its own locks. Results come back as Arrow IPC streams over a pipe (a copy, no per-value work).
+    The process starts at the first query, so asking costs nothing until a read is made.
+    """
 
     def __init__(self, path: str) -> None:
-        import adbc_driver_sqlite.dbapi as adbc
+        self._path = str(Path(path).resolve())
+        self._process: subprocess.Popen[bytes] | None = None
+        self._streaming = False
 
-        self._connection = adbc.connect(f"file:{quote(str(Path(path).resolve()))}?mode=ro")  # read-only
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "db.arrow", self._path],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
+        return self._process
 
-    def _cursor(self, batch_rows: int) -> Any:
-        cursor = self._connection.cursor()
-        cursor.adbc_statement.set_options(**{_BATCH_ROWS: str(batch_rows)})
-        return cursor
+    def _result(self, sql: str, params: Sequence[Any], batch_rows: int) -> pa.RecordBatchStreamReader:
+        if self._streaming:
+            raise RuntimeError("one result at a time: read the open batches to the end first")
+        process = self._start()
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            pickle.dump((sql, list(params), batch_rows), process.stdin)
+            process.stdin.flush()
+            status, message = pickle.load(process.stdout)
+        except (BrokenPipeError, EOFError):
+            raise ArrowReadFailed(f"the Arrow reader of {self._path} ended (exit {process.wait()})") from None
+        if status != "ok":
+            raise ArrowReadFailed(message)
+        return pa.ipc.open_stream(process.stdout)
 
     def table(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         """The whole result (one batch: the type inference sees every row)."""
-        cursor = self._cursor(_WHOLE)
-        try:
-            cursor.execute(sql, tuple(params) if params else None)
-            return cursor.fetch_arrow_table()
-        finally:
-            cursor.close()
+        return self._result(sql, params, _WHOLE).read_all()
 
     def batches(self, sql: str, params: Sequence[Any] = (), rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         """The result streamed ``rows`` at a time (columns must never be NULL: see the module's note)."""
-        cursor = self._cursor(rows)
+        reader = self._result(sql, params, rows)
+        self._streaming = True
         try:
-            cursor.execute(sql, tuple(params) if params else None)
-            yield from cursor.fetch_record_batch()
+            yield from reader
         finally:
-            cursor.close()
+            for _ in reader:  # a reader left early: the rest of its stream still comes down the pipe
+                pass
+            self._streaming = False
 
     def close(self) -> None:
-        self._connection.close()
+        process, self._process = self._process, None
+        if process is None:
+            return
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.close()  # the reader's cue to close its connection and end
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
 
     def __enter__(self) -> SQLiteArrow:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _serve(path: str) -> None:
+    """The reader process: one read-only ADBC connection, answering (sql, params, batch rows) requests
+    from stdin with a status and an Arrow IPC stream on stdout until stdin closes."""
+    import adbc_driver_sqlite.dbapi as adbc
+
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the stream
+    requests = sys.stdin.buffer
+    connection = adbc.connect(f"file:{quote(path)}?mode=ro")
+    try:
+        while True:
+            try:
+                sql, params, batch_rows = pickle.load(requests)
+            except EOFError:
+                return
+            cursor = connection.cursor()
+            try:
+                cursor.adbc_statement.set_options(**{_BATCH_ROWS: str(batch_rows)})
+                cursor.execute(sql, tuple(params) if params else None)
+                reader = cursor.fetch_record_batch()
+            except Exception as error:  # noqa: BLE001 - told to the asking process, which raises it
+                cursor.close()
+                pickle.dump(("error", f"{type(error).__name__}: {error}"), out)
+                out.flush()
+                continue
+            pickle.dump(("ok", None), out)
+            with pa.ipc.new_stream(out, reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+            out.flush()
+            cursor.close()
+    finally:
+        connection.close()
 
 
 def sqlite_arrow(engine: Engine) -> SQLiteArrow | None:
@@ -74,10 +154,9 @@ def sqlite_arrow(engine: Engine) -> SQLiteArrow | None:
     path = engine.url.database
     if not path or path == ":memory:" or path.startswith("file:") or not Path(path).is_file():
         return None
-    try:
-        return SQLiteArrow(path)
-    except ImportError:
+    if importlib.util.find_spec("adbc_driver_sqlite") is None:
         return None
+    return SQLiteArrow(path)
 
 
 def sqlite_sql(stmt: Select, engine: Engine) -> tuple[str, list[Any]] | None:
@@ -90,3 +169,7 @@ def sqlite_sql(stmt: Select, engine: Engine) -> tuple[str, list[Any]] | None:
         return None
     params = compiled.params
     return str(compiled), [params[name] for name in names]
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1])
