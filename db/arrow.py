@@ -1,7 +1,8 @@
 """Query results read straight into Arrow columns on SQLite, through ADBC's SQLite driver.
 
 The sqlite3 driver makes a Python tuple per row and an object per value, which was most of an export's
-reading time; ADBC's driver (``adbc-driver-sqlite``) fills Arrow arrays in C. Only for SQLite database
+reading time; ADBC's driver (``adbc-driver-sqlite``) fills Arrow arrays in C, in a reader process of its own
+(``SQLiteArrow`` says why). Only for SQLite database
 files: elsewhere (PostgreSQL, in-memory SQLite, the driver not installed) ``sqlite_arrow`` gives None and
 callers read through SQLAlchemy as before.
 
@@ -21,11 +22,13 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pyarrow as pa
-from sqlalchemy import Engine, Select
+
+if TYPE_CHECKING:  # the reader process needs neither: it starts faster without SQLAlchemy
+    from sqlalchemy import Engine, Select
 
 _BATCH_ROWS = "adbc.sqlite.query.batch_rows"
 _WHOLE = 1 << 30  # rows read before the first batch: all of a bounded result
