@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ def measure(url: str, job: str) -> dict[str, float]:
 def _child(job: str, url: str, out: Path) -> None:
     # an export imports only what it uses: the report's imports alone hold ~290 MiB
     from feedback.export import ExportFilters, write_export
+    from feedback.export.parts import peak_mib
 
     started, cpu = time.perf_counter(), _cpu()
     worker_peak = 0.0
@@ -68,19 +68,6 @@ def _cpu() -> float:
     """CPU seconds of this process and of its ended children (an export's worker process, ``feedback.export.parts``)."""
     times = os.times()
     return times.user + times.system + times.children_user + times.children_system
-
-
-def peak_mib() -> float:
-    """This process's own peak resident memory (VmHWM). Not ``ru_maxrss``: Linux carries it over ``execve``
-    from the forked parent, so every child reported at least the parent's RSS (~450 MiB once the demo data
-    generator is imported), whatever the job did."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _peak(figure: dict[str, float]) -> float:

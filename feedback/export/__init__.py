@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from feedback.export.card import NO_LICENCE, write_card
-from feedback.export.dataset import Batch, ExportFilters, Tally, count_conversations, iter_batches, reads_arrow
-
-if TYPE_CHECKING:
-    from feedback.export.parts import Reading
+from feedback.export.dataset import ExportFilters, Tally, count_conversations, reads_arrow
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet", "arena", "dpo")
 
@@ -93,7 +89,7 @@ def write_export(
         if worker is not None:
             rows, worker_peak = worker.write(reading, tally, progress)
         else:
-            rows, worker_peak = module.write(_batches(reading, tally, progress), out, tally), 0.0
+            rows, worker_peak = module.write(reading.batches(tally, progress=progress), out, tally), 0.0
     finally:
         if worker is not None:
             worker.close()
@@ -110,22 +106,6 @@ def write_export(
         default_licence=default_licence or NO_LICENCE,
     )
     return ExportResult(path=out, card_path=card, rows=rows, tally=tally, worker_peak_mib=worker_peak)
-
-
-def _batches(reading: Reading, tally: Tally, progress: Callable[[int], None] | None) -> Iterator[Batch]:
-    for batch in iter_batches(
-        reading.url,
-        reading.filters,
-        salt=reading.salt,
-        redact_pii=reading.redact,
-        tally=tally,
-        signals=reading.signals,
-        flag_of=reading.flag_of,
-        skip=reading.skip,
-    ):
-        yield batch
-        if progress is not None:
-            progress(len(batch))
 
 
 def _processes(asked: int | None) -> int:

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import os
 import pickle
+import resource
 import shutil
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from typing import BinaryIO
 
-from feedback.export.dataset import ExportFilters, FlagOf, Tally, iter_batches
+from feedback.export.dataset import Batch, ExportFilters, FlagOf, Tally, iter_batches
 
 
 @dataclass(frozen=True)
@@ -41,29 +42,37 @@ class Reading:
     flag_of: FlagOf | None
     skip: frozenset[str]
 
+    def batches(
+        self, tally: Tally, part: tuple[int, int] = (0, 1), progress: Callable[[int], None] | None = None
+    ) -> Iterator[Batch]:
+        """``iter_batches`` of this reading's part, telling ``progress`` each batch's conversations."""
+        for batch in iter_batches(
+            self.url,
+            self.filters,
+            salt=self.salt,
+            redact_pii=self.redact,
+            tally=tally,
+            signals=self.signals,
+            flag_of=self.flag_of,
+            skip=self.skip,
+            part=part,
+        ):
+            yield batch
+            if progress is not None:
+                progress(len(batch))
 
-def _write_body(fmt: str, reading: Reading, part: tuple[int, int], out: Path, tally: Tally, progress=None) -> int:  # noqa: ANN001
+
+def _write_body(
+    fmt: str,
+    reading: Reading,
+    part: tuple[int, int],
+    out: Path,
+    tally: Tally,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     module = import_module(f"feedback.export.{fmt}")
-    batches = iter_batches(
-        reading.url,
-        reading.filters,
-        salt=reading.salt,
-        redact_pii=reading.redact,
-        tally=tally,
-        signals=reading.signals,
-        flag_of=reading.flag_of,
-        skip=reading.skip,
-        part=part,
-    )
     with out.open("ab") as handle:
-        return module.write_body(_counted(batches, progress), handle)
-
-
-def _counted(batches, progress):  # noqa: ANN001, ANN202
-    for batch in batches:
-        yield batch
-        if progress is not None:
-            progress(len(batch))
+        return module.write_body(reading.batches(tally, part, progress), handle)
 
 
 def _worker(fmt: str, part: tuple[int, int], out: Path, orders: BinaryIO, reply: BinaryIO) -> None:
@@ -77,22 +86,24 @@ def _worker(fmt: str, part: tuple[int, int], out: Path, orders: BinaryIO, reply:
             return
         tally = Tally()
         rows = _write_body(fmt, reading, part, out, tally)
-        answer = ("ok", rows, tally, _peak_mib())
+        answer = ("ok", rows, tally, peak_mib())
     except BaseException:  # noqa: BLE001 (the parent raises it)
         answer = ("error", traceback.format_exc(), None, 0.0)
     pickle.dump(answer, reply)
     reply.flush()
 
 
-def _peak_mib() -> float:
-    """This process's peak resident memory (VmHWM), 0 where /proc is missing."""
+def peak_mib() -> float:
+    """This process's own peak resident memory (VmHWM). Not ``ru_maxrss`` where /proc has it: Linux carries that
+    over ``execve`` from the forked parent, so every child reported at least the parent's RSS (~450 MiB once the
+    demo data generator is imported), whatever the job did."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class WorkerFailed(RuntimeError):
