@@ -176,7 +176,7 @@ def _turn_to_reveal(page, shots: Path, width: str):  # noqa: ANN001, ANN202
     page.locator("[class*='st-key-comment_'] textarea").press("Control+Enter")
     page.get_by_role("button", name="Save feedback").click()
     page.get_by_role("button", name="Reveal which side had handoff").click()
-    page.get_by_text("The reveal").wait_for(timeout=WAIT)
+    page.get_by_text("The reveal", exact=True).wait_for(timeout=WAIT)
     energy = page.get_by_text("energy and cost (estimates): A")
     expect(energy).to_be_visible(timeout=WAIT)
     assert "Wh" in energy.inner_text()
