@@ -21,12 +21,43 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import platform
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # either one: bf16 computed natively (AVX-512 or AMX tiles)
+
+
+# Device nodes an accelerator's driver creates (NVIDIA; AMD's ROCm, which torch also drives as "cuda"): without one,
+# no torch build can use a GPU, so ``accelerator`` answers "cpu" without importing torch.
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: str  # a torch device name: "cuda", "mps", "cpu"
+    reason: str
+
+
+@functools.cache
+def accelerator(nodes: tuple[str, ...] = GPU_DEVICE_NODES) -> DeviceChoice:
+    """The device ``HANDOFF_LOCAL_DEVICE=auto`` runs the local model on: a GPU this torch build can use, else the CPU.
+
+    Cheap where there is no GPU (the usual event laptop): torch is imported only when a GPU's device node exists
+    or on Apple Silicon, where the question is whether this torch build can drive it.
+    """
+    apple_silicon = sys.platform == "darwin" and platform.machine() == "arm64"
+    if not apple_silicon and not any(Path(node).exists() for node in nodes):
+        return DeviceChoice("cpu", "no GPU on this machine")
+    import torch
+
+    if torch.cuda.is_available():
+        return DeviceChoice("cuda", f"GPU {torch.cuda.get_device_name(0)}")
+    if apple_silicon and torch.backends.mps.is_available():
+        return DeviceChoice("mps", "Apple GPU (MPS)")
+    return DeviceChoice("cpu", f"a GPU is present but torch {torch.__version__} cannot use it (a CPU build?)")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 from feedback.pricing import PriceTable
 from feedback.repetition import LoopRule
-from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed, llama_server_binary
+from playground.hardware import accelerator, choose_engine, cpu_flags, llama_cpp_installed, llama_server_binary
 
 MIN_PASSWORD_CHARS = 10  # organizer passwords, the bootstrap admin's included
 
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     local_engine: LocalEngineKind | Literal["auto"] = "auto"
     local_model: str = BUNDLED_MODEL  # a hub id/folder (transformers), a .gguf path (llamacpp), a served name (openai)
     model_cache_dir: Path = Path("data") / "models"
-    local_device: str = "cpu"
+    local_device: str = "auto"  # auto: a GPU torch can use, else "cpu" (playground/hardware.py ``accelerator``)
     local_dtype: str = "auto"  # auto: chosen for this device (playground/engine/device.py)
     # decoding (playground/engine/sampling.py ``Decoding``), on every local engine and the stand-in, stored
     # with each answer: a 135M model decoded without a repetition penalty loops (bench/repetition.py)
@@ -144,10 +144,16 @@ class Settings(BaseSettings):
     organizer_password: SecretStr | None = None  # bootstrap admin for offline events; only its hash is kept
 
     _engine_reason: str = PrivateAttr(default="set by HANDOFF_LOCAL_ENGINE")
+    _device_reason: str = PrivateAttr(default="set by HANDOFF_LOCAL_DEVICE")
 
     @model_validator(mode="after")
     def _choose_engine(self) -> Settings:
-        """``auto`` becomes the engine measured fastest for this kind of machine, so every reader sees a real kind."""
+        """``auto`` becomes the device and the engine measured fastest for this kind of machine, so every reader
+        sees a real device and kind."""
+        if self.local_device == "auto":
+            device = accelerator()
+            object.__setattr__(self, "local_device", device.device)  # frozen model: set once, while validating
+            self._device_reason = device.reason
         if self.local_engine != "auto":
             return self  # set explicitly: nothing to read off the machine
         runs_gguf = self.local_model == BUNDLED_MODEL or self.local_model.endswith(".gguf")
@@ -168,6 +174,11 @@ class Settings(BaseSettings):
     def local_engine_reason(self) -> str:
         """Why ``local_engine`` is what it is (printed by ``handoff serve``)."""
         return self._engine_reason
+
+    @property
+    def local_device_reason(self) -> str:
+        """Why ``local_device`` is what it is (printed by ``handoff serve``)."""
+        return self._device_reason
 
     @field_validator("organizer_password")
     @classmethod

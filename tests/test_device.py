@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import platform
+import sys
+
 import pytest
 import torch
 
 from playground.engine import device
 from playground.engine.device import DtypeChoice, resolve_dtype
-from playground.hardware import EngineChoice, choose_engine, cpu_flags, llama_cpp_installed, llama_server_binary
+from playground.hardware import (
+    DeviceChoice,
+    EngineChoice,
+    accelerator,
+    choose_engine,
+    cpu_flags,
+    llama_cpp_installed,
+    llama_server_binary,
+)
 from playground.settings import Settings
 
 
@@ -94,3 +105,33 @@ def test_the_app_process_has_openmp_threads_sleep_unless_the_operator_says_other
 
     assert streamlit_environment({"PATH": "/usr/bin"}) == {"PATH": "/usr/bin", "OMP_WAIT_POLICY": "PASSIVE"}
     assert streamlit_environment({"OMP_WAIT_POLICY": "active"})["OMP_WAIT_POLICY"] == "active"
+
+
+# --- the device HANDOFF_LOCAL_DEVICE=auto picks (playground/hardware.py ``accelerator``) -----------------
+def test_auto_device_is_the_gpu_torch_can_use_else_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's answer follows torch; with no GPU device node at all, torch is not even asked."""
+    choice = accelerator()
+    if torch.cuda.is_available():
+        assert choice.device == "cuda" and torch.cuda.get_device_name(0) in choice.reason
+    else:
+        assert choice.device == "cpu"
+    monkeypatch.setenv("HANDOFF_LOCAL_DEVICE", "auto")
+    settings = Settings()
+    assert (settings.local_device, settings.local_device_reason) == (choice.device, choice.reason)
+    monkeypatch.setenv("HANDOFF_LOCAL_DEVICE", "cpu")
+    assert Settings().local_device_reason == "set by HANDOFF_LOCAL_DEVICE"
+
+
+def test_a_gpu_node_that_this_torch_cannot_drive_leaves_the_model_on_the_cpu_and_says_why(tmp_path) -> None:
+    """A GPU machine with torch's CPU build (this project's lock on a CPU host): the CPU, with the reason."""
+    node = tmp_path / "nvidia0"
+    node.touch()
+    choice = accelerator.__wrapped__((str(node),))
+    if torch.cuda.is_available():
+        assert choice.device == "cuda"
+    else:
+        assert choice == DeviceChoice(
+            "cpu", f"a GPU is present but torch {torch.__version__} cannot use it (a CPU build?)"
+        )
+    if not (sys.platform == "darwin" and platform.machine() == "arm64"):  # there torch is asked regardless
+        assert accelerator.__wrapped__((str(tmp_path / "absent"),)) == DeviceChoice("cpu", "no GPU on this machine")

@@ -81,6 +81,8 @@ def serve() -> None:
         process = standin_server.start_standin(settings, settings.data_dir / "logs" / "standin.log")
     engine_at = f" at {settings.local_host}" if settings.local_engine == "openai" else ""
     typer.echo(f"Local engine: {settings.local_engine}{engine_at} ({settings.local_engine_reason})")
+    if settings.local_engine == "transformers":
+        typer.echo(f"Local device: {settings.local_device} ({settings.local_device_reason})")
     typer.echo(f"Cloud: {settings.cloud_host}")
     typer.echo(f"Open http://localhost:{settings.port}")
     if settings.served_in_clear_publicly:
