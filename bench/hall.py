@@ -348,7 +348,7 @@ def _free_port() -> int:
 def run(targets: list[Target], rates: tuple[float, ...], attendees: int, replicas: int) -> None:
     """Append each leg's targets as soon as it has them, so a later crash keeps the earlier lines."""
     from db import session as db_session
-    from feedback.demo_data import load_prompts
+    from feedback.prompts import load_prompts
     from playground.engine.standin import start_standin
     from playground.settings import Settings
 

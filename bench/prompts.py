@@ -1,6 +1,6 @@
 """Benchmark prompts: first-turn MT-Bench questions, two per category, from the shared data set.
 
-The same file feeds the demo data (``feedback.demo_data.load_prompts``); MT-Bench gives realistic
+The same file feeds the demo data (``feedback.prompts.load_prompts``); MT-Bench gives realistic
 prompt and answer lengths for a chat model.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from feedback.demo_data import load_prompts
+from feedback.prompts import load_prompts
 
 SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
 PER_CATEGORY = 2

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 
 from bench.common import Target, machine, report
-from feedback.demo_data import load_prompts
+from feedback.prompts import load_prompts
 from feedback.repetition import LoopRule, repetition
 from playground.engine.contract import LocalModelEngine, LocalResult
 from playground.engine.engines import load_engine

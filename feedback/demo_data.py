@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 from scipy.special import expit, logit
@@ -25,6 +23,7 @@ from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict
 from db.session import get_engine
 from db.vocabulary import BOTH, DECIDED, PANES, arm_of, winner_pane
 from feedback.energy import cloud_energy, local_energy
+from feedback.prompts import load_prompts
 from feedback.style import reveals_origin, style_features
 
 LOCAL_MODEL = "SmolLM2-135M-Instruct"
@@ -118,28 +117,6 @@ class Plant:
     def preference(self) -> bool:
         """Votes come from the planted model (constant real advantage plus planted preferences)."""
         return bool(self.length_preference or self.speed_preference or self.heterogeneity)
-
-
-class DemoDataError(RuntimeError):
-    """The demo prompts could not be found; the message says where they were looked for."""
-
-
-def prompts_path() -> Path:
-    """MT-bench questions in the shared folder next to the repo (``../shared/data`` in CI)."""
-    root = Path(__file__).resolve().parent.parent
-    for candidate in (root.parent / "shared" / "data", root / "shared" / "data", Path("/work/shared/data")):
-        path = candidate / "mt_bench_questions.jsonl"
-        if path.is_file():
-            return path
-    raise DemoDataError(
-        f"Demo prompts not found: expected mt_bench_questions.jsonl in {root.parent / 'shared' / 'data'}. "
-        "Put the shared data folder next to the repository."
-    )
-
-
-def load_prompts() -> list[dict]:
-    with prompts_path().open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 @dataclass

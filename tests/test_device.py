@@ -46,9 +46,11 @@ def test_auto_on_this_machine_follows_its_cpu_flags() -> None:
     assert getattr(torch, choice.dtype).is_floating_point
 
 
-def test_the_probe_times_both_dtypes() -> None:
-    assert device.probe_seconds(torch.float32, repeats=2) > 0
-    assert device.probe_seconds(torch.bfloat16, repeats=2) > 0
+def test_the_probe_times_both_dtypes_on_one_thread_and_gives_the_threads_back() -> None:
+    threads = torch.get_num_threads()
+    timed = device.probe_seconds(repeats=2)
+    assert set(timed) == {"bfloat16", "float32"} and all(0 < seconds < 1 for seconds in timed.values())
+    assert torch.get_num_threads() == threads
 
 
 # --- the engine HANDOFF_LOCAL_ENGINE=auto picks (playground/hardware.py) ---------------------------

@@ -11,7 +11,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from db.session import ensure_migrated
-from feedback.demo_data import DemoDataError, Plant, generate
+from feedback.demo_data import Plant, generate
+from feedback.prompts import DemoDataError
 from playground.settings import get_settings
 
 

@@ -28,20 +28,35 @@ class DtypeChoice:
     reason: str
 
 
-def probe_seconds(dtype: torch.dtype, rows: int = 16, width: int = 576, repeats: int = 30) -> float:
-    """Best time of a decode-step-sized matmul (16 rows x a SmolLM2-sized MLP) in ``dtype``."""
+def probe_seconds(rows: int = 16, width: int = 576, repeats: int = 30) -> dict[str, float]:
+    """Best time of a decode-step-sized matmul (16 rows x a SmolLM2-sized MLP) in bfloat16 and in float32.
+
+    On one thread, the two dtypes interleaved: with every thread, load on the other cores (the app, a build)
+    times the wait for a descheduled worker instead of the kernel, and a dtype timed second sees other load
+    than the first. Under load 11 on 2 cores, the earlier all-thread, one-dtype-then-the-other probe put
+    bfloat16 at 2.0x, 2.1x and 30x float32 on three tries; this one at 1.54-1.60x each time.
+    """
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, width, generator=generator).to(dtype)
-    w = torch.randn(width, width * 4, generator=generator).to(dtype)
-    best = float("inf")
-    with torch.inference_mode():
-        for _ in range(3):
-            torch.matmul(x, w)
-        for _ in range(repeats):
-            started = time.perf_counter()
-            torch.matmul(x, w)
-            best = min(best, time.perf_counter() - started)
-    return best
+    dtypes = (torch.bfloat16, torch.float32)
+    x = torch.randn(rows, width, generator=generator)
+    w = torch.randn(width, width * 4, generator=generator)
+    operands = {dtype: (x.to(dtype), w.to(dtype)) for dtype in dtypes}
+    best = dict.fromkeys(dtypes, float("inf"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for dtype in dtypes:
+                for _ in range(3):
+                    torch.matmul(*operands[dtype])
+            for _ in range(repeats):
+                for dtype in dtypes:
+                    started = time.perf_counter()
+                    torch.matmul(*operands[dtype])
+                    best[dtype] = min(best[dtype], time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+    return {str(dtype).removeprefix("torch."): seconds for dtype, seconds in best.items()}
 
 
 @functools.lru_cache(maxsize=8)
@@ -66,7 +81,8 @@ def _cpu_choice(flags: frozenset[str]) -> DtypeChoice:
     native = [flag for flag in NATIVE_BF16_FLAGS if flag in flags]
     if not native:
         return DtypeChoice("float32", "CPU without native bfloat16 (no avx512_bf16/amx_bf16): bf16 would be emulated")
-    bf16, fp32 = probe_seconds(torch.bfloat16), probe_seconds(torch.float32)
+    timed = probe_seconds()
+    bf16, fp32 = timed["bfloat16"], timed["float32"]
     if bf16 < fp32:
         return DtypeChoice("bfloat16", f"CPU with {'+'.join(native)}; probe: bf16 {fp32 / bf16:.2f}x float32")
     return DtypeChoice(
