@@ -21,6 +21,7 @@ class Target:
     target: float
     unit: str = ""
     higher_is_better: bool = True
+    why: str = ""  # a known reason this figure can miss (a deliberate trade, the bench's own set-up), shown with a MISS
 
     @property
     def ok(self) -> bool:
@@ -36,7 +37,8 @@ class Target:
 
     def line(self) -> str:
         sign = "≥" if self.higher_is_better else "≤"
-        return f"{self.name}: {self.measured:.3g}{self.unit} ({sign} {self.target:g}{self.unit}) {'OK' if self.ok else 'MISS'}"
+        line = f"{self.name}: {self.measured:.3g}{self.unit} ({sign} {self.target:g}{self.unit}) {'OK' if self.ok else 'MISS'}"
+        return f"{line}: {self.why}" if self.why and not self.ok else line
 
 
 def report(targets: list[Target]) -> None:

@@ -18,6 +18,7 @@ from bench.common import Target
 
 def main():
     Target("measured before the crash", 2.0, 1.0)
+    Target("a known trade", 0.5, 1.0, why="the reason")
     os.kill(os.getpid(), signal.{signal})
 """
 
@@ -33,6 +34,7 @@ def test_a_crashing_benchmark_keeps_its_lines_and_names_the_crash(
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(ROOT), *sys.path]))
     targets = run("boom", package="crashing_bench")
     assert [t.name for t in targets][0] == "measured before the crash" and targets[0].ok
+    assert targets[1].line() == "a known trade: 0.5 (≥ 1) MISS: the reason"  # the reason crosses the process too
     assert words in targets[-1].name and not targets[-1].ok
 
 
@@ -44,3 +46,10 @@ def test_an_exception_is_named_by_its_message(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(ROOT), *sys.path]))
     [target] = run("oops", package="failing_bench")
     assert "exit status 1: RuntimeError: no llama.cpp here" in target.name and not target.ok
+
+
+def test_a_miss_names_its_known_reason_and_an_ok_line_does_not() -> None:
+    from bench.common import Target
+
+    assert Target("t", 0.7, 1.0, "x", why="fewer threads").line() == "t: 0.7x (≥ 1x) MISS: fewer threads"
+    assert Target("t", 1.7, 1.0, "x", why="fewer threads").line() == "t: 1.7x (≥ 1x) OK"
