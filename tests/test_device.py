@@ -34,6 +34,36 @@ def test_a_cpu_with_native_bf16_is_decided_by_a_timed_probe() -> None:
     assert "avx512_bf16+amx_bf16" in choice.reason and "probe" in choice.reason
 
 
+def test_bf16_listed_in_proc_cpuinfo_but_not_in_this_process_cpuid_runs_float32(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """QEMU user mode emulating an AVX2-only CPU passes the host's /proc/cpuinfo (avx512_bf16) through while its
+    cpuid, which torch's kernels follow, has no bf16 (bench/emulated_cpu.py): cpuid decides."""
+    flags = frozenset({"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert device.not_executable(flags) == ("avx512_bf16",)
+    choice = device._cpu_choice(flags, device.not_executable(flags))
+    assert choice.dtype == "float32"
+    assert "no avx512_bf16/amx_bf16" in choice.reason and "/proc/cpuinfo lists avx512_bf16" in choice.reason
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert device.not_executable(flags) == ()
+
+
+def test_amx_bf16_needs_tiles_in_cpuid_and_a_torch_without_the_check_keeps_proc_cpuinfo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flags = frozenset({"avx2", "amx_tile", "amx_bf16"})
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert device.not_executable(flags) == ("amx_bf16",)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert device.not_executable(flags) == ()
+
+
+def test_this_machine_cpuid_and_proc_cpuinfo_agree_natively() -> None:
+    """Outside an emulator the kernel's flags are the CPU's: nothing is masked (so `auto` is unchanged here)."""
+    assert device.not_executable(device.cpu_flags()) == ()
+
+
 def test_an_explicit_dtype_is_kept_with_its_reason() -> None:
     assert resolve_dtype("bfloat16", "cpu") == DtypeChoice("bfloat16", "set by HANDOFF_LOCAL_DTYPE")
 

@@ -6,6 +6,11 @@ bfloat16 is emulated, and batching 16 sessions gained 1.3x over one stream again
 that supports it, or a CPU with AVX512-BF16 / AMX-BF16, confirmed by a short timed probe of a
 decode-sized matmul), and float32 otherwise. The choice and its reason are logged once and kept on
 the engine, whose answers store the dtype.
+
+"Natively" means what this process can execute, asked of the CPU itself (cpuid, as torch reads it),
+not the kernel's /proc/cpuinfo alone: the two differ under an emulator (QEMU user mode emulating an
+AVX2-only CPU passes the host's /proc/cpuinfo through, avx512_bf16 included; bench/emulated_cpu.py),
+and torch's kernels follow cpuid.
 """
 
 from __future__ import annotations
@@ -72,15 +77,42 @@ def resolve_dtype(requested: str, device: str) -> DtypeChoice:
     elif device == "mps":
         choice = DtypeChoice("float16", "Apple GPU (MPS): float16 is its native half type")
     else:
-        choice = _cpu_choice(cpu_flags())
+        flags = cpu_flags()
+        choice = _cpu_choice(flags, not_executable(flags))
     log.info("local model dtype: %s (%s)", choice.dtype, choice.reason)
     return choice
 
 
-def _cpu_choice(flags: frozenset[str]) -> DtypeChoice:
-    native = [flag for flag in NATIVE_BF16_FLAGS if flag in flags]
+# torch's cpuid questions (its cpuinfo library) for the native-bf16 flags; private names, so asked with getattr
+CPUID_CHECKS = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+
+
+def not_executable(flags: frozenset[str]) -> tuple[str, ...]:
+    """The native-bf16 flags in ``flags`` (/proc/cpuinfo) that this process's cpuid, as torch reads it, lacks.
+
+    torch reports AMX tiles, not AMX-BF16 alone, so ``amx_bf16`` counts only with tiles. A torch without a
+    check keeps the /proc/cpuinfo answer for that flag.
+    """
+    missing = []
+    for flag, check_name in CPUID_CHECKS.items():
+        check = getattr(torch.cpu, check_name, None)
+        if flag in flags and check is not None and not check():
+            missing.append(flag)
+    return tuple(missing)
+
+
+def _cpu_choice(flags: frozenset[str], masked: tuple[str, ...] = ()) -> DtypeChoice:
+    """``flags``: the CPU flags (/proc/cpuinfo); ``masked``: its native-bf16 ones this process's cpuid lacks."""
+    native = [flag for flag in NATIVE_BF16_FLAGS if flag in flags and flag not in masked]
     if not native:
-        return DtypeChoice("float32", "CPU without native bfloat16 (no avx512_bf16/amx_bf16): bf16 would be emulated")
+        also = (
+            f"; /proc/cpuinfo lists {'+'.join(masked)} but this process's cpuid has not (an emulator?)"
+            if masked
+            else ""
+        )
+        return DtypeChoice(
+            "float32", f"CPU without native bfloat16 (no avx512_bf16/amx_bf16){also}: bf16 would be emulated"
+        )
     timed = probe_seconds()
     bf16, fp32 = timed["bfloat16"], timed["float32"]
     if bf16 < fp32:
