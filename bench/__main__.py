@@ -1,7 +1,7 @@
 """Run every benchmark in ``bench/`` and end with one line per target: ``name: measured (target) OK|MISS``.
 
     python -m bench                 # all of them (what ``make bench`` runs)
-    python -m bench engine votes    # only these modules
+    python -m bench engine votes    # only these modules (also those left out of the default run: emulated_cpu)
 
 Each module that defines ``main() -> list[Target]`` runs in a fresh process, so one module's memory
 high-water mark, threads or crash cannot leak into the next one's figures. A module that fails
@@ -38,14 +38,15 @@ with open(out_path, "w") as out:
 """
 
 
-def modules() -> list[str]:
-    """Benchmark modules: those in bench/ that define a top-level ``main``."""
+def modules(everything: bool = False) -> list[str]:
+    """Benchmark modules: those in bench/ that define a top-level ``main``. Those that say ``IN_MAKE_BENCH = False``
+    (too long for every run, or needing extra tools) run only when named, unless ``everything``."""
     names = []
     for info in pkgutil.iter_modules([str(FOLDER)]):
         if info.name.startswith("_"):
             continue
         source = (FOLDER / f"{info.name}.py").read_text(encoding="utf-8")
-        if "\ndef main(" in source:
+        if "\ndef main(" in source and (everything or "\nIN_MAKE_BENCH = False" not in source):
             names.append(info.name)
     return sorted(names)
 
@@ -94,9 +95,9 @@ def crash_reason(returncode: int, stderr_tail: list[str]) -> str:
 
 def main(argv: list[str]) -> int:
     names = argv or modules()
-    unknown = sorted(set(names) - set(modules()))
+    unknown = sorted(set(names) - set(modules(everything=True)))
     if unknown:
-        print(f"No benchmark module named {', '.join(unknown)}; choose from: {', '.join(modules())}.")
+        print(f"No benchmark module named {', '.join(unknown)}; choose from: {', '.join(modules(everything=True))}.")
         return 2
     print(f"machine: {machine()}", flush=True)
     targets = [target for name in names for target in run(name)]

@@ -53,3 +53,11 @@ def test_a_miss_names_its_known_reason_and_an_ok_line_does_not() -> None:
 
     assert Target("t", 0.7, 1.0, "x", why="fewer threads").line() == "t: 0.7x (≥ 1x) MISS: fewer threads"
     assert Target("t", 1.7, 1.0, "x", why="fewer threads").line() == "t: 1.7x (≥ 1x) OK"
+
+
+def test_a_module_left_out_of_make_bench_runs_only_when_named() -> None:
+    """bench/emulated_cpu.py (QEMU, ~15-30 min) says IN_MAKE_BENCH = False: `make bench` skips it, naming it runs it."""
+    from bench.__main__ import modules
+
+    assert "emulated_cpu" not in modules() and "emulated_cpu" in modules(everything=True)
+    assert "engine" in modules() and set(modules()) < set(modules(everything=True))
