@@ -42,7 +42,7 @@ from sqlalchemy import event, func, select
 from bench.common import Target, percentile, report, scratch_postgres
 from db import rollups
 from db import session as db_session
-from db.models import Conversation, Event, RollupVote, Vote
+from db.models import Event, RollupVote, Vote
 from feedback.capture import join_event, record_turn, start_conversation
 from feedback.records import AnswerRecord, DecisionRecord, TurnRecord
 from feedback.votes import PaneRating, VoteSubmission, save_vote
@@ -203,9 +203,7 @@ def _without_rollups() -> Iterator[None]:
     lock do nothing), for a side-by-side figure in the same process; never used outside this benchmark."""
     with (
         unittest.mock.patch.object(rollups, "apply", lambda db, delta: None),
-        unittest.mock.patch.object(
-            rollups, "lock_conversation", lambda session, conversation_id: session.get(Conversation, conversation_id)
-        ),
+        unittest.mock.patch.object(rollups, "conversation_locked", lambda db, query: query),
     ):
         yield
 

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Integer,
     String,
     and_,
+    bindparam,
     case,
     delete,
     event,
@@ -134,23 +135,40 @@ def conversation_counts_now(conversation: Conversation) -> bool:
     return conversation.hidden_at is None
 
 
-def lock_conversation(session: Session, conversation_id: int) -> Conversation | None:
-    """Take the conversation's write lock, then return it as committed now (None if there is none).
+_LOCKING: dict[Select, Select] = {}  # query -> its PostgreSQL locking form, built once per query
 
-    Votes, turns and hides of one conversation take it before reading what they add to the rollups,
-    so each reads the others' committed rows (a hide never misses a vote being saved, a vote never
-    misses a hide). PostgreSQL: one statement, the row's ``FOR UPDATE`` lock and its fresh values.
-    SQLite: the transaction becomes a writer (``db.session.begin_write``: ``BEGIN IMMEDIATE``, or the
-    write lock a write already took), then the row is re-read under it."""
-    if _dialect(session) == "postgresql":
-        return session.scalars(
-            select(Conversation)
-            .where(Conversation.id == conversation_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).one_or_none()
-    begin_write(session)
-    return session.get(Conversation, conversation_id, populate_existing=True)
+
+def conversation_locked(db: Database, query: Select) -> Select:
+    """``query`` (one conversation's row, with whatever it joins) as the conversation's write lock reads it.
+
+    Votes, turns and hides of one conversation take this lock before reading what they add to the
+    rollups, so each reads the others' committed rows (a hide never misses a vote being saved, a vote
+    never misses a hide). PostgreSQL: the same statement, ``FOR UPDATE OF conversations`` (the row's
+    lock and its fresh values in one round trip). SQLite: the transaction becomes a writer now
+    (``db.session.begin_write``: ``BEGIN IMMEDIATE``, or the write lock a write already took), and the
+    query, unchanged, reads under it. Pass a query built once: its locking form is kept per query, so
+    the statement cache hits on every call."""
+    if _dialect(db) != "postgresql":
+        begin_write(db)
+        return query
+    locking = _LOCKING.get(query)
+    if locking is None:
+        locking = _LOCKING[query] = query.with_for_update(of=Conversation.__table__)
+    return locking
+
+
+_CONVERSATION = (
+    select(Conversation)
+    .where(Conversation.id == bindparam("conversation_id"))
+    .execution_options(populate_existing=True)
+)
+
+
+def lock_conversation(session: Session, conversation_id: int) -> Conversation | None:
+    """Take the conversation's write lock (``conversation_locked``), then return it as committed now
+    (None if there is none)."""
+    query = conversation_locked(session, _CONVERSATION)
+    return session.scalars(query, {"conversation_id": conversation_id}).one_or_none()
 
 
 def turn_delta(conversation: Conversation, turn: Turn) -> Delta:
@@ -185,18 +203,31 @@ def turn_delta(conversation: Conversation, turn: Turn) -> Delta:
     return delta
 
 
+def vote_counts_now(vote_hidden_at: dt.datetime | None, conversation_hidden_at: dt.datetime | None) -> bool:
+    """``db.visibility.vote_counts`` for values already read (as ``conversation_counts_now``)."""
+    return vote_hidden_at is None and conversation_hidden_at is None
+
+
+def verdict_delta(
+    event_id: int, created_at: dt.datetime, winner_arm: str | None, ratings: Iterable[tuple[str, object]]
+) -> Delta:
+    """What a counted vote adds: its verdict in its minute and its ratings' (arm, tags) reason tags."""
+    delta = Delta()
+    if winner_arm is None:
+        return delta
+    delta.votes[(event_id, minute_of(created_at), winner_arm)] += 1
+    for arm, tags in ratings:
+        if isinstance(tags, list):
+            for tag in tags:
+                delta.counts[(event_id, "tag", arm, str(tag))] += 1
+    return delta
+
+
 def vote_delta(vote: Vote, conversation: Conversation) -> Delta:
     """A vote's part, as it is now: its verdict in its minute and its ratings' reason tags."""
-    delta = Delta()
-    if vote.hidden_at is not None or not conversation_counts_now(conversation) or vote.winner_arm is None:
-        return delta
-    event_id = vote.event_id
-    delta.votes[(event_id, minute_of(vote.created_at), vote.winner_arm)] += 1
-    for rating in vote.ratings:
-        if isinstance(rating.tags, list):
-            for tag in rating.tags:
-                delta.counts[(event_id, "tag", rating.arm, str(tag))] += 1
-    return delta
+    if not vote_counts_now(vote.hidden_at, conversation.hidden_at):
+        return Delta()
+    return verdict_delta(vote.event_id, vote.created_at, vote.winner_arm, ((r.arm, r.tags) for r in vote.ratings))
 
 
 def conversation_delta(conversation: Conversation) -> Delta:

@@ -9,17 +9,19 @@ keeps the submission and sends it again later.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Insert, Select, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from db import rollups
-from db.models import Event, Rating, Turn, Vote, utcnow
-from db.session import in_transaction
+from db.models import Conversation, Event, Rating, Turn, Vote, utcnow
+from db.session import in_core_transaction
 from db.vocabulary import BOTH, PANES, WINNERS, rating_arm, winner_arm
 from feedback.errors import FeedbackRejected, VoteIsFinal, check_text
 
@@ -71,20 +73,6 @@ def finalize_votes(session: Session, conversation_id: int) -> None:
     session.execute(update(Vote).where(Vote.conversation_id == conversation_id).values(final=True))
 
 
-def _set_ratings(vote: Vote, ratings: dict[str, PaneRating], handoff_side: str) -> None:
-    """Update ratings in place per arm (the (vote, arm) pair is unique)."""
-    wanted = {rating_arm(pane, handoff_side): r for pane, r in ratings.items() if r.stars is not None or r.tags}
-    existing = {rating.arm: rating for rating in vote.ratings}
-    for arm, rating in existing.items():
-        if arm not in wanted:
-            vote.ratings.remove(rating)
-    for arm, r in wanted.items():
-        row = existing.get(arm) or Rating(arm=arm)
-        row.stars, row.tags = r.stars, list(r.tags) or None
-        if arm not in existing:
-            vote.ratings.append(row)
-
-
 def _validate_submission(submission: VoteSubmission, allowed_tags: Collection[str] | None) -> None:
     if not isinstance(submission.idempotency_key, str) or not IDEMPOTENCY_KEY.fullmatch(submission.idempotency_key):
         raise FeedbackRejected("bad_key")  # the page makes them; anything else was tampered with
@@ -101,79 +89,180 @@ def _validate_submission(submission: VoteSubmission, allowed_tags: Collection[st
             raise FeedbackRejected("unknown_tag", tag=unknown[0])
 
 
-def _time_to_vote_ms(turn: Turn) -> float | None:
+def _time_to_vote_ms(answered_at: dt.datetime | None) -> float | None:
     """Milliseconds from the turn's answers being stored (both complete) to this first save."""
-    done = turn.created_at
-    if done is None:
+    if answered_at is None:
         return None
-    if done.tzinfo is None:  # SQLite hands back naive UTC datetimes
-        done = done.replace(tzinfo=dt.UTC)
-    return max(0.0, (utcnow() - done).total_seconds() * 1000)
+    if answered_at.tzinfo is None:  # SQLite hands back naive UTC datetimes
+        answered_at = answered_at.replace(tzinfo=dt.UTC)
+    return max(0.0, (utcnow() - answered_at).total_seconds() * 1000)
+
+
+_conversations, _turns, _votes, _ratings = (model.__table__ for model in (Conversation, Turn, Vote, Rating))
+
+
+def _round_query() -> Select:
+    """The conversation, its latest turn, the vote this submission is about and that vote's ratings: one
+    row per rating (at least one row). The vote is the key's own, else this round's (another tab's)."""
+    c, t, v, r = _conversations, _turns, _votes, _ratings
+    latest = select(func.max(t.c["index"])).where(t.c.conversation_id == c.c.id).correlate(c).scalar_subquery()
+    keyed, same_round = _votes.alias("keyed"), _votes.alias("same_round")
+    by_key = select(keyed.c.id).where(keyed.c.idempotency_key == bindparam("key")).scalar_subquery()
+    by_round = (
+        select(same_round.c.id)
+        .where(same_round.c.conversation_id == c.c.id, same_round.c.turn_id == t.c.id)
+        .correlate(c, t)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            c.c.event_id,
+            c.c.participant_id,
+            c.c.handoff_side,
+            c.c.hidden_at.label("conversation_hidden_at"),
+            t.c.id.label("turn_id"),
+            t.c.created_at.label("answered_at"),
+            v.c.id.label("vote_id"),
+            v.c.turn_id.label("vote_turn_id"),
+            v.c.final,
+            v.c.hidden_at.label("vote_hidden_at"),
+            v.c.created_at.label("vote_created_at"),
+            v.c.winner_arm,
+            r.c.arm,
+            r.c.tags,
+        )
+        .select_from(
+            c.outerjoin(t, (t.c.conversation_id == c.c.id) & (t.c["index"] == latest))
+            .outerjoin(v, v.c.id == func.coalesce(by_key, by_round))
+            .outerjoin(r, r.c.vote_id == v.c.id)
+        )
+        .where(c.c.id == bindparam("conversation_id"))
+    )
+
+
+_ROUND = _round_query()
+_UPDATE_VOTE = update(_votes).where(_votes.c.id == bindparam("vote_id"))  # SET: the columns passed
+_DELETE_RATINGS = delete(_ratings).where(
+    _ratings.c.vote_id == bindparam("vote_id"), _ratings.c.arm.in_(bindparam("arms", expanding=True))
+)
+
+
+@functools.cache
+def _insert_vote(dialect: str) -> Insert:
+    """The vote's INSERT, or nothing when its key or round is already stored (see ``_store``)."""
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert_(_votes).on_conflict_do_nothing().returning(_votes.c.id)
+
+
+@functools.cache
+def _upsert_ratings(dialect: str) -> Insert:
+    """Ratings per (vote, arm), updated in place when the arm is rated again (its uid stays)."""
+    insert_ = (pg_insert if dialect == "postgresql" else sqlite_insert)(_ratings)
+    return insert_.on_conflict_do_update(
+        index_elements=["vote_id", "arm"], set_={"stars": insert_.excluded.stars, "tags": insert_.excluded.tags}
+    )
+
+
+def _store(
+    connection: Connection, db: Session | Connection, submission: VoteSubmission, comment: str | None
+) -> int | None:
+    """One try at storing the vote: its id, or None when its INSERT met a row committed since the lookup.
+
+    Statements go to ``connection``; the rollups to ``db`` (a Session sums them until its COMMIT)."""
+    # The conversation's lock first (db.rollups.conversation_locked), held to COMMIT, in the statement that
+    # reads the round: a moderator's hide or another tab's edit of this conversation waits for this vote (or
+    # this vote for them), so the overview's rollups move by exactly what changed. PostgreSQL: the row's
+    # FOR UPDATE; SQLite: the write lock (BEGIN IMMEDIATE, queued behind this process's other writers).
+    query = rollups.conversation_locked(db, _ROUND)
+    keys = {"conversation_id": submission.conversation_id, "key": submission.idempotency_key}
+    rows = connection.execute(query, keys).all()
+    if not rows:
+        raise FeedbackRejected("no_conversation")
+    round_ = rows[0]
+    if round_.turn_id is None:
+        raise FeedbackRejected("no_turn")
+    if submission.turn_id is not None and submission.turn_id != round_.turn_id:
+        raise VoteIsFinal()
+    stored = round_.vote_id is not None
+    if stored and (round_.final or round_.vote_turn_id != round_.turn_id):
+        raise VoteIsFinal()
+    side = round_.handoff_side
+    verdict = {"winner": submission.winner, "winner_arm": winner_arm(submission.winner, side), "comment": comment}
+    ratings = [
+        {"arm": rating_arm(pane, side), "stars": r.stars, "tags": list(r.tags) or None}
+        for pane, r in submission.ratings.items()
+        if r.stars is not None or r.tags
+    ]
+    now = utcnow()
+    if stored:
+        vote_id, created_at = round_.vote_id, round_.vote_created_at
+        connection.execute(_UPDATE_VOTE, {"vote_id": vote_id, "updated_at": now, **verdict})
+        gone = {row.arm for row in rows if row.arm is not None} - {rating["arm"] for rating in ratings}
+        if gone:
+            connection.execute(_DELETE_RATINGS, {"vote_id": vote_id, "arms": sorted(gone)})
+    else:
+        vote_id, created_at = (
+            connection.scalar(
+                _insert_vote(connection.dialect.name),
+                {
+                    "idempotency_key": submission.idempotency_key,
+                    "event_id": round_.event_id,
+                    "conversation_id": submission.conversation_id,
+                    "turn_id": round_.turn_id,
+                    "participant_id": round_.participant_id,
+                    "time_to_vote_ms": _time_to_vote_ms(round_.answered_at),
+                    "display": submission.display,
+                    "created_at": now,
+                    "updated_at": now,
+                    **verdict,
+                },
+            ),
+            now,
+        )
+        if vote_id is None:  # the key or the round was stored by a writer that did not wait for the lock
+            return None
+    if ratings:
+        rated = [{"vote_id": vote_id, **rating} for rating in ratings]
+        connection.execute(_upsert_ratings(connection.dialect.name), rated[0] if len(rated) == 1 else rated)
+    if rollups.vote_counts_now(round_.vote_hidden_at, round_.conversation_hidden_at):
+        before = (
+            rollups.verdict_delta(
+                round_.event_id, created_at, round_.winner_arm, [(r.arm, r.tags) for r in rows if r.arm]
+            )
+            if stored
+            else rollups.Delta()
+        )
+        after = rollups.verdict_delta(
+            round_.event_id, created_at, verdict["winner_arm"], [(r["arm"], r["tags"]) for r in ratings]
+        )
+        rollups.apply(db, after.minus(before))  # last: the rollup rows' locks are held briefly
+    return vote_id
 
 
 def submit_vote(
-    session: Session,
+    db: Session | Connection,
     submission: VoteSubmission,
     max_comment_chars: int = 2000,
     *,
     allowed_tags: Collection[str] | None = None,
-) -> Vote:
-    """Insert the vote for the conversation's latest turn, or update it while it is not final.
+) -> int:
+    """Insert the vote for the conversation's latest turn, or update it while it is not final; its id.
 
-    Call with a session of its own: on a lost insert race it rolls back and retries as an update.
+    Core statements only (the lookups in the statement that takes the conversation's lock): the vote
+    path runs at a hall's pace, and its client CPU is what 50 sessions queue for.
     """
     _validate_submission(submission, allowed_tags)
     comment = validate_comment(submission.comment, max_comment_chars)
-    # The conversation's lock first (db.rollups.lock_conversation), held to COMMIT: a moderator's hide or
-    # another tab's edit of this conversation waits for this vote (or this vote for them), so the
-    # overview's rollups move by exactly what changed. One statement on PostgreSQL (the row, locked);
-    # on SQLite the write lock (BEGIN IMMEDIATE, queued behind this process's other writers), so the
-    # reads below are current and no later statement waits on another writer.
-    conversation = rollups.lock_conversation(session, submission.conversation_id)
-    if conversation is None:
-        raise FeedbackRejected("no_conversation")
-    turn = session.scalar(
-        select(Turn).where(Turn.conversation_id == conversation.id).order_by(Turn.index.desc()).limit(1)
-    )
-    if turn is None:
-        raise FeedbackRejected("no_turn")
-    if submission.turn_id is not None and submission.turn_id != turn.id:
-        raise VoteIsFinal()
-    vote = session.scalar(
-        select(Vote)
-        .where(
-            (Vote.idempotency_key == submission.idempotency_key)
-            | ((Vote.conversation_id == conversation.id) & (Vote.turn_id == turn.id))
-        )
-        .execution_options(populate_existing=True)
-    )
-    before = rollups.Delta() if vote is None else rollups.vote_delta(vote, conversation)
-    if vote is None:
-        vote = Vote(
-            idempotency_key=submission.idempotency_key,
-            event_id=conversation.event_id,
-            conversation_id=conversation.id,
-            turn_id=turn.id,
-            participant_id=conversation.participant_id,
-            time_to_vote_ms=_time_to_vote_ms(turn),
-            display=submission.display,
-        )
-        session.add(vote)
-    elif vote.final or vote.turn_id != turn.id:
-        raise VoteIsFinal()
-    vote.winner = submission.winner
-    vote.winner_arm = winner_arm(submission.winner, conversation.handoff_side)
-    vote.comment = comment
-    vote.updated_at = utcnow()
-    _set_ratings(vote, submission.ratings, conversation.handoff_side)
-    try:
-        session.flush()
-    except IntegrityError:
-        # A concurrent submission for the same round won the insert: retry as an update of it.
-        session.rollback()
-        return submit_vote(session, submission, max_comment_chars, allowed_tags=allowed_tags)
-    rollups.apply(session, rollups.vote_delta(vote, conversation).minus(before))  # last: row locks held briefly
-    return vote
+    if isinstance(db, Session):
+        db.flush()  # the session's own pending rows first (Core statements do not autoflush)
+        connection = db.connection()
+    else:
+        connection = db
+    for _ in range(2):  # a row that appeared since the lookup is read (and updated) on the second try
+        vote_id = _store(connection, db, submission, comment)
+        if vote_id is not None:
+            return vote_id
+    raise VoteIsFinal()
 
 
 def save_vote(
@@ -189,8 +278,8 @@ def save_vote(
     Safe to call again with the same submission (the idempotency key makes it one row), which is
     what a page does with feedback it kept after ``DatabaseUnavailable``.
     """
-    return in_transaction(
+    return in_core_transaction(
         url,
-        lambda session: submit_vote(session, submission, max_comment_chars, allowed_tags=allowed_tags).id,
+        lambda connection: submit_vote(connection, submission, max_comment_chars, allowed_tags=allowed_tags),
         attempts=attempts,
     )

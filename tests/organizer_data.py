@@ -66,10 +66,12 @@ def add_rounds(url: str, event_id: int, rounds: list[Round], prompt: str = "What
             {pane_of("on", side): PaneRating(stars=r.stars_on, tags=r.tags_on)} if (r.tags_on or r.stars_on) else {}
         )
         with session_scope(url) as session:
-            vote = submit_vote(session, VoteSubmission(uuid.uuid4().hex, conversation_id, winner, r.comment, ratings))
-            vote_ids.append(vote.id)
+            vote_id = submit_vote(
+                session, VoteSubmission(uuid.uuid4().hex, conversation_id, winner, r.comment, ratings)
+            )
+            vote_ids.append(vote_id)
             if r.at is not None:
-                session.execute(update(Vote).where(Vote.id == vote.id).values(created_at=r.at))
+                session.execute(update(Vote).where(Vote.id == vote_id).values(created_at=r.at))
     return vote_ids
 
 

@@ -62,10 +62,9 @@ def seeded(db_url: str) -> dict[str, int]:
         ("hidden_vote", "hidden vote comment"),
     ):
         with session_scope(db_url) as session:
-            vote = submit_vote(
+            ids[f"vote_{name}"] = submit_vote(
                 session, VoteSubmission(f"k-{name}", ids[name], "a", comment, {"a": PaneRating(2, ["wrong"])})
             )
-            ids[f"vote_{name}"] = vote.id
     with session_scope(db_url) as session:
         session.execute(
             update(Conversation).where(Conversation.id == ids["hidden_conversation"]).values(hidden_at=utcnow())

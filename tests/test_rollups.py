@@ -4,15 +4,16 @@ edits, hides and unhides, bulk demo data, the migration's backfill and concurren
 from __future__ import annotations
 
 import threading
+import unittest.mock
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from db import rollups
 from db import session as db_session
 from db.analytics import Scope, overview
-from db.models import Conversation, Event, RollupCount, RollupEnergy, RollupLatency, RollupVote, Vote
+from db.models import Conversation, Event, Rating, RollupCount, RollupEnergy, RollupLatency, RollupVote, Vote
 from db.session import session_scope
 from feedback.capture import join_event, record_turn, start_conversation
 from feedback.demo_data import generate
@@ -165,17 +166,11 @@ def test_a_hide_during_a_vote_waits_for_it_and_takes_it_out(db_url: str) -> None
     assert_rollups_match_rows(db_url)
 
 
-def test_a_tagged_vote_sends_seven_statements(db_url: str) -> None:
-    """The vote path's SQL (BEGIN and COMMIT aside): the conversation locked and read, the turn, the vote
-    looked up, the vote and its rating inserted, one upsert per rollup table it changes (tags, verdict).
-    Before the locked read was one statement, there were nine."""
+def _statements(db_url: str, submit) -> list[str]:  # noqa: ANN001 - a callable
+    """The SQL statements ``submit()`` sends, as verb and table (BEGIN and COMMIT aside: the drivers send
+    them themselves)."""
     from sqlalchemy import event as sa_event
 
-    event = make_event(db_url, "COUNT", "sf")
-    with session_scope(db_url) as session:
-        conversation = start_conversation(session, join_event(session, session.get(Event, event)))
-        record_turn(session, conversation.id, turn_record(handed_off=False))
-        conversation_id, side = conversation.id, conversation.handoff_side
     statements: list[str] = []
     engine = db_session.get_engine(db_url)
 
@@ -184,8 +179,113 @@ def test_a_tagged_vote_sends_seven_statements(db_url: str) -> None:
 
     sa_event.listen(engine, "before_cursor_execute", count)
     try:
-        save_vote(db_url, VoteSubmission(uuid.uuid4().hex, conversation_id, side, None, {side: PaneRating(tags=["x"])}))
+        submit()
     finally:
         sa_event.remove(engine, "before_cursor_execute", count)
-    assert len(statements) == 7, statements
+    return [_verb_and_table(statement) for statement in statements]
+
+
+def _verb_and_table(statement: str) -> str:
+    words = statement.split()
+    verb = words[0]
+    table = words[words.index("FROM") + 1] if verb in ("SELECT", "DELETE") else words[2 if verb == "INSERT" else 1]
+    return f"{verb} {table}"
+
+
+def _one_conversation(db_url: str, code: str) -> tuple[int, str]:
+    event = make_event(db_url, code, "sf")
+    with session_scope(db_url) as session:
+        conversation = start_conversation(session, join_event(session, session.get(Event, event)))
+        record_turn(session, conversation.id, turn_record(handed_off=False))
+        return conversation.id, conversation.handoff_side
+
+
+def test_a_tagged_vote_sends_five_statements(db_url: str) -> None:
+    """The vote path's SQL: the conversation locked in the statement that reads its latest turn and the
+    vote already stored for the round or key, the vote and its rating inserted, one upsert per rollup
+    table it changes (tags, verdict). Before the lookups moved into the locking statement there were
+    seven; before the locked read was one statement, nine."""
+    conversation_id, side = _one_conversation(db_url, "COUNT")
+    submission = VoteSubmission(uuid.uuid4().hex, conversation_id, side, None, {side: PaneRating(tags=["x"])})
+    statements = _statements(db_url, lambda: save_vote(db_url, submission))
+    assert statements == [
+        "SELECT conversations",
+        "INSERT votes",
+        "INSERT ratings",
+        "INSERT rollup_counts",
+        "INSERT rollup_votes",
+    ]
+    assert_rollups_match_rows(db_url)
+
+
+def test_a_repeated_vote_returns_the_same_id_and_stores_it_once(db_url: str) -> None:
+    """A double click (the same key again) and a second tab (this round, another key) update the stored
+    vote in place: same id, same rating row, the rollups moved from the old verdict and tags to the new."""
+    conversation_id, side = _one_conversation(db_url, "AGAIN")
+    other = "a" if side == "b" else "b"
+    first = VoteSubmission(uuid.uuid4().hex, conversation_id, side, None, {side: PaneRating(tags=["x"])})
+    vote_id = save_vote(db_url, first)
+    with session_scope(db_url) as session:
+        rating_uid = session.scalar(select(Rating.uid))
+    ids: list[int] = []
+    again = _statements(db_url, lambda: ids.append(save_vote(db_url, first)))
+    assert ids == [vote_id]
+    assert again == ["SELECT conversations", "UPDATE votes", "INSERT ratings"]  # nothing to add to the rollups
+    changed = VoteSubmission(uuid.uuid4().hex, conversation_id, other, "changed", {side: PaneRating(3, ["y", "y"])})
+    statements = _statements(db_url, lambda: save_vote(db_url, changed))
+    assert statements == [
+        "SELECT conversations",
+        "UPDATE votes",
+        "INSERT ratings",  # the arm's rating updated in place (ON CONFLICT)
+        "INSERT rollup_counts",
+        "INSERT rollup_votes",
+    ]
+    with session_scope(db_url) as session:
+        assert session.scalar(select(Rating.uid)) == rating_uid
+    assert_rollups_match_rows(db_url)
+    unrated = _statements(
+        db_url, lambda: save_vote(db_url, VoteSubmission(first.idempotency_key, conversation_id, "tie"))
+    )
+    assert unrated[:3] == ["SELECT conversations", "UPDATE votes", "DELETE ratings"]
+    with session_scope(db_url) as session:
+        vote = session.scalar(select(Vote))
+        assert (vote.id, vote.idempotency_key, vote.winner, vote.comment) == (
+            vote_id,
+            first.idempotency_key,
+            "tie",
+            None,
+        )
+        assert vote.ratings == []
+        assert session.scalar(select(func.count()).select_from(Vote)) == 1
+    assert_rollups_match_rows(db_url)
+
+
+def test_a_vote_stored_between_the_lookup_and_the_insert_is_updated_not_doubled(db_url: str) -> None:
+    """Without the conversation's lock (the benchmark's before-rollups path), another tab's vote for the
+    round can commit between the lookup and the INSERT: the INSERT then inserts nothing, and the second
+    try reads that vote and updates it. (With the lock it cannot happen: the other tab's INSERT waits for
+    the lock, or on PostgreSQL for the row's key-share lock its foreign key takes.)"""
+    conversation_id, side = _one_conversation(db_url, "SKIP")
+    raced: list[str] = []
+
+    def other_tab_first(_connection, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        if statement.startswith("INSERT INTO votes") and not raced:
+            raced.append(statement)
+            save_vote(db_url, VoteSubmission(uuid.uuid4().hex, conversation_id, side, "other tab"))
+
+    from sqlalchemy import event as sa_event
+
+    engine = db_session.get_engine(db_url)
+    sa_event.listen(engine, "before_cursor_execute", other_tab_first)
+    try:
+        with unittest.mock.patch.object(rollups, "conversation_locked", lambda db, query: query):
+            mine = VoteSubmission(uuid.uuid4().hex, conversation_id, "tie", "mine", {side: PaneRating(tags=["x"])})
+            vote_id = save_vote(db_url, mine)
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", other_tab_first)
+    assert raced
+    with session_scope(db_url) as session:
+        vote = session.scalar(select(Vote))
+        assert (vote.id, vote.winner, vote.comment) == (vote_id, "tie", "mine")
+        assert session.scalar(select(func.count()).select_from(Vote)) == 1
     assert_rollups_match_rows(db_url)
