@@ -14,13 +14,13 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Insert, Select, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Insert, Select, bindparam, delete, func, insert, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from db import rollups
-from db.models import Conversation, Event, Rating, Turn, Vote, utcnow
+from db.models import Conversation, Event, Rating, Turn, Vote, new_uid, utcnow
 from db.session import in_core_transaction
 from db.vocabulary import BOTH, PANES, WINNERS, rating_arm, winner_arm
 from feedback.errors import FeedbackRejected, VoteIsFinal, check_text
@@ -163,6 +163,52 @@ def _upsert_ratings(dialect: str) -> Insert:
     )
 
 
+_VOTE_COLUMNS = tuple(name for name in _votes.c.keys() if name not in ("id", "hidden_at", "hidden_by"))
+_RATING_COLUMNS = tuple(name for name in _ratings.c.keys() if name not in ("id", "vote_id"))
+
+
+@functools.cache
+def _insert_rated_vote(ratings: int) -> Insert:
+    """PostgreSQL: the vote's INSERT and its ``ratings`` ratings' in one statement (a data-modifying WITH):
+    one round trip and one statement's client CPU fewer. No row back when the vote was not inserted."""
+    vote = (
+        pg_insert(_votes)
+        .values({name: bindparam(name, type_=_votes.c[name].type) for name in _VOTE_COLUMNS})
+        .on_conflict_do_nothing()
+        .returning(_votes.c.id)
+        .cte("vote")
+    )
+    rows = [
+        select(vote.c.id, *(bindparam(f"{name}_{i}", type_=_ratings.c[name].type) for name in _RATING_COLUMNS))
+        for i in range(ratings)
+    ]
+    return (
+        insert(_ratings)
+        .from_select(["vote_id", *_RATING_COLUMNS], union_all(*rows) if ratings > 1 else rows[0])
+        .returning(_ratings.c.vote_id)
+    )
+
+
+def _insert(connection: Connection, vote: dict[str, object], ratings: list[dict[str, object]]) -> int | None:
+    """A new vote and its ratings: its id, or None when its key or round is already stored (by a writer
+    that did not wait for the conversation's lock). PostgreSQL: one statement."""
+    if ratings and connection.dialect.name == "postgresql":
+        values = {**vote, "final": False, "uid": new_uid()}  # bound values: the columns' defaults do not apply
+        for i, rating in enumerate(ratings):
+            values.update({f"{name}_{i}": value for name, value in {**rating, "uid": new_uid()}.items()})
+        return connection.scalar(_insert_rated_vote(len(ratings)), values)
+    vote_id = connection.scalar(_insert_vote(connection.dialect.name), vote)
+    if vote_id is not None and ratings:
+        _upsert(connection, vote_id, ratings)
+    return vote_id
+
+
+def _upsert(connection: Connection, vote_id: int, ratings: list[dict[str, object]]) -> None:
+    """The vote's ratings, per (vote, arm): inserted, or updated in place."""
+    rated = [{"vote_id": vote_id, **rating} for rating in ratings]
+    connection.execute(_upsert_ratings(connection.dialect.name), rated[0] if len(rated) == 1 else rated)
+
+
 def _store(
     connection: Connection, db: Session | Connection, submission: VoteSubmission, comment: str | None
 ) -> int | None:
@@ -200,30 +246,25 @@ def _store(
         gone = {row.arm for row in rows if row.arm is not None} - {rating["arm"] for rating in ratings}
         if gone:
             connection.execute(_DELETE_RATINGS, {"vote_id": vote_id, "arms": sorted(gone)})
+        if ratings:
+            _upsert(connection, vote_id, ratings)
     else:
-        vote_id, created_at = (
-            connection.scalar(
-                _insert_vote(connection.dialect.name),
-                {
-                    "idempotency_key": submission.idempotency_key,
-                    "event_id": round_.event_id,
-                    "conversation_id": submission.conversation_id,
-                    "turn_id": round_.turn_id,
-                    "participant_id": round_.participant_id,
-                    "time_to_vote_ms": _time_to_vote_ms(round_.answered_at),
-                    "display": submission.display,
-                    "created_at": now,
-                    "updated_at": now,
-                    **verdict,
-                },
-            ),
-            now,
-        )
-        if vote_id is None:  # the key or the round was stored by a writer that did not wait for the lock
+        created_at = now
+        vote = {
+            "idempotency_key": submission.idempotency_key,
+            "event_id": round_.event_id,
+            "conversation_id": submission.conversation_id,
+            "turn_id": round_.turn_id,
+            "participant_id": round_.participant_id,
+            "time_to_vote_ms": _time_to_vote_ms(round_.answered_at),
+            "display": submission.display,
+            "created_at": now,
+            "updated_at": now,
+            **verdict,
+        }
+        vote_id = _insert(connection, vote, ratings)
+        if vote_id is None:
             return None
-    if ratings:
-        rated = [{"vote_id": vote_id, **rating} for rating in ratings]
-        connection.execute(_upsert_ratings(connection.dialect.name), rated[0] if len(rated) == 1 else rated)
     if rollups.vote_counts_now(round_.vote_hidden_at, round_.conversation_hidden_at):
         before = (
             rollups.verdict_delta(

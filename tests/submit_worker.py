@@ -15,11 +15,11 @@ import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import event, select
+from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Session
 
 from db.models import Event
-from db.session import in_transaction
+from db.session import get_engine, in_transaction
 from feedback.capture import join_event, record_turn, start_conversation
 from feedback.records import TurnRecord
 from feedback.votes import PaneRating, VoteSubmission, save_vote
@@ -47,11 +47,12 @@ def main(url: str, code: str, marker: Path, pause_at: int | None) -> None:
     participant_id, conversation_id = in_transaction(url, join)
     commits = 0
 
-    @event.listens_for(Session, "before_commit")
-    def hold(session: Session) -> None:
+    # the engine's commit event: every transaction's, a Session's (after its flush and the rollups it
+    # writes before COMMIT) and save_vote's on a bare Connection alike, just before the COMMIT is sent
+    @event.listens_for(get_engine(url), "commit")
+    def hold(_connection: Connection) -> None:
         nonlocal commits
         if commits == pause_at:
-            session.flush()
             marker.with_suffix(".inside").write_text("inside")
             time.sleep(600)  # killed here
         commits += 1
