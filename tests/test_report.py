@@ -82,6 +82,44 @@ def test_report_files_agree_with_summary_json(db_url: str, tmp_path: Path) -> No
     assert page.index('class="lead"') < page.index("<h2>") and page.count("<details>") >= 5  # tables folded
 
 
+def test_report_counts_votes_in_memory_as_its_queries_did(db_url: str) -> None:
+    """The summary's vote counts and inter-rater pairs come from the votes read once (``ReportVotes``):
+    the same as ``db.report``'s GROUP BY queries over the same joins."""
+    from db import report as report_queries
+    from db.report import VOTE_FACT_COLUMNS
+    from db.session import get_engine
+    from feedback import research
+    from feedback.export.dataset import conversation_query
+    from feedback.report.summary import _vote_facts
+
+    generate(db_url, 300, seed=4)
+    filters = ExportFilters()
+    data = research.load_report_votes(db_url, filters)
+    with get_engine(db_url).connect() as connection:
+        rows = report_queries.vote_facts(connection, conversation_query(filters))
+        per_prompt = report_queries.verdicts_per_prompt(connection, conversation_query(filters))
+
+    def key(row: tuple) -> tuple:
+        return tuple((value is None, str(value)) for value in row)
+
+    names = list(VOTE_FACT_COLUMNS)
+    frame = _vote_facts(data.votes)
+    got = [
+        tuple(
+            None if v is None or v != v else (bool(v) if k == "handed_off" else v)
+            for k, v in zip(names, r, strict=True)
+        )
+        for r in frame[names].itertuples(index=False)
+    ]
+    expected = [tuple(bool(v) if k == "handed_off" else v for k, v in zip(names, r, strict=True)) for r in rows]
+    assert sorted(got, key=key) == sorted(expected, key=key)
+    counts: dict[str, list[int]] = {}
+    for prompt, _, n in per_prompt:
+        counts.setdefault(prompt, []).append(int(n))
+    repeated = [c for c in counts.values() if sum(c) > 1]
+    assert stats.pairwise_agreement_cells(*data.prompt_verdicts) == (len(repeated), *stats.pairwise_agreement(repeated))
+
+
 def test_small_segments_are_flagged_not_hidden(sqlite_url: str, tmp_path: Path) -> None:
     generate(sqlite_url, 150, seed=2)
     summary = build_report(sqlite_url, tmp_path, ExportFilters(region="europe"), rounds=20).summary

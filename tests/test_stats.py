@@ -105,6 +105,13 @@ def test_pairwise_agreement_over_repeated_prompts() -> None:
     assert pairs == 3 + 1 and agreement == pytest.approx(2 / 4)
 
 
+def test_pairwise_agreement_from_cells_is_the_agreement_of_repeated_items() -> None:
+    # items 0, 1, 2 of the lists above, one entry per (item, verdict) seen; item 3 rated once
+    item, n = np.array([0, 0, 1, 2, 3]), np.array([2, 1, 2, 1, 1])
+    assert stats.pairwise_agreement_cells(item, n) == (2, *stats.pairwise_agreement([[2, 1], [0, 2], [1], [1]]))
+    assert stats.pairwise_agreement_cells(np.zeros(0, dtype=int), np.zeros(0, dtype=int)) == (0, 0, None)
+
+
 def test_weighted_bootstrap_mean_ci_contains_the_weighted_mean() -> None:
     values, weights = np.array([1.0, 0.0, 1.0, 0.0] * 50), np.array([3.0, 1.0, 3.0, 1.0] * 50)
     low, high = stats.bootstrap_mean_ci(values, weights=weights, rounds=300, seed=0)

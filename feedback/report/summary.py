@@ -8,13 +8,15 @@ replay's cells (``replay.replay_summary``), so its memory barely grows with the 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import Connection, Select
 
 from db import report as report_queries
 from db.report import VOTE_FACT_COLUMNS
@@ -59,11 +61,35 @@ def segment(counts: pd.Series, *, rounds: int, seed: int) -> dict[str, Any]:
     }
 
 
-def _vote_facts(connection: Connection, conversations: Select) -> pd.DataFrame:
-    """Vote counts grouped by every dimension the report slices on (one small frame)."""
-    frame = pd.DataFrame(report_queries.vote_facts(connection, conversations), columns=list(VOTE_FACT_COLUMNS))
-    frame["handed_off"] = frame["handed_off"].fillna(False).astype(bool)
-    return frame
+def _vote_facts(votes: pd.DataFrame) -> pd.DataFrame:
+    """Vote counts grouped by every dimension the report slices on (one small frame): the rows of
+    ``db.report.vote_facts`` (labels as text, None for NULL), counted from the votes already read
+    (``research.ReportVotes.votes``) instead of a second pass of SQLite over the same joins."""
+    dimensions = VOTE_FACT_COLUMNS[:-1]
+    # one number per combination (mixed radix over the codes, 0 for a missing label), built a column at a time:
+    # a million votes' group keys in one int64 array, not pandas' per-column arrays of a ten-key groupby
+    sizes = [2 if name == "handed_off" else len(votes[name].cat.categories) + 1 for name in dimensions]
+    if math.prod(sizes) >= 1 << 62:  # too many combinations for one int64: pandas groups them (more memory)
+        frame = votes.groupby(list(dimensions), observed=True, dropna=False).size().reset_index(name="n")
+        for name in dimensions:
+            if name != "handed_off":
+                frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+        return frame.astype({"handed_off": bool, "n": np.int64})
+    key = np.zeros(len(votes), dtype=np.int64)
+    for name, size in zip(dimensions, sizes, strict=True):
+        key *= size
+        key += votes[name].to_numpy(bool) if name == "handed_off" else votes[name].cat.codes.to_numpy() + 1
+    combos, n = np.unique(key, return_counts=True)
+    del key
+    columns: dict[str, Any] = {}
+    for name, size in zip(reversed(dimensions), reversed(sizes), strict=True):
+        combos, code = np.divmod(combos, size)
+        if name == "handed_off":
+            columns[name] = code.astype(bool)
+        else:
+            labels = np.asarray(votes[name].cat.categories, dtype=object)
+            columns[name] = np.where(code > 0, labels[np.maximum(code - 1, 0)] if len(labels) else None, None)
+    return pd.DataFrame({**{name: columns[name] for name in dimensions}, "n": n.astype(np.int64)})
 
 
 def _by(frame: pd.DataFrame, column: str, votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
@@ -169,11 +195,41 @@ def _position_bias(frame: pd.DataFrame) -> dict[str, Any]:
     return {"decided": total, "left_wins": int(left), "left_win_rate": full(left / total) if total else None}
 
 
-def _handoff(
-    connection: Connection, conversations: Select, turns: TurnSummary, *, rounds: int, seed: int
-) -> dict[str, Any]:
-    turns_decided, handed, cost = report_queries.handoff_totals(connection, conversations)
-    added = np.fromiter(report_queries.added_latencies(connection, conversations), dtype=np.float64)
+@dataclass
+class _Queried:
+    """What the summary reads from the database besides the votes (``_query``): the handoff section (its
+    per-turn arrays let go), and the aggregates and bounded samples of ``db.report`` the others read."""
+
+    handoff: dict[str, Any]
+    energy: Any
+    stars: list[Any]
+    tags: list[Any]
+    worst: dict[str, list[Any]]
+    comments: list[str]
+    prompts: list[Any]
+
+
+def _query(url: str, filters: ExportFilters) -> _Queried:
+    """Every query of the summary but the votes' read, in its own connections: ``compute_summary`` runs
+    this in a thread beside the votes' read and the research sections (SQLite steps without the GIL, the
+    Arrow readers are processes of their own), so the two cores work at once on what each pass used to
+    wait for in turn. The same statements as before, so the same rows and sums."""
+    conversations = conversation_query(filters)
+    with get_engine(url).connect() as connection:
+        totals = report_queries.handoff_totals(connection, conversations)
+        added = np.fromiter(report_queries.added_latencies(connection, conversations), dtype=np.float64)
+        energy = report_queries.energy_totals(connection, conversations)
+        stars = report_queries.star_counts(connection, conversations)
+        tags = report_queries.tag_lists(connection, conversations)
+        worst = {arm: report_queries.worst_rated(connection, conversations, arm, 3) for arm in SHOWN_ARMS}
+        comments = report_queries.latest_comments(connection, conversations, SAMPLE)
+        prompts = report_queries.decided_prompts(connection, conversations, SAMPLE)
+    handoff = _handoff(totals, added, replay_summary(url, filters))
+    return _Queried(handoff, energy, stars, tags, worst, comments, prompts)
+
+
+def _handoff(totals: tuple[int, int, float], added: np.ndarray, turns: TurnSummary) -> dict[str, Any]:
+    turns_decided, handed, cost = totals
     out: dict[str, Any] = {
         "turns": int(turns_decided or 0),
         "handed_off": int(handed or 0),
@@ -216,9 +272,9 @@ def _handoff(
     return out
 
 
-def _energy(connection: Connection, conversations: Select) -> dict[str, Any]:
+def _energy(queried: _Queried) -> dict[str, Any]:
     """Estimated energy (feedback.energy) and cloud cost per 1,000 prompts for each arm (db.analytics rule)."""
-    prompts, local_wh, handoff_wh, cost = report_queries.energy_totals(connection, conversations)
+    prompts, local_wh, handoff_wh, cost = queried.energy
 
     def per_1000(total: Any) -> float | None:
         return full(float(total) * 1000 / prompts) if prompts else None
@@ -232,38 +288,33 @@ def _energy(connection: Connection, conversations: Select) -> dict[str, Any]:
     }
 
 
-def _ratings(connection: Connection, conversations: Select) -> dict[str, Any]:
+def _ratings(queried: _Queried, prompt_verdicts: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     distribution: dict[str, dict[str, int]] = {}
-    for arm, stars, n in report_queries.star_counts(connection, conversations):
+    for arm, stars, n in queried.stars:
         distribution.setdefault(arm, {str(s): 0 for s in range(1, 6)})[str(stars)] = int(n)
     mean = {
         arm: full(sum(int(s) * n for s, n in d.items()) / max(sum(d.values()), 1)) for arm, d in distribution.items()
     }
     tags: dict[str, Counter[str]] = {}
-    for arm, raw, n in report_queries.tag_lists(connection, conversations):
+    for arm, raw, n in queried.tags:
         counter = tags.setdefault(arm, Counter())
         for tag in orjson.loads(raw) or []:
             counter[tag] += n
-    # inter-rater: prompts voted on more than once, verdict counts per prompt
-    per_prompt = report_queries.verdicts_per_prompt(connection, conversations)
-    counts: dict[str, list[int]] = {}
-    for prompt, _, n in per_prompt:
-        counts.setdefault(prompt, []).append(int(n))
-    repeated = [c for c in counts.values() if sum(c) > 1]
-    pairs, agreement = stats.pairwise_agreement(repeated)
+    # inter-rater: prompts voted on more than once, verdict counts per prompt (``research.ReportVotes``)
+    repeated, pairs, agreement = stats.pairwise_agreement_cells(*prompt_verdicts)
     return {
         "stars": distribution,
         "mean_stars": mean,
         "tags": {arm: dict(counter.most_common(8)) for arm, counter in sorted(tags.items())},
         "inter_rater": {
-            "prompts_rated_more_than_once": len(repeated),
+            "prompts_rated_more_than_once": repeated,
             "verdict_pairs": pairs,
             "agreement": full(agreement),
         },
     }
 
 
-def _examples(connection: Connection, conversations: Select, embed: Embed | None) -> dict[str, Any]:
+def _examples(queried: _Queried, embed: Embed | None) -> dict[str, Any]:
     worst = []
     for arm in SHOWN_ARMS:
         worst += [
@@ -274,10 +325,10 @@ def _examples(connection: Connection, conversations: Select, embed: Embed | None
                 "prompt": redact(p)[:200],
                 "answer": redact(t)[:200],
             }
-            for s, p, t, c in report_queries.worst_rated(connection, conversations, arm, 3)
+            for s, p, t, c in queried.worst[arm]
         ]
-    comments = [redact(c) for c in report_queries.latest_comments(connection, conversations, SAMPLE)]
-    prompts = report_queries.decided_prompts(connection, conversations, SAMPLE)
+    comments = [redact(c) for c in queried.comments]
+    prompts = queried.prompts
     return {
         "worst_rated": worst,
         "comment_themes": comment_themes(comments, embed),
@@ -334,17 +385,15 @@ def compute_summary(
 
     ``embed`` (``feedback.embeddings.embed``: the bundled sentence encoder) builds prompt clusters,
     comment themes and near-duplicate prompts; without it those are left out (exact duplicates only)."""
-    conversations = conversation_query(filters)
-    data = research.load_report_votes(url, filters, embed)
-    # the research sections first: then only the codes per vote are held (their rows, the flags let go)
-    research_summary = research.report_research(data, rounds=rounds, seed=seed)
-    votes = data.votes
-    del data
-    release_free_memory()
-    with get_engine(url).connect() as connection:
-        frame = _vote_facts(connection, conversations)
-        handoff = _handoff(connection, conversations, replay_summary(url, filters), rounds=rounds, seed=seed)
+    with ThreadPoolExecutor(1, thread_name_prefix="report-queries") as pool:
+        queried = pool.submit(_query, url, filters)  # beside the votes (``_query``)
+        data = research.load_report_votes(url, filters, embed)
+        # the research sections first: then only the codes per vote are held (their rows, the flags let go)
+        research_summary = research.report_research(data, rounds=rounds, seed=seed)
+        votes, prompt_verdicts = data.votes, data.prompt_verdicts
+        del data
         release_free_memory()
+        frame = _vote_facts(votes)
         summary: dict[str, Any] = {
             "filters": filters.describe(),
             "seed": seed,
@@ -368,15 +417,16 @@ def compute_summary(
             "by_language": _by(frame, "language", votes, rounds=rounds, seed=seed),
             **_leaderboard_fields(_leaderboard(votes, rounds=rounds, seed=seed)),
             "position_bias": _position_bias(frame),
-            "handoff": handoff,
         }
         del votes
         release_free_memory()
-        summary |= {
-            "ratings": _ratings(connection, conversations),
-            "energy": _energy(connection, conversations),
-            "improvement": _examples(connection, conversations, embed),
-        }
+        fetched = queried.result()
+    summary |= {
+        "handoff": fetched.handoff,
+        "ratings": _ratings(fetched, prompt_verdicts),
+        "energy": _energy(fetched),
+        "improvement": _examples(fetched, embed),
+    }
     summary["research"] = research_summary
     summary["improvement"]["findings"] = _findings(summary)
     summary["improvement"]["reason_tags"] = summary["ratings"]["tags"]
