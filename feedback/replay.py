@@ -107,9 +107,13 @@ class ReplayResult:
 
 
 def _turn_select(filters: ExportFilters) -> Select:
-    """One row per stored decision of a consented, visible conversation (and per visible vote on its turn)."""
+    """One row per stored decision of a consented, visible conversation (and per visible vote on its turn).
+
+    Without filters (most turns are read) the turn's conversation is ``+ 0``: SQLite then scans the turns in id
+    order, the order asked for, instead of reaching them per conversation and sorting the whole result."""
     on, shadow = aliased(Answer), aliased(Answer)
     visible = conversation_query(filters).subquery()
+    conversation = Turn.conversation_id if filters.describe() else Turn.conversation_id + literal_column("0")
     return (
         select(
             HandoffDecision.policy,
@@ -125,7 +129,7 @@ def _turn_select(filters: ExportFilters) -> Select:
             Vote.winner_arm,
         )
         .join(Turn, Turn.id == HandoffDecision.turn_id)
-        .join(visible, visible.c.id == Turn.conversation_id)
+        .join(visible, visible.c.id == conversation)
         .outerjoin(on, and_(on.turn_id == Turn.id, on.arm == "on"))
         .outerjoin(shadow, and_(shadow.turn_id == Turn.id, shadow.arm == "shadow"))
         .outerjoin(Vote, and_(Vote.turn_id == Turn.id, vote_not_hidden()))

@@ -378,7 +378,9 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
     with get_engine(url).connect() as connection:
         judges = judge_rows(connection, visible)
         judged_ids = judges["vote_id"].to_numpy(np.int64)
-        for done, values in enumerate(vote_column_arrays(connection, visible, VOTE_COLUMNS, chunk)):
+        # without filters the report reads every vote: scanned in vote order, not sorted (``_vote_select``)
+        arrays = vote_column_arrays(connection, visible, VOTE_COLUMNS, chunk, scan_votes=not filters.describe())
+        for done, values in enumerate(arrays):
             if done % 20 == 19:
                 release_free_memory()
             display = values["display"]
