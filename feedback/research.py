@@ -337,9 +337,9 @@ class ReportVotes:
     ``flags``: its quality flags (``quality_flags``' four columns), same rows; ``style``: the decided
     handed-off votes with both styles (what ``style_control`` reads); ``timing``: the handed-off votes with
     both latencies (``LATENCY_COLUMNS``); ``judged``: the judged votes with their prompt (``judge_agreement``);
-    ``judges``: the verdicts (``db.research.judge_rows``); ``prompt_verdicts``: (prompt, votes) per distinct
-    prompt text and verdict (``winner_arm``, None included), the prompt as a code (what inter-rater agreement
-    reads: ``stats.pairwise_agreement_cells``)."""
+    ``judges``: the verdicts (``db.research.judge_rows``); ``inter_rater``: prompts voted on more than once,
+    their pairs of votes and the share that agree (``stats.pairwise_agreement_cells`` over the votes per
+    prompt text and verdict, None included)."""
 
     votes: pd.DataFrame
     flags: pd.DataFrame
@@ -347,7 +347,7 @@ class ReportVotes:
     timing: pd.DataFrame
     judged: pd.DataFrame
     judges: pd.DataFrame
-    prompt_verdicts: tuple[np.ndarray, np.ndarray]
+    inter_rater: tuple[int, int, float | None]
 
 
 def _small(codes: np.ndarray, labels: Labels) -> np.ndarray:
@@ -444,7 +444,9 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
     columns = {name: _joined(parts.pop(name)) if name in parts else np.zeros(0, dtype) for name, dtype in empty.items()}
     release_free_memory()
     flags = _report_flags(columns, labels, embed)
-    prompt_verdicts = _per_prompt_verdicts(columns["prompt"], columns["winner_arm"], len(labels["winner_arm"].index))
+    inter_rater = stats.pairwise_agreement_cells(
+        *_per_prompt_verdicts(columns["prompt"], columns["winner_arm"], len(labels["winner_arm"].index))
+    )
     for name in ("vote_id", "prompt", "time_to_vote_ms", "created_at", "shorter", "reveals"):  # the flags' alone
         del columns[name]
     release_free_memory()
@@ -463,7 +465,7 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
     timing["handed_off"] = True
     judged = pd.DataFrame(judged_rows, columns=["vote_id", "participant_id", "winner_arm", "category", "prompt"])
     release_free_memory()  # the flags' chunks and the joined columns' parts: freed, given back
-    return ReportVotes(votes, flags, style, timing, judged, judges, prompt_verdicts)
+    return ReportVotes(votes, flags, style, timing, judged, judges, inter_rater)
 
 
 def _per_prompt_verdicts(prompt: np.ndarray, verdict: np.ndarray, verdicts: int) -> tuple[np.ndarray, np.ndarray]:

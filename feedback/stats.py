@@ -8,9 +8,7 @@ L-BFGS on the logistic loss; the bootstrap reweights the same matchups with mult
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -558,14 +556,6 @@ def fit_contextual_bt_newton(
     return None
 
 
-PARALLEL_ROWS = 20_000  # rows of a fit from which its bootstrap rounds run in threads (below: not worth a thread)
-
-
-def fit_threads() -> int:
-    """Threads for independent bootstrap fits: the cores this process may run on (at most 4)."""
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-
-
 def handoff_effect(
     on_is_a: np.ndarray,
     a_won: np.ndarray,
@@ -609,20 +599,14 @@ def handoff_effect(
                 design, fit_outcomes = np.ascontiguousarray(rows[:, :-1]), rows[:, -1].copy()
             else:
                 fit_outcomes = outcomes
-
-            def fit(w: np.ndarray) -> np.ndarray:
+            fits = []
+            for w in draws:
                 weights = w[codes] if fold is None else np.bincount(fold, weights=w[codes], minlength=len(rows))
                 params = fit_contextual_bt_newton(design, fit_outcomes, weights, start)
                 if params is None:  # not converged: the generic optimiser, as for the point estimate
                     params = fit_contextual_bt(matchups, x, outcomes, 2, weights=w[codes], alpha=alpha)
-                return summary(params)
-
-            workers = fit_threads() if len(design) >= PARALLEL_ROWS else 1
-            if workers == 1:
-                boot = np.array([fit(w) for w in draws])
-            else:  # the rounds' fits side by side (numpy lets go of the GIL in them); each the same fit as alone
-                with ThreadPoolExecutor(workers, thread_name_prefix="effect-fit") as pool:
-                    boot = np.array([fitted for block in draws.blocks() for fitted in pool.map(fit, block)])
+                fits.append(summary(params))
+            boot = np.array(fits)
     cis = [percentile_ci(boot[:, i], level) for i in range(len(point))]
     return {
         "win_probability": float(point[0]),

@@ -117,7 +117,7 @@ def test_report_counts_votes_in_memory_as_its_queries_did(db_url: str) -> None:
     for prompt, _, n in per_prompt:
         counts.setdefault(prompt, []).append(int(n))
     repeated = [c for c in counts.values() if sum(c) > 1]
-    assert stats.pairwise_agreement_cells(*data.prompt_verdicts) == (len(repeated), *stats.pairwise_agreement(repeated))
+    assert data.inter_rater == (len(repeated), *stats.pairwise_agreement(repeated))
 
 
 def test_small_segments_are_flagged_not_hidden(sqlite_url: str, tmp_path: Path) -> None:

@@ -249,15 +249,3 @@ def test_cluster_bootstrap_bt_on_counts_is_the_per_battle_bootstrap() -> None:
     assert people == battles["participant"].nunique() and list(ratings.index) == sorted(
         ratings.index, key=lambda arm: -ratings[arm]
     )
-
-
-def test_handoff_effect_rounds_fitted_in_threads_give_the_numbers_of_one_thread(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    rng = np.random.default_rng(12)
-    on_is_a, a_won, participant, features = _style_battles(rng, 3000, p_substance=0.6, length_pref=1.0)
-    monkeypatch.setattr(stats, "PARALLEL_ROWS", 1)
-    monkeypatch.setattr(stats, "fit_threads", lambda: 1)
-    alone = stats.handoff_effect(on_is_a, a_won, participant, features, rounds=30, seed=5)
-    monkeypatch.setattr(stats, "fit_threads", lambda: 3)
-    assert stats.handoff_effect(on_is_a, a_won, participant, features, rounds=30, seed=5) == alone

@@ -197,10 +197,11 @@ def _position_bias(frame: pd.DataFrame) -> dict[str, Any]:
 
 @dataclass
 class _Queried:
-    """What the summary reads from the database besides the votes (``_query``): the handoff section (its
-    per-turn arrays let go), and the aggregates and bounded samples of ``db.report`` the others read."""
+    """What the summary reads from the database besides the votes and the replay (``_query``): the
+    aggregates and bounded samples of ``db.report``."""
 
-    handoff: dict[str, Any]
+    handoff_totals: tuple[int, int, float]
+    added_latencies: np.ndarray
     energy: Any
     stars: list[Any]
     tags: list[Any]
@@ -210,10 +211,12 @@ class _Queried:
 
 
 def _query(url: str, filters: ExportFilters) -> _Queried:
-    """Every query of the summary but the votes' read, in its own connections: ``compute_summary`` runs
-    this in a thread beside the votes' read and the research sections (SQLite steps without the GIL, the
-    Arrow readers are processes of their own), so the two cores work at once on what each pass used to
-    wait for in turn. The same statements as before, so the same rows and sums."""
+    """Every query of the summary but the votes' and the replay's reads, in a connection of its own:
+    ``compute_summary`` runs this in a thread beside the votes' read and the research sections (SQLite
+    steps without the GIL), so both cores work at once on what used to wait in turn. The same statements
+    as before, so the same rows and sums; what they return is small (aggregates, bounded samples, one
+    latency per handed-off turn). The replay's per-turn stream stays after the research sections: beside
+    them it would add its arrays to their peak."""
     conversations = conversation_query(filters)
     with get_engine(url).connect() as connection:
         totals = report_queries.handoff_totals(connection, conversations)
@@ -224,12 +227,11 @@ def _query(url: str, filters: ExportFilters) -> _Queried:
         worst = {arm: report_queries.worst_rated(connection, conversations, arm, 3) for arm in SHOWN_ARMS}
         comments = report_queries.latest_comments(connection, conversations, SAMPLE)
         prompts = report_queries.decided_prompts(connection, conversations, SAMPLE)
-    handoff = _handoff(totals, added, replay_summary(url, filters))
-    return _Queried(handoff, energy, stars, tags, worst, comments, prompts)
+    return _Queried(totals, added, energy, stars, tags, worst, comments, prompts)
 
 
-def _handoff(totals: tuple[int, int, float], added: np.ndarray, turns: TurnSummary) -> dict[str, Any]:
-    turns_decided, handed, cost = totals
+def _handoff(queried: _Queried, turns: TurnSummary) -> dict[str, Any]:
+    (turns_decided, handed, cost), added = queried.handoff_totals, queried.added_latencies
     out: dict[str, Any] = {
         "turns": int(turns_decided or 0),
         "handed_off": int(handed or 0),
@@ -288,7 +290,7 @@ def _energy(queried: _Queried) -> dict[str, Any]:
     }
 
 
-def _ratings(queried: _Queried, prompt_verdicts: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+def _ratings(queried: _Queried, inter_rater: tuple[int, int, float | None]) -> dict[str, Any]:
     distribution: dict[str, dict[str, int]] = {}
     for arm, stars, n in queried.stars:
         distribution.setdefault(arm, {str(s): 0 for s in range(1, 6)})[str(stars)] = int(n)
@@ -301,7 +303,7 @@ def _ratings(queried: _Queried, prompt_verdicts: tuple[np.ndarray, np.ndarray]) 
         for tag in orjson.loads(raw) or []:
             counter[tag] += n
     # inter-rater: prompts voted on more than once, verdict counts per prompt (``research.ReportVotes``)
-    repeated, pairs, agreement = stats.pairwise_agreement_cells(*prompt_verdicts)
+    repeated, pairs, agreement = inter_rater
     return {
         "stars": distribution,
         "mean_stars": mean,
@@ -390,7 +392,7 @@ def compute_summary(
         data = research.load_report_votes(url, filters, embed)
         # the research sections first: then only the codes per vote are held (their rows, the flags let go)
         research_summary = research.report_research(data, rounds=rounds, seed=seed)
-        votes, prompt_verdicts = data.votes, data.prompt_verdicts
+        votes, inter_rater = data.votes, data.inter_rater
         del data
         release_free_memory()
         frame = _vote_facts(votes)
@@ -421,9 +423,10 @@ def compute_summary(
         del votes
         release_free_memory()
         fetched = queried.result()
+    summary["handoff"] = _handoff(fetched, replay_summary(url, filters))
+    release_free_memory()
     summary |= {
-        "handoff": fetched.handoff,
-        "ratings": _ratings(fetched, prompt_verdicts),
+        "ratings": _ratings(fetched, inter_rater),
         "energy": _energy(fetched),
         "improvement": _examples(fetched, embed),
     }
