@@ -120,20 +120,23 @@ def style_control(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, A
     if len(decided) < 2:
         return None
     # pane a's and b's matrices made in place of the arms' (a million votes: ~16 MB a matrix), then
-    # ``stats.style_differences`` computed in place: the same operations on the same arrays, fewer copies
+    # ``stats.style_differences`` computed in place a feature at a time: the same operations on the same
+    # numbers, with one column's temporaries (3 MB) instead of whole matrices beside the two
     a, b = _style_matrix(decided, "on_style"), _style_matrix(decided, "off_style")
     on_style, off_style = a.mean(axis=0), b.mean(axis=0)
     off_is_a = (decided["handoff_side"] != "a").to_numpy()
-    swapped = a[off_is_a]
-    a[off_is_a] = b[off_is_a]
-    b[off_is_a] = swapped
-    del swapped
-    total = a + b
-    total += 1.0
-    np.subtract(a, b, out=a)
+    for feature in range(a.shape[1]):
+        pane_a, pane_b = a[:, feature], b[:, feature]
+        swapped = pane_a[off_is_a]
+        pane_a[off_is_a] = pane_b[off_is_a]
+        pane_b[off_is_a] = swapped
+        del swapped
+        total = pane_a + pane_b
+        total += 1.0
+        np.subtract(pane_a, pane_b, out=pane_a)
+        np.divide(pane_a, total, out=pane_a)
+        del total, pane_a, pane_b
     del b
-    np.divide(a, total, out=a)
-    del total
     std = a.std(axis=0)
     a /= np.where(std > 0, std, 1.0)
     differences = a
@@ -143,8 +146,10 @@ def style_control(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, A
     people = decided["participant_id"].to_numpy()
     del decided
     raw = stats.handoff_effect(on_is_a, a_won, people, None, rounds=rounds, seed=seed)
-    controlled = stats.handoff_effect(on_is_a, a_won, people, differences, rounds=rounds, seed=seed)
-    del differences
+    design = stats.effect_design(on_is_a, differences)
+    del differences  # held once, in the design's columns, through the controlled fits
+    controlled = stats.handoff_effect(on_is_a, a_won, people, None, rounds=rounds, seed=seed, design=design)
+    del design
     explained = stats.style_explained(raw["win_probability"], controlled["win_probability"])
     return {
         "raw": raw,
@@ -200,10 +205,14 @@ def latency(votes: pd.DataFrame, *, rounds: int, seed: int, timing: pd.DataFrame
             decided["off_latency_ms"].astype(float).to_numpy()[:, None],
         )
         features = _normalised_difference(a_lat[:, 0], b_lat[:, 0])
+        del a_lat, b_lat
         d_people = decided["participant_id"].to_numpy()
         a_won = (decided["winner"] == "a").to_numpy()
         raw = stats.handoff_effect(d_on_a, a_won, d_people, None, rounds=rounds, seed=seed)
-        adjusted = stats.handoff_effect(d_on_a, a_won, d_people, features, rounds=rounds, seed=seed)
+        design = stats.effect_design(d_on_a, features)
+        del features
+        adjusted = stats.handoff_effect(d_on_a, a_won, d_people, None, rounds=rounds, seed=seed, design=design)
+        del design
         covariate = {"raw": raw, "with_latency": adjusted}
     by_display = {}
     # the groups of ``groupby(display)`` (sorted, observed) on codes: a mask per display, no frame per group

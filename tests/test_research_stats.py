@@ -249,3 +249,11 @@ def test_cluster_bootstrap_bt_on_counts_is_the_per_battle_bootstrap() -> None:
     assert people == battles["participant"].nunique() and list(ratings.index) == sorted(
         ratings.index, key=lambda arm: -ratings[arm]
     )
+
+
+def test_handoff_effect_on_a_design_made_by_the_caller_gives_the_numbers_of_its_features() -> None:
+    rng = np.random.default_rng(12)
+    on_is_a, a_won, participant, features = _style_battles(rng, 3000, p_substance=0.6, length_pref=1.0)
+    given = stats.handoff_effect(on_is_a, a_won, participant, features, rounds=30, seed=5)
+    design = stats.effect_design(on_is_a, features)
+    assert stats.handoff_effect(on_is_a, a_won, participant, None, rounds=30, seed=5, design=design) == given
