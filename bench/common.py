@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,13 @@ class Target:
         sign = "≥" if self.higher_is_better else "≤"
         line = f"{self.name}: {self.measured:.3g}{self.unit} ({sign} {self.target:g}{self.unit}) {'OK' if self.ok else 'MISS'}"
         return f"{line}: {self.why}" if self.why and not self.ok else line
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a benchmark starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def report(targets: list[Target]) -> None:

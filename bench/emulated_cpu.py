@@ -32,7 +32,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -42,7 +41,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench.common import Target, cpu_model, report
+from bench.common import Target, cpu_model, free_port, report
+from playground.engine.launch import stop
 
 IN_MAKE_BENCH = False  # ~15-30 min and needs qemu-user: run it by name (bench/__main__.py)
 
@@ -160,12 +160,6 @@ def zmm_instructions(binary: Path) -> int:
     return count
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def complete_under_emulation(binary: Path, gguf: Path, log_path: Path) -> dict[str, object]:
     """Start ``binary`` as llama-server under the emulated CPU and ask it for a short chat completion.
 
@@ -173,7 +167,10 @@ def complete_under_emulation(binary: Path, gguf: Path, log_path: Path) -> dict[s
     ``tokens``, ``seconds`` (start to answer), and the log's last lines.
     """
     port = free_port()
-    threads = str(max(1, len(os.sched_getaffinity(0)) - 1))
+    from playground.engine.llamacpp_server import server_threads
+    from playground.settings import Settings
+
+    threads = str(server_threads(Settings()))  # as the app starts it: every CPU but one
     command = [str(binary), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
     command += ["--ctx-size", "512", "--parallel", "1", "--threads", threads, "--threads-batch", threads, "--no-webui"]
     base = f"http://127.0.0.1:{port}/v1"
@@ -212,12 +209,7 @@ def complete_under_emulation(binary: Path, gguf: Path, log_path: Path) -> dict[s
         result["returncode"] = process.poll()
     finally:
         if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
     lines = log_path.read_text(errors="replace").splitlines()
     result["log_tail"] = [line for line in lines if "TCG doesn't support" not in line][-3:]
     return result

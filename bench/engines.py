@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import Target, machine, percentile, report
+from bench.common import Target, free_port, machine, percentile, report
 from bench.prompts import chats
 from playground.engine.contract import LocalModelEngine
 from playground.engine.engines import load_engine
@@ -43,12 +42,6 @@ class Figures:
     ttft_p50_s: float
     ttft_p95_s: float
     attendee_tokens_per_s: float = float("nan")  # median request: tokens after the first / time after the first
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(engine: LocalModelEngine, prompts: list[list[dict[str, str]]], new_tokens: int) -> Figures:

@@ -31,7 +31,6 @@ import os
 import queue
 import random
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -41,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Target, machine, percentile, report, scratch_postgres
+from bench.common import Target, free_port, machine, percentile, report, scratch_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CACHE = ROOT / "data" / "models"
@@ -316,7 +315,7 @@ def engine_server(engine: str, log: Path) -> Iterator[dict[str, str]]:
     from playground.engine.llamacpp_server import llama_server_running
     from playground.settings import Settings
 
-    base_url = f"http://127.0.0.1:{_free_port()}/v1"
+    base_url = f"http://127.0.0.1:{free_port()}/v1"
     settings = Settings(local_engine="openai", local_base_url=base_url, model_cache_dir=MODEL_CACHE)
     with llama_server_running(settings, log, timeout_s=600):
         yield {"HANDOFF_LOCAL_ENGINE": "openai", "HANDOFF_LOCAL_BASE_URL": base_url}
@@ -363,12 +362,6 @@ def _event(url: str) -> None:
         session.add(Event(code=EVENT_CODE, name="Hall bench", region="sf", city="San Francisco", timezone="UTC"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run(targets: list[Target], rates: tuple[float, ...], attendees: int, replicas: int) -> None:
     """Append each leg's targets as soon as it has them, so a later crash keeps the earlier lines."""
     from db import session as db_session
@@ -377,7 +370,7 @@ def run(targets: list[Target], rates: tuple[float, ...], attendees: int, replica
     from playground.settings import Settings
 
     prompts = load_prompts()  # MT-Bench: each question has a first turn and a follow-up
-    port = _free_port()
+    port = free_port()
     with scratch_postgres("hp_bench_hall") as url:
         db_session.upgrade(url)
         _event(url)
@@ -403,7 +396,7 @@ def run_app(targets: list[Target], sessions: int, new_tokens: int) -> None:
 
     with scratch_postgres("hp_bench_app") as url:
         db_session.upgrade(url)
-        env = replica_env(url, _free_port(), new_tokens, HANDOFF_PORT=str(_free_port()))
+        env = replica_env(url, free_port(), new_tokens, HANDOFF_PORT=str(free_port()))
         hall_app.run(targets, sessions, new_tokens, env, url)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import Target, report
+from bench.common import Target, free_port, report
 from bench.prompts import questions
 from playground.comparison import Comparison, Delta, Finished
 from playground.engine.cloud import CloudClient
@@ -41,12 +40,6 @@ PROMPTS = 4
 NEW_TOKENS = 128
 DECISION_SHARE_TARGET = 0.05
 SPEEDUP_TARGET = 2.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def turn(comparison: Comparison, prompt: str) -> tuple[float, Finished]:
@@ -101,7 +94,7 @@ def _standin_on_own_cores(settings: Settings, log: Path) -> subprocess.Popen[byt
 
 def main() -> list[Target]:
     base = Settings(
-        standin_port=_free_port(), max_new_tokens=NEW_TOKENS, temperature=0.0, shadow_rate=0.0, handoff_threshold=0.0
+        standin_port=free_port(), max_new_tokens=NEW_TOKENS, temperature=0.0, shadow_rate=0.0, handoff_threshold=0.0
     )
     with tempfile.TemporaryDirectory(prefix="bench-handoff-") as folder:
         standin = _standin_on_own_cores(base, Path(folder) / "standin.log")

@@ -37,3 +37,13 @@ def launch(
     process.terminate()
     process.wait(timeout=10)
     raise ServerDidNotStart(log_path.read_text(errors="replace")[-2000:])
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    """Ask ``process`` to end (SIGTERM), and kill it if it has not within ``timeout_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from playground.engine.launch import ServerDidNotStart, launch
+from playground.engine.launch import ServerDidNotStart, launch, stop
 from playground.engine.llamacpp import INSTALL_HINT, LlamaCppMissing, gguf_path
 from playground.hardware import llama_server_binary
 from playground.settings import Settings
@@ -115,9 +115,4 @@ def llama_server_running(
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
