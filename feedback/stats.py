@@ -234,24 +234,10 @@ def leaderboard(battles: pd.DataFrame, *, rounds: int, seed: int, level: float =
     ).reset_index(drop=True)
 
 
-def pairwise_agreement(verdict_counts_per_item: Iterable[Sequence[int]]) -> tuple[int, float | None]:
-    """Inter-rater signal: over all pairs of verdicts on the same item, the share that agree.
-
-    Each item gives the count of each verdict it received (e.g. on / off / tie counts for one prompt).
-    """
-    pairs = agree = 0
-    for counts in verdict_counts_per_item:
-        c = np.asarray(counts, dtype=np.int64)
-        n = int(c.sum())
-        pairs += n * (n - 1) // 2
-        agree += int((c * (c - 1) // 2).sum())
-    return pairs, (agree / pairs if pairs else None)
-
-
 def pairwise_agreement_cells(item: np.ndarray, n: np.ndarray) -> tuple[int, int, float | None]:
-    """``pairwise_agreement`` of every item rated more than once, from counts per (item, verdict) cell:
-    ``n`` votes gave one verdict on item ``item`` (one entry per distinct pair). Returns the number of
-    items rated more than once, the pairs of their votes and the share of pairs that agree."""
+    """Inter-rater signal: over all pairs of verdicts on the same item, the share that agree, from counts
+    per (item, verdict) cell: ``n`` votes gave one verdict on item ``item`` (one entry per distinct pair).
+    Returns the number of items rated more than once, the pairs of their votes and the share that agree."""
     n = np.asarray(n, dtype=np.int64)
     _, inverse = np.unique(np.asarray(item), return_inverse=True)
     totals = np.bincount(inverse.reshape(-1), weights=n, minlength=int(inverse.max(initial=-1)) + 1).astype(np.int64)

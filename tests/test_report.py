@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -113,11 +114,10 @@ def test_report_counts_votes_in_memory_as_its_queries_did(db_url: str) -> None:
     ]
     expected = [tuple(bool(v) if k == "handed_off" else v for k, v in zip(names, r, strict=True)) for r in rows]
     assert sorted(got, key=key) == sorted(expected, key=key)
-    counts: dict[str, list[int]] = {}
-    for prompt, _, n in per_prompt:
-        counts.setdefault(prompt, []).append(int(n))
-    repeated = [c for c in counts.values() if sum(c) > 1]
-    assert data.inter_rater == (len(repeated), *stats.pairwise_agreement(repeated))
+    prompts: dict[object, int] = {}
+    item = np.array([prompts.setdefault(prompt, len(prompts)) for prompt, _, _ in per_prompt], dtype=np.int64)
+    n = np.array([int(count) for _, _, count in per_prompt], dtype=np.int64)
+    assert data.inter_rater == stats.pairwise_agreement_cells(item, n)  # the SQL's cells, the same rule
 
 
 def test_small_segments_are_flagged_not_hidden(sqlite_url: str, tmp_path: Path) -> None:

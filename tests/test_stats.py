@@ -101,14 +101,15 @@ def test_leaderboard_has_bootstrap_intervals_around_each_rating() -> None:
 
 
 def test_pairwise_agreement_over_repeated_prompts() -> None:
-    pairs, agreement = stats.pairwise_agreement([[2, 1], [0, 2], [1]])
-    assert pairs == 3 + 1 and agreement == pytest.approx(2 / 4)
+    # verdict counts per prompt [2, 1], [0, 2], [1]: one entry per (prompt, verdict) seen
+    repeated, pairs, agreement = stats.pairwise_agreement_cells(np.array([0, 0, 1, 2]), np.array([2, 1, 2, 1]))
+    assert repeated == 2 and pairs == 3 + 1 and agreement == pytest.approx(2 / 4)
 
 
 def test_pairwise_agreement_from_cells_is_the_agreement_of_repeated_items() -> None:
-    # items 0, 1, 2 of the lists above, one entry per (item, verdict) seen; item 3 rated once
+    # items 0, 1, 2 as above; item 3 rated once adds no pair
     item, n = np.array([0, 0, 1, 2, 3]), np.array([2, 1, 2, 1, 1])
-    assert stats.pairwise_agreement_cells(item, n) == (2, *stats.pairwise_agreement([[2, 1], [0, 2], [1], [1]]))
+    assert stats.pairwise_agreement_cells(item, n) == (2, 4, 2 / 4)
     assert stats.pairwise_agreement_cells(np.zeros(0, dtype=int), np.zeros(0, dtype=int)) == (0, 0, None)
 
 
