@@ -63,7 +63,7 @@ from db.models import (
     Turn,
     Vote,
 )
-from db.session import begin_write
+from db.session import begin_write, connection_of
 from db.visibility import conversation_counts, vote_counts
 from db.vocabulary import SHOWN_ARMS
 
@@ -256,7 +256,7 @@ def _upsert(db: Database, table, keys: list[str], rows: list[dict], sums: list[s
         statement = _UPSERTS[(dialect, table.name)] = insert_.on_conflict_do_update(
             index_elements=keys, set_={name: table.c[name] + insert_.excluded[name] for name in sums}
         )
-    connection = db.connection() if isinstance(db, Session) else db
+    connection = connection_of(db)
     connection.execute(statement, rows[0] if len(rows) == 1 else rows)
 
 
@@ -310,7 +310,7 @@ def _write(db: Database, delta: Delta) -> None:
     ]
     _upsert(db, RollupEnergy.__table__, ["event_id"], energy, ["prompts", "local_wh", "handoff_wh", "handoff_cost"])
     gone = sorted(answer_id for (answer_id, *_), n in delta.latency.items() if n < 0)
-    connection = db.connection() if isinstance(db, Session) else db
+    connection = connection_of(db)
     if gone:
         connection.execute(delete(RollupLatency).where(RollupLatency.answer_id.in_(gone)))
     added = [

@@ -180,6 +180,11 @@ def _ping_if_idle(dbapi_connection, record, _proxy) -> None:  # noqa: ANN001 - p
         raise DisconnectionError("idle connection failed its ping") from error
 
 
+def connection_of(db: Session | Connection) -> Connection:
+    """The Connection ``db`` runs statements on: a Session's (its transaction's), or ``db`` itself."""
+    return db.connection() if isinstance(db, Session) else db
+
+
 def begin_write(db: Session | Connection) -> None:
     """Make the transaction a writer from now on (call before its reads that must be current).
 
@@ -187,7 +192,7 @@ def begin_write(db: Session | Connection) -> None:
     already began the transaction (pysqlite begins at the first write, which then holds the write lock).
     The reads that follow see the latest commit and nothing else writes until COMMIT. PostgreSQL: nothing
     (lock the rows themselves, ``SELECT … FOR UPDATE``)."""
-    connection = db.connection() if isinstance(db, Session) else db
+    connection = connection_of(db)
     if connection.dialect.name != "sqlite":
         return
     dbapi_connection = connection.connection.dbapi_connection

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from db import rollups
 from db.models import Conversation, Event, Rating, Turn, Vote, new_uid, utcnow
-from db.session import in_core_transaction
+from db.session import connection_of, in_core_transaction
 from db.vocabulary import BOTH, PANES, WINNERS, rating_arm, winner_arm
 from feedback.errors import FeedbackRejected, VoteIsFinal, check_text
 
@@ -296,9 +296,7 @@ def submit_vote(
     comment = validate_comment(submission.comment, max_comment_chars)
     if isinstance(db, Session):
         db.flush()  # the session's own pending rows first (Core statements do not autoflush)
-        connection = db.connection()
-    else:
-        connection = db
+    connection = connection_of(db)
     for _ in range(2):  # a row that appeared since the lookup is read (and updated) on the second try
         vote_id = _store(connection, db, submission, comment)
         if vote_id is not None:
