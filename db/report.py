@@ -15,55 +15,9 @@ from sqlalchemy import ColumnElement, Connection, Row, Select, Text, and_, case,
 from sqlalchemy.orm import aliased
 
 from db.analytics import energy_query
-from db.models import Answer, Conversation, Event, HandoffDecision, Rating, Turn, Vote
+from db.models import Answer, HandoffDecision, Rating, Turn, Vote
 from db.visibility import vote_not_hidden
 from db.vocabulary import DECIDED
-
-VOTE_FACT_COLUMNS = (
-    "event",
-    "region",
-    "category",
-    "language",
-    "handed_off",
-    "policy",
-    "threshold",
-    "model_off",
-    "handoff_side",
-    "winner_arm",
-    "n",
-)
-
-
-def vote_facts(connection: Connection, conversations: Select) -> list[Row[Any]]:
-    """Vote counts grouped by every dimension the report slices on, in ``VOTE_FACT_COLUMNS`` order."""
-    visible = conversations.subquery()
-    off = aliased(Answer)
-    category = func.coalesce(Turn.category, Conversation.category, "unknown")
-    language = func.coalesce(Turn.language, "unknown")
-    dimensions = (
-        Event.code,
-        Event.region,
-        category,
-        language,
-        HandoffDecision.handed_off,
-        HandoffDecision.policy,
-        HandoffDecision.threshold,
-        off.model,
-        Conversation.handoff_side,
-        Vote.winner_arm,
-    )
-    stmt = (
-        select(*(d.label(name) for d, name in zip(dimensions, VOTE_FACT_COLUMNS[:-1], strict=True)), func.count())
-        .join(visible, visible.c.id == Vote.conversation_id)
-        .join(Conversation, Conversation.id == Vote.conversation_id)
-        .join(Event, Event.id == Conversation.event_id)
-        .join(Turn, Turn.id == Vote.turn_id)
-        .outerjoin(HandoffDecision, HandoffDecision.turn_id == Turn.id)
-        .outerjoin(off, and_(off.turn_id == Turn.id, off.arm == "off"))
-        .where(vote_not_hidden())
-        .group_by(*dimensions)
-    )
-    return list(connection.execute(stmt).all())
 
 
 def handoff_totals(connection: Connection, conversations: Select) -> tuple[int, int, float]:
@@ -145,12 +99,6 @@ def tag_lists(connection: Connection, conversations: Select) -> list[Row[Any]]:
 def _voted_turns(columns: Sequence[Any], conversations: Select) -> Select:
     """Turns with the votes on them that count, with ``columns``."""
     return _on_counted_votes(columns, conversations, Vote.turn_id == Turn.id)
-
-
-def verdicts_per_prompt(connection: Connection, conversations: Select) -> list[Row[Any]]:
-    """(prompt, winner_arm, votes): how often each prompt got each verdict (for inter-rater agreement)."""
-    stmt = _voted_turns([Turn.prompt, Vote.winner_arm, func.count()], conversations)
-    return list(connection.execute(stmt.group_by(Turn.prompt, Vote.winner_arm)))
 
 
 def decided_prompts(connection: Connection, conversations: Select, limit: int) -> list[Row[Any]]:

@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, Row, Select, and_, func, select
+from sqlalchemy.orm import aliased
 from typer.testing import CliRunner
 
-from db.models import Turn, Vote
+from db.models import Answer, Conversation, Event, HandoffDecision, Turn, Vote
 from db.session import session_scope
+from db.visibility import vote_not_hidden
 from feedback import stats
 from feedback.demo_data import generate
 from feedback.embeddings import embed
@@ -83,22 +85,64 @@ def test_report_files_agree_with_summary_json(db_url: str, tmp_path: Path) -> No
     assert page.index('class="lead"') < page.index("<h2>") and page.count("<details>") >= 5  # tables folded
 
 
+def _vote_facts_sql(connection: Connection, conversations: Select) -> list[Row[Any]]:
+    """The oracle for ``summary._vote_facts``: vote counts grouped by every dimension the report slices on,
+    in ``VOTE_FACT_COLUMNS`` order, as one GROUP BY over the votes that count."""
+    visible = conversations.subquery()
+    off = aliased(Answer)
+    dimensions = (
+        Event.code,
+        Event.region,
+        func.coalesce(Turn.category, Conversation.category, "unknown"),
+        func.coalesce(Turn.language, "unknown"),
+        HandoffDecision.handed_off,
+        HandoffDecision.policy,
+        HandoffDecision.threshold,
+        off.model,
+        Conversation.handoff_side,
+        Vote.winner_arm,
+    )
+    stmt = (
+        select(*dimensions, func.count())
+        .join(visible, visible.c.id == Vote.conversation_id)
+        .join(Conversation, Conversation.id == Vote.conversation_id)
+        .join(Event, Event.id == Conversation.event_id)
+        .join(Turn, Turn.id == Vote.turn_id)
+        .outerjoin(HandoffDecision, HandoffDecision.turn_id == Turn.id)
+        .outerjoin(off, and_(off.turn_id == Turn.id, off.arm == "off"))
+        .where(vote_not_hidden())
+        .group_by(*dimensions)
+    )
+    return list(connection.execute(stmt).all())
+
+
+def _verdicts_per_prompt_sql(connection: Connection, conversations: Select) -> list[Row[Any]]:
+    """The oracle for ``ReportVotes.inter_rater``'s cells: (prompt, winner_arm, votes) of the votes that count."""
+    visible = conversations.subquery()
+    stmt = (
+        select(Turn.prompt, Vote.winner_arm, func.count())
+        .join(Vote, Vote.turn_id == Turn.id)
+        .join(visible, visible.c.id == Vote.conversation_id)
+        .where(vote_not_hidden())
+        .group_by(Turn.prompt, Vote.winner_arm)
+    )
+    return list(connection.execute(stmt))
+
+
 def test_report_counts_votes_in_memory_as_its_queries_did(db_url: str) -> None:
     """The summary's vote counts and inter-rater pairs come from the votes read once (``ReportVotes``):
-    the same as ``db.report``'s GROUP BY queries over the same joins."""
-    from db import report as report_queries
-    from db.report import VOTE_FACT_COLUMNS
+    the same as GROUP BY queries over the same joins (the report's queries before it counted in memory)."""
     from db.session import get_engine
     from feedback import research
     from feedback.export.dataset import conversation_query
-    from feedback.report.summary import _vote_facts
+    from feedback.report.summary import VOTE_FACT_COLUMNS, _vote_facts
 
     generate(db_url, 300, seed=4)
     filters = ExportFilters()
     data = research.load_report_votes(db_url, filters)
     with get_engine(db_url).connect() as connection:
-        rows = report_queries.vote_facts(connection, conversation_query(filters))
-        per_prompt = report_queries.verdicts_per_prompt(connection, conversation_query(filters))
+        rows = _vote_facts_sql(connection, conversation_query(filters))
+        per_prompt = _verdicts_per_prompt_sql(connection, conversation_query(filters))
 
     def key(row: tuple) -> tuple:
         return tuple((value is None, str(value)) for value in row)

@@ -19,7 +19,6 @@ import orjson
 import pandas as pd
 
 from db import report as report_queries
-from db.report import VOTE_FACT_COLUMNS
 from db.session import get_engine
 from db.vocabulary import DECIDED, PANES, SHOWN_ARMS, WINNER_ARMS, arm_of, winner_pane
 from feedback import research, stats
@@ -34,6 +33,20 @@ from feedback.report.themes import comment_themes, prompt_clusters
 SMALL = 30  # segments with fewer decided votes are flagged as small (shown, not hidden)
 SAMPLE = 5_000  # comments / prompts read for themes and clusters
 PARTICIPANT_VOTE = ["participant_id", "winner_arm"]  # what a segment's participant bootstrap reads per vote
+# the dimensions the report slices votes on (``research.REPORT_LABELS`` and ``handed_off``), then the count
+VOTE_FACT_COLUMNS = (
+    "event",
+    "region",
+    "category",
+    "language",
+    "handed_off",
+    "policy",
+    "threshold",
+    "model_off",
+    "handoff_side",
+    "winner_arm",
+    "n",
+)
 
 
 def full(value: float | None) -> float | None:
@@ -62,9 +75,9 @@ def segment(counts: pd.Series, *, rounds: int, seed: int) -> dict[str, Any]:
 
 
 def _vote_facts(votes: pd.DataFrame) -> pd.DataFrame:
-    """Vote counts grouped by every dimension the report slices on (one small frame): the rows of
-    ``db.report.vote_facts`` (labels as text, None for NULL), counted from the votes already read
-    (``research.ReportVotes.votes``) instead of a second pass of SQLite over the same joins."""
+    """Vote counts grouped by every dimension the report slices on (one small frame, ``VOTE_FACT_COLUMNS``;
+    labels as text, None for NULL), counted from the votes already read (``research.ReportVotes.votes``)
+    instead of a second pass of the database over the same joins."""
     dimensions = VOTE_FACT_COLUMNS[:-1]
     # one number per combination (mixed radix over the codes, 0 for a missing label), built a column at a time:
     # a million votes' group keys in one int64 array, not pandas' per-column arrays of a ten-key groupby
