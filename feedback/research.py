@@ -145,10 +145,10 @@ def style_control(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, A
     a_won = (decided["winner"] == "a").to_numpy()
     people = decided["participant_id"].to_numpy()
     del decided
-    raw = stats.handoff_effect(on_is_a, a_won, people, None, rounds=rounds, seed=seed)
+    raw = stats.handoff_effect(stats.effect_design(on_is_a), a_won, people, rounds=rounds, seed=seed)
     design = stats.effect_design(on_is_a, differences)
     del differences  # held once, in the design's columns, through the controlled fits
-    controlled = stats.handoff_effect(on_is_a, a_won, people, None, rounds=rounds, seed=seed, design=design)
+    controlled = stats.handoff_effect(design, a_won, people, rounds=rounds, seed=seed)
     del design
     explained = stats.style_explained(raw["win_probability"], controlled["win_probability"])
     return {
@@ -208,10 +208,10 @@ def latency(votes: pd.DataFrame, *, rounds: int, seed: int, timing: pd.DataFrame
         del a_lat, b_lat
         d_people = decided["participant_id"].to_numpy()
         a_won = (decided["winner"] == "a").to_numpy()
-        raw = stats.handoff_effect(d_on_a, a_won, d_people, None, rounds=rounds, seed=seed)
+        raw = stats.handoff_effect(stats.effect_design(d_on_a), a_won, d_people, rounds=rounds, seed=seed)
         design = stats.effect_design(d_on_a, features)
         del features
-        adjusted = stats.handoff_effect(d_on_a, a_won, d_people, None, rounds=rounds, seed=seed, design=design)
+        adjusted = stats.handoff_effect(design, a_won, d_people, rounds=rounds, seed=seed)
         del design
         covariate = {"raw": raw, "with_latency": adjusted}
     by_display = {}

@@ -542,47 +542,41 @@ def fit_contextual_bt_newton(
     return None
 
 
-def effect_design(on_is_a: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """``handoff_effect``'s design matrix for these votes and covariates (the two arms, then ``features``).
+def effect_design(on_is_a: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    """``handoff_effect``'s design matrix for these votes and covariates (the two arms, then ``features``;
+    None: no covariates).
 
     A caller that builds it and lets ``features`` go holds the votes' covariates once, not twice, while the
     bootstrap fits run (a million votes: ~16 MB of style differences)."""
     on_is_a = np.asarray(on_is_a, dtype=bool)
     matchups = np.where(on_is_a[:, None], [[0, 1]], [[1, 0]])
-    return _contextual_design(matchups, np.asarray(features, dtype=np.float64), 2, math.log(10.0))
+    x = np.zeros((len(on_is_a), 0)) if features is None else np.asarray(features, dtype=np.float64)
+    return _contextual_design(matchups, x, 2, math.log(10.0))
 
 
 def handoff_effect(
-    on_is_a: np.ndarray,
+    design: np.ndarray,
     a_won: np.ndarray,
     participant: np.ndarray,
-    features: np.ndarray | None,
     *,
     rounds: int,
     seed: int,
     level: float = 0.95,
-    design: np.ndarray | None = None,
 ) -> dict[str, object]:
     """P(handoff arm wins a decided vote) from a two-arm Bradley-Terry fit, optionally at equal style.
 
-    Each decided vote is a battle of pane a against pane b; ``features`` (pane a − pane b, e.g. from
-    ``style_differences``) enter the fit as covariates, so the arm effect is the effect at equal
-    features. Intervals resample participants. Returns the win probability, its CI, and the
-    covariates' coefficients (logit per standard deviation) with CIs.
+    ``design``: ``effect_design(on_is_a, features)``. Each decided vote is a battle of pane a against
+    pane b; ``features`` (pane a − pane b, e.g. from ``style_differences``) enter the fit as covariates,
+    so the arm effect is the effect at equal features. Intervals resample participants. Returns the win
+    probability, its CI, and the covariates' coefficients (logit per standard deviation) with CIs.
 
     The point estimate is ``fit_contextual_bt`` (L-BFGS); each bootstrap round minimises the same
     reweighted likelihood by Newton's method from the point estimate (``fit_contextual_bt_newton``),
-    over the distinct (matchup, features, outcome) rows with summed weights when there are few.
-
-    ``design``: ``effect_design(on_is_a, features)``, made by the caller, in place of ``features`` (None):
-    the covariates are then read from its columns, the same numbers."""
-    on_is_a = np.asarray(on_is_a, dtype=bool)
+    over the distinct (matchup, features, outcome) rows with summed weights when there are few."""
+    on_is_a = design[:, 0] > 0  # the handoff arm's column: +alpha where it is pane a
     matchups = np.where(on_is_a[:, None], [[0, 1]], [[1, 0]])  # 0 = handoff on, 1 = off
     outcomes = np.asarray(a_won, dtype=np.float64)
-    if design is not None:
-        x = design[:, 2:]  # the covariates as the design holds them (a view: the same numbers, no copy)
-    else:
-        x = np.zeros((len(outcomes), 0)) if features is None else np.asarray(features, dtype=np.float64)
+    x = design[:, 2:]  # the covariates as the design holds them (a view: the same numbers, no copy)
     codes, people = pd.factorize(pd.Series(participant))
     alpha = math.log(10.0)
 
@@ -595,7 +589,6 @@ def handoff_effect(
         point = summary(start)
         boot = np.zeros((0, len(point)))
         if len(outcomes):
-            design = _contextual_design(matchups, x, 2, alpha) if design is None else design
             # without covariates at most four distinct rows; with them nearly every row is distinct (no copy)
             rows, fold = _distinct_rows(np.column_stack([design, outcomes])) if x.shape[1] == 0 else (design, None)
             if fold is not None:  # few distinct rows (no covariates: four): fit those, weights summed

@@ -67,8 +67,8 @@ def _style_battles(rng: np.random.Generator, n: int, p_substance: float, length_
 def test_style_control_removes_a_planted_length_preference() -> None:
     rng = np.random.default_rng(3)
     on_is_a, a_won, participant, features = _style_battles(rng, 3000, p_substance=0.5, length_pref=3.0)
-    raw = stats.handoff_effect(on_is_a, a_won, participant, None, rounds=60, seed=1)
-    controlled = stats.handoff_effect(on_is_a, a_won, participant, features, rounds=60, seed=1)
+    raw = stats.handoff_effect(stats.effect_design(on_is_a), a_won, participant, rounds=60, seed=1)
+    controlled = stats.handoff_effect(stats.effect_design(on_is_a, features), a_won, participant, rounds=60, seed=1)
     assert raw["ci95"][0] > 0.55  # uncontrolled, longer looks better
     low, high = controlled["ci95"]
     assert low <= 0.5 <= high  # at equal style the planted truth (no real advantage) is covered
@@ -80,7 +80,7 @@ def test_style_control_removes_a_planted_length_preference() -> None:
 def test_style_control_keeps_a_real_advantage_when_voters_ignore_length() -> None:
     rng = np.random.default_rng(4)
     on_is_a, a_won, participant, features = _style_battles(rng, 3000, p_substance=0.65, length_pref=0.0)
-    controlled = stats.handoff_effect(on_is_a, a_won, participant, features, rounds=60, seed=2)
+    controlled = stats.handoff_effect(stats.effect_design(on_is_a, features), a_won, participant, rounds=60, seed=2)
     low, high = controlled["ci95"]
     assert low <= 0.65 <= high
 
@@ -173,7 +173,7 @@ def test_handoff_effect_bootstrap_without_covariates_fits_four_distinct_rows_lik
     matchups, _, outcomes, _ = _contextual_problem(rng, 2000, 0)
     on_is_a = matchups[:, 0] == 0
     participant = rng.integers(0, 300, 2000)
-    folded = stats.handoff_effect(on_is_a, outcomes, participant, None, rounds=40, seed=3)
+    folded = stats.handoff_effect(stats.effect_design(on_is_a), outcomes, participant, rounds=40, seed=3)
     # the same rounds, each fitted over every vote with the participant's draw count as its weight
     codes, people = pd.factorize(pd.Series(participant))
     design = stats._contextual_design(matchups, np.zeros((2000, 0)), 2, np.log(10.0))
@@ -249,11 +249,3 @@ def test_cluster_bootstrap_bt_on_counts_is_the_per_battle_bootstrap() -> None:
     assert people == battles["participant"].nunique() and list(ratings.index) == sorted(
         ratings.index, key=lambda arm: -ratings[arm]
     )
-
-
-def test_handoff_effect_on_a_design_made_by_the_caller_gives_the_numbers_of_its_features() -> None:
-    rng = np.random.default_rng(12)
-    on_is_a, a_won, participant, features = _style_battles(rng, 3000, p_substance=0.6, length_pref=1.0)
-    given = stats.handoff_effect(on_is_a, a_won, participant, features, rounds=30, seed=5)
-    design = stats.effect_design(on_is_a, features)
-    assert stats.handoff_effect(on_is_a, a_won, participant, None, rounds=30, seed=5, design=design) == given
