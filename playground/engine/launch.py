@@ -9,11 +9,15 @@ from pathlib import Path
 
 
 class ServerDidNotStart(RuntimeError):
-    """The process exited or never answered in time; ``tail`` is the end of its log, for the message."""
+    """The process exited or never answered in time; ``tail`` is the end of its log, for the message.
 
-    def __init__(self, tail: str) -> None:
+    ``returncode``: its exit status when it exited by itself (negative: killed by that signal, e.g. SIGILL on
+    a CPU without its instructions); None when it still ran at the deadline and was stopped."""
+
+    def __init__(self, tail: str, returncode: int | None = None) -> None:
         super().__init__(tail)
         self.tail = tail
+        self.returncode = returncode
 
 
 def launch(
@@ -34,9 +38,10 @@ def launch(
         if is_up():
             return process
         time.sleep(0.3)
+    returncode = process.poll()
     process.terminate()
     process.wait(timeout=10)
-    raise ServerDidNotStart(log_path.read_text(errors="replace")[-2000:])
+    raise ServerDidNotStart(log_path.read_text(errors="replace")[-2000:], returncode)
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
