@@ -362,7 +362,9 @@ def _event(url: str) -> None:
         session.add(Event(code=EVENT_CODE, name="Hall bench", region="sf", city="San Francisco", timezone="UTC"))
 
 
-def run(targets: list[Target], rates: tuple[float, ...], attendees: int, replicas: int) -> None:
+def run(
+    targets: list[Target], rates: tuple[float, ...], attendees: int, replicas: int, legs: tuple[str, ...] = ()
+) -> None:
     """Append each leg's targets as soon as it has them, so a later crash keeps the earlier lines."""
     from db import session as db_session
     from feedback.prompts import load_prompts
@@ -377,7 +379,7 @@ def run(targets: list[Target], rates: tuple[float, ...], attendees: int, replica
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"hall-standin-{port}.log"
         standin = start_standin(Settings(model_cache_dir=MODEL_CACHE, standin_port=port), log)
         try:
-            for engine in _engines():
+            for engine in legs or _engines():
                 try:
                     with engine_server(engine, log.with_name(f"hall-llama-{port}.log")) as extra:
                         _leg(targets, engine, url, port, extra, rates, attendees, replicas, prompts)
@@ -441,6 +443,9 @@ def main() -> list[Target]:
     parser.add_argument("--attendees", type=int, default=DEFAULT_ATTENDEES, help="arrivals per rate")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument(
+        "--legs", default="", help="engine legs, comma-separated (default every leg: in-process,llama.cpp server)"
+    )
+    parser.add_argument(
         "--app",
         type=int,
         metavar="N",
@@ -456,7 +461,7 @@ def main() -> list[Target]:
         if args.app:
             run_app(targets, args.app, args.app_tokens)
         else:
-            run(targets, rates, args.attendees, args.replicas)
+            run(targets, rates, args.attendees, args.replicas, tuple(filter(None, args.legs.split(","))))
     except Exception as error:  # noqa: BLE001 - every line it can, and a MISS naming the crash
         traceback.print_exc()
         targets.append(Target(f"hall: ran to the end ({type(error).__name__}: {error})", 0, 1))
