@@ -207,65 +207,132 @@ def _floats(values: tuple) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def _outcome_model(score: np.ndarray, observed: np.ndarray, vote: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per score bin: P(handoff wins) and P(handoff loses) among live handed-off voted turns."""
-    bins = np.clip((score[observed] * BINS).astype(int), 0, BINS - 1)
-    win = (vote[observed] == "on").astype(float)
-    loss = (vote[observed] == "off").astype(float)
-    n = np.bincount(bins, minlength=BINS).astype(float)
-    p_win = np.bincount(bins, weights=win, minlength=BINS)
-    p_loss = np.bincount(bins, weights=loss, minlength=BINS)
-    filled = np.flatnonzero(n)
-    if filled.size == 0:
-        return np.full(BINS, np.nan), np.full(BINS, np.nan)
-    nearest = filled[np.abs(np.arange(BINS)[:, None] - filled[None, :]).argmin(axis=1)]
-    return (p_win / np.maximum(n, 1))[nearest], (p_loss / np.maximum(n, 1))[nearest]
+VOTE_CODES = ("", "on", "off")  # a cell's vote: none, the handoff arm, the local arm; 3 = any other verdict
+
+
+@dataclass
+class ReplayCells:
+    """The turns of one policy summed into cells, enough to replay a known set of thresholds: where the
+    replay's rule lives, for the loaded table (``replay``) and the report's stream (``replay_summary``).
+
+    A cell is (how many ``thresholds`` are <= the turn's score, score bin, handed off live, vote code):
+    a threshold in the set hands off exactly the turns of the cells above it, and the outcome model and
+    the imputation work per score bin, so a few thousand numbers stand for a dozen per turn (turns summed
+    in other chunks add weights and costs in another order: the same to the last bits or so)."""
+
+    thresholds: np.ndarray  # sorted distinct thresholds the cells resolve
+    count: np.ndarray  # turns per cell
+    weight: np.ndarray  # Σ inverse-propensity weight (0 without a shadow answer)
+    shadow_cost: np.ndarray  # Σ weight x shadow answer cost
+    on_cost: np.ndarray  # Σ cost of the shown handoff answer
+
+    def __init__(self, thresholds: np.ndarray) -> None:
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        size = (len(self.thresholds) + 1) * BINS * 2 * 4
+        self.count = np.zeros(size, dtype=np.int64)
+        self.weight, self.shadow_cost, self.on_cost = np.zeros(size), np.zeros(size), np.zeros(size)
+
+    def add(
+        self,
+        score: np.ndarray,
+        handed: np.ndarray,
+        vote: np.ndarray,
+        has_shadow: np.ndarray,
+        propensity: np.ndarray,
+        on_cost: np.ndarray,
+        shadow_cost: np.ndarray,
+    ) -> None:
+        """Sum turns into the cells (``vote``: ``vote_codes``; nan scores left out). A turn kept local live
+        stands for the handoff it would have had through its shadow answer, weighted 1/``propensity``."""
+        covered = ~np.isnan(score)
+        s = score[covered]
+        above = np.searchsorted(self.thresholds, s, side="right")
+        bins = np.clip((s * BINS).astype(int), 0, BINS - 1)
+        cell = ((above * BINS + bins) * 2 + handed[covered].astype(np.int64)) * 4 + vote[covered]
+        size = len(self.count)
+        self.count += np.bincount(cell, minlength=size)
+        weight = np.nan_to_num(np.where(has_shadow, 1.0 / propensity, 0.0), nan=0.0, posinf=0.0)
+        w = weight[covered]
+        self.weight += np.bincount(cell, weights=w, minlength=size)
+        self.shadow_cost += np.bincount(cell, weights=w * shadow_cost[covered], minlength=size)
+        self.on_cost += np.bincount(cell, weights=on_cost[covered], minlength=size)
+
+    def replay(self, policy: str, thresholds: Iterable[float], live_thresholds: list[float], live_rate: float | None):
+        """Handoff rate, estimated win rate, quality gain and cost at each of ``thresholds`` (each one of the
+        cells' thresholds, else ValueError); ``live_thresholds`` and ``live_rate`` are the caller's to give."""
+        shape = (len(self.thresholds) + 1, BINS, 2, 4)
+        count, weight = self.count.reshape(shape), self.weight.reshape(shape)
+        shadow_cost, on_cost = self.shadow_cost.reshape(shape), self.on_cost.reshape(shape)
+        turns = int(count.sum())
+        if turns == 0:
+            raise ReplayError(f"No stored scores for policy {policy!r} in this selection; nothing to replay.")
+        voted = int(count[..., 1:].sum())
+        result = ReplayResult(
+            policy=policy, turns=turns, voted=voted, live_handoff_rate=live_rate, live_thresholds=live_thresholds
+        )
+        # the outcome model: P(win), P(loss) per score bin among handed-off voted turns, the nearest filled bin
+        # standing in for an empty one
+        observed = count[:, :, 1, 1:].sum(axis=0)  # (bins, vote codes 1..3)
+        n = observed.sum(axis=1).astype(float)
+        filled = np.flatnonzero(n)
+        if filled.size == 0:
+            p_win = p_loss = np.full(BINS, np.nan)
+        else:
+            nearest = filled[np.abs(np.arange(BINS)[:, None] - filled[None, :]).argmin(axis=1)]
+            p_win = (observed[:, 0] / np.maximum(n, 1))[nearest]
+            p_loss = (observed[:, 1] / np.maximum(n, 1))[nearest]
+        for t in sorted(set(thresholds)):
+            at = np.searchsorted(self.thresholds, t)
+            if at == len(self.thresholds) or self.thresholds[at] != t:
+                raise ValueError(f"threshold {t} is not among the cells' thresholds")
+            d = slice(at + 1, None)  # cells whose score is >= t
+            wins_seen, losses_seen = float(count[d, :, 1, 1].sum()), float(count[d, :, 1, 2].sum())
+            unseen = weight[d, :, 0, 1:].sum(axis=(0, 2))  # Σ weight per bin of voted turns not handed off live
+            wins_imp = float((unseen * np.nan_to_num(p_win)).sum())
+            losses_imp = float((unseen * np.nan_to_num(p_loss)).sum())
+            wins, losses = wins_seen + wins_imp, losses_seen + losses_imp
+            cost = float(on_cost[d, :, 1].sum() + shadow_cost[d, :, 0].sum())
+            result.points.append(
+                ReplayPoint(
+                    threshold=float(t),
+                    handoff_rate=float(count[d].sum()) / turns,
+                    wins=wins,
+                    losses=losses,
+                    win_rate=wins / (wins + losses) if wins + losses > 0 else None,
+                    net_gain=(wins - losses) / max(voted, 1),
+                    cost_per_1000=cost / turns * 1000,
+                    imputed_share=(wins_imp + losses_imp) / (wins + losses) if wins + losses > 0 else 0.0,
+                )
+            )
+        return result
+
+
+def vote_codes(vote: np.ndarray) -> np.ndarray:
+    """Each verdict's index in ``VOTE_CODES`` ('' for none), 3 for any other verdict."""
+    codes = np.full(len(vote), 3, dtype=np.int64)
+    for code, verdict in enumerate(VOTE_CODES):
+        codes[vote == verdict] = code
+    return codes
 
 
 def replay(table: TurnTable, policy: str, thresholds: Iterable[float]) -> ReplayResult:
-    """Handoff rate, estimated win rate, quality gain and cost at each threshold for ``policy``."""
-    score = table.score(policy)
-    covered = ~np.isnan(score)
-    if not covered.any():
-        raise ReplayError(f"No stored scores for policy {policy!r} in this selection; nothing to replay.")
+    """Handoff rate, estimated win rate, quality gain and cost at each threshold for ``policy``: the table's
+    turns summed into ``ReplayCells`` at these thresholds, the rule's one home."""
     live = table.live_policy == policy
-    live_thresholds = sorted({float(t) for t in table.live_threshold[live]})
-    result = ReplayResult(
-        policy=policy,
-        turns=int(covered.sum()),
-        voted=int((covered & (table.vote != "")).sum()),
-        live_handoff_rate=float(table.handed_off[live].mean()) if live.any() else None,
-        live_thresholds=live_thresholds,
+    chosen = np.unique(np.asarray(list(thresholds), dtype=np.float64))
+    cells = ReplayCells(chosen)
+    cells.add(
+        table.score(policy),
+        table.handed_off,
+        vote_codes(table.vote),
+        table.has_shadow,
+        table.propensity,
+        table.on_cost,
+        table.shadow_cost,
     )
-    s, h, vote = score[covered], table.handed_off[covered], table.vote[covered]
-    voted = vote != ""
-    weight = np.where(table.has_shadow[covered], 1.0 / table.propensity[covered], 0.0)
-    weight = np.nan_to_num(weight, nan=0.0, posinf=0.0)
-    on_cost, shadow_cost = table.on_cost[covered], table.shadow_cost[covered]
-    p_win, p_loss = _outcome_model(s, h & voted, vote)
-    bins = np.clip((s * BINS).astype(int), 0, BINS - 1)
-    for t in sorted(set(thresholds)):
-        d = s >= t
-        seen = d & h & voted
-        unseen = d & ~h & voted
-        wins_seen, losses_seen = float((vote[seen] == "on").sum()), float((vote[seen] == "off").sum())
-        wins_imp = float((weight[unseen] * np.nan_to_num(p_win[bins[unseen]])).sum())
-        losses_imp = float((weight[unseen] * np.nan_to_num(p_loss[bins[unseen]])).sum())
-        wins, losses = wins_seen + wins_imp, losses_seen + losses_imp
-        cost = float(on_cost[d & h].sum() + (weight[d & ~h] * shadow_cost[d & ~h]).sum())
-        result.points.append(
-            ReplayPoint(
-                threshold=float(t),
-                handoff_rate=float(d.mean()),
-                wins=wins,
-                losses=losses,
-                win_rate=wins / (wins + losses) if wins + losses > 0 else None,
-                net_gain=(wins - losses) / max(int(voted.sum()), 1),
-                cost_per_1000=cost / len(s) * 1000,
-                imputed_share=(wins_imp + losses_imp) / (wins + losses) if wins + losses > 0 else 0.0,
-            )
-        )
-    return result
+    live_thresholds = sorted({float(t) for t in table.live_threshold[live]})
+    live_rate = float(table.handed_off[live].mean()) if live.any() else None
+    return cells.replay(policy, chosen.tolist(), live_thresholds, live_rate)
 
 
 @dataclass(frozen=True)
@@ -336,100 +403,6 @@ __all__ = [
 
 # --- The report's replay: turns aggregated into cells as they are read -------------------------------
 
-VOTE_CODES = ("", "on", "off")  # a cell's vote: none, the handoff arm, the local arm; 3 = any other verdict
-
-
-@dataclass
-class ReplayCells:
-    """The turns of one policy summed into cells, enough for ``replay`` at a known set of thresholds.
-
-    A cell is (how many ``thresholds`` are <= the turn's score, score bin, handed off live, vote code):
-    a threshold in the set hands off exactly the turns of the cells above it, and the outcome model and
-    the imputation work per score bin, so the cells give the same curve as the per-turn table with a few
-    thousand numbers instead of a dozen per turn (sums of weights and costs are added in another order, so
-    they can differ from the per-turn ones in the last bits)."""
-
-    thresholds: np.ndarray  # sorted distinct thresholds the cells resolve
-    count: np.ndarray  # turns per cell
-    weight: np.ndarray  # Σ inverse-propensity weight (0 without a shadow answer)
-    shadow_cost: np.ndarray  # Σ weight x shadow answer cost
-    on_cost: np.ndarray  # Σ cost of the shown handoff answer
-
-    def __init__(self, thresholds: np.ndarray) -> None:
-        self.thresholds = np.asarray(thresholds, dtype=np.float64)
-        size = (len(self.thresholds) + 1) * BINS * 2 * 4
-        self.count = np.zeros(size, dtype=np.int64)
-        self.weight, self.shadow_cost, self.on_cost = np.zeros(size), np.zeros(size), np.zeros(size)
-
-    def add(
-        self,
-        score: np.ndarray,
-        handed: np.ndarray,
-        vote: np.ndarray,
-        weight: np.ndarray,
-        on_cost: np.ndarray,
-        shadow_cost: np.ndarray,
-    ) -> None:
-        """Sum turns into the cells (``vote``: codes of ``VOTE_CODES``, 3 for others; nan scores left out)."""
-        covered = ~np.isnan(score)
-        s = score[covered]
-        above = np.searchsorted(self.thresholds, s, side="right")
-        bins = np.clip((s * BINS).astype(int), 0, BINS - 1)
-        cell = ((above * BINS + bins) * 2 + handed[covered]) * 4 + vote[covered]
-        size = len(self.count)
-        self.count += np.bincount(cell, minlength=size)
-        w = weight[covered]
-        self.weight += np.bincount(cell, weights=w, minlength=size)
-        self.shadow_cost += np.bincount(cell, weights=w * shadow_cost[covered], minlength=size)
-        self.on_cost += np.bincount(cell, weights=on_cost[covered], minlength=size)
-
-    def replay(self, policy: str, thresholds: Iterable[float], live_thresholds: list[float], live_rate: float | None):
-        """``replay``'s result from the cells, for thresholds of the set (others: ValueError)."""
-        shape = (len(self.thresholds) + 1, BINS, 2, 4)
-        count, weight = self.count.reshape(shape), self.weight.reshape(shape)
-        shadow_cost, on_cost = self.shadow_cost.reshape(shape), self.on_cost.reshape(shape)
-        turns = int(count.sum())
-        if turns == 0:
-            raise ReplayError(f"No stored scores for policy {policy!r} in this selection; nothing to replay.")
-        voted = int(count[..., 1:].sum())
-        result = ReplayResult(
-            policy=policy, turns=turns, voted=voted, live_handoff_rate=live_rate, live_thresholds=live_thresholds
-        )
-        # the outcome model: P(win), P(loss) per score bin among handed-off voted turns (``_outcome_model``)
-        observed = count[:, :, 1, 1:].sum(axis=0)  # (bins, vote codes 1..3)
-        n = observed.sum(axis=1).astype(float)
-        filled = np.flatnonzero(n)
-        if filled.size == 0:
-            p_win = p_loss = np.full(BINS, np.nan)
-        else:
-            nearest = filled[np.abs(np.arange(BINS)[:, None] - filled[None, :]).argmin(axis=1)]
-            p_win = (observed[:, 0] / np.maximum(n, 1))[nearest]
-            p_loss = (observed[:, 1] / np.maximum(n, 1))[nearest]
-        for t in sorted(set(thresholds)):
-            at = np.searchsorted(self.thresholds, t)
-            if at == len(self.thresholds) or self.thresholds[at] != t:
-                raise ValueError(f"threshold {t} is not among the cells' thresholds")
-            d = slice(at + 1, None)  # cells whose score is >= t
-            wins_seen, losses_seen = float(count[d, :, 1, 1].sum()), float(count[d, :, 1, 2].sum())
-            unseen = weight[d, :, 0, 1:].sum(axis=(0, 2))  # Σ weight per bin of voted turns not handed off live
-            wins_imp = float((unseen * np.nan_to_num(p_win)).sum())
-            losses_imp = float((unseen * np.nan_to_num(p_loss)).sum())
-            wins, losses = wins_seen + wins_imp, losses_seen + losses_imp
-            cost = float(on_cost[d, :, 1].sum() + shadow_cost[d, :, 0].sum())
-            result.points.append(
-                ReplayPoint(
-                    threshold=float(t),
-                    handoff_rate=float(count[d].sum()) / turns,
-                    wins=wins,
-                    losses=losses,
-                    win_rate=wins / (wins + losses) if wins + losses > 0 else None,
-                    net_gain=(wins - losses) / max(voted, 1),
-                    cost_per_1000=cost / turns * 1000,
-                    imputed_share=(wins_imp + losses_imp) / (wins + losses) if wins + losses > 0 else 0.0,
-                )
-            )
-        return result
-
 
 @dataclass
 class TurnSummary:
@@ -499,7 +472,7 @@ def _turn_rows(url: str, filters: ExportFilters) -> TurnChunks:
                     dtype=np.float64,
                 ),
                 np.asarray([float(c) if c is not None else 0.0 for c in shadow_cost], dtype=np.float64),
-                np.asarray([VOTE_CODES.index(v) if v in VOTE_CODES else 3 for v in (v or "" for v in vote)]),
+                vote_codes(np.asarray([v or "" for v in vote], dtype=object)),
             )
             yield columns, {n: np.asarray([float(r[n]) if n in r else np.nan for r in scores]) for n in names}
 
@@ -604,12 +577,12 @@ def replay_summary(url: str, filters: ExportFilters, *, arrow: bool = True) -> T
     for columns, stored in _turn_rows(url, filters) if chunks is None else chunks:
         live_policy, live_score, handed, propensity, has_shadow, on_cost, shadow_cost, codes = columns
         own = stored.get(policy)
-        weight = np.nan_to_num(np.where(has_shadow, 1.0 / propensity, 0.0), nan=0.0, posinf=0.0)
         cells.add(
             np.where(live_policy == policy, live_score, np.full(len(codes), np.nan) if own is None else own),
-            handed.astype(np.int64),
+            handed,
             codes,
-            weight,
+            has_shadow,
+            propensity,
             on_cost,
             shadow_cost,
         )

@@ -218,10 +218,10 @@ def test_replay_command_calibrates_to_a_share(sqlite_url: str, monkeypatch: pyte
         settings_module.get_settings.cache_clear()
 
 
-def test_the_reports_replay_from_cells_is_the_per_turn_replay(sqlite_url: str) -> None:
-    """``replay_summary`` sums the turns into cells as it reads them: the curve of the per-turn table at
-    every threshold (sums in another order: equal to 1e-12), the live figures exactly, and each policy's
-    scores on the decided handed-off turns for their AUROC."""
+def test_the_reports_streamed_replay_is_the_replay_of_the_loaded_table(sqlite_url: str) -> None:
+    """``replay_summary`` sums the turns into cells as it reads them, a chunk at a time: the curve of the
+    loaded table's replay at every threshold (sums in another order: equal to 1e-12), the live figures
+    exactly, and each policy's scores on the decided handed-off turns for their AUROC."""
     from feedback.demo_data import generate
     from feedback.replay import SWEEP, default_policy, replay_summary
 
