@@ -42,7 +42,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.common import Target, cpu_model, free_port, report
-from playground.engine.launch import stop
+from playground.engine.launch import ServerDidNotStart, launch, stop
 
 IN_MAKE_BENCH = False  # ~15-30 min and needs qemu-user: run it by name (bench/__main__.py)
 
@@ -167,7 +167,7 @@ def complete_under_emulation(binary: Path, gguf: Path, log_path: Path) -> dict[s
     ``tokens``, ``seconds`` (start to answer), and the log's last lines.
     """
     port = free_port()
-    from playground.engine.llamacpp_server import server_threads
+    from playground.engine.llamacpp_server import is_up, server_threads
     from playground.settings import Settings
 
     threads = str(server_threads(Settings()))  # as the app starts it: every CPU but one
@@ -176,18 +176,13 @@ def complete_under_emulation(binary: Path, gguf: Path, log_path: Path) -> dict[s
     base = f"http://127.0.0.1:{port}/v1"
     result: dict[str, object] = {"returncode": None, "answer": None, "tokens": 0}
     started = time.perf_counter()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(emulated(command), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = started + SERVER_TIMEOUT_S
-        while process.poll() is None and time.perf_counter() < deadline:
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                time.sleep(2)
-        if process.poll() is None and time.perf_counter() < deadline:
+    deadline = started + SERVER_TIMEOUT_S
+    try:  # up: it lists its model (``llamacpp_server.is_up``, the app's own test)
+        process = launch(emulated(command), log_path, lambda: is_up(Settings(local_base_url=base)), SERVER_TIMEOUT_S)
+    except ServerDidNotStart as failed:  # it died (SIGILL: an instruction the emulated CPU lacks), or never answered
+        result["returncode"] = failed.returncode
+    else:
+        try:
             result["loaded_s"] = round(time.perf_counter() - started, 1)
             body = {
                 "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
@@ -205,11 +200,11 @@ def complete_under_emulation(binary: Path, gguf: Path, log_path: Path) -> dict[s
             except (urllib.error.URLError, OSError, KeyError, ValueError) as failed:
                 result["error"] = repr(failed)
             result["seconds"] = round(time.perf_counter() - started, 1)
-        time.sleep(1)  # a crash while answering shows in the return code
-        result["returncode"] = process.poll()
-    finally:
-        if process.poll() is None:
-            stop(process)
+            time.sleep(1)  # a crash while answering shows in the return code
+            result["returncode"] = process.poll()
+        finally:
+            if process.poll() is None:
+                stop(process)
     lines = log_path.read_text(errors="replace").splitlines()
     result["log_tail"] = [line for line in lines if "TCG doesn't support" not in line][-3:]
     return result
