@@ -10,11 +10,11 @@ both sides see the same token ids.
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 
 import numpy as np
 
+from feedback.cpus import usable_cpus
 from playground.engine.model_store import bundled_gguf, resolve_model
 from playground.settings import BUNDLED_MODEL, Settings
 
@@ -62,7 +62,7 @@ def batched_run(
     params.n_batch = -(-max(sum(map(len, prompts)), sequences) // 256) * 256
     params.n_ubatch = min(params.n_batch, 512)
     params.kv_unified = True  # one buffer for all sequences, as llama.cpp's batched example sets
-    params.n_threads = params.n_threads_batch = threads or len(os.sched_getaffinity(0))
+    params.n_threads = params.n_threads_batch = threads or usable_cpus()
     context = llama_cpp.llama_init_from_model(model, params)
     vocab = llama_cpp.llama_model_get_vocab(model)
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)

@@ -10,4 +10,5 @@ carry a message key (``feedback.errors``) that the page translates.
 - ``export/``: researcher exports, one module per format; ``report/``: the improvement report
 - ``pricing``: the versioned cloud price table; ``language``, ``redaction``, ``style``: text facts
 - ``demo_data``: seeded demo events with votes
+- ``cpus``: the CPUs this process may use (the exports' workers here, the engines in ``playground``)
 """

@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from db.models import Answer, HandoffDecision
 from db.session import session_scope
+from feedback.cpus import usable_cpus
 from playground.engine.batching import RequestTooLarge
 from playground.engine.contract import Generation, LocalResult
 from playground.engine.llamacpp import LlamaCppEngine, LlamaCppMissing, require_llama_cpp
@@ -183,7 +184,7 @@ def test_llamacpp_streams_text_with_a_logprob_and_entropy_per_token(llamacpp: Ll
 
 @pytest.mark.slow
 def test_llamacpp_thread_counts_are_timed_at_start_up_unless_set(llamacpp: LlamaCppEngine) -> None:
-    cpus = len(os.sched_getaffinity(0))
+    cpus = usable_cpus()
     assert {llamacpp.threads, llamacpp.threads_batch} <= {1, cpus}
     if cpus > 1:
         assert "timed at start-up" in llamacpp.threads_reason and "1-token step" in llamacpp.threads_reason

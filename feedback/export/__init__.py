@@ -11,13 +11,13 @@ tests hold the column-wise writers to.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
+from feedback.cpus import usable_cpus
 from feedback.export.card import NO_LICENCE, write_card
 from feedback.export.dataset import ExportFilters, Tally, count_conversations, reads_arrow
 
@@ -112,4 +112,4 @@ def _processes(asked: int | None) -> int:
     """Processes an export may use: as asked, else two where this process may run on two cores."""
     if asked is not None:
         return asked
-    return min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return min(2, usable_cpus())

@@ -25,7 +25,6 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from feedback.cpus import usable_cpus
 from playground.engine.batching import BatchingEngine, Row
 from playground.engine.model_store import bundled_gguf, bundled_revision
 from playground.settings import BUNDLED_MODEL, BUNDLED_MODEL_NAME, Settings
@@ -140,7 +140,7 @@ class LlamaCppEngine(BatchingEngine):
         path = gguf_path(settings)
         self._llama = llama_cpp
         model = _internals.LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=True)
-        self.threads = settings.llamacpp_threads or len(os.sched_getaffinity(0))
+        self.threads = settings.llamacpp_threads or usable_cpus()
         self.threads_batch = self.threads
         self.threads_reason = "set by HANDOFF_LLAMACPP_THREADS" if settings.llamacpp_threads else "every CPU"
         self.max_batch_size = min(settings.max_batch_size, llama_cpp.llama_max_parallel_sequences())
