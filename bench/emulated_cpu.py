@@ -42,6 +42,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.common import Target, cpu_model, free_port, report
+from feedback.cpus import usable_cpus
 from playground.engine.launch import ServerDidNotStart, launch, stop
 
 IN_MAKE_BENCH = False  # ~15-30 min and needs qemu-user: run it by name (bench/__main__.py)
@@ -139,7 +140,7 @@ def build_for_emulated_cpu(tarball: Path, settings: dict[str, str]) -> tuple[Pat
         ("cmake", ["cmake", "-S", str(source), "-B", str(folder / "build"), *arguments]),
         (
             "build",
-            ["cmake", "--build", str(folder / "build"), "--target", "llama-server", "-j", str(os.cpu_count() or 1)],
+            ["cmake", "--build", str(folder / "build"), "--target", "llama-server", "-j", str(usable_cpus())],
         ),
     ):
         log = folder / f"{name}.log"

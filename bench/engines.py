@@ -18,7 +18,6 @@ decoding throughout. The targets are issue 11's, for the engine ``HANDOFF_LOCAL_
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import threading
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from bench.common import Target, free_port, machine, percentile, report
 from bench.prompts import chats
+from feedback.cpus import usable_cpus
 from playground.engine.contract import LocalModelEngine
 from playground.engine.engines import load_engine
 from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed, llama_server_binary
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
             f"llamacpp threads: {engine.threads} per token, {engine.threads_batch} per batch ({engine.threads_reason})"
         )
         engine.close()
-    all_cpus = len(os.sched_getaffinity(0))
+    all_cpus = usable_cpus()
     thread_counts = tuple(sorted({all_cpus if t == "all" else int(t) for t in args.bare_threads.split(",")}))
     results["llama.cpp bare loop"] = bare(sessions, new_tokens, thread_counts)
 
@@ -218,7 +218,7 @@ def _served_threads_trade(key: str) -> str:
     from playground.engine.llamacpp_server import server_threads
     from playground.settings import Settings
 
-    threads, cpus = server_threads(Settings()), len(os.sched_getaffinity(0))
+    threads, cpus = server_threads(Settings()), usable_cpus()
     if threads >= cpus:
         return ""
     return (

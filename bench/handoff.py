@@ -27,6 +27,7 @@ import torch
 
 from bench.common import Target, free_port, report
 from bench.prompts import questions
+from feedback.cpus import usable_cpus
 from playground.comparison import Comparison, Delta, Finished
 from playground.engine.cloud import CloudClient
 from playground.engine.local import LocalEngine
@@ -78,7 +79,7 @@ def _standin_on_own_cores(settings: Settings, log: Path) -> subprocess.Popen[byt
     many times over (OpenMP barriers wait for descheduled threads), which would measure the
     co-location, not the handoff. So each side gets half the cores.
     """
-    cores = max(1, (os.cpu_count() or 2) // 2)
+    cores = max(1, usable_cpus() // 2)
     previous = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(cores)  # read by the stand-in's torch at start-up
     try:

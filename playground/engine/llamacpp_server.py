@@ -13,7 +13,6 @@ that asks for them (no start-up switch, no cost to requests that do not).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from feedback.cpus import usable_cpus
 from playground.engine.launch import ServerDidNotStart, launch, stop
 from playground.engine.llamacpp import INSTALL_HINT, LlamaCppMissing, gguf_path
 from playground.hardware import llama_server_binary
@@ -59,7 +59,7 @@ def server_threads(settings: Settings) -> int:
     to 2-39 tok/s one stream where one thread kept 52-76, and in the event hall one thread cut the local
     pane's p95 time to first token from 6.9 to 2.1 s (bench/README.md, "llama-server's threads").
     """
-    return settings.llamacpp_threads or max(1, len(os.sched_getaffinity(0)) - 1)
+    return settings.llamacpp_threads or max(1, usable_cpus() - 1)
 
 
 def server_command(settings: Settings) -> list[str]:
