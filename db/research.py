@@ -14,6 +14,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 from sqlalchemy import Connection, Engine, Float, Select, Subquery, Text, and_, cast, func, literal_column, select
 from sqlalchemy.orm import aliased
 
@@ -205,7 +206,7 @@ def _kind(name: str) -> str:
     return "text" if name in _TEXT_COLUMNS else "float"
 
 
-def _as_array(name: str, values: Sequence[Any]) -> np.ndarray:
+def _as_array(name: str, values: Sequence[Any]) -> np.ndarray | pa.Array:
     kind = _kind(name)
     if kind == "int":
         return np.asarray(values, dtype=np.int64)
@@ -213,19 +214,32 @@ def _as_array(name: str, values: Sequence[Any]) -> np.ndarray:
         return np.fromiter((bool(v) for v in values), dtype=bool, count=len(values))
     if kind == "float":
         return np.fromiter((np.nan if v is None else v for v in values), dtype=np.float64, count=len(values))
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
+    if name == "created_at":
+        return _naive_utc(values)
+    return pa.array(values, type=pa.string())
+
+
+def _naive_utc(values: Sequence[Any] | pa.Array) -> np.ndarray:
+    """Times as naive UTC ``datetime64[ns]`` (8 bytes a vote): SQLite's ISO text by Arrow's parser where it
+    takes every value (no zone offset), anything else (datetimes, offsets) by pandas, as before."""
+    if isinstance(values, pa.Array):
+        try:
+            return pc.cast(values, pa.timestamp("ns")).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values = values.to_numpy(zero_copy_only=False)
+    iso = {"format": "ISO8601"} if len(values) and isinstance(values[0], str) else {}  # text on SQLite
+    return pd.to_datetime(values, utc=True, **iso).tz_localize(None).to_numpy()
 
 
 def vote_column_arrays(
     connection: Connection, visible: Subquery, columns: Sequence[str], chunk: int = 10_000, *, scan_votes: bool = False
 ) -> Iterator[dict[str, np.ndarray]]:
-    """``vote_column_chunks`` as one array per column (``_kind``: text as objects with None for NULL, flags
-    as bool, other numbers as float64 with nan for NULL; ``created_at`` as text or datetimes: parse it with
-    ``pd.to_datetime``). On a SQLite file ADBC's driver (``db.arrow``) fills the arrays in C, with the same
-    values; elsewhere the rows come through SQLAlchemy and are turned into arrays here. ``scan_votes``: the
-    Arrow read's plan (``_vote_select``), for a selection of most of the votes."""
+    """``vote_column_chunks`` as one array per column (``_kind``: text as a pyarrow string array with nulls
+    for NULL, so labels are encoded and JSON parsed in C (``Labels.codes``, ``style_floats``); flags as bool,
+    other numbers as float64 with nan for NULL; ``created_at`` as naive UTC ``datetime64[ns]``). On a SQLite
+    file ADBC's driver (``db.arrow``) fills the arrays in C, with the same values; elsewhere the rows come
+    through SQLAlchemy and are turned into arrays here. ``scan_votes``: the Arrow read's plan
+    (``_vote_select``), for a selection of most of the votes."""
     arrow = sqlite_arrow(connection.engine) if "vote_id" in columns else None  # (ordered by it)
     compiled = None
     if arrow is not None:
@@ -252,19 +266,21 @@ def vote_column_arrays(
                 continue
             out = {}
             for name in columns:
-                kind, values = _kind(name), batch.column(name).to_numpy(zero_copy_only=False)
+                kind, column = _kind(name), batch.column(name)
+                if kind == "text":  # NULL back as null, no Python string made
+                    null = pc.cast(batch.column(f"{name}_null"), pa.bool_())
+                    text = pc.if_else(null, pa.scalar(None, column.type), column)
+                    out[name] = _naive_utc(text) if name == "created_at" else text
+                    continue
+                values = column.to_numpy(zero_copy_only=False)
                 if kind == "int":
                     out[name] = values.astype(np.int64)
                     continue
                 null = batch.column(f"{name}_null").to_numpy(zero_copy_only=False).astype(bool)
                 if kind == "flag":
                     out[name] = values.astype(bool) & ~null
-                elif kind == "float":
-                    out[name] = np.where(null, np.nan, values.astype(np.float64))
                 else:
-                    values = values.astype(object)
-                    values[null] = None
-                    out[name] = values
+                    out[name] = np.where(null, np.nan, values.astype(np.float64))
             yield out
     finally:
         arrow.close()
@@ -355,10 +371,16 @@ class Labels:
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
 
-    def codes(self, values: Sequence[str | None]) -> np.ndarray:
+    def codes(self, values: Sequence[str | None] | pa.Array) -> np.ndarray:
         """A code per value (-1 for None), new values numbered in order of first appearance; the values are
-        factorised in C first, so the Python dictionary sees each distinct value of the chunk once."""
-        local, uniques = pd.factorize(np.asarray(values, dtype=object))
+        factorised in C first (a pyarrow array by Arrow's dictionary encoding, which numbers them in the same
+        order), so the Python dictionary sees each distinct value of the chunk once."""
+        if isinstance(values, pa.Array):
+            encoded = pc.dictionary_encode(values)
+            local = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+            uniques = encoded.dictionary.to_pylist()
+        else:
+            local, uniques = pd.factorize(np.asarray(values, dtype=object))
         index = self.index
         known = np.fromiter((index.setdefault(v, len(index)) for v in uniques), dtype=np.int32, count=len(uniques))
         return np.where(local >= 0, known[np.maximum(local, 0)] if len(known) else -1, -1).astype(np.int32)
@@ -378,10 +400,16 @@ def _expanded(name: str, style_features: Sequence[str]) -> list[str]:
     return [style_column(name, f) for f in style_features] if name in STYLE_COLUMNS else [name]
 
 
-def style_floats(raw: Sequence[str | None], features: Sequence[str]) -> list[np.ndarray]:
+def style_floats(raw: Sequence[str | None] | pa.Array, features: Sequence[str]) -> list[np.ndarray]:
     """One float array per feature from the stored style JSON (nan without a style, 0 for a missing feature).
 
-    float32: the features are counts (``feedback.style``), exact in float32 up to 2**24, at half the memory."""
+    float32: the features are counts (``feedback.style``), exact in float32 up to 2**24, at half the memory.
+    A pyarrow array is parsed by Arrow's JSON reader (``_arrow_style_floats``) where it can, else per value."""
+    if isinstance(raw, pa.Array):
+        parsed = _arrow_style_floats(raw, features)
+        if parsed is not None:
+            return parsed
+        raw = raw.to_pylist()
     out = [np.full(len(raw), np.nan, dtype=np.float32) for _ in features]
     for row, text in enumerate(raw):
         style = orjson.loads(text) if text is not None else None
@@ -391,6 +419,37 @@ def style_floats(raw: Sequence[str | None], features: Sequence[str]) -> list[np.
             style = {}
         for array, feature in zip(out, features, strict=True):
             array[row] = float(style.get(feature, 0) or 0)
+    return out
+
+
+def _arrow_style_floats(raw: pa.Array, features: Sequence[str]) -> list[np.ndarray] | None:
+    """``style_floats`` of styles that are all one-line JSON objects with numbers (or null) for the features,
+    as ``feedback.style`` writes them: the objects joined into one newline-delimited buffer and parsed by
+    Arrow's JSON reader (the features read as float64, a missing or null one as 0, as the loop reads them).
+    None for anything else (a non-object, a line break, a feature that is not a number): the loop decides."""
+    out = [np.full(len(raw), np.nan, dtype=np.float32) for _ in features]
+    present = raw.is_valid()
+    texts = raw.filter(present)
+    if not len(texts):
+        return out
+    if not pc.all(pc.starts_with(texts, "{")).as_py() or pc.any(pc.match_substring(texts, "\n")).as_py():
+        return None
+    lines = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts), "\n")
+    schema = pa.schema([(feature, pa.float64()) for feature in features])
+    try:
+        table = pa_json.read_json(
+            pa.BufferReader(lines[0].as_buffer()),
+            read_options=pa_json.ReadOptions(use_threads=False, block_size=lines[0].as_buffer().size + 1),
+            parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    if table.num_rows != len(texts):
+        return None
+    at = np.flatnonzero(present.to_numpy(zero_copy_only=False))
+    for array, feature in zip(out, features, strict=True):
+        values = pc.fill_null(table.column(feature), 0.0).to_numpy()
+        array[at] = values + 0.0  # (-0.0 reads as 0, as ``-0.0 or 0`` does)
     return out
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from db.research import (
     VOTE_COLUMNS,
@@ -392,8 +394,7 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
         for done, values in enumerate(arrays):
             if done % 20 == 19:
                 release_free_memory()
-            display = values["display"]
-            display[np.equal(display, None)] = "live"
+            values["display"] = pc.fill_null(values["display"], "live")
             codes = {name: labels[name].codes(values[name]) for name in labels}
             participant, handed = values["participant_id"], values["handed_off"]
             keep(parts, "vote_id", values["vote_id"])
@@ -404,18 +405,15 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
             # what quality_flags reads besides the labels: the shorter answer's tokens stand for both arms
             # (it takes their minimum) and either arm's origin flag for both (it takes their "or")
             keep(parts, "time_to_vote_ms", values["time_to_vote_ms"])
-            created = values["created_at"]
-            iso = {"format": "ISO8601"} if len(created) and isinstance(created[0], str) else {}  # text on SQLite
-            utc = pd.to_datetime(created, utc=True, **iso).tz_localize(None)  # naive UTC, 8 bytes a vote
-            keep(parts, "created_at", utc.to_numpy())
+            keep(parts, "created_at", values["created_at"])  # naive UTC, 8 bytes a vote
             keep(parts, "shorter", np.fmin(values["on_tokens"], values["off_tokens"]))
             keep(parts, "reveals", values["on_reveals"] | values["off_reveals"])
             arm, pane = values["winner_arm"], values["winner"]
-            decided = handed & np.isin(arm, ["on", "off"]) & np.isin(pane, ["a", "b"])
+            decided = handed & _is_in(arm, ["on", "off"]) & _is_in(pane, ["a", "b"])
             at = np.flatnonzero(decided)
             if at.size:
-                on = style_floats(values["on_style"][at], stats.STYLE_FEATURES)
-                off = style_floats(values["off_style"][at], stats.STYLE_FEATURES)
+                on = style_floats(values["on_style"].take(at), stats.STYLE_FEATURES)
+                off = style_floats(values["off_style"].take(at), stats.STYLE_FEATURES)
                 styled = ~np.isnan(on[0]) & ~np.isnan(off[0])
                 at = at[styled]
                 keep(style_parts, "participant_id", participant[at])
@@ -435,16 +433,13 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
                 keep(timing_parts, "on_ttft_ms", values["on_ttft_ms"][at])
                 keep(timing_parts, "off_ttft_ms", values["off_ttft_ms"][at])
             if judged_ids.size:
-                for i in np.flatnonzero(np.isin(values["vote_id"], judged_ids)).tolist():
-                    judged_rows.append(
-                        (
-                            int(values["vote_id"][i]),
-                            int(participant[i]),
-                            values["winner_arm"][i],
-                            values["category"][i],
-                            values["prompt"][i],
-                        )
-                    )
+                at = np.flatnonzero(np.isin(values["vote_id"], judged_ids))
+                judged_rows += zip(
+                    values["vote_id"][at].tolist(),
+                    participant[at].tolist(),
+                    *(values[name].take(at).to_pylist() for name in ("winner_arm", "category", "prompt")),
+                    strict=True,
+                )
             del values, codes
     release_free_memory()
     empty = {"vote_id": np.int64, "participant_id": np.int64, "handed_off": bool, "time_to_vote_ms": np.float64}
@@ -475,6 +470,11 @@ def load_report_votes(url: str, filters: ExportFilters, embed: Embed | None = No
     judged = pd.DataFrame(judged_rows, columns=["vote_id", "participant_id", "winner_arm", "category", "prompt"])
     release_free_memory()  # the flags' chunks and the joined columns' parts: freed, given back
     return ReportVotes(votes, flags, style, timing, judged, judges, inter_rater)
+
+
+def _is_in(values: pa.Array, labels: list[str]) -> np.ndarray:
+    """Whether each value is one of ``labels`` (a null is not), as a bool array."""
+    return pc.is_in(values, value_set=pa.array(labels, values.type)).to_numpy(zero_copy_only=False)
 
 
 def _per_prompt_verdicts(prompt: np.ndarray, verdict: np.ndarray, verdicts: int) -> tuple[np.ndarray, np.ndarray]:
