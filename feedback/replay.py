@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
-from sqlalchemy import Float, Select, Text, and_, case, cast, func, literal_column, select, true
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+from sqlalchemy import Float, Select, Text, and_, case, cast, func, literal_column, select
 from sqlalchemy.orm import aliased
 
 from db.arrow import sqlite_arrow, sqlite_sql
@@ -432,16 +434,6 @@ def _live_groups(url: str, filters: ExportFilters) -> list[tuple[str | None, flo
         return [(p, np.nan if t is None else float(t), int(h or 0), int(n)) for p, t, h, n in connection.execute(stmt)]
 
 
-def _score_names(url: str, filters: ExportFilters) -> list[str]:
-    """Every policy name under ``signals["scores"]`` of the selection's decisions (SQL: no JSON parsed here)."""
-    turns = _turn_select(filters).order_by(None).subquery()
-    keys = func.json_each(turns.c.signals, "$.scores").table_valued("key")
-    with get_engine(url).connect() as connection:
-        return [
-            str(k) for (k,) in connection.execute(select(keys.c.key).select_from(turns).join(keys, true()).distinct())
-        ]
-
-
 # a chunk of turns: (live policy as objects, live score, handed off, propensity, has shadow, on cost, shadow cost,
 # vote code of ``VOTE_CODES``), and per policy name seen its stored score (nan where not stored)
 Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -478,15 +470,17 @@ def _turn_rows(url: str, filters: ExportFilters) -> TurnChunks:
 
 
 def _turn_arrow(url: str, filters: ExportFilters, live_names: Iterable[str]) -> TurnChunks | None:
-    """``_turn_rows`` read as Arrow columns by ADBC's SQLite driver (``db.arrow``): the score of every stored
-    name and of ``live_names`` (the live policies) picked out of the signals by SQLite's ``json_extract``
-    (checked: the same doubles as ``orjson``), the rest computed in SQL, no Python per row. None where that
-    reader can't run (not a SQLite file, the driver missing): read ``_turn_rows`` then."""
+    """``_turn_rows`` read as Arrow columns by ADBC's SQLite driver (``db.arrow``), the rest computed in SQL, no
+    Python per row. The stored scores: each turn's ``signals["scores"]`` object picked out by SQLite's
+    ``json_extract`` (one JSON parse a turn) and parsed a chunk at a time by Arrow's JSON reader
+    (``_stored_scores``; checked: the same doubles as ``json_extract`` of each score, and as ``orjson``), every
+    name of ``live_names`` (the live policies) among them. None where that reader can't run (not a SQLite
+    file, the driver missing): read ``_turn_rows`` then."""
     engine = get_engine(url)
     arrow = sqlite_arrow(engine)
     if arrow is None:
         return None
-    names = sorted({*_score_names(url, filters), *live_names})
+    live_names = sorted(live_names)
     turns = _turn_select(filters).subquery()
     c = list(turns.c)  # _turn_select's columns, in its order
     policy, _, score, handed, signals, propensity, on_cost, on_source, shadow, shadow_cost, vote = c
@@ -505,9 +499,10 @@ def _turn_arrow(url: str, filters: ExportFilters, live_names: Iterable[str]) -> 
         cast(case((and_(on_source == "cloud", on_cost.is_not(None)), on_cost), else_=zero), Float).label("on_cost"),
         cast(func.coalesce(shadow_cost, zero), Float).label("shadow_cost"),
         codes.label("vote"),
+        cast(
+            func.coalesce(func.json_extract(signals, literal_column("'$.scores'")), literal_column("'{}'")), Text
+        ).label("scores"),
     ]
-    for i, name in enumerate(names):
-        picked += real(func.json_extract(signals, '$.scores."' + name.replace('"', '\\"') + '"'), f"s{i}")
     compiled = sqlite_sql(select(*picked), engine)
     if compiled is None:
         arrow.close()
@@ -541,11 +536,43 @@ def _turn_arrow(url: str, filters: ExportFilters, live_names: Iterable[str]) -> 
                     cost(batch, "shadow_cost"),
                     batch.column("vote").to_numpy(zero_copy_only=False).astype(np.int64),
                 )
-                yield columns, {name: floats(batch, f"s{i}") for i, name in enumerate(names)}
+                stored = _stored_scores(batch.column("scores"))
+                yield (
+                    columns,
+                    {name: stored.get(name, np.full(batch.num_rows, np.nan)) for name in [*stored, *live_names]},
+                )
         finally:
             arrow.close()
 
     return read()
+
+
+def _stored_scores(objects: pa.Array) -> dict[str, np.ndarray]:
+    """Per name in a chunk's ``signals["scores"]`` objects (JSON text, one a turn), its score on each turn
+    (nan where not stored), parsed by Arrow's JSON reader; where it can't (a score that is not a number, a
+    scores value that is not an object), per turn with ``orjson`` (a non-number reads as nan)."""
+    try:
+        if pc.all(pc.starts_with(objects, "{")).as_py() and not pc.any(pc.match_substring(objects, "\n")).as_py():
+            lines = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(objects)], pa.int32()), objects), "\n")
+            buffer = lines[0].as_buffer()
+            table = pa_json.read_json(
+                pa.BufferReader(buffer), read_options=pa_json.ReadOptions(use_threads=False, block_size=buffer.size + 1)
+            )
+            if table.num_rows == len(objects):
+                return {
+                    name: pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+                    for name in table.column_names
+                }
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        pass
+    parsed = [orjson.loads(text) for text in objects.to_pylist()]
+    rows = [row if isinstance(row, dict) else {} for row in parsed]
+    names = dict.fromkeys(name for row in rows for name in row)
+
+    def number(value: Any) -> float:
+        return float(value) if isinstance(value, (int, float)) else np.nan
+
+    return {name: np.asarray([number(row.get(name)) for row in rows], dtype=np.float64) for name in names}
 
 
 def replay_summary(url: str, filters: ExportFilters, *, arrow: bool = True) -> TurnSummary:

@@ -275,3 +275,19 @@ def test_the_reports_replay_reads_the_same_numbers_as_arrow_columns_as_row_by_ro
     for name, scores in rows.decided_scores.items():
         np.testing.assert_array_equal(arrow.decided_scores[name], scores)
     np.testing.assert_array_equal(arrow.decided_won, rows.decided_won)
+
+
+def test_stored_scores_are_read_by_arrow_and_per_turn_alike() -> None:
+    """A chunk's ``signals["scores"]`` objects: Arrow's JSON reader where every score is a number or null, else
+    per turn (a score that is not a number, a scores value that is not an object, read as nan)."""
+    import pyarrow as pa
+
+    from feedback.replay import _stored_scores
+
+    got = _stored_scores(pa.array(['{"a": 0.1, "b": 1}', '{"a": null}', "{}"], pa.string()))
+    assert set(got) == {"a", "b"}
+    np.testing.assert_array_equal(got["a"], [0.1, np.nan, np.nan])
+    np.testing.assert_array_equal(got["b"], [1.0, np.nan, np.nan])
+    odd = _stored_scores(pa.array(['{"a": 0.1, "b": {"x": 1}}', "5", '{"b": 2}'], pa.string()))
+    np.testing.assert_array_equal(odd["a"], [0.1, np.nan, np.nan])
+    np.testing.assert_array_equal(odd["b"], [np.nan, np.nan, 2.0])
