@@ -28,7 +28,7 @@ from urllib.parse import quote
 import pyarrow as pa
 
 if TYPE_CHECKING:  # the reader process needs neither: it starts faster without SQLAlchemy
-    from sqlalchemy import Engine, Select
+    from sqlalchemy import CompoundSelect, Engine, Select
 
 _BATCH_ROWS = "adbc.sqlite.query.batch_rows"
 _WHOLE = 1 << 30  # rows read before the first batch: all of a bounded result
@@ -162,7 +162,7 @@ def sqlite_arrow(engine: Engine) -> SQLiteArrow | None:
     return SQLiteArrow(path)
 
 
-def sqlite_sql(stmt: Select, engine: Engine) -> tuple[str, list[Any]] | None:
+def sqlite_sql(stmt: Select | CompoundSelect, engine: Engine) -> tuple[str, list[Any]] | None:
     """The statement's SQLite text and positional parameters, or None where SQLAlchemy would convert a
     parameter on the way (a date, say): those statements keep going through SQLAlchemy."""
     compiled = stmt.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})

@@ -15,10 +15,23 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
-from sqlalchemy import Connection, Engine, Float, Select, Subquery, Text, and_, cast, func, literal_column, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Float,
+    Select,
+    Subquery,
+    Text,
+    and_,
+    cast,
+    func,
+    literal_column,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import aliased
 
-from db.arrow import SQLiteArrow, sqlite_arrow, sqlite_sql
+from db.arrow import ArrowReadFailed, SQLiteArrow, sqlite_arrow, sqlite_sql
 from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict, Turn, Vote
 
 VOTE_COLUMNS = (
@@ -59,6 +72,7 @@ CATEGORICAL = frozenset(
 )
 STYLE_COLUMNS = ("on_style", "off_style")
 RELEASE_EVERY = 20  # chunks read between calls of ``vote_rows``' ``release``
+_FIRST_VOTE_ID = str(-(2**63))  # the stand-in row's vote id in ``vote_column_arrays``' Arrow read: below any vote's
 
 
 def style_column(column: str, feature: str) -> str:
@@ -244,16 +258,19 @@ def vote_column_arrays(
     compiled = None
     if arrow is not None:
         inner = _vote_select(visible, columns, scan_votes=scan_votes).subquery()
-        picked = []
-        for name in columns:  # never NULL (ADBC infers a column's type from its first rows): a value and a flag
+        # ADBC's driver infers a column's type from its first batch, and fails on a column NULL all through it
+        # that has values later: a first row of typed stand-ins (vote id below any other, dropped on reading)
+        # gives every column its type, so the columns come as they are, NULL as Arrow's null
+        first, picked = [], []
+        for name in columns:
             kind, column = _kind(name), inner.c[name]
-            if kind == "int":
-                picked.append(column)
-                continue
-            value = column if kind == "text" else cast(column, Float)
-            default = literal_column("''" if kind == "text" else "0.0")
-            picked += [func.coalesce(value, default).label(name), column.is_(None).label(f"{name}_null")]
-        compiled = sqlite_sql(select(*picked).order_by(inner.c.vote_id), connection.engine)
+            stand_in = (
+                _FIRST_VOTE_ID if name == "vote_id" else "0" if kind == "int" else "''" if kind == "text" else "0.0"
+            )
+            first.append(literal_column(stand_in).label(name))
+            picked.append(column if kind in ("int", "text") else cast(column, Float).label(name))
+        stmt = union_all(select(*first), select(*picked)).order_by(literal_column("vote_id"))
+        compiled = sqlite_sql(stmt, connection.engine)
         if compiled is None:
             arrow.close()
     if compiled is None:
@@ -261,26 +278,25 @@ def vote_column_arrays(
             yield {name: _as_array(name, column) for name, column in values.items()}
         return
     try:
+        started = False
         for batch in arrow.batches(*compiled, rows=chunk):
+            if not started and batch.num_rows:  # the stand-in row
+                if batch.column("vote_id")[0].as_py() != int(_FIRST_VOTE_ID):
+                    raise ArrowReadFailed("the votes' read did not start with its stand-in row")
+                batch, started = batch.slice(1), True
             if not batch.num_rows:
                 continue
             out = {}
             for name in columns:
                 kind, column = _kind(name), batch.column(name)
-                if kind == "text":  # NULL back as null, no Python string made
-                    null = pc.cast(batch.column(f"{name}_null"), pa.bool_())
-                    text = pc.if_else(null, pa.scalar(None, column.type), column)
-                    out[name] = _naive_utc(text) if name == "created_at" else text
-                    continue
-                values = column.to_numpy(zero_copy_only=False)
-                if kind == "int":
-                    out[name] = values.astype(np.int64)
-                    continue
-                null = batch.column(f"{name}_null").to_numpy(zero_copy_only=False).astype(bool)
-                if kind == "flag":
-                    out[name] = values.astype(bool) & ~null
+                if kind == "text":  # no Python string made
+                    out[name] = _naive_utc(column) if name == "created_at" else column
+                elif kind == "int":
+                    out[name] = column.to_numpy(zero_copy_only=False).astype(np.int64)
+                elif kind == "flag":
+                    out[name] = pc.fill_null(column, 0.0).to_numpy(zero_copy_only=False).astype(bool)
                 else:
-                    out[name] = np.where(null, np.nan, values.astype(np.float64))
+                    out[name] = column.to_numpy(zero_copy_only=False).astype(np.float64)  # null as nan
             yield out
     finally:
         arrow.close()
