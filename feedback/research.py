@@ -116,6 +116,7 @@ def _by_pane(decided: pd.DataFrame, on: np.ndarray, off: np.ndarray) -> tuple[np
 def style_control(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any] | None:
     """The handoff effect with and without style control (FastChat's style features as BT covariates)."""
     decided = _decided(votes, ["participant_id", "handoff_side", "winner", *_style_columns()])
+    del votes  # (rows handed over by ``report_research`` are let go with ``decided`` below)
     styled = _has_style(decided, "on_style") & _has_style(decided, "off_style")
     if not styled.all():  # (the report's own rows all have both styles: no copy)
         decided = decided[styled]
@@ -198,6 +199,7 @@ def latency(votes: pd.DataFrame, *, rounds: int, seed: int, timing: pd.DataFrame
             )
     del on_t, off_t, a_t, b_t, usable  # the last signal's arrays: not held through the effect's fits
     decided = _decided(live)
+    del source, live, timing  # (rows handed over by ``report_research`` are let go with ``decided`` below)
     covariate = None
     if len(decided) >= 2:
         d_on_a = (decided["handoff_side"] == "a").to_numpy()
@@ -210,6 +212,7 @@ def latency(votes: pd.DataFrame, *, rounds: int, seed: int, timing: pd.DataFrame
         del a_lat, b_lat
         d_people = decided["participant_id"].to_numpy()
         a_won = (decided["winner"] == "a").to_numpy()
+        del decided
         raw = stats.handoff_effect(stats.effect_design(d_on_a), a_won, d_people, rounds=rounds, seed=seed)
         design = stats.effect_design(d_on_a, features)
         del features
@@ -546,12 +549,19 @@ def _report_flags(columns: dict[str, np.ndarray], labels: dict[str, Labels], emb
 
 def report_research(data: ReportVotes, *, rounds: int, seed: int) -> dict[str, Any]:
     """Every research section of the report from ``ReportVotes`` (the same numbers ``research`` gives
-    from the per-vote frame)."""
+    from the per-vote frame). Each section's own rows are handed over to it (``data.style``, ``timing`` and
+    ``judged`` are left empty): it lets them go once it has read them, before its bootstrap fits."""
+
+    def handed_over(name: str) -> pd.DataFrame:
+        rows = getattr(data, name)
+        setattr(data, name, rows.iloc[:0].copy())  # (a copy: an empty view would keep the rows' arrays)
+        return rows
+
     sections = {
-        "style_control": lambda: style_control(data.style, rounds=rounds, seed=seed),
-        "latency": lambda: latency(data.votes, rounds=rounds, seed=seed, timing=data.timing),
+        "style_control": lambda: style_control(handed_over("style"), rounds=rounds, seed=seed),
+        "latency": lambda: latency(data.votes, rounds=rounds, seed=seed, timing=handed_over("timing")),
         "vote_quality": lambda: vote_quality(data.votes, data.flags, rounds=rounds, seed=seed),
-        "judges": lambda: judge_agreement(data.judged, data.judges, rounds=rounds, seed=seed),
+        "judges": lambda: judge_agreement(handed_over("judged"), data.judges, rounds=rounds, seed=seed),
     }
     out = {}
     for name, section in sections.items():
