@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ from scipy.special import expit
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
+
+from feedback.cpus import usable_cpus
 
 
 def win_rate(wins: int, losses: int) -> float | None:
@@ -244,6 +247,14 @@ def pairwise_agreement_cells(item: np.ndarray, n: np.ndarray) -> tuple[int, int,
     pairs = int((totals * (totals - 1) // 2).sum())  # items rated once add no pair, nor agreeing pair
     agree = int((n * (n - 1) // 2).sum())
     return int((totals > 1).sum()), pairs, (agree / pairs if pairs else None)
+
+
+def bootstrap_threads() -> int:
+    """Threads for bootstrap rounds that each fit every vote: two where this process may run on two cores.
+
+    numpy and single-threaded BLAS let go of the GIL in a round's products, so two rounds run at once; each
+    round's numbers are those of the same round alone. Not more than two: a round's temporaries are per thread."""
+    return min(2, usable_cpus())
 
 
 def single_threaded() -> threadpool_limits:
@@ -595,14 +606,19 @@ def handoff_effect(
                 design, fit_outcomes = np.ascontiguousarray(rows[:, :-1]), rows[:, -1].copy()
             else:
                 fit_outcomes = outcomes
-            fits = []
-            for w in draws:
+
+            def fit(w: np.ndarray) -> np.ndarray:
                 weights = w[codes] if fold is None else np.bincount(fold, weights=w[codes], minlength=len(rows))
                 params = fit_contextual_bt_newton(design, fit_outcomes, weights, start)
                 if params is None:  # not converged: the generic optimiser, as for the point estimate
                     params = fit_contextual_bt(matchups, x, outcomes, 2, weights=w[codes], alpha=alpha)
-                fits.append(summary(params))
-            boot = np.array(fits)
+                return summary(params)
+
+            if fold is not None:  # a few rows: a fit takes microseconds
+                boot = np.array([fit(w) for w in draws])
+            else:  # a fit per round over every vote: the rounds of a block of draws in threads (``bootstrap_threads``)
+                with ThreadPoolExecutor(bootstrap_threads(), thread_name_prefix="bootstrap") as pool:
+                    boot = np.array([params for block in draws.blocks() for params in pool.map(fit, block)])
     cis = [percentile_ci(boot[:, i], level) for i in range(len(point))]
     return {
         "win_probability": float(point[0]),

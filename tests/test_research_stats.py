@@ -185,6 +185,16 @@ def test_handoff_effect_bootstrap_without_covariates_fits_four_distinct_rows_lik
     np.testing.assert_allclose(folded["ci95"], stats.percentile_ci(np.array(probs)), atol=1e-12)
 
 
+def test_handoff_effect_rounds_in_threads_are_those_of_one_thread_to_the_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(12)
+    matchups, x, outcomes, _ = _contextual_problem(rng, 3000, 3)
+    participant = rng.integers(0, 400, 3000)
+    design = stats.effect_design(matchups[:, 0] == 0, x)
+    threaded = stats.handoff_effect(design, outcomes, participant, rounds=30, seed=4)
+    monkeypatch.setattr(stats, "bootstrap_threads", lambda: 1)
+    assert stats.handoff_effect(design, outcomes, participant, rounds=30, seed=4) == threaded
+
+
 def test_participant_draws_resample_participants_with_replacement_the_same_rows_each_time() -> None:
     draws = stats.participant_draws(500, rounds=30, seed=9)
     first = np.array(list(draws))
