@@ -408,6 +408,10 @@ def compute_summary(
         votes, inter_rater = data.votes, data.inter_rater
         del data
         release_free_memory()
+        # the replay's stream beside the segments below (its SQLite in a reader process of its own, so the
+        # second core works while this thread draws bootstrap rounds); after the research sections, whose
+        # peak it would raise. The pool's one thread starts it once ``_query`` is done.
+        replayed = pool.submit(replay_summary, url, filters)
         frame = _vote_facts(votes)
         summary: dict[str, Any] = {
             "filters": filters.describe(),
@@ -435,8 +439,9 @@ def compute_summary(
         }
         del votes
         release_free_memory()
-        fetched = queried.result()
-    summary["handoff"] = _handoff(fetched, replay_summary(url, filters))
+        fetched, turns = queried.result(), replayed.result()
+    summary["handoff"] = _handoff(fetched, turns)
+    del turns
     release_free_memory()
     summary |= {
         "ratings": _ratings(fetched, inter_rater),
