@@ -300,25 +300,34 @@ def _engines() -> list[str]:
     return ["in-process", "llama.cpp server"] if "local_engine" in Settings.model_fields else ["in-process"]
 
 
+@dataclass(frozen=True)
+class EngineLeg:
+    """One engine leg: the replicas' extra settings, and the engine server's process id where there is one
+    (its CPU is the engine's: ``bench.hall_app`` counts it in both of its legs)."""
+
+    env: dict[str, str]
+    pid: int | None = None
+
+
 @contextmanager
-def engine_server(engine: str, log: Path) -> Iterator[dict[str, str]]:
+def engine_server(engine: str, log: Path) -> Iterator[EngineLeg]:
     """The replicas' extra settings for this engine, with its engine server running while they need it:
-    for ``in-process``, the in-process engine ``auto`` picks without a server; for ``llama.cpp server``, ``llama-server`` on the bundled GGUF on a free
-    port (as ``handoff serve`` starts it) and the openai engine pointed at it. Used by the
-    benchmark's legs and by ``tests/test_hall_replicas.py``."""
+    for ``in-process``, the in-process engine ``auto`` picks without a server; for ``llama.cpp server``,
+    ``llama-server`` on the bundled GGUF on a free port (as ``handoff serve`` starts it) and the openai engine
+    pointed at it. Used by the benchmark's legs and by ``tests/test_hall_replicas.py``."""
     if engine == "in-process":  # the in-process engine auto would pick here if no server were built
         from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed
 
         choice = choose_engine("auto", "cpu", "auto", True, cpu_flags(), llama_cpp_installed(), False)
-        yield {"HANDOFF_LOCAL_ENGINE": choice.kind}
+        yield EngineLeg({"HANDOFF_LOCAL_ENGINE": choice.kind})
         return
     from playground.engine.llamacpp_server import llama_server_running
     from playground.settings import Settings
 
     base_url = f"http://127.0.0.1:{free_port()}/v1"
     settings = Settings(local_engine="openai", local_base_url=base_url, model_cache_dir=MODEL_CACHE)
-    with llama_server_running(settings, log, timeout_s=600):
-        yield {"HANDOFF_LOCAL_ENGINE": "openai", "HANDOFF_LOCAL_BASE_URL": base_url}
+    with llama_server_running(settings, log, timeout_s=600) as process:
+        yield EngineLeg({"HANDOFF_LOCAL_ENGINE": "openai", "HANDOFF_LOCAL_BASE_URL": base_url}, process.pid)
 
 
 def replica_env(url: str, standin_port: int, new_tokens: int, **extra: str) -> dict[str, str]:
@@ -381,8 +390,8 @@ def run(
         try:
             for engine in legs or _engines():
                 try:
-                    with engine_server(engine, log.with_name(f"hall-llama-{port}.log")) as extra:
-                        _leg(targets, engine, url, port, extra, rates, attendees, replicas, prompts)
+                    with engine_server(engine, log.with_name(f"hall-llama-{port}.log")) as leg:
+                        _leg(targets, engine, url, port, leg.env, rates, attendees, replicas, prompts)
                 except Exception as error:  # noqa: BLE001 - a MISS naming the failure; the other leg still runs
                     traceback.print_exc()
                     targets.append(Target(f"hall[{engine}]: ran to the end ({type(error).__name__}: {error})", 0, 1))
@@ -391,15 +400,19 @@ def run(
             standin.wait(timeout=30)
 
 
-def run_app(targets: list[Target], sessions: int, new_tokens: int) -> None:
-    """The app's own overhead: ``sessions`` pages at once through one ``handoff serve`` vs the engine alone."""
+def run_app(targets: list[Target], sessions: int, new_tokens: int, legs: tuple[str, ...] = ()) -> None:
+    """The app's own overhead, per engine leg: ``sessions`` pages at once through one ``handoff serve`` vs the
+    engine alone."""
     from bench import hall_app
     from db import session as db_session
 
-    with scratch_postgres("hp_bench_app") as url:
-        db_session.upgrade(url)
-        env = replica_env(url, free_port(), new_tokens, HANDOFF_PORT=str(free_port()))
-        hall_app.run(targets, sessions, new_tokens, env, url)
+    for engine in legs or _engines():
+        with scratch_postgres("hp_bench_app") as url:
+            db_session.upgrade(url)
+            log = Path(os.environ.get("TMPDIR", "/tmp")) / f"hall-app-llama-{free_port()}.log"
+            with engine_server(engine, log) as leg:
+                env = replica_env(url, free_port(), new_tokens, HANDOFF_PORT=str(free_port()), **leg.env)
+                hall_app.run(targets, sessions, new_tokens, env, url, engine, leg.pid)
 
 
 def _leg(
@@ -459,7 +472,7 @@ def main() -> list[Target]:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.app:
-            run_app(targets, args.app, args.app_tokens)
+            run_app(targets, args.app, args.app_tokens, tuple(filter(None, args.legs.split(","))))
         else:
             run(targets, rates, args.attendees, args.replicas, tuple(filter(None, args.legs.split(","))))
     except Exception as error:  # noqa: BLE001 - every line it can, and a MISS naming the crash

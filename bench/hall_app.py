@@ -219,12 +219,13 @@ def _stored_tokens(url: str) -> int:
     return int(sum(c or 0 for c in counts[1:]))  # the first turn is the warm-up
 
 
-def app_leg(env: dict[str, str], url: str, prompts: list[str]) -> Leg:
+def app_leg(env: dict[str, str], url: str, prompts: list[str], engine_pid: int | None = None) -> Leg:
+    """The prompts through ``handoff serve`` in Chromium; its processes' CPU and the engine server's (if any)."""
     port = int(env["HANDOFF_PORT"])
     with tempfile.TemporaryDirectory(prefix="hall-app-") as scratch:
         server = _serve({**os.environ, **env, "HANDOFF_DATA_DIR": scratch}, port, Path(scratch) / "serve.log")
         try:
-            serving = _tree(server.pid)
+            serving = _tree(server.pid) + ([psutil.Process(engine_pid)] if engine_pid else [])
             leg = asyncio.run(_pages(f"http://127.0.0.1:{port}", prompts, serving))
         finally:
             _stop(server)
@@ -232,8 +233,9 @@ def app_leg(env: dict[str, str], url: str, prompts: list[str]) -> Leg:
     return leg
 
 
-def engine_leg(env: dict[str, str], prompts: list[str]) -> Leg:
-    """The same prompts through the engine alone, in this process, all submitted at once."""
+def engine_leg(env: dict[str, str], prompts: list[str], engine_pid: int | None = None) -> Leg:
+    """The same prompts through the engine alone, in this process, all submitted at once; CPU: this process's
+    and the engine server's (if any), as in the app leg."""
     os.environ.update(env)
     from playground import settings as settings_module
     from playground.runtime import local_engine
@@ -243,19 +245,29 @@ def engine_leg(env: dict[str, str], prompts: list[str]) -> Leg:
     engine = local_engine(settings)
     chats = [[{"role": "system", "content": settings.system_prompt}, {"role": "user", "content": p}] for p in prompts]
     engine.generate([{"role": "user", "content": "Say hello."}], max_new_tokens=8).wait()  # warm
-    cpu0, started = time.process_time(), time.perf_counter()
+    server = [psutil.Process(engine_pid)] if engine_pid else []
+    cpu0, started, server0 = time.process_time(), time.perf_counter(), _cpu(server)
     generations = [engine.generate(messages) for messages in chats]
     readers = [threading.Thread(target=lambda g=g: [None for _ in g]) for g in generations]
     for reader in readers:
         reader.start()
     for reader in readers:
         reader.join()
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu0 + _cpu(server) - server0
     return Leg(sum(g.wait().tokens_out for g in generations), wall, cpu)
 
 
-def run(targets: list[Target], sessions: int, new_tokens: int, env: dict[str, str], url: str) -> None:
-    """Both legs in one run; the lines are printed as soon as both exist."""
+def run(
+    targets: list[Target],
+    sessions: int,
+    new_tokens: int,
+    env: dict[str, str],
+    url: str,
+    engine: str = "in-process",
+    engine_pid: int | None = None,
+) -> None:
+    """Both legs in one run, on one engine (``engine_pid``: its server, whose CPU counts in both legs); the lines
+    are printed as soon as both exist."""
     from bench.prompts import questions
     from db.models import Event
     from db.session import session_scope
@@ -275,9 +287,9 @@ def run(targets: list[Target], sessions: int, new_tokens: int, env: dict[str, st
         "HANDOFF_CLOUD_BASE_URL": "http://127.0.0.1:9/v1",  # never called: no stand-in is started
         "HANDOFF_HOST": "127.0.0.1",
     }
-    app = app_leg(env, url, prompts)
-    alone = engine_leg(env, prompts)
-    name = f"hall app x{sessions}"
+    app = app_leg(env, url, prompts, engine_pid)
+    alone = engine_leg(env, prompts, engine_pid)
+    name = f"hall app[{engine}] x{sessions}"
     ttft = app.ttft or {}
     print(
         f"{name}: through the app {app.tokens} tokens in {app.wall_s:.1f} s = {app.tokens_per_s:.1f} tok/s, "

@@ -96,4 +96,10 @@ def streamlit_command(port: int, address: str) -> list[str]:
         "none",  # tracebacks (SQL, paths, values) go to the server log, never to a browser
         "--server.fileWatcherType",
         "none",  # a served app never reloads its source, nor offers attendees a "rerun" prompt
+        # No full gc.collect(2) after every script run (Streamlit's default): in this process (torch, transformers,
+        # SQLAlchemy loaded) each one holds the GIL over every object, and every vote, click and ended turn is a run:
+        # with 8 attendees streaming it was half the app's CPU, 35 -> 15.6 ms per token (bench/README.md, "Streamlit's
+        # collection after each run"). Python's own generational collector still runs.
+        "--runner.postScriptGC",
+        "false",
     ]

@@ -132,6 +132,17 @@ def test_settings_read_back_the_engine_auto_chose_on_this_machine(monkeypatch: p
     assert settings.local_engine_reason == expected.reason
 
 
+def test_the_app_skips_streamlits_full_collection_after_each_run() -> None:
+    """The option exists in this Streamlit (an unknown one would stop ``streamlit run``) and the app sets it off."""
+    from streamlit import config
+
+    from playground.startup import streamlit_command
+
+    command = streamlit_command(8501, "127.0.0.1")
+    assert command[command.index("--runner.postScriptGC") + 1] == "false"
+    assert config.get_option("runner.postScriptGC") is True  # Streamlit's default, which the app turns off
+
+
 def test_the_app_process_has_openmp_threads_sleep_unless_the_operator_says_otherwise() -> None:
     from playground.startup import streamlit_environment
 

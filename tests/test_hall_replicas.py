@@ -79,7 +79,7 @@ def hall(standin: Settings, tmp_path: Path) -> Iterator[Hall]:
         make_event(url, EVENT, "sf", name="Hall Night", city="San Francisco", handoff_threshold=0.0, ui_language="en")
         proxy = stack.enter_context(FaultProxy(standin.standin_host, standin.standin_port))
         engine = stack.enter_context(engine_server("llama.cpp server", tmp_path / "llama_server.log"))
-        env = replica_env(url, standin.standin_port, 16, **engine) | {
+        env = replica_env(url, standin.standin_port, 16, **engine.env) | {
             "HANDOFF_DATA_DIR": str(tmp_path),
             "HANDOFF_CLOUD_BASE_URL": proxy.base_url,
             "HANDOFF_CLOUD_MODEL": resolve_model("bundled:smollm2", MODEL_CACHE),
