@@ -8,6 +8,7 @@ whatever the size of the database; only latencies and bounded samples come back 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -74,26 +75,34 @@ def energy_totals(connection: Connection, conversations: Select) -> Row[Any]:
     return connection.execute(energy_query().join(visible, visible.c.id == Turn.conversation_id)).one()
 
 
-def star_counts(connection: Connection, conversations: Select) -> list[Row[Any]]:
-    """(arm, stars, ratings) for every star value given."""
-    stmt = _rated([Rating.arm, Rating.stars, func.count()], conversations).where(Rating.stars.is_not(None))
-    return list(connection.execute(stmt.group_by(Rating.arm, Rating.stars)))
-
-
-def tag_lists(connection: Connection, conversations: Select) -> list[Row[Any]]:
-    """(arm, stored tag list as JSON text, ratings) per distinct list, in order of first appearance.
-
-    Counted per distinct stored list in SQL (a few hundred rows, not one per rating); the order
-    breaks ties the way counting every rating in turn would.
-    """
+def rating_groups(connection: Connection, conversations: Select) -> list[Row[Any]]:
+    """(arm, stars, stored tag list as JSON text, ratings, first rating id) per distinct (arm, stars, tag list):
+    one pass over the ratings for both ``star_counts`` and ``tag_lists`` (a few thousand rows at most)."""
     tag_list = cast(Rating.tags, Text)
-    stmt = (
-        _rated([Rating.arm, tag_list, func.count()], conversations)
-        .where(Rating.tags.is_not(None))
-        .group_by(Rating.arm, tag_list)
-        .order_by(func.min(Rating.id))
-    )
-    return list(connection.execute(stmt))
+    stmt = _rated([Rating.arm, Rating.stars, tag_list, func.count(), func.min(Rating.id)], conversations)
+    return list(connection.execute(stmt.group_by(Rating.arm, Rating.stars, tag_list)))
+
+
+def star_counts(groups: Sequence[Row[Any]]) -> list[tuple[str, int, int]]:
+    """(arm, stars, ratings) for every star value given, in (arm, stars) order, from ``rating_groups``."""
+    counts: Counter[tuple[str, int]] = Counter()
+    for arm, stars, _, n, _ in groups:
+        if stars is not None:
+            counts[arm, stars] += n
+    return [(arm, stars, n) for (arm, stars), n in sorted(counts.items())]
+
+
+def tag_lists(groups: Sequence[Row[Any]]) -> list[tuple[str, str, int]]:
+    """(arm, stored tag list as JSON text, ratings) per distinct list, in order of first appearance, from
+    ``rating_groups``: counted per distinct stored list (a few hundred rows, not one per rating); the order
+    breaks ties the way counting every rating in turn would."""
+    counts: Counter[tuple[str, str]] = Counter()
+    first: dict[tuple[str, str], int] = {}
+    for arm, _, tags, n, first_id in groups:
+        if tags is not None:
+            counts[arm, tags] += n
+            first[arm, tags] = min(first.get((arm, tags), first_id), first_id)
+    return [(arm, tags, counts[arm, tags]) for arm, tags in sorted(counts, key=first.__getitem__)]
 
 
 def _voted_turns(columns: Sequence[Any], conversations: Select) -> Select:

@@ -235,8 +235,8 @@ def _query(url: str, filters: ExportFilters) -> _Queried:
         totals = report_queries.handoff_totals(connection, conversations)
         added = np.fromiter(report_queries.added_latencies(connection, conversations), dtype=np.float64)
         energy = report_queries.energy_totals(connection, conversations)
-        stars = report_queries.star_counts(connection, conversations)
-        tags = report_queries.tag_lists(connection, conversations)
+        ratings = report_queries.rating_groups(connection, conversations)  # one pass for stars and tags
+        stars, tags = report_queries.star_counts(ratings), report_queries.tag_lists(ratings)
         worst = {arm: report_queries.worst_rated(connection, conversations, arm, 3) for arm in SHOWN_ARMS}
         comments = report_queries.latest_comments(connection, conversations, SAMPLE)
         prompts = report_queries.decided_prompts(connection, conversations, SAMPLE)
