@@ -402,16 +402,15 @@ def compute_summary(
     comment themes and near-duplicate prompts; without it those are left out (exact duplicates only)."""
     with ThreadPoolExecutor(1, thread_name_prefix="report-queries") as pool:
         queried = pool.submit(_query, url, filters)  # beside the votes (``_query``)
+        # then the replay's stream, as soon as ``_query`` is done: beside the research sections, whose
+        # single-threaded parts (the style and latency rows, vote quality) leave the second core idle
+        replayed = pool.submit(replay_summary, url, filters)
         data = research.load_report_votes(url, filters, embed)
         # the research sections first: then only the codes per vote are held (their rows, the flags let go)
         research_summary = research.report_research(data, rounds=rounds, seed=seed)
         votes, inter_rater = data.votes, data.inter_rater
         del data
         release_free_memory()
-        # the replay's stream beside the segments below (its SQLite in a reader process of its own, so the
-        # second core works while this thread draws bootstrap rounds); after the research sections, whose
-        # peak it would raise. The pool's one thread starts it once ``_query`` is done.
-        replayed = pool.submit(replay_summary, url, filters)
         frame = _vote_facts(votes)
         summary: dict[str, Any] = {
             "filters": filters.describe(),
