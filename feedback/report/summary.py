@@ -32,6 +32,7 @@ from feedback.report.themes import comment_themes, prompt_clusters
 
 SMALL = 30  # segments with fewer decided votes are flagged as small (shown, not hidden)
 SAMPLE = 5_000  # comments / prompts read for themes and clusters
+BY_COLUMNS = ("region", "event", "category", "language")  # the labels the report has a segment table for
 PARTICIPANT_VOTE = ["participant_id", "winner_arm"]  # what a segment's participant bootstrap reads per vote
 # the dimensions the report slices votes on (``research.REPORT_LABELS`` and ``handed_off``), then the count
 VOTE_FACT_COLUMNS = (
@@ -124,6 +125,11 @@ def _by_participants(seg: dict[str, Any], votes: pd.DataFrame, *, rounds: int, s
         decided["participant_id"].to_numpy(), (decided["winner_arm"] == "on").to_numpy(), rounds=rounds, seed=seed
     )
     return {**seg, "ci95": result["ci95"], "participants": result["participants"]}
+
+
+def _by_columns(frame: pd.DataFrame, votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
+    """The segments per region, event, category and language (``_by``), in the summary's order."""
+    return {f"by_{column}": _by(frame, column, votes, rounds=rounds, seed=seed) for column in BY_COLUMNS}
 
 
 def _leaderboard(votes: pd.DataFrame, *, rounds: int, seed: int) -> dict[str, Any]:
@@ -412,6 +418,9 @@ def compute_summary(
         del data
         release_free_memory()
         frame = _vote_facts(votes)
+        # the four label segments in the pool's thread (the replay is done by now) beside the overall ones and
+        # the leaderboard here: their participant draws are numpy's, so the two threads overlap
+        by_columns = pool.submit(_by_columns, frame, votes, rounds=rounds, seed=seed)
         summary: dict[str, Any] = {
             "filters": filters.describe(),
             "seed": seed,
@@ -429,11 +438,11 @@ def compute_summary(
                 rounds=rounds,
                 seed=seed,
             ),
-            "by_region": _by(frame, "region", votes, rounds=rounds, seed=seed),
-            "by_event": _by(frame, "event", votes, rounds=rounds, seed=seed),
-            "by_category": _by(frame, "category", votes, rounds=rounds, seed=seed),
-            "by_language": _by(frame, "language", votes, rounds=rounds, seed=seed),
-            **_leaderboard_fields(_leaderboard(votes, rounds=rounds, seed=seed)),
+        }
+        board = _leaderboard(votes, rounds=rounds, seed=seed)
+        summary |= {
+            **by_columns.result(),
+            **_leaderboard_fields(board),
             "position_bias": _position_bias(frame),
         }
         del votes
