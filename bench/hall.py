@@ -468,13 +468,14 @@ def main() -> list[Target]:
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     rates = tuple(float(r) for r in args.rates.split(","))
+    legs = tuple(filter(None, args.legs.split(",")))
     targets: list[Target] = []
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.app:
-            run_app(targets, args.app, args.app_tokens, tuple(filter(None, args.legs.split(","))))
+            run_app(targets, args.app, args.app_tokens, legs)
         else:
-            run(targets, rates, args.attendees, args.replicas, tuple(filter(None, args.legs.split(","))))
+            run(targets, rates, args.attendees, args.replicas, legs)
     except Exception as error:  # noqa: BLE001 - every line it can, and a MISS naming the crash
         traceback.print_exc()
         targets.append(Target(f"hall: ran to the end ({type(error).__name__}: {error})", 0, 1))

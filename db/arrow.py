@@ -176,3 +176,31 @@ def sqlite_sql(stmt: Select | CompoundSelect, engine: Engine) -> tuple[str, list
 
 if __name__ == "__main__":
     _serve(sys.argv[1])
+
+
+def json_objects(texts: pa.Array, schema: pa.Schema | None = None) -> pa.Table | None:
+    """One-line JSON objects (one a value, no nulls) parsed by Arrow's JSON reader into a table, a row each: the
+    objects joined into one newline-delimited buffer and read in one pass in C. ``schema``: the fields to read and
+    their types (others ignored); else inferred. None where a value is not a one-line object or Arrow can't read
+    them (a field of mixed types, say): the caller parses those per value."""
+    import pyarrow.compute as pc
+    import pyarrow.json as pa_json
+
+    try:
+        if not pc.all(pc.starts_with(texts, "{")).as_py() or pc.any(pc.match_substring(texts, "\n")).as_py():
+            return None
+        lines = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts), "\n")
+        buffer = lines[0].as_buffer()
+        parse = (
+            pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+            if schema is not None
+            else pa_json.ParseOptions()
+        )
+        table = pa_json.read_json(
+            pa.BufferReader(buffer),
+            read_options=pa_json.ReadOptions(use_threads=False, block_size=buffer.size + 1),
+            parse_options=parse,
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    return table if table.num_rows == len(texts) else None

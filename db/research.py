@@ -14,7 +14,6 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 from sqlalchemy import (
     Connection,
     Engine,
@@ -31,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
-from db.arrow import ArrowReadFailed, SQLiteArrow, sqlite_arrow, sqlite_sql
+from db.arrow import ArrowReadFailed, SQLiteArrow, json_objects, sqlite_arrow, sqlite_sql
 from db.models import Answer, Conversation, Event, HandoffDecision, JudgeVerdict, Turn, Vote
 
 VOTE_COLUMNS = (
@@ -448,19 +447,8 @@ def _arrow_style_floats(raw: pa.Array, features: Sequence[str]) -> list[np.ndarr
     texts = raw.filter(present)
     if not len(texts):
         return out
-    if not pc.all(pc.starts_with(texts, "{")).as_py() or pc.any(pc.match_substring(texts, "\n")).as_py():
-        return None
-    lines = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts), "\n")
-    schema = pa.schema([(feature, pa.float64()) for feature in features])
-    try:
-        table = pa_json.read_json(
-            pa.BufferReader(lines[0].as_buffer()),
-            read_options=pa_json.ReadOptions(use_threads=False, block_size=lines[0].as_buffer().size + 1),
-            parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return None
-    if table.num_rows != len(texts):
+    table = json_objects(texts, pa.schema([(feature, pa.float64()) for feature in features]))
+    if table is None:
         return None
     at = np.flatnonzero(present.to_numpy(zero_copy_only=False))
     for array, feature in zip(out, features, strict=True):

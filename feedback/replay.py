@@ -23,11 +23,10 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 from sqlalchemy import Float, Select, Text, and_, case, cast, func, literal_column, select
 from sqlalchemy.orm import aliased
 
-from db.arrow import sqlite_arrow, sqlite_sql
+from db.arrow import json_objects, sqlite_arrow, sqlite_sql
 from db.models import Answer, HandoffDecision, Turn, Vote
 from db.session import get_engine
 from db.visibility import vote_not_hidden
@@ -551,20 +550,12 @@ def _stored_scores(objects: pa.Array) -> dict[str, np.ndarray]:
     """Per name in a chunk's ``signals["scores"]`` objects (JSON text, one a turn), its score on each turn
     (nan where not stored), parsed by Arrow's JSON reader; where it can't (a score that is not a number, a
     scores value that is not an object), per turn with ``orjson`` (a non-number reads as nan)."""
-    try:
-        if pc.all(pc.starts_with(objects, "{")).as_py() and not pc.any(pc.match_substring(objects, "\n")).as_py():
-            lines = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(objects)], pa.int32()), objects), "\n")
-            buffer = lines[0].as_buffer()
-            table = pa_json.read_json(
-                pa.BufferReader(buffer), read_options=pa_json.ReadOptions(use_threads=False, block_size=buffer.size + 1)
-            )
-            if table.num_rows == len(objects):
-                return {
-                    name: pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
-                    for name in table.column_names
-                }
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        pass
+    table = json_objects(objects)
+    if table is not None:
+        return {
+            name: pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+            for name in table.column_names
+        }
     parsed = [orjson.loads(text) for text in objects.to_pylist()]
     rows = [row if isinstance(row, dict) else {} for row in parsed]
     names = dict.fromkeys(name for row in rows for name in row)
