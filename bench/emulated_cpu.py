@@ -171,7 +171,7 @@ def complete_under_emulation(binary: Path, gguf: Path, log_path: Path) -> dict[s
     from playground.engine.llamacpp_server import is_up, server_threads
     from playground.settings import Settings
 
-    threads = str(server_threads(Settings()))  # as the app starts it: every CPU but one
+    threads = str(server_threads(Settings()))  # as the app starts each server
     command = [str(binary), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
     command += ["--ctx-size", "512", "--parallel", "1", "--threads", threads, "--threads-batch", threads, "--no-webui"]
     base = f"http://127.0.0.1:{port}/v1"
@@ -179,7 +179,7 @@ def complete_under_emulation(binary: Path, gguf: Path, log_path: Path) -> dict[s
     started = time.perf_counter()
     deadline = started + SERVER_TIMEOUT_S
     try:  # up: it lists its model (``llamacpp_server.is_up``, the app's own test)
-        process = launch(emulated(command), log_path, lambda: is_up(Settings(local_base_url=base)), SERVER_TIMEOUT_S)
+        process = launch(emulated(command), log_path, lambda: is_up(base), SERVER_TIMEOUT_S)
     except ServerDidNotStart as failed:  # it died (SIGILL: an instruction the emulated CPU lacks), or never answered
         result["returncode"] = failed.returncode
     else:

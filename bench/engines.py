@@ -192,20 +192,20 @@ def main(argv: list[str] | None = None) -> list[Target]:
     results["llama.cpp bare loop"] = bare(sessions, new_tokens, thread_counts)
 
     if "openai" in engines:
-        from playground.engine.llamacpp_server import start_llama_server
+        from playground.engine.llamacpp_server import llama_servers_running, served_by, server_count
 
-        served = base.model_copy(
-            update={"local_engine": "openai", "local_base_url": f"http://127.0.0.1:{free_port()}/v1"}
-        )
-        with tempfile.TemporaryDirectory() as folder:
-            server = start_llama_server(served, Path(folder) / "llama_server.log")
-            try:
-                engine = load_engine(served)
-                results["openai"] = measure(engine, "openai -> llama-server (log-probs)", new_tokens, sessions)
-                engine.close()
-            finally:
-                server.terminate()
-                server.wait(timeout=10)
+        urls = tuple(f"http://127.0.0.1:{free_port()}/v1" for _ in range(server_count(base)))
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            llama_servers_running(served_by(base, urls), Path(folder)) as (
+                served,
+                _,
+            ),
+        ):
+            engine = load_engine(served)
+            label = f"openai -> {len(urls)} llama-server(s) (log-probs)"
+            results["openai"] = measure(engine, label, new_tokens, sessions)
+            engine.close()
 
     print(table(results, sessions), flush=True)
     return targets(results)
@@ -215,15 +215,16 @@ def _served_threads_trade(key: str) -> str:
     """Why llama-server's batched figure can trail llama.cpp's own loop on all CPUs: it runs on fewer, by design."""
     if key != "openai":
         return ""
-    from playground.engine.llamacpp_server import server_threads
+    from playground.engine.llamacpp_server import server_count, server_threads
     from playground.settings import Settings
 
-    threads, cpus = server_threads(Settings()), usable_cpus()
+    settings = Settings()
+    threads, cpus = server_count(settings) * server_threads(settings), usable_cpus()
     if threads >= cpus:
         return ""
     return (
-        f"llama-server decodes on {threads} of {cpus} CPUs, leaving one to the app, which keeps answers streaming "
-        'under load (HANDOFF_LLAMACPP_THREADS overrides; bench/README.md, "llama-server\'s threads")'
+        f"llama-server decodes on {threads} of {cpus} CPUs (HANDOFF_LLAMACPP_SERVERS, HANDOFF_LLAMACPP_THREADS; "
+        'bench/README.md, "llama-server\'s threads")'
     )
 
 

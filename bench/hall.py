@@ -302,32 +302,33 @@ def _engines() -> list[str]:
 
 @dataclass(frozen=True)
 class EngineLeg:
-    """One engine leg: the replicas' extra settings, and the engine server's process id where there is one
-    (its CPU is the engine's: ``bench.hall_app`` counts it in both of its legs)."""
+    """One engine leg: the replicas' extra settings, and the engine servers' process ids where there are any
+    (their CPU is the engine's: ``bench.hall_app`` counts it in both of its legs)."""
 
     env: dict[str, str]
-    pid: int | None = None
+    pids: tuple[int, ...] = ()
 
 
 @contextmanager
-def engine_server(engine: str, log: Path) -> Iterator[EngineLeg]:
+def engine_server(engine: str, log_dir: Path) -> Iterator[EngineLeg]:
     """The replicas' extra settings for this engine, with its engine server running while they need it:
     for ``in-process``, the in-process engine ``auto`` picks without a server; for ``llama.cpp server``,
-    ``llama-server`` on the bundled GGUF on a free port (as ``handoff serve`` starts it) and the openai engine
-    pointed at it. Used by the benchmark's legs and by ``tests/test_hall_replicas.py``."""
+    ``llama-server`` on the bundled GGUF, as many as ``handoff serve`` starts, each on a free port (logs in
+    ``log_dir``), and the openai engine pointed at them all. Used by the benchmark's legs and by ``tests/test_hall_replicas.py``."""
     if engine == "in-process":  # the in-process engine auto would pick here if no server were built
         from playground.hardware import choose_engine, cpu_flags, llama_cpp_installed
 
         choice = choose_engine("auto", "cpu", "auto", True, cpu_flags(), llama_cpp_installed(), False)
         yield EngineLeg({"HANDOFF_LOCAL_ENGINE": choice.kind})
         return
-    from playground.engine.llamacpp_server import llama_server_running
+    from playground.engine.llamacpp_server import llama_servers_running, served_by, server_count
     from playground.settings import Settings
 
-    base_url = f"http://127.0.0.1:{free_port()}/v1"
-    settings = Settings(local_engine="openai", local_base_url=base_url, model_cache_dir=MODEL_CACHE)
-    with llama_server_running(settings, log, timeout_s=600) as process:
-        yield EngineLeg({"HANDOFF_LOCAL_ENGINE": "openai", "HANDOFF_LOCAL_BASE_URL": base_url}, process.pid)
+    settings = Settings(local_engine="openai", model_cache_dir=MODEL_CACHE)
+    urls = tuple(f"http://127.0.0.1:{free_port()}/v1" for _ in range(server_count(settings)))
+    with llama_servers_running(served_by(settings, urls), log_dir, timeout_s=600) as (served, processes):
+        env = {"HANDOFF_LOCAL_ENGINE": "openai", "HANDOFF_LOCAL_BASE_URL": served.local_base_url}
+        yield EngineLeg(env, tuple(process.pid for process in processes))
 
 
 def replica_env(url: str, standin_port: int, new_tokens: int, **extra: str) -> dict[str, str]:
@@ -390,7 +391,7 @@ def run(
         try:
             for engine in legs or _engines():
                 try:
-                    with engine_server(engine, log.with_name(f"hall-llama-{port}.log")) as leg:
+                    with engine_server(engine, log.with_name(f"hall-llama-{port}")) as leg:
                         _leg(targets, engine, url, port, leg.env, rates, attendees, replicas, prompts)
                 except Exception as error:  # noqa: BLE001 - a MISS naming the failure; the other leg still runs
                     traceback.print_exc()
@@ -409,10 +410,10 @@ def run_app(targets: list[Target], sessions: int, new_tokens: int, legs: tuple[s
     for engine in legs or _engines():
         with scratch_postgres("hp_bench_app") as url:
             db_session.upgrade(url)
-            log = Path(os.environ.get("TMPDIR", "/tmp")) / f"hall-app-llama-{free_port()}.log"
-            with engine_server(engine, log) as leg:
+            logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"hall-app-llama-{free_port()}"
+            with engine_server(engine, logs) as leg:
                 env = replica_env(url, free_port(), new_tokens, HANDOFF_PORT=str(free_port()), **leg.env)
-                hall_app.run(targets, sessions, new_tokens, env, url, engine, leg.pid)
+                hall_app.run(targets, sessions, new_tokens, env, url, engine, leg.pids)
 
 
 def _leg(

@@ -219,13 +219,13 @@ def _stored_tokens(url: str) -> int:
     return int(sum(c or 0 for c in counts[1:]))  # the first turn is the warm-up
 
 
-def app_leg(env: dict[str, str], url: str, prompts: list[str], engine_pid: int | None = None) -> Leg:
-    """The prompts through ``handoff serve`` in Chromium; its processes' CPU and the engine server's (if any)."""
+def app_leg(env: dict[str, str], url: str, prompts: list[str], engine_pids: tuple[int, ...] = ()) -> Leg:
+    """The prompts through ``handoff serve`` in Chromium; its processes' CPU and the engine servers' (if any)."""
     port = int(env["HANDOFF_PORT"])
     with tempfile.TemporaryDirectory(prefix="hall-app-") as scratch:
         server = _serve({**os.environ, **env, "HANDOFF_DATA_DIR": scratch}, port, Path(scratch) / "serve.log")
         try:
-            serving = _tree(server.pid) + ([psutil.Process(engine_pid)] if engine_pid else [])
+            serving = _tree(server.pid) + [psutil.Process(pid) for pid in engine_pids]
             leg = asyncio.run(_pages(f"http://127.0.0.1:{port}", prompts, serving))
         finally:
             _stop(server)
@@ -233,9 +233,9 @@ def app_leg(env: dict[str, str], url: str, prompts: list[str], engine_pid: int |
     return leg
 
 
-def engine_leg(env: dict[str, str], prompts: list[str], engine_pid: int | None = None) -> Leg:
+def engine_leg(env: dict[str, str], prompts: list[str], engine_pids: tuple[int, ...] = ()) -> Leg:
     """The same prompts through the engine alone, in this process, all submitted at once; CPU: this process's
-    and the engine server's (if any), as in the app leg."""
+    and the engine servers' (if any), as in the app leg."""
     os.environ.update(env)
     from playground import settings as settings_module
     from playground.runtime import local_engine
@@ -245,7 +245,7 @@ def engine_leg(env: dict[str, str], prompts: list[str], engine_pid: int | None =
     engine = local_engine(settings)
     chats = [[{"role": "system", "content": settings.system_prompt}, {"role": "user", "content": p}] for p in prompts]
     engine.generate([{"role": "user", "content": "Say hello."}], max_new_tokens=8).wait()  # warm
-    server = [psutil.Process(engine_pid)] if engine_pid else []
+    server = [psutil.Process(pid) for pid in engine_pids]
     cpu0, started, server0 = time.process_time(), time.perf_counter(), _cpu(server)
     generations = [engine.generate(messages) for messages in chats]
     readers = [threading.Thread(target=lambda g=g: [None for _ in g]) for g in generations]
@@ -264,9 +264,9 @@ def run(
     env: dict[str, str],
     url: str,
     engine: str = "in-process",
-    engine_pid: int | None = None,
+    engine_pids: tuple[int, ...] = (),
 ) -> None:
-    """Both legs in one run, on one engine (``engine_pid``: its server, whose CPU counts in both legs); the lines
+    """Both legs in one run, on one engine (``engine_pids``: its servers, whose CPU counts in both legs); the lines
     are printed as soon as both exist."""
     from bench.prompts import questions
     from db.models import Event
@@ -287,8 +287,8 @@ def run(
         "HANDOFF_CLOUD_BASE_URL": "http://127.0.0.1:9/v1",  # never called: no stand-in is started
         "HANDOFF_HOST": "127.0.0.1",
     }
-    app = app_leg(env, url, prompts, engine_pid)
-    alone = engine_leg(env, prompts, engine_pid)
+    app = app_leg(env, url, prompts, engine_pids)
+    alone = engine_leg(env, prompts, engine_pids)
     name = f"hall app[{engine}] x{sessions}"
     ttft = app.ttft or {}
     print(

@@ -79,10 +79,13 @@ class Settings(BaseSettings):
     # batching worker: memory bound = rows x padded cache width (SmolLM2: ~23 KB per cache position)
     max_batch_size: int = 16
     max_batch_tokens: int = 32768
-    # llamacpp engine (in process): KV cache positions shared by all running sequences; 0 threads = timed at start-up (1 or every CPU; the server: every CPU but one)
+    # llamacpp engine (in process): KV cache positions shared by all running sequences; 0 threads = timed at
+    # start-up (1 or every CPU; each llama-server: 1); 0 servers = one llama-server per thread count of the CPUs
     llamacpp_n_ctx: int = 16384
     llamacpp_threads: int = 0
-    # openai engine: an OpenAI-compatible server (vLLM, llama.cpp's server) that returns per-token log-probs
+    llamacpp_servers: int = Field(default=0, ge=0)
+    # openai engine: an OpenAI-compatible server (vLLM, llama.cpp's server) that returns per-token log-probs;
+    # several, comma-separated, share the answers (each new answer goes to the one with the fewest running)
     local_base_url: str = "http://127.0.0.1:8767/v1"
     local_api_key: SecretStr | None = None
     local_top_logprobs: int = Field(default=20, ge=1, le=20)  # k: entropy is computed from the top k
@@ -262,9 +265,14 @@ class Settings(BaseSettings):
         return not loopback and not (self.public_url or "").lower().startswith("https://")
 
     @property
+    def local_base_urls(self) -> tuple[str, ...]:
+        """Each local model server's base URL (``local_base_url`` may name several, comma-separated)."""
+        return tuple(url.strip() for url in self.local_base_url.split(",") if url.strip())
+
+    @property
     def local_host(self) -> str:
-        """The host part of the local model server's URL: what may be recorded (never the key)."""
-        return url_host(self.local_base_url)
+        """The host part of the local model servers' URLs, comma-separated: what may be shown (never the key)."""
+        return ",".join(url_host(url) for url in self.local_base_urls)
 
     @property
     def served_model_name(self) -> str:

@@ -17,7 +17,7 @@ from db.session import session_scope
 from feedback.repetition import repetition
 from playground.engine.cloud import CloudClient
 from playground.engine.llamacpp import LlamaCppEngine
-from playground.engine.llamacpp_server import start_llama_server
+from playground.engine.llamacpp_server import llama_servers_running
 from playground.engine.model_store import resolve_model
 from playground.engine.sampling import Decoding, banned_tokens, choose_tokens, penalize
 from playground.engine.served import ServedEngine
@@ -125,15 +125,13 @@ def llama_server_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
     """llama.cpp's server on the bundled GGUF, behind a recording proxy (real HTTP both ways)."""
     port = free_port()
     upstream = Settings(
-        local_engine="openai", local_base_url=f"http://127.0.0.1:{port}/v1", model_cache_dir=MODEL_CACHE
+        local_engine="openai",
+        local_base_url=f"http://127.0.0.1:{port}/v1",
+        llamacpp_servers=1,
+        model_cache_dir=MODEL_CACHE,
     )
-    process = start_llama_server(upstream, tmp_path_factory.mktemp("llama") / "server.log")
-    try:
-        with FaultProxy("127.0.0.1", port) as proxy:
-            yield upstream.model_copy(update={"local_base_url": proxy.base_url}), proxy
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with llama_servers_running(upstream, tmp_path_factory.mktemp("llama")), FaultProxy("127.0.0.1", port) as proxy:
+        yield upstream.model_copy(update={"local_base_url": proxy.base_url}), proxy
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -27,11 +28,18 @@ from feedback.cpus import usable_cpus
 from playground.engine.batching import RequestTooLarge
 from playground.engine.contract import Generation, LocalResult
 from playground.engine.llamacpp import LlamaCppEngine, LlamaCppMissing, require_llama_cpp
-from playground.engine.llamacpp_server import server_threads, start_llama_server
+from playground.engine.llamacpp_server import (
+    is_up,
+    llama_servers_running,
+    replica_urls,
+    served_by,
+    server_count,
+    server_threads,
+)
 from playground.engine.served import ServedEngine, top_k_entropy
 from playground.handoff.policies import ConfidencePolicy, resolve_policy
 from playground.settings import Settings
-from tests.conftest import MODEL_CACHE, free_port
+from tests.conftest import MODEL_CACHE, free_port, served
 from tests.handoff_helpers import comparison, event_with_participant, fast, run_turn, store, texts
 
 PROMPTS = ["What is the capital of France?", "Name a fruit.", "Write a haiku about the sea.", "Give one Python tip."]
@@ -80,12 +88,11 @@ def served_settings(port: int, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """llama.cpp's server on the bundled GGUF, returning log-probs (as `handoff serve` starts it)."""
-    settings = served_settings(free_port())
-    process = start_llama_server(settings, tmp_path_factory.mktemp("llama") / "server.log")
-    yield settings
-    process.terminate()
-    process.wait(timeout=10)
+    """llama.cpp's servers on the bundled GGUF, returning log-probs (two, as `handoff serve` starts them on 2
+    CPUs): the settings name both."""
+    urls = tuple(f"http://127.0.0.1:{free_port()}/v1" for _ in range(2))
+    with llama_servers_running(served_by(served_settings(0), urls), tmp_path_factory.mktemp("llama")) as (settings, _):
+        yield settings
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +107,7 @@ def server_without_logprobs(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     command += [settings.served_model_name, "--port", str(urlsplit(settings.local_base_url).port), "--logits_all"]
     command += ["False", "--n_ctx", "4096", "--verbose", "False"]
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    process = launch(command, log, lambda: is_up(settings), timeout_s=120)
+    process = launch(command, log, lambda: is_up(settings.local_base_url), timeout_s=120)
     yield settings
     process.terminate()
     process.wait(timeout=10)
@@ -140,6 +147,69 @@ def test_handoff_serve_refuses_a_missing_llama_cpp_python_before_starting_anythi
     )
     assert done.returncode == 1
     assert "needs llama-cpp-python" in done.stderr and "Open http" not in done.stdout
+
+
+def _consecutive_free_ports() -> int:
+    """A free port whose next one is free too (``handoff serve`` takes consecutive ones)."""
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
+def _app_environment(data_dir: Path) -> dict[str, str]:
+    """The environment of the Streamlit process ``handoff serve`` started with ``HANDOFF_DATA_DIR=data_dir``."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"streamlit" not in (proc / "cmdline").read_bytes():
+                continue
+            pairs = (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # ended meanwhile, or not ours
+            continue
+        env = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+        if env.get("HANDOFF_DATA_DIR") == str(data_dir):
+            return env
+    raise AssertionError("no Streamlit process of this serve")
+
+
+@pytest.mark.slow
+def test_handoff_serve_starts_the_llama_servers_and_hands_the_app_every_url(tmp_path: Path, standin: Settings) -> None:
+    """As `make run` on a CPU: nobody answers at the configured URL, so `handoff serve` starts the servers there
+    and on the next port, the app is told both, and stopping serve stops them."""
+    port = _consecutive_free_ports()
+    urls = [f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port + 1}/v1"]
+    app_port = free_port()
+    env = {
+        **os.environ,
+        "HANDOFF_LOCAL_ENGINE": "openai",
+        "HANDOFF_LOCAL_BASE_URL": urls[0],
+        "HANDOFF_LLAMACPP_SERVERS": "2",
+        "HANDOFF_DATA_DIR": str(tmp_path),
+        "HANDOFF_MODEL_CACHE_DIR": str(MODEL_CACHE),
+        "HANDOFF_STANDIN_PORT": str(standin.standin_port),
+        "HANDOFF_PORT": str(app_port),
+        "HANDOFF_HOST": "127.0.0.1",
+        "HANDOFF_CONFIG": "/nonexistent/handoff.toml",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+        "HF_HUB_OFFLINE": "1",
+    }
+    handoff = str(Path(sys.executable).with_name("handoff"))
+    subprocess.run([handoff, "db", "upgrade"], env=env, check=True, capture_output=True)
+    log = tmp_path / "serve.log"
+    with served([handoff, "serve"], app_port, log, env, timeout_s=600):
+        assert all(is_up(url) for url in urls)
+        assert _app_environment(tmp_path)["HANDOFF_LOCAL_BASE_URL"] == ",".join(urls)
+        printed = log.read_text()
+        assert f"Starting 2 llama.cpp server(s) of 1 thread(s) each on 127.0.0.1:{port},127.0.0.1:{port + 1}" in printed
+        assert f"Local engine: openai at 127.0.0.1:{port},127.0.0.1:{port + 1}" in printed
+    deadline = time.monotonic() + 30
+    while any(is_up(url) for url in urls) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(is_up(url) for url in urls)
 
 
 def test_entropy_from_the_top_k_counts_the_leftover_mass_as_one_outcome() -> None:
@@ -295,7 +365,7 @@ def test_served_engine_streams_with_logprobs_and_top_k_entropies(llama_server: S
     text, result = streamed(generation)
     assert text == result.text and text.strip()
     assert_token_statistics(result)
-    assert result.engine == "openai" and result.base_url_host == llama_server.local_host
+    assert result.engine == "openai" and result.base_url_host in llama_server.local_host.split(",")
     assert result.entropy_from_top_k == llama_server.local_top_logprobs
     assert result.model == "SmolLM2-135M-Instruct" and result.ttft_ms > 0
     engine.close()
@@ -314,20 +384,36 @@ def test_served_engine_stop_ends_the_answer(llama_server: Settings) -> None:
     engine.close()
 
 
-def test_llama_server_leaves_one_cpu_to_the_app_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The app, PostgreSQL and the pages run beside the server: it decodes on every CPU but one."""
+def test_one_llama_server_of_one_thread_per_cpu_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One-thread servers share no barrier: a server pre-empted by the app stalls only its own answers."""
     settings = Settings(model_cache_dir=MODEL_CACHE)
-    for cpus, threads in ((8, 7), (2, 1), (1, 1)):
+    for cpus in (8, 2, 1):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cpus=cpus: set(range(cpus)))
-        assert server_threads(settings) == threads
-    assert server_threads(Settings(model_cache_dir=MODEL_CACHE, llamacpp_threads=2)) == 2
+        assert (server_count(settings), server_threads(settings)) == (cpus, 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    two_threads = Settings(model_cache_dir=MODEL_CACHE, llamacpp_threads=2)
+    assert (server_count(two_threads), server_threads(two_threads)) == (4, 2)
+    assert server_count(Settings(model_cache_dir=MODEL_CACHE, llamacpp_servers=3)) == 3
+
+
+def test_the_servers_take_consecutive_ports_unless_the_urls_are_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert replica_urls(Settings(local_base_url="http://127.0.0.1:8767/v1")) == (
+        "http://127.0.0.1:8767/v1",
+        "http://127.0.0.1:8768/v1",
+        "http://127.0.0.1:8769/v1",
+    )
+    listed = Settings(local_base_url="http://127.0.0.1:9001/v1, http://localhost:9005/v1")
+    assert replica_urls(listed) == listed.local_base_urls == ("http://127.0.0.1:9001/v1", "http://localhost:9005/v1")
+    assert listed.local_host == "127.0.0.1:9001,localhost:9005"
 
 
 @pytest.mark.slow
 def test_llama_server_answers_sessions_together(llama_server: Settings) -> None:
     """Continuous batching: one slot per batch row, and answers asked at once all start before any ends."""
-    with urllib.request.urlopen(llama_server.local_base_url.removesuffix("/v1") + "/props", timeout=10) as response:
-        assert json.load(response)["total_slots"] == llama_server.max_batch_size
+    for url in llama_server.local_base_urls:
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/props", timeout=10) as response:
+            assert json.load(response)["total_slots"] == llama_server.max_batch_size
     engine = ServedEngine(llama_server)
     engine.warm_up()
     topics = ("the history of Rome", "how bridges are built", "the water cycle", "the life of bees")
@@ -351,6 +437,10 @@ def test_llama_server_answers_sessions_together(llama_server: Settings) -> None:
     results = [generation.wait(600) for generation in generations]
     assert all(result.tokens_out == 64 for result in results), [r.finish_reason for r in results]
     assert max(first.values()) < min(last.values())  # one at a time would finish the first before the last began
+    # spread over both servers, two answers each, and each answer names the server that wrote it
+    hosts = [result.base_url_host for result in results]
+    assert sorted(hosts) == sorted(llama_server.local_host.split(",") * 2)
+    assert engine._running == [0, 0]
     engine.close()
 
 
@@ -371,10 +461,11 @@ def test_a_turn_on_the_served_engine_hands_off_early_and_records_the_engine(
     assert decision.handed_off and decision.signals["early"]
     assert decision.engine == "openai"
     engine = decision.signals["engine"]
-    assert engine["kind"] == "openai" and engine["host"] == settings.local_host
-    assert engine["entropy_from_top_k"] == settings.local_top_logprobs and engine["model"] == "SmolLM2-135M-Instruct"
     off = record.answer("off")
-    assert off.engine == "openai" and off.base_url_host == settings.local_host and off.text == texts(events)["off"]
+    servers = settings.local_host.split(",")
+    assert engine["kind"] == "openai" and engine["host"] == off.base_url_host and off.base_url_host in servers
+    assert engine["entropy_from_top_k"] == settings.local_top_logprobs and engine["model"] == "SmolLM2-135M-Instruct"
+    assert off.engine == "openai" and off.text == texts(events)["off"]
     on = record.answer("on")
     assert on.source == "cloud", (on.error_kind, on.error)
 
@@ -382,7 +473,7 @@ def test_a_turn_on_the_served_engine_hands_off_early_and_records_the_engine(
     turn_id = store(sqlite_url, participant, finished)
     with session_scope(sqlite_url) as session:
         stored = session.scalars(select(Answer).where(Answer.turn_id == turn_id, Answer.arm == "off")).one()
-        assert (stored.engine, stored.base_url_host) == ("openai", settings.local_host)
+        assert (stored.engine, stored.base_url_host) == ("openai", off.base_url_host)
         row = session.scalars(select(HandoffDecision).where(HandoffDecision.turn_id == turn_id)).one()
         assert row.engine == "openai" and row.signals["engine"]["entropy_from_top_k"] == settings.local_top_logprobs
 

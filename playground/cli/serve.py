@@ -34,28 +34,36 @@ def streamlit_command(settings: Settings) -> list[str]:
 
 
 def llama_server() -> None:
-    """Run only llama.cpp's OpenAI-compatible server for the openai engine, in the foreground."""
+    """Run only llama.cpp's OpenAI-compatible server for the openai engine, in the foreground (one, at the
+    first base URL; ``handoff serve`` starts one per CPU)."""
     settings = get_settings()
     try:
-        command = llamacpp_server.server_command(settings)
+        command = llamacpp_server.server_command(settings, settings.local_base_urls[0])
     except (LlamaCppMissing, EngineConfigError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(subprocess.call(command))
 
 
-def start_local_server(settings: Settings) -> subprocess.Popen[bytes] | None:
-    """For the openai engine on a local URL nobody answers: start llama.cpp's server there."""
+def start_local_servers(settings: Settings) -> tuple[list[subprocess.Popen[bytes]], dict[str, str]]:
+    """For the openai engine on local URLs: start llama.cpp's servers (one per CPU) where nobody answers yet,
+    and the app's environment naming them all. Where the first URL already answers (another replica's
+    servers, your own vLLM), nothing is started and the app uses those of the URLs that answer."""
     if settings.local_engine != "openai" or not llamacpp_server.is_local(settings):
-        return None
-    if llamacpp_server.is_up(settings):
-        return None
-    typer.echo(f"Starting llama.cpp's server on {settings.local_base_url} …")
+        return [], {}
+    urls = llamacpp_server.replica_urls(settings)
+    if llamacpp_server.is_up(urls[0]):
+        answering = tuple(url for url in urls if llamacpp_server.is_up(url))
+        return [], {"HANDOFF_LOCAL_BASE_URL": ",".join(answering)}
+    threads = llamacpp_server.server_threads(settings)
+    hosts = llamacpp_server.served_by(settings, urls).local_host
+    typer.echo(f"Starting {len(urls)} llama.cpp server(s) of {threads} thread(s) each on {hosts} …")
     try:
-        return llamacpp_server.start_llama_server(settings, settings.data_dir / "logs" / "llama_server.log")
+        started = llamacpp_server.start_llama_servers(settings, settings.data_dir / "logs")
     except (LlamaCppMissing, EngineConfigError, llamacpp_server.LlamaServerFailed) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
+    return started, {"HANDOFF_LOCAL_BASE_URL": ",".join(urls)}
 
 
 def serve() -> None:
@@ -74,11 +82,13 @@ def serve() -> None:
         except (LlamaCppMissing, EngineConfigError) as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(1) from None
-    local_server = start_local_server(settings)
+    local_servers, served_env = start_local_servers(settings)
     process = None
     if settings.uses_standin and not standin_server.is_up(settings):
         typer.echo(f"Starting the cloud stand-in on {settings.resolved_cloud_base_url} …")
         process = standin_server.start_standin(settings, settings.data_dir / "logs" / "standin.log")
+    if served_env:
+        settings = llamacpp_server.served_by(settings, tuple(served_env["HANDOFF_LOCAL_BASE_URL"].split(",")))
     engine_at = f" at {settings.local_host}" if settings.local_engine == "openai" else ""
     typer.echo(f"Local engine: {settings.local_engine}{engine_at} ({settings.local_engine_reason})")
     if settings.local_engine == "transformers":
@@ -94,9 +104,9 @@ def serve() -> None:
         )
     command = streamlit_command(settings)
     try:
-        raise typer.Exit(subprocess.call(command, env=startup.streamlit_environment(os.environ)))
+        raise typer.Exit(subprocess.call(command, env=startup.streamlit_environment({**os.environ, **served_env})))
     finally:
-        for started in (process, local_server):
+        for started in (process, *local_servers):
             if started is not None:
                 started.terminate()
                 started.wait(timeout=10)

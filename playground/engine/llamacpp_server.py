@@ -1,14 +1,16 @@
 """llama.cpp's own OpenAI-compatible server (``llama-server``) for the ``openai`` engine.
 
-``handoff serve`` starts it beside the app when ``HANDOFF_LOCAL_ENGINE=openai`` (what ``auto`` picks on a
-CPU where ``make llama-cpp`` built it) points at a local URL nobody answers yet, on the GGUF the
-``llamacpp`` engine would load, under the model name the engine asks for. ``make llama-cpp`` builds it
-from the same llama-cpp-python source release, for this CPU, into the venv beside ``python``.
+``handoff serve`` starts ``server_count`` of them (one per CPU, one thread each) beside the app when
+``HANDOFF_LOCAL_ENGINE=openai`` (what ``auto`` picks on a CPU where ``make llama-cpp`` built it) points at
+a local URL nobody answers yet, on the GGUF the ``llamacpp`` engine would load, under the model name the
+engine asks for, and hands the app every server's URL; the engine spreads answers over them. ``make
+llama-cpp`` builds it from the same llama-cpp-python source release, for this CPU, into the venv beside
+``python``.
 
-It batches continuously: ``max_batch_size`` slots share one KV cache of ``llamacpp_n_ctx`` positions
-(``--kv-unified``, as the in-process engine shares its cache), so 16 attendees decode together in
-llama.cpp's kernels while the app's process only reads their streams. Log-probs come with any request
-that asks for them (no start-up switch, no cost to requests that do not).
+Each batches continuously: ``max_batch_size`` slots share one KV cache of ``llamacpp_n_ctx`` positions
+(``--kv-unified``, as the in-process engine shares its cache), so attendees decode together in llama.cpp's
+kernels while the app's process only reads their streams. Log-probs come with any request that asks for
+them (no start-up switch, no cost to requests that do not).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ class LlamaServerFailed(RuntimeError):
 
 
 def is_local(settings: Settings) -> bool:
-    """True when the openai engine's base URL is on this machine (so we may start the server)."""
-    return urlsplit(settings.local_base_url).hostname in LOCAL_HOSTS
+    """True when every base URL of the openai engine is on this machine (so we may start the servers)."""
+    return all(urlsplit(url).hostname in LOCAL_HOSTS for url in settings.local_base_urls)
 
 
 def require_llama_server() -> Path:
@@ -51,19 +53,37 @@ def require_llama_server() -> Path:
 
 
 def server_threads(settings: Settings) -> int:
-    """Decoding threads for ``llama-server``: ``HANDOFF_LLAMACPP_THREADS``, else every CPU but one.
+    """Decoding threads of each ``llama-server``: ``HANDOFF_LLAMACPP_THREADS``, else one.
 
-    The server shares the machine with the app replicas, PostgreSQL and the pages' streaming, which all
-    wake up exactly while tokens stream. llama.cpp's threads wait for each other at every operation, so
-    one pre-empted thread stalls the rest: on a 2-core Zen 4 with other work running, two threads fell
-    to 2-39 tok/s one stream where one thread kept 52-76, and in the event hall one thread cut the local
-    pane's p95 time to first token from 6.9 to 2.1 s (bench/README.md, "llama-server's threads").
+    llama.cpp's threads wait for each other at every operation, so one pre-empted thread stalls the
+    rest, and the servers share the machine with the app replicas, PostgreSQL and the pages' streaming,
+    which all wake up exactly while tokens stream: on a 2-core Zen 4 with other work running, two threads
+    fell to 2-39 tok/s one stream where one thread kept 52-76 (bench/README.md, "llama-server's
+    threads"). Several one-thread servers share no barrier: a pre-empted one stalls only its own answers.
     """
-    return settings.llamacpp_threads or max(1, usable_cpus() - 1)
+    return settings.llamacpp_threads or 1
 
 
-def server_command(settings: Settings) -> list[str]:
-    parts = urlsplit(settings.local_base_url)
+def server_count(settings: Settings) -> int:
+    """How many ``llama-server`` processes serve the openai engine: ``HANDOFF_LLAMACPP_SERVERS``, else one
+    per ``server_threads`` of the usable CPUs (two on 2 cores; bench/README.md, "Two llama-servers")."""
+    return settings.llamacpp_servers or max(1, usable_cpus() // server_threads(settings))
+
+
+def replica_urls(settings: Settings) -> tuple[str, ...]:
+    """The base URL of each server: the configured list where it names several, else ``server_count`` of them
+    on consecutive ports from the configured one (``http://127.0.0.1:8767/v1``, ``…:8768/v1``, …)."""
+    if len(settings.local_base_urls) > 1:
+        return settings.local_base_urls
+    parts = urlsplit(settings.local_base_urls[0])
+    port = parts.port or 80
+    netloc = parts.netloc.removesuffix(f":{port}") if parts.port else parts.netloc
+    return tuple(parts._replace(netloc=f"{netloc}:{port + index}").geturl() for index in range(server_count(settings)))
+
+
+def server_command(settings: Settings, base_url: str) -> list[str]:
+    """``llama-server`` answering at ``base_url``, on the GGUF the ``llamacpp`` engine would load."""
+    parts = urlsplit(base_url)
     threads = str(server_threads(settings))
     return [
         str(require_llama_server()),
@@ -88,31 +108,48 @@ def server_command(settings: Settings) -> list[str]:
     ]
 
 
-def is_up(settings: Settings) -> bool:
-    url = settings.local_base_url.rstrip("/") + "/models"
+def is_up(base_url: str) -> bool:
+    """True when the server at ``base_url`` lists its models."""
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=1) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
 
 
-def start_llama_server(settings: Settings, log_path: Path, *, timeout_s: float = 120) -> subprocess.Popen[bytes]:
-    """Start the server and wait until it lists its model; raises with its log's tail if it doesn't."""
-    try:
-        return launch(server_command(settings), log_path, lambda: is_up(settings), timeout_s)
-    except ServerDidNotStart as failed:
-        tail = failed.tail
-    raise LlamaServerFailed(f"llama.cpp's server did not start at {settings.local_base_url}:\n{tail}") from None
+def start_llama_servers(settings: Settings, log_dir: Path, *, timeout_s: float = 120) -> list[subprocess.Popen[bytes]]:
+    """Start a server at each of ``replica_urls`` (logs ``llama_server.log``, ``llama_server-2.log``, …) and wait
+    until each lists its model; raises with the failing one's log tail (and stops the others) if one doesn't."""
+    started: list[subprocess.Popen[bytes]] = []
+    for index, url in enumerate(replica_urls(settings)):
+        log_path = log_dir / ("llama_server.log" if index == 0 else f"llama_server-{index + 1}.log")
+        try:
+            started.append(launch(server_command(settings, url), log_path, lambda url=url: is_up(url), timeout_s))
+        except ServerDidNotStart as failed:
+            for process in started:
+                stop(process)
+            raise LlamaServerFailed(f"llama.cpp's server did not start at {url}:\n{failed.tail}") from None
+        except BaseException:
+            for process in started:
+                stop(process)
+            raise
+    return started
 
 
 @contextmanager
-def llama_server_running(
-    settings: Settings, log_path: Path, *, timeout_s: float = 120
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``start_llama_server`` for the length of a block (a benchmark leg, a test), stopped when it ends."""
-    process = start_llama_server(settings, log_path, timeout_s=timeout_s)
+def llama_servers_running(
+    settings: Settings, log_dir: Path, *, timeout_s: float = 120
+) -> Iterator[tuple[Settings, list[subprocess.Popen[bytes]]]]:
+    """``start_llama_servers`` for the length of a block (a benchmark leg, a test), stopped when it ends; yields
+    the settings with ``local_base_url`` naming every server, and their processes."""
+    processes = start_llama_servers(settings, log_dir, timeout_s=timeout_s)
     try:
-        yield process
+        yield served_by(settings, replica_urls(settings)), processes
     finally:
-        stop(process)
+        for process in processes:
+            stop(process)
+
+
+def served_by(settings: Settings, urls: tuple[str, ...]) -> Settings:
+    """``settings`` with the openai engine spreading its answers over ``urls``."""
+    return settings.model_copy(update={"local_engine": "openai", "local_base_url": ",".join(urls)})

@@ -6,7 +6,9 @@ them plus the leftover probability mass as one more outcome: a lower bound on th
 recorded as ``entropy_from_top_k = k`` so nobody mistakes it for the in-process figure).
 
 Concurrency is the server's (vLLM and llama.cpp's ``llama-server`` batch continuously): each answer
-streams on its own thread. ``warm_up`` asks the server once whether it returns log-probs; a server
+streams on its own thread. Several servers of one model (``local_base_url`` naming several: ``handoff
+serve`` starts one llama-server per CPU) share the answers: each new answer goes to the server with the
+fewest answers running, and records that server's host. ``warm_up`` asks the server once whether it returns log-probs; a server
 that does not (vLLM with ``--max-logprobs 0``, ``transformers serve``) still answers, but
 ``gives_logprobs`` is False, so the policies that need them refuse at start-up and the fallback
 policy runs.
@@ -23,7 +25,7 @@ from typing import Any
 import openai
 
 from playground.engine.contract import Generation, LocalModelEngine, LocalResult
-from playground.settings import Settings
+from playground.settings import Settings, url_host
 
 Message = dict[str, str]
 log = logging.getLogger(__name__)
@@ -61,12 +63,13 @@ class ServedEngine(LocalModelEngine):
         self.top_k = settings.local_top_logprobs
         self.gives_logprobs = True  # until warm_up asks the server
         self.tokenizer = None  # the chat template lives on the server
-        self.client = openai.OpenAI(
-            base_url=settings.local_base_url,
-            api_key=settings.local_api_key.get_secret_value() if settings.local_api_key else "no-key",
-            timeout=settings.local_timeout_s,
-            max_retries=0,
-        )
+        key = settings.local_api_key.get_secret_value() if settings.local_api_key else "no-key"
+        self.clients = [
+            openai.OpenAI(base_url=url, api_key=key, timeout=settings.local_timeout_s, max_retries=0)
+            for url in settings.local_base_urls
+        ]
+        self._running = [0] * len(self.clients)  # answers streaming from each server
+        self._lock = threading.Lock()
 
     @property
     def entropy_from_top_k(self) -> int | None:
@@ -80,22 +83,41 @@ class ServedEngine(LocalModelEngine):
         """
         threading.Thread(target=self._stream, args=(generation,), name="served-answer", daemon=True).start()
 
+    def _take(self) -> int:
+        """The server with the fewest answers running (the first of equals), counted as running one more."""
+        with self._lock:
+            index = min(range(len(self._running)), key=self._running.__getitem__)
+            self._running[index] += 1
+            return index
+
+    def _release(self, index: int) -> None:
+        with self._lock:
+            self._running[index] -= 1
+
     def warm_up(self) -> None:
-        """Check the server answers, and whether it returns log-probs (the policies ask ``gives_logprobs``)."""
+        """Check every server answers, and whether they return log-probs (the policies ask ``gives_logprobs``)."""
         hello = [{"role": "user", "content": "Hi"}]
+        for client in self.clients[1:]:  # the first is asked below, for log-probs too
+            try:
+                self._probe(client, hello, logprobs=False)
+            except openai.OpenAIError as error:
+                raise EngineUnavailable(
+                    f"The local model server at {url_host(str(client.base_url))} does not answer chat completions "
+                    f"for model {self.model_name!r} ({error}). Start it or fix HANDOFF_LOCAL_BASE_URL."
+                ) from error
         try:
-            self.gives_logprobs = bool(self._probe(hello, logprobs=True))
+            self.gives_logprobs = bool(self._probe(self.clients[0], hello, logprobs=True))
         except openai.APIConnectionError as error:
             raise EngineUnavailable(
-                f"The local model server at {self.base_url_host} does not answer ({error}). Start it "
-                "(`handoff serve` starts llama.cpp's server for a local URL) or fix HANDOFF_LOCAL_BASE_URL."
+                f"The local model server at {url_host(str(self.clients[0].base_url))} does not answer ({error}). "
+                "Start it (`handoff serve` starts llama.cpp's server for a local URL) or fix HANDOFF_LOCAL_BASE_URL."
             ) from error
         except openai.APIStatusError as error:
             log.info("the local model server refused log-probs (%s); asking without", error.status_code)
             self.gives_logprobs = False
         if not self.gives_logprobs:
             try:
-                self._probe(hello, logprobs=False)
+                self._probe(self.clients[0], hello, logprobs=False)
             except openai.OpenAIError as error:
                 raise EngineUnavailable(
                     f"The local model server at {self.base_url_host} does not answer chat completions "
@@ -109,9 +131,9 @@ class ServedEngine(LocalModelEngine):
                 self.top_k,
             )
 
-    def _probe(self, messages: list[Message], logprobs: bool) -> bool:
+    def _probe(self, client: openai.OpenAI, messages: list[Message], logprobs: bool) -> bool:
         options: dict[str, Any] = {"logprobs": True, "top_logprobs": self.top_k} if logprobs else {}
-        response = self.client.chat.completions.create(
+        response = client.chat.completions.create(
             model=self.model_name, messages=messages, max_tokens=2, temperature=0.0, **options
         )
         if response.system_fingerprint:
@@ -120,10 +142,18 @@ class ServedEngine(LocalModelEngine):
         return bool(choice.logprobs and choice.logprobs.content)
 
     def close(self) -> None:
-        self.client.close()
+        for client in self.clients:
+            client.close()
 
     # --- one answer, on its own thread ---------------------------------------------------------
     def _stream(self, generation: Generation) -> None:
+        index = self._take()
+        try:
+            self._answer(generation, self.clients[index])
+        finally:
+            self._release(index)
+
+    def _answer(self, generation: Generation, client: openai.OpenAI) -> None:
         request = generation.request
         options: dict[str, Any] = {}
         if self.gives_logprobs:
@@ -141,7 +171,7 @@ class ServedEngine(LocalModelEngine):
         state: dict[str, Any] = {"finish_reason": None, "ttft_ms": 0.0, "usage": None, "model": None}
         stream = None
         try:
-            stream = self.client.chat.completions.create(
+            stream = client.chat.completions.create(
                 model=self.model_name,
                 messages=request.messages,  # type: ignore[arg-type]
                 max_tokens=request.max_new_tokens,
@@ -178,7 +208,7 @@ class ServedEngine(LocalModelEngine):
                 logprobs=list(generation.logprobs),
                 entropies=list(generation.entropies),
                 engine=self.kind,
-                base_url_host=self.base_url_host,
+                base_url_host=url_host(str(client.base_url)),
                 entropy_from_top_k=self.entropy_from_top_k,
                 decoding=request.decoding.record(no_repeat_ngram_size=True),
             )
