@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     llamacpp_threads: int = 0
     llamacpp_servers: int = Field(default=0, ge=0)
     # openai engine: an OpenAI-compatible server (vLLM, llama.cpp's server) that returns per-token log-probs;
-    # several, comma-separated, share the answers (each new answer goes to the one with the fewest running)
+    # several, comma-separated, share the answers (each new answer goes to the one with the least work outstanding)
     local_base_url: str = "http://127.0.0.1:8767/v1"
     local_api_key: SecretStr | None = None
     local_top_logprobs: int = Field(default=20, ge=1, le=20)  # k: entropy is computed from the top k

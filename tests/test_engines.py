@@ -440,7 +440,7 @@ def test_llama_server_answers_sessions_together(llama_server: Settings) -> None:
     # spread over both servers, two answers each, and each answer names the server that wrote it
     hosts = [result.base_url_host for result in results]
     assert sorted(hosts) == sorted(llama_server.local_host.split(",") * 2)
-    assert engine._running == [0, 0]
+    assert engine._outstanding == [0, 0]
     engine.close()
 
 

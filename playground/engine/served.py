@@ -8,7 +8,7 @@ recorded as ``entropy_from_top_k = k`` so nobody mistakes it for the in-process 
 Concurrency is the server's (vLLM and llama.cpp's ``llama-server`` batch continuously): each answer
 streams on its own thread. Several servers of one model (``local_base_url`` naming several: ``handoff
 serve`` starts one llama-server per CPU) share the answers: each new answer goes to the server with the
-fewest answers running, and records that server's host. ``warm_up`` asks the server once whether it returns log-probs; a server
+least work outstanding (``answer_cost``), and records that server's host. ``warm_up`` asks the server once whether it returns log-probs; a server
 that does not (vLLM with ``--max-logprobs 0``, ``transformers serve``) still answers, but
 ``gives_logprobs`` is False, so the policies that need them refuse at start-up and the fallback
 policy runs.
@@ -29,6 +29,16 @@ from playground.settings import Settings, url_host
 
 Message = dict[str, str]
 log = logging.getLogger(__name__)
+
+
+def answer_cost(messages: list[Message], max_new_tokens: int) -> int:
+    """An answer's work for a server, in tokens: its prompt (estimated at four characters a token, as the
+    server's tokenizer is not here) and the most it may write.
+
+    Counting answers alone sent the long prompts of 16 asked at once to one of two servers (750 prompt tokens
+    against 450): that server took 3.1 s to read them where the other took 1.6 s, and the batch ended with it.
+    """
+    return sum(len(str(message.get("content") or "")) for message in messages) // 4 + max_new_tokens
 
 
 class EngineUnavailable(RuntimeError):
@@ -68,7 +78,7 @@ class ServedEngine(LocalModelEngine):
             openai.OpenAI(base_url=url, api_key=key, timeout=settings.local_timeout_s, max_retries=0)
             for url in settings.local_base_urls
         ]
-        self._running = [0] * len(self.clients)  # answers streaming from each server
+        self._outstanding = [0] * len(self.clients)  # ``answer_cost`` of the answers each server is writing
         self._lock = threading.Lock()
 
     @property
@@ -83,16 +93,16 @@ class ServedEngine(LocalModelEngine):
         """
         threading.Thread(target=self._stream, args=(generation,), name="served-answer", daemon=True).start()
 
-    def _take(self) -> int:
-        """The server with the fewest answers running (the first of equals), counted as running one more."""
+    def _take(self, cost: int) -> int:
+        """The server with the least work outstanding (the first of equals), now with ``cost`` more."""
         with self._lock:
-            index = min(range(len(self._running)), key=self._running.__getitem__)
-            self._running[index] += 1
+            index = min(range(len(self._outstanding)), key=self._outstanding.__getitem__)
+            self._outstanding[index] += cost
             return index
 
-    def _release(self, index: int) -> None:
+    def _release(self, index: int, cost: int) -> None:
         with self._lock:
-            self._running[index] -= 1
+            self._outstanding[index] -= cost
 
     def warm_up(self) -> None:
         """Check every server answers, and whether they return log-probs (the policies ask ``gives_logprobs``)."""
@@ -147,11 +157,12 @@ class ServedEngine(LocalModelEngine):
 
     # --- one answer, on its own thread ---------------------------------------------------------
     def _stream(self, generation: Generation) -> None:
-        index = self._take()
+        cost = answer_cost(generation.request.messages, generation.request.max_new_tokens)
+        index = self._take(cost)
         try:
             self._answer(generation, self.clients[index])
         finally:
-            self._release(index)
+            self._release(index, cost)
 
     def _answer(self, generation: Generation, client: openai.OpenAI) -> None:
         request = generation.request
