@@ -36,9 +36,9 @@ from playground.engine.llamacpp_server import (
     server_count,
     server_threads,
 )
-from playground.engine.served import ServedEngine, top_k_entropy
+from playground.engine.served import Routing, ServedEngine, top_k_entropy
 from playground.handoff.policies import ConfidencePolicy, resolve_policy
-from playground.settings import Settings
+from playground.settings import Settings, url_host
 from tests.conftest import MODEL_CACHE, free_port, served
 from tests.handoff_helpers import comparison, event_with_participant, fast, run_turn, store, texts
 
@@ -212,6 +212,31 @@ def test_handoff_serve_starts_the_llama_servers_and_hands_the_app_every_url(tmp_
     assert not any(is_up(url) for url in urls)
 
 
+def test_routing_sends_each_answer_where_the_least_work_waits() -> None:
+    routing = Routing(2)
+    long_prompt = chat("word " * 400)  # ~500 tokens at four characters a token
+    first, cost = routing.take(long_prompt, 64)
+    assert (first, routing.outstanding) == (0, [cost, 0]) and cost > 500
+    assert routing.take(chat("Hi"), 64)[0] == 1  # the idle server, not the next in turn
+    assert routing.take(chat("Name a fruit."), 64)[0] == 1  # 2 short answers there are less work than 1 long one
+    routing.release(0, cost)
+    assert routing.outstanding[0] == 0
+
+
+def test_routing_sends_a_follow_up_to_the_server_holding_its_conversation() -> None:
+    routing = Routing(2)
+    question = chat("Explain in detail how the tides work, with examples from three different coasts.")
+    answer = "The tides come from the moon's pull on the oceans. " * 20
+    routing.answered(1, question, answer)
+    follow_up = [*question, {"role": "assistant", "content": answer}, {"role": "user", "content": "Shorter?"}]
+    index, cost = routing.take(follow_up, 64)
+    assert index == 1 and cost < 64 + 10  # only the new question is read there
+    other = [*question, {"role": "assistant", "content": "Another answer."}, {"role": "user", "content": "Shorter?"}]
+    assert routing.take(other, 64)[0] == 0  # a different history: nobody holds it, the least loaded server
+    routing.outstanding = [0, 10_000]  # the holder far busier: the saving no longer makes up for it
+    assert routing.take(follow_up, 64)[0] == 0
+
+
 def test_entropy_from_the_top_k_counts_the_leftover_mass_as_one_outcome() -> None:
     import math
 
@@ -324,8 +349,11 @@ def test_llamacpp_a_prompt_longer_than_one_batch_is_read_over_several_steps(
     running = llamacpp_one_thread.generate(chat(PROMPTS[2]), max_new_tokens=60, temperature=0.0)
     next(iter(running))
     beside = llamacpp_one_thread.generate(long_prompt, max_new_tokens=6, temperature=0.0).wait(600)
-    # split at another token (the running answer's token comes first in each step): cells placed differently
-    assert beside.logprobs[0] == pytest.approx(alone.logprobs[0], abs=2e-2) and beside.tokens_in == alone.tokens_in
+    # split at another token (the running answer's token comes first in each step): cells placed differently, and
+    # where the split falls follows the running answer's progress, so the sums differ run to run (the first
+    # token's log-prob 0.055 apart in one run of three on a Zen 5 under load): the same first word, close log-prob
+    assert beside.text.split()[:1] == alone.text.split()[:1] and beside.tokens_in == alone.tokens_in
+    assert beside.logprobs[0] == pytest.approx(alone.logprobs[0], abs=0.1)
     assert_token_statistics(beside)
     assert running.wait(600).tokens_out > 0
 
@@ -440,7 +468,34 @@ def test_llama_server_answers_sessions_together(llama_server: Settings) -> None:
     # spread over both servers, two answers each, and each answer names the server that wrote it
     hosts = [result.base_url_host for result in results]
     assert sorted(hosts) == sorted(llama_server.local_host.split(",") * 2)
-    assert engine._outstanding == [0, 0]
+    assert engine.routing.outstanding == [0, 0]
+    engine.close()
+
+
+@pytest.mark.slow
+def test_a_follow_up_goes_to_the_llama_server_that_wrote_its_conversation(llama_server: Settings) -> None:
+    """Even when the first server is free too (the first of equals): that server holds the conversation, and reads
+    only the new question (llama-server's ``timings`` say how many prompt tokens came from its cache)."""
+    engine = ServedEngine(llama_server)
+    engine.warm_up()
+    busy = engine.generate(chat("Write a long essay about the history of Rome."), max_new_tokens=48, temperature=0.0)
+    while not engine.routing.outstanding[0]:
+        time.sleep(0.01)
+    question = chat("Explain how the tides work.")
+    first = engine.generate(question, max_new_tokens=48, temperature=0.0).wait(600)
+    busy.wait(600)
+    holder = llama_server.local_base_urls[1]
+    assert first.base_url_host == url_host(holder) and engine.routing.outstanding == [0, 0]
+    follow_up = [*question, {"role": "assistant", "content": first.text}, {"role": "user", "content": "Shorter?"}]
+    asked = {"model": llama_server.served_model_name, "messages": follow_up, "max_tokens": 1}
+    request = urllib.request.Request(
+        holder + "/chat/completions", json.dumps(asked).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        timings = json.load(response)["timings"]
+    assert timings["cache_n"] > timings["prompt_n"]  # the conversation so far came from the holder's cache
+    second = engine.generate(follow_up, max_new_tokens=16, temperature=0.0).wait(600)
+    assert second.base_url_host == first.base_url_host
     engine.close()
 
 

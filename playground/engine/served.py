@@ -7,8 +7,8 @@ recorded as ``entropy_from_top_k = k`` so nobody mistakes it for the in-process 
 
 Concurrency is the server's (vLLM and llama.cpp's ``llama-server`` batch continuously): each answer
 streams on its own thread. Several servers of one model (``local_base_url`` naming several: ``handoff
-serve`` starts one llama-server per CPU) share the answers: each new answer goes to the server with the
-least work outstanding (``answer_cost``), and records that server's host. ``warm_up`` asks the server once whether it returns log-probs; a server
+serve`` starts one llama-server per CPU) share the answers through ``Routing``, and each answer records
+the host of the server that wrote it. ``warm_up`` asks the server once whether it returns log-probs; a server
 that does not (vLLM with ``--max-logprobs 0``, ``transformers serve``) still answers, but
 ``gives_logprobs`` is False, so the policies that need them refuse at start-up and the fallback
 policy runs.
@@ -16,10 +16,13 @@ policy runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import openai
@@ -31,14 +34,57 @@ Message = dict[str, str]
 log = logging.getLogger(__name__)
 
 
-def answer_cost(messages: list[Message], max_new_tokens: int) -> int:
-    """An answer's work for a server, in tokens: its prompt (estimated at four characters a token, as the
-    server's tokenizer is not here) and the most it may write.
+def prompt_tokens(messages: list[Message]) -> int:
+    """A prompt's length in tokens, estimated at four characters a token (the server's tokenizer is not here)."""
+    return sum(len(str(message.get("content") or "")) for message in messages) // 4
 
-    Counting answers alone sent the long prompts of 16 asked at once to one of two servers (750 prompt tokens
-    against 450): that server took 3.1 s to read them where the other took 1.6 s, and the batch ended with it.
+
+def conversation_key(messages: list[Message]) -> str:
+    """One conversation as far as ``messages`` go: equal keys, equal prompts."""
+    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class Routing:
+    """Which of several servers writes each answer: the one with the least work outstanding once this answer
+    is added, counting as free the part of its prompt that server already holds.
+
+    Work is in tokens: each running answer's prompt and the most it may write. Counting answers alone sent
+    the long prompts of 16 asked at once to one of two servers (750 prompt tokens against 450), which took
+    3.1 s to read them where the other took 1.6 s. A follow-up repeats its conversation so far, which
+    llama-server keeps in a slot after answering and does not read again (``cache_prompt``), so the server
+    that wrote the last answer of a conversation reads only the new question: that saving counts in its
+    favour. The last ``remembered`` conversations are kept, one key each.
     """
-    return sum(len(str(message.get("content") or "")) for message in messages) // 4 + max_new_tokens
+
+    def __init__(self, servers: int, remembered: int = 4096) -> None:
+        self.outstanding = [0] * servers
+        self._held: OrderedDict[str, int] = OrderedDict()  # conversation so far -> the server that holds it
+        self._remembered = remembered
+        self._lock = threading.Lock()
+
+    def take(self, messages: list[Message], max_new_tokens: int) -> tuple[int, int]:
+        """(the server for this answer, its cost there), the cost now counted as outstanding on it."""
+        prompt = prompt_tokens(messages) + max_new_tokens
+        with self._lock:
+            holder = self._held.get(conversation_key(messages[:-1])) if len(messages) > 1 else None
+            saved = prompt_tokens(messages[:-1]) if holder is not None else 0
+            costs = [prompt - (saved if index == holder else 0) for index in range(len(self.outstanding))]
+            index = min(range(len(costs)), key=lambda i: self.outstanding[i] + costs[i])
+            self.outstanding[index] += costs[index]
+            return index, costs[index]
+
+    def release(self, index: int, cost: int) -> None:
+        with self._lock:
+            self.outstanding[index] -= cost
+
+    def answered(self, index: int, messages: list[Message], text: str) -> None:
+        """Server ``index`` now holds this conversation with its answer ``text``, as the next turn will send it."""
+        key = conversation_key([*messages, {"role": "assistant", "content": text}])
+        with self._lock:
+            self._held[key] = index
+            self._held.move_to_end(key)
+            while len(self._held) > self._remembered:
+                self._held.popitem(last=False)
 
 
 class EngineUnavailable(RuntimeError):
@@ -78,8 +124,7 @@ class ServedEngine(LocalModelEngine):
             openai.OpenAI(base_url=url, api_key=key, timeout=settings.local_timeout_s, max_retries=0)
             for url in settings.local_base_urls
         ]
-        self._outstanding = [0] * len(self.clients)  # ``answer_cost`` of the answers each server is writing
-        self._lock = threading.Lock()
+        self.routing = Routing(len(self.clients))
 
     @property
     def entropy_from_top_k(self) -> int | None:
@@ -92,17 +137,6 @@ class ServedEngine(LocalModelEngine):
         stored decoding says so (None).
         """
         threading.Thread(target=self._stream, args=(generation,), name="served-answer", daemon=True).start()
-
-    def _take(self, cost: int) -> int:
-        """The server with the least work outstanding (the first of equals), now with ``cost`` more."""
-        with self._lock:
-            index = min(range(len(self._outstanding)), key=self._outstanding.__getitem__)
-            self._outstanding[index] += cost
-            return index
-
-    def _release(self, index: int, cost: int) -> None:
-        with self._lock:
-            self._outstanding[index] -= cost
 
     def warm_up(self) -> None:
         """Check every server answers, and whether they return log-probs (the policies ask ``gives_logprobs``)."""
@@ -157,14 +191,17 @@ class ServedEngine(LocalModelEngine):
 
     # --- one answer, on its own thread ---------------------------------------------------------
     def _stream(self, generation: Generation) -> None:
-        cost = answer_cost(generation.request.messages, generation.request.max_new_tokens)
-        index = self._take(cost)
+        request = generation.request
+        index, cost = self.routing.take(request.messages, request.max_new_tokens)
         try:
-            self._answer(generation, self.clients[index])
+            text = self._answer(generation, self.clients[index])
         finally:
-            self._release(index, cost)
+            self.routing.release(index, cost)
+        if text is not None and len(self.clients) > 1:
+            self.routing.answered(index, request.messages, text)
 
-    def _answer(self, generation: Generation, client: openai.OpenAI) -> None:
+    def _answer(self, generation: Generation, client: openai.OpenAI) -> str | None:
+        """Stream one answer from ``client``'s server into ``generation``; its text, None where it failed."""
         request = generation.request
         options: dict[str, Any] = {}
         if self.gives_logprobs:
@@ -199,15 +236,16 @@ class ServedEngine(LocalModelEngine):
                     break
         except Exception as error:  # noqa: BLE001 - handed to the caller's thread, as the other engines do
             generation._finish(None, error)
-            return
+            return None
         finally:
             if stream is not None:
                 stream.close()  # a stopped answer: the server sees the client leave and stops decoding
         usage = state["usage"]
         tokens_out = len(generation.logprobs) or getattr(usage, "completion_tokens", None) or len(parts)
+        text = "".join(parts)
         generation._finish(
             LocalResult(
-                text="".join(parts),
+                text=text,
                 model=state["model"] or self.model_name,
                 model_revision=self.model_revision,
                 dtype=self.dtype,
@@ -224,6 +262,7 @@ class ServedEngine(LocalModelEngine):
                 decoding=request.decoding.record(no_repeat_ngram_size=True),
             )
         )
+        return text
 
     def _read_chunk(self, generation: Generation, chunk: Any, parts: list[str], state: dict[str, Any]) -> None:
         if getattr(chunk, "usage", None) is not None:
