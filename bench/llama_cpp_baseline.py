@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from feedback.cpus import usable_cpus
-from playground.engine.model_store import bundled_gguf, resolve_model
+from playground.engine.llamacpp_server import served_gguf
+from playground.engine.model_store import resolve_model
 from playground.settings import BUNDLED_MODEL, Settings
 
 
@@ -53,7 +54,9 @@ def batched_run(
     callback = llama_cpp.llama_log_callback(_quiet)  # keep a reference while llama.cpp may call it
     llama_cpp.llama_log_set(callback, ctypes.c_void_p())
     llama_cpp.llama_backend_init()
-    model = llama_cpp.llama_model_load_from_file(str(bundled_gguf()).encode(), llama_cpp.llama_model_default_params())
+    model = llama_cpp.llama_model_load_from_file(  # the file the default engine serves (a Q8_0 copy of the Q4_1)
+        str(served_gguf(settings)).encode(), llama_cpp.llama_model_default_params()
+    )
     params = llama_cpp.llama_context_default_params()
     sequences = len(prompts)
     per_sequence = -(-(max(map(len, prompts)) + max_new_tokens + 8) // 256) * 256

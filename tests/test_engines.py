@@ -27,15 +27,18 @@ from db.session import session_scope
 from feedback.cpus import usable_cpus
 from playground.engine.batching import RequestTooLarge
 from playground.engine.contract import Generation, LocalResult
-from playground.engine.llamacpp import LlamaCppEngine, LlamaCppMissing, require_llama_cpp
+from playground.engine.llamacpp import LlamaCppEngine, LlamaCppMissing, gguf_path, require_llama_cpp
 from playground.engine.llamacpp_server import (
     is_up,
     llama_servers_running,
     replica_urls,
     served_by,
+    served_gguf,
+    server_command,
     server_count,
     server_threads,
 )
+from playground.engine.model_store import bundled_gguf, gguf_file_type, llama_cpp_gguf
 from playground.engine.served import Routing, ServedEngine, top_k_entropy
 from playground.handoff.policies import ConfidencePolicy, resolve_policy
 from playground.settings import Settings, url_host
@@ -235,6 +238,21 @@ def test_routing_sends_a_follow_up_to_the_server_holding_its_conversation() -> N
     assert routing.take(other, 64)[0] == 0  # a different history: nobody holds it, the least loaded server
     routing.outstanding = [0, 10_000]  # the holder far busier: the saving no longer makes up for it
     assert routing.take(follow_up, 64)[0] == 0
+
+
+def test_llama_cpp_runs_the_bundled_q4_1_gguf_from_a_q8_0_copy_made_once(tmp_path: Path) -> None:
+    """Q4_1 has no block-matrix kernel in llama.cpp's CPU backend; the copy is made in the cache, once."""
+    bundled = bundled_gguf()
+    assert gguf_file_type(bundled) == "MOSTLY_Q4_1"
+    copy = llama_cpp_gguf(bundled, tmp_path)
+    assert copy.parent == tmp_path and gguf_file_type(copy) == "MOSTLY_Q8_0"
+    made = copy.stat().st_mtime_ns
+    assert llama_cpp_gguf(bundled, tmp_path) == copy and copy.stat().st_mtime_ns == made
+    assert llama_cpp_gguf(copy, tmp_path / "other") == copy  # a type llama.cpp multiplies in blocks: as it is
+    assert [p.name for p in tmp_path.iterdir()] == [copy.name]  # no staging file left behind
+    settings = Settings(model_cache_dir=tmp_path)
+    assert gguf_path(settings) == bundled and served_gguf(settings) == copy  # the in-process engine: as it is
+    assert server_command(settings, "http://127.0.0.1:8767/v1")[1:3] == ["--model", str(copy)]
 
 
 def test_entropy_from_the_top_k_counts_the_leftover_mass_as_one_outcome() -> None:

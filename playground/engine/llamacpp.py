@@ -68,7 +68,8 @@ def require_llama_cpp() -> Any:
 
 
 def gguf_path(settings: Settings) -> Path:
-    """The GGUF file the llama.cpp engines load: the bundled one, or ``local_model`` as a path."""
+    """The GGUF file the llama.cpp engines load: the bundled one, or ``local_model`` as a path (llama-server
+    runs ``llamacpp_server.served_gguf`` of it)."""
     if settings.local_model == BUNDLED_MODEL:
         return bundled_gguf()
     path = Path(settings.local_model)

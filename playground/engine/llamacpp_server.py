@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from feedback.cpus import usable_cpus
 from playground.engine.launch import ServerDidNotStart, launch, stop
 from playground.engine.llamacpp import INSTALL_HINT, LlamaCppMissing, gguf_path
+from playground.engine.model_store import llama_cpp_gguf
 from playground.hardware import llama_server_binary
 from playground.settings import Settings
 
@@ -81,14 +82,20 @@ def replica_urls(settings: Settings) -> tuple[str, ...]:
     return tuple(parts._replace(netloc=f"{netloc}:{port + index}").geturl() for index in range(server_count(settings)))
 
 
+def served_gguf(settings: Settings) -> Path:
+    """The GGUF the servers run: the ``llamacpp`` engine's, or its Q8_0 copy where llama.cpp multiplies that one's
+    type a row at a time (``model_store.llama_cpp_gguf``: the bundled Q4_1)."""
+    return llama_cpp_gguf(gguf_path(settings), settings.model_cache_dir)
+
+
 def server_command(settings: Settings, base_url: str) -> list[str]:
-    """``llama-server`` answering at ``base_url``, on the GGUF the ``llamacpp`` engine would load."""
+    """``llama-server`` answering at ``base_url``, on ``served_gguf``."""
     parts = urlsplit(base_url)
     threads = str(server_threads(settings))
     return [
         str(require_llama_server()),
         "--model",
-        str(gguf_path(settings)),
+        str(served_gguf(settings)),
         "--alias",
         settings.served_model_name,
         "--host",
