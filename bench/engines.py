@@ -212,19 +212,20 @@ def main(argv: list[str] | None = None) -> list[Target]:
 
 
 def _served_threads_trade(key: str) -> str:
-    """Why llama-server's batched figure can trail llama.cpp's own loop on all CPUs: it runs on fewer, by design."""
+    """Why llama-server's batched figure can trail llama.cpp's own loop on all CPUs: several one-thread servers,
+    each decoding its share of the answers, by design."""
     if key != "openai":
         return ""
     from playground.engine.llamacpp_server import server_count, server_threads
     from playground.settings import Settings
 
     settings = Settings()
-    threads, cpus = server_count(settings) * server_threads(settings), usable_cpus()
-    if threads >= cpus:
-        return ""
+    servers, threads, cpus = server_count(settings), server_threads(settings), usable_cpus()
     return (
-        f"llama-server decodes on {threads} of {cpus} CPUs (HANDOFF_LLAMACPP_SERVERS, HANDOFF_LLAMACPP_THREADS; "
-        'bench/README.md, "llama-server\'s threads")'
+        f"{servers} llama-server(s) of {threads} thread(s) each decode their share of the 16 answers per step where "
+        f"llama.cpp's loop decodes all 16 in one step on {cpus} threads (the block kernels gain with rows); one server "
+        "on every CPU stalls at its barriers under load (HANDOFF_LLAMACPP_SERVERS, HANDOFF_LLAMACPP_THREADS; "
+        'bench/README.md, "Two llama-servers")'
     )
 
 
