@@ -412,6 +412,7 @@ def test_served_engine_streams_with_logprobs_and_top_k_entropies(llama_server: S
     assert text == result.text and text.strip()
     assert_token_statistics(result)
     assert result.engine == "openai" and result.base_url_host in llama_server.local_host.split(",")
+    assert result.dtype == engine.dtype == "Q8_0"  # the copy llama-server runs, as its /v1/models reports it
     assert result.entropy_from_top_k == llama_server.local_top_logprobs
     assert result.model == "SmolLM2-135M-Instruct" and result.ttft_ms > 0
     engine.close()

@@ -115,7 +115,7 @@ class ServedEngine(LocalModelEngine):
         self.base_url_host = settings.local_host
         self.model_name = settings.served_model_name
         self.model_revision: str | None = None  # set from the server's first answer where it reports one
-        self.dtype: str | None = None  # the server's business
+        self.dtype: str | None = None  # the weights' type where the server reports it (``warm_up``)
         self.top_k = settings.local_top_logprobs
         self.gives_logprobs = True  # until warm_up asks the server
         self.tokenizer = None  # the chat template lives on the server
@@ -159,6 +159,7 @@ class ServedEngine(LocalModelEngine):
         except openai.APIStatusError as error:
             log.info("the local model server refused log-probs (%s); asking without", error.status_code)
             self.gives_logprobs = False
+        self.dtype = self._served_dtype()
         if not self.gives_logprobs:
             try:
                 self._probe(self.clients[0], hello, logprobs=False)
@@ -174,6 +175,18 @@ class ServedEngine(LocalModelEngine):
                 self.base_url_host,
                 self.top_k,
             )
+
+    def _served_dtype(self) -> str | None:
+        """The served weights' type where the server says: llama-server lists it as its model's ``meta.ftype``
+        (``Q8_0`` for the copy ``handoff serve`` runs); vLLM does not, and the answers then record none."""
+        try:
+            for model in self.clients[0].models.list():
+                if model.id == self.model_name:
+                    meta = (model.model_extra or {}).get("meta") or {}
+                    return str(meta["ftype"])[:16] if meta.get("ftype") else None
+        except openai.OpenAIError:
+            return None
+        return None
 
     def _probe(self, client: openai.OpenAI, messages: list[Message], logprobs: bool) -> bool:
         options: dict[str, Any] = {"logprobs": True, "top_logprobs": self.top_k} if logprobs else {}
