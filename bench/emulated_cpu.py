@@ -239,8 +239,9 @@ def auto_dtype(command_prefix: list[str]) -> dict[str, str]:
 
 
 def main() -> list[Target]:
-    from playground.engine.model_store import bundled_gguf
+    from playground.engine.llamacpp_server import served_gguf
     from playground.hardware import llama_server_binary
+    from playground.settings import Settings
 
     if shutil.which(QEMU) is None:
         raise SystemExit(f"{QEMU} is not installed (Debian: apt-get install qemu-user)")
@@ -271,7 +272,7 @@ def main() -> list[Target]:
     targets.append(Target(f"{CPU} build of llama-server: zmm (AVX-512) instructions", zmm, 0, higher_is_better=False))
 
     # 3. it answers under the emulated CPU; this machine's own build is the negative control
-    gguf = bundled_gguf()
+    gguf = served_gguf(Settings())  # the file the app serves (a Q8_0 copy): the block kernels run on its prompt
     with tempfile.TemporaryDirectory() as folder:
         served = complete_under_emulation(binary, gguf, Path(folder) / "emulated-build.log")
         say(f"{CPU} build under {QEMU} -cpu {CPU}: {json.dumps(served)}")
