@@ -11,8 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from playground.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def on_free_ports(settings: Settings) -> Settings:
+    """``settings`` with the openai engine on as many llama-servers as ``handoff serve`` starts, each on a free port
+    (for ``llamacpp_server.llama_servers_running``)."""
+    from playground.engine.llamacpp_server import served_by, server_count
+
+    return served_by(settings, tuple(f"http://127.0.0.1:{free_port()}/v1" for _ in range(server_count(settings))))
 
 
 def report(targets: list[Target]) -> None:

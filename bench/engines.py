@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import Target, free_port, machine, percentile, report
+from bench.common import Target, machine, on_free_ports, percentile, report
 from bench.prompts import chats
 from feedback.cpus import usable_cpus
 from playground.engine.contract import LocalModelEngine
@@ -192,18 +192,17 @@ def main(argv: list[str] | None = None) -> list[Target]:
     results["llama.cpp bare loop"] = bare(sessions, new_tokens, thread_counts)
 
     if "openai" in engines:
-        from playground.engine.llamacpp_server import llama_servers_running, served_by, server_count
+        from playground.engine.llamacpp_server import llama_servers_running
 
-        urls = tuple(f"http://127.0.0.1:{free_port()}/v1" for _ in range(server_count(base)))
         with (
             tempfile.TemporaryDirectory() as folder,
-            llama_servers_running(served_by(base, urls), Path(folder)) as (
+            llama_servers_running(on_free_ports(base), Path(folder)) as (
                 served,
-                _,
+                processes,
             ),
         ):
             engine = load_engine(served)
-            label = f"openai -> {len(urls)} llama-server(s) (log-probs)"
+            label = f"openai -> {len(processes)} llama-server(s) (log-probs)"
             results["openai"] = measure(engine, label, new_tokens, sessions)
             engine.close()
 

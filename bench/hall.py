@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Target, free_port, machine, percentile, report, scratch_postgres
+from bench.common import Target, free_port, machine, on_free_ports, percentile, report, scratch_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CACHE = ROOT / "data" / "models"
@@ -321,12 +321,11 @@ def engine_server(engine: str, log_dir: Path) -> Iterator[EngineLeg]:
         choice = choose_engine("auto", "cpu", "auto", True, cpu_flags(), llama_cpp_installed(), False)
         yield EngineLeg({"HANDOFF_LOCAL_ENGINE": choice.kind})
         return
-    from playground.engine.llamacpp_server import llama_servers_running, served_by, server_count
+    from playground.engine.llamacpp_server import llama_servers_running
     from playground.settings import Settings
 
-    settings = Settings(local_engine="openai", model_cache_dir=MODEL_CACHE)
-    urls = tuple(f"http://127.0.0.1:{free_port()}/v1" for _ in range(server_count(settings)))
-    with llama_servers_running(served_by(settings, urls), log_dir, timeout_s=600) as (served, processes):
+    settings = on_free_ports(Settings(model_cache_dir=MODEL_CACHE))
+    with llama_servers_running(settings, log_dir, timeout_s=600) as (served, processes):
         env = {"HANDOFF_LOCAL_ENGINE": "openai", "HANDOFF_LOCAL_BASE_URL": served.local_base_url}
         yield EngineLeg(env, tuple(process.pid for process in processes))
 

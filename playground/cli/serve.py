@@ -45,16 +45,15 @@ def llama_server() -> None:
     raise typer.Exit(subprocess.call(command))
 
 
-def start_local_servers(settings: Settings) -> tuple[list[subprocess.Popen[bytes]], dict[str, str]]:
-    """For the openai engine on local URLs: start llama.cpp's servers (one per CPU) where nobody answers yet,
-    and the app's environment naming them all. Where the first URL already answers (another replica's
-    servers, your own vLLM), nothing is started and the app uses those of the URLs that answer."""
+def start_local_servers(settings: Settings) -> tuple[list[subprocess.Popen[bytes]], tuple[str, ...]]:
+    """For the openai engine on local URLs: start llama.cpp's servers (one per CPU) where nobody answers yet; returns
+    them and every URL the app is to use (none: leave its settings as they are). Where the first URL already
+    answers (another replica's servers, your own vLLM), nothing is started and the app uses those that answer."""
     if settings.local_engine != "openai" or not llamacpp_server.is_local(settings):
-        return [], {}
+        return [], ()
     urls = llamacpp_server.replica_urls(settings)
     if llamacpp_server.is_up(urls[0]):
-        answering = tuple(url for url in urls if llamacpp_server.is_up(url))
-        return [], {"HANDOFF_LOCAL_BASE_URL": ",".join(answering)}
+        return [], tuple(url for url in urls if llamacpp_server.is_up(url))
     threads = llamacpp_server.server_threads(settings)
     hosts = llamacpp_server.served_by(settings, urls).local_host
     typer.echo(f"Starting {len(urls)} llama.cpp server(s) of {threads} thread(s) each on {hosts} …")
@@ -63,7 +62,7 @@ def start_local_servers(settings: Settings) -> tuple[list[subprocess.Popen[bytes
     except (LlamaCppMissing, EngineConfigError, llamacpp_server.LlamaServerFailed) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
-    return started, {"HANDOFF_LOCAL_BASE_URL": ",".join(urls)}
+    return started, urls
 
 
 def serve() -> None:
@@ -82,13 +81,15 @@ def serve() -> None:
         except (LlamaCppMissing, EngineConfigError) as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(1) from None
-    local_servers, served_env = start_local_servers(settings)
+    local_servers, urls = start_local_servers(settings)
+    served_env: dict[str, str] = {}
+    if urls:
+        settings = llamacpp_server.served_by(settings, urls)
+        served_env["HANDOFF_LOCAL_BASE_URL"] = settings.local_base_url
     process = None
     if settings.uses_standin and not standin_server.is_up(settings):
         typer.echo(f"Starting the cloud stand-in on {settings.resolved_cloud_base_url} …")
         process = standin_server.start_standin(settings, settings.data_dir / "logs" / "standin.log")
-    if served_env:
-        settings = llamacpp_server.served_by(settings, tuple(served_env["HANDOFF_LOCAL_BASE_URL"].split(",")))
     engine_at = f" at {settings.local_host}" if settings.local_engine == "openai" else ""
     typer.echo(f"Local engine: {settings.local_engine}{engine_at} ({settings.local_engine_reason})")
     if settings.local_engine == "transformers":

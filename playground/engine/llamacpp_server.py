@@ -128,18 +128,17 @@ def start_llama_servers(settings: Settings, log_dir: Path, *, timeout_s: float =
     """Start a server at each of ``replica_urls`` (logs ``llama_server.log``, ``llama_server-2.log``, …) and wait
     until each lists its model; raises with the failing one's log tail (and stops the others) if one doesn't."""
     started: list[subprocess.Popen[bytes]] = []
-    for index, url in enumerate(replica_urls(settings)):
-        log_path = log_dir / ("llama_server.log" if index == 0 else f"llama_server-{index + 1}.log")
-        try:
+    url = ""
+    try:
+        for index, url in enumerate(replica_urls(settings)):
+            log_path = log_dir / ("llama_server.log" if index == 0 else f"llama_server-{index + 1}.log")
             started.append(launch(server_command(settings, url), log_path, lambda url=url: is_up(url), timeout_s))
-        except ServerDidNotStart as failed:
-            for process in started:
-                stop(process)
-            raise LlamaServerFailed(f"llama.cpp's server did not start at {url}:\n{failed.tail}") from None
-        except BaseException:
-            for process in started:
-                stop(process)
-            raise
+    except BaseException as error:
+        for process in started:
+            stop(process)
+        if isinstance(error, ServerDidNotStart):
+            raise LlamaServerFailed(f"llama.cpp's server did not start at {url}:\n{error.tail}") from None
+        raise
     return started
 
 

@@ -124,6 +124,7 @@ class ServedEngine(LocalModelEngine):
             openai.OpenAI(base_url=url, api_key=key, timeout=settings.local_timeout_s, max_retries=0)
             for url in settings.local_base_urls
         ]
+        self.hosts = [url_host(url) for url in settings.local_base_urls]  # what each answer records
         self.routing = Routing(len(self.clients))
 
     @property
@@ -141,19 +142,19 @@ class ServedEngine(LocalModelEngine):
     def warm_up(self) -> None:
         """Check every server answers, and whether they return log-probs (the policies ask ``gives_logprobs``)."""
         hello = [{"role": "user", "content": "Hi"}]
-        for client in self.clients[1:]:  # the first is asked below, for log-probs too
+        for client, host in zip(self.clients[1:], self.hosts[1:], strict=True):  # the first: below, log-probs too
             try:
                 self._probe(client, hello, logprobs=False)
             except openai.OpenAIError as error:
                 raise EngineUnavailable(
-                    f"The local model server at {url_host(str(client.base_url))} does not answer chat completions "
+                    f"The local model server at {host} does not answer chat completions "
                     f"for model {self.model_name!r} ({error}). Start it or fix HANDOFF_LOCAL_BASE_URL."
                 ) from error
         try:
             self.gives_logprobs = bool(self._probe(self.clients[0], hello, logprobs=True))
         except openai.APIConnectionError as error:
             raise EngineUnavailable(
-                f"The local model server at {url_host(str(self.clients[0].base_url))} does not answer ({error}). "
+                f"The local model server at {self.hosts[0]} does not answer ({error}). "
                 "Start it (`handoff serve` starts llama.cpp's server for a local URL) or fix HANDOFF_LOCAL_BASE_URL."
             ) from error
         except openai.APIStatusError as error:
@@ -165,7 +166,7 @@ class ServedEngine(LocalModelEngine):
                 self._probe(self.clients[0], hello, logprobs=False)
             except openai.OpenAIError as error:
                 raise EngineUnavailable(
-                    f"The local model server at {self.base_url_host} does not answer chat completions "
+                    f"The local model server at {self.hosts[0]} does not answer chat completions "
                     f"for model {self.model_name!r}: {error}"
                 ) from error
             log.warning(
@@ -207,14 +208,14 @@ class ServedEngine(LocalModelEngine):
         request = generation.request
         index, cost = self.routing.take(request.messages, request.max_new_tokens)
         try:
-            text = self._answer(generation, self.clients[index])
+            text = self._answer(generation, index)
         finally:
             self.routing.release(index, cost)
         if text is not None and len(self.clients) > 1:
             self.routing.answered(index, request.messages, text)
 
-    def _answer(self, generation: Generation, client: openai.OpenAI) -> str | None:
-        """Stream one answer from ``client``'s server into ``generation``; its text, None where it failed."""
+    def _answer(self, generation: Generation, index: int) -> str | None:
+        """Stream one answer from server ``index`` into ``generation``; its text, None where it failed."""
         request = generation.request
         options: dict[str, Any] = {}
         if self.gives_logprobs:
@@ -232,7 +233,7 @@ class ServedEngine(LocalModelEngine):
         state: dict[str, Any] = {"finish_reason": None, "ttft_ms": 0.0, "usage": None, "model": None}
         stream = None
         try:
-            stream = client.chat.completions.create(
+            stream = self.clients[index].chat.completions.create(
                 model=self.model_name,
                 messages=request.messages,  # type: ignore[arg-type]
                 max_tokens=request.max_new_tokens,
@@ -270,7 +271,7 @@ class ServedEngine(LocalModelEngine):
                 logprobs=list(generation.logprobs),
                 entropies=list(generation.entropies),
                 engine=self.kind,
-                base_url_host=url_host(str(client.base_url)),
+                base_url_host=self.hosts[index],
                 entropy_from_top_k=self.entropy_from_top_k,
                 decoding=request.decoding.record(no_repeat_ngram_size=True),
             )
