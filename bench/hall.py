@@ -3,7 +3,7 @@ the shared limits store, the local engine and the cloud stand-in.
 
     python -m bench.hall                          # short default run
     python -m bench.hall --rates 0.05,0.1,0.2 --attendees 20 --replicas 2
-    python -m bench.hall --app 8                  # the app's own overhead: 8 pages in Chromium vs the engine alone
+    python -m bench.hall --app 8                  # the app's own overhead: 8 attendees at once vs the engine alone
 
 Each replica is its own process doing what one ``handoff serve`` process does for its sessions:
 the attendee page's services (``playground.attendee_session``: consent, ``start_turn`` with the
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import Target, free_port, machine, on_free_ports, percentile, report, scratch_postgres
+from bench.hall_app import CLIENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CACHE = ROOT / "data" / "models"
@@ -400,9 +401,11 @@ def run(
             standin.wait(timeout=30)
 
 
-def run_app(targets: list[Target], sessions: int, new_tokens: int, legs: tuple[str, ...] = ()) -> None:
-    """The app's own overhead, per engine leg: ``sessions`` pages at once through one ``handoff serve`` vs the
-    engine alone."""
+def run_app(
+    targets: list[Target], sessions: int, new_tokens: int, legs: tuple[str, ...] = (), client: str = "websocket"
+) -> None:
+    """The app's own overhead, per engine leg: ``sessions`` attendees (``client``: ``bench.hall_app.CLIENTS``) at
+    once through one ``handoff serve`` vs the engine alone."""
     from bench import hall_app
     from db import session as db_session
 
@@ -412,7 +415,7 @@ def run_app(targets: list[Target], sessions: int, new_tokens: int, legs: tuple[s
             logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"hall-app-llama-{free_port()}"
             with engine_server(engine, logs) as leg:
                 env = replica_env(url, free_port(), new_tokens, HANDOFF_PORT=str(free_port()), **leg.env)
-                hall_app.run(targets, sessions, new_tokens, env, url, engine, leg.pids)
+                hall_app.run(targets, sessions, new_tokens, env, url, engine, leg.pids, client)
 
 
 def _leg(
@@ -462,7 +465,14 @@ def main() -> list[Target]:
         "--app",
         type=int,
         metavar="N",
-        help="instead: N attendees in Chromium through one `handoff serve` at once vs the engine alone (bench/hall_app.py)",
+        help="instead: N attendees through one `handoff serve` at once vs the engine alone (bench/hall_app.py)",
+    )
+    parser.add_argument(
+        "--app-client",
+        choices=CLIENTS,
+        default=CLIENTS[0],
+        help="with --app: Streamlit's protocol over a websocket per attendee, nothing drawn (default), or Chromium "
+        "pages drawing on the same cores",
     )
     parser.add_argument("--app-tokens", type=int, default=128, help="new tokens per answer with --app")
     args = parser.parse_args()
@@ -473,7 +483,7 @@ def main() -> list[Target]:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.app:
-            run_app(targets, args.app, args.app_tokens, legs)
+            run_app(targets, args.app, args.app_tokens, legs, args.app_client)
         else:
             run(targets, rates, args.attendees, args.replicas, legs)
     except Exception as error:  # noqa: BLE001 - every line it can, and a MISS naming the crash

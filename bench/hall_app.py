@@ -1,15 +1,17 @@
 """The app's own streaming overhead (issue 11 section 2): ``python -m bench.hall --app 8``.
 
-N attendees in headless Chromium (Debian's, one browser, a context each) send one prompt each at the
-same moment to one ``handoff serve``; then the same N prompts go through the engine alone, in this
-process, in the same run. The live policy is ``never`` with no shadow calls and greedy decoding, so
+N attendees send one prompt each at the same moment to one ``handoff serve``; then the same N prompts go
+through the engine alone, in this process, in the same run. The attendees are Streamlit's own protocol
+over a websocket each (``bench.streamlit_client``: the server does all it does for a browser, nothing is
+drawn), or with ``--app-client chromium`` pages in headless Chromium (Debian's, one browser, a context
+each), which then draws on the server's cores too. The live policy is ``never`` with no shadow calls and greedy decoding, so
 each turn is one local generation that both panes show and no cloud is called: what separates the two
 legs is the app (page scripts drawing both panes, Streamlit serialising and sending, the sessions'
-threads beside the decoding loop in one process and one GIL), plus Chromium drawing on the same cores.
+threads beside the decoding loop in one process and one GIL), plus, with Chromium, its drawing on the same cores.
 
 Printed: aggregate tokens/s of each leg and their ratio, CPU seconds per generated token of the server
-(``handoff serve`` and its Streamlit process) against the engine alone's, Chromium's CPU seconds, the
-pane redraws the browser saw per generated token, and, as the browser saw them, the time from "send" to
+(``handoff serve`` and its Streamlit process) against the engine alone's, the clients' CPU seconds, the
+pane redraws the clients saw per generated token, and, as the clients saw them, the time from "send" to
 the first text (the local answer streams in one pane) and to both panes complete (the handoff pane shows
 the local answer once it is complete, since the policy keeps it local).
 """
@@ -36,6 +38,8 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's (`make browser`): Playwright cannot d
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 EVENT_CODE = "HALL-APP"
 CHAT = "Ask anything: both answers arrive side by side"
+THINKING = "Thinking…"  # the live pane's text before its first token
+CLIENTS = ("websocket", "chromium")
 LEG_TIMEOUT_S = 900.0
 # Runs in each page before its prompt is sent: for both live answer panes (A, B in document order), when
 # the first text other than the "thinking" placeholder appeared and how often the text changed; and when
@@ -66,8 +70,8 @@ class Leg:
     tokens: int
     wall_s: float
     cpu_s: float  # the serving processes' CPU seconds (the engine alone: this process's)
-    browser_cpu_s: float = 0.0
-    redraws: int = 0  # pane text changes the browsers saw
+    client_cpu_s: float = 0.0  # the attendees' side: Chromium's processes, or this process's websocket clients
+    redraws: int = 0  # pane text changes the clients saw
     ttft: dict[str, list[float]] | None = None  # seconds from send: first text in a pane, both panes done
 
     @property
@@ -172,13 +176,13 @@ async def _pages(base: str, prompts: list[str], serving: list[psutil.Process]) -
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             warm = await _join(browser, base)  # the first turn loads the model: not measured
-            await warm.evaluate(OBSERVER, "Thinking…")
+            await warm.evaluate(OBSERVER, THINKING)
             await _send(warm, "Say hello.")
             await warm.locator(".st-key-save_feedback").wait_for()
             await warm.context.close()
             pages = [await _join(browser, base) for _ in prompts]
             for page in pages:
-                await page.evaluate(OBSERVER, "Thinking…")
+                await page.evaluate(OBSERVER, THINKING)
             browsers = [c for c in psutil.Process().children(recursive=True) if c.pid not in {s.pid for s in serving}]
             cpu0, browser0, threads0 = _cpu(serving), _cpu(browsers), _threads(serving)
             await asyncio.gather(*(_send(page, prompt) for page, prompt in zip(pages, prompts, strict=True)))
@@ -205,6 +209,45 @@ async def _pages(base: str, prompts: list[str], serving: list[psutil.Process]) -
     return Leg(0, wall, cpu1 - cpu0, browser1 - browser0, redraws, ttft)
 
 
+async def _sockets(base: str, prompts: list[str], serving: list[psutil.Process]) -> Leg:
+    """The same as ``_pages`` with Streamlit's protocol for a browser: each attendee consents, then all send."""
+    from bench.streamlit_client import StreamlitPage
+
+    async def join() -> StreamlitPage:
+        page = await StreamlitPage.open(f"{base}/?event={EVENT_CODE}", placeholder=THINKING)
+        await page.wait_for(lambda p: "consent_accept" in p.widgets, LEG_TIMEOUT_S)  # after the warm-up screen
+        await page.click("consent_accept")
+        await page.wait_for(lambda p: "prompt" in p.widgets and not p.widgets["prompt"].disabled, LEG_TIMEOUT_S)
+        return page
+
+    async def turn(page: StreamlitPage, prompt: str) -> tuple[float, float, float]:
+        sent = time.time()
+        await page.send("prompt", prompt)
+        await page.wait_for(lambda p: "save_feedback" in p.widgets, LEG_TIMEOUT_S)  # the round's feedback form
+        done = time.time()
+        return sent, page.page.first_text_at or done, done
+
+    warm = await join()  # the first turn loads the model: not measured
+    await turn(warm, "Say hello.")
+    await warm.close()
+    pages = [await join() for _ in prompts]
+    try:
+        cpu0, client0, threads0 = _cpu(serving), time.process_time(), _threads(serving)
+        times = await asyncio.gather(*(turn(page, prompt) for page, prompt in zip(pages, prompts, strict=True)))
+        cpu1, client1 = _cpu(serving), time.process_time()
+        print(f"server CPU by thread: {_by_thread_name(threads0, _threads(serving))}", flush=True)
+    finally:
+        for page in pages:
+            await page.close()
+    wall = max(done for _, _, done in times) - min(sent for sent, _, _ in times)
+    ttft = {
+        "first": [first - sent for sent, first, _ in times],
+        "done": [done - sent for sent, _, done in times],
+    }
+    redraws = sum(page.page.pane_changes for page in pages)
+    return Leg(0, wall, cpu1 - cpu0, client1 - client0, redraws, ttft)
+
+
 def _stored_tokens(url: str) -> int:
     """Tokens of the measured turns: one generation per turn (the ``off`` arm; ``on`` shows the same draft)."""
     from sqlalchemy import select
@@ -219,14 +262,18 @@ def _stored_tokens(url: str) -> int:
     return int(sum(c or 0 for c in counts[1:]))  # the first turn is the warm-up
 
 
-def app_leg(env: dict[str, str], url: str, prompts: list[str], engine_pids: tuple[int, ...] = ()) -> Leg:
-    """The prompts through ``handoff serve`` in Chromium; its processes' CPU and the engine servers' (if any)."""
+def app_leg(
+    env: dict[str, str], url: str, prompts: list[str], engine_pids: tuple[int, ...] = (), client: str = "websocket"
+) -> Leg:
+    """The prompts through ``handoff serve`` from ``client`` attendees; its processes' CPU and the engine servers'
+    (if any)."""
     port = int(env["HANDOFF_PORT"])
     with tempfile.TemporaryDirectory(prefix="hall-app-") as scratch:
         server = _serve({**os.environ, **env, "HANDOFF_DATA_DIR": scratch}, port, Path(scratch) / "serve.log")
         try:
             serving = _tree(server.pid) + [psutil.Process(pid) for pid in engine_pids]
-            leg = asyncio.run(_pages(f"http://127.0.0.1:{port}", prompts, serving))
+            attendees = _pages if client == "chromium" else _sockets
+            leg = asyncio.run(attendees(f"http://127.0.0.1:{port}", prompts, serving))
         finally:
             _stop(server)
     leg.tokens = _stored_tokens(url)
@@ -265,6 +312,7 @@ def run(
     url: str,
     engine: str = "in-process",
     engine_pids: tuple[int, ...] = (),
+    client: str = "websocket",
 ) -> None:
     """Both legs in one run, on one engine (``engine_pids``: its servers, whose CPU counts in both legs); the lines
     are printed as soon as both exist."""
@@ -272,7 +320,7 @@ def run(
     from db.models import Event
     from db.session import session_scope
 
-    if not Path(CHROMIUM).exists():
+    if client == "chromium" and not Path(CHROMIUM).exists():
         raise RuntimeError("Debian's chromium is not installed: run `make browser`")
     with session_scope(url) as session:
         session.add(Event(code=EVENT_CODE, name="App bench", region="sf", city="San Francisco", timezone="UTC"))
@@ -287,13 +335,13 @@ def run(
         "HANDOFF_CLOUD_BASE_URL": "http://127.0.0.1:9/v1",  # never called: no stand-in is started
         "HANDOFF_HOST": "127.0.0.1",
     }
-    app = app_leg(env, url, prompts, engine_pids)
+    app = app_leg(env, url, prompts, engine_pids, client)
     alone = engine_leg(env, prompts, engine_pids)
-    name = f"hall app[{engine}] x{sessions}"
+    name = f"hall app[{engine}, {client}] x{sessions}"
     ttft = app.ttft or {}
     print(
         f"{name}: through the app {app.tokens} tokens in {app.wall_s:.1f} s = {app.tokens_per_s:.1f} tok/s, "
-        f"server CPU {app.cpu_s:.1f} s ({app.cpu_per_token_ms:.1f} ms/token), Chromium CPU {app.browser_cpu_s:.1f} s, "
+        f"server CPU {app.cpu_s:.1f} s ({app.cpu_per_token_ms:.1f} ms/token), {client} CPU {app.client_cpu_s:.1f} s, "
         f"{app.redraws / max(app.tokens, 1):.2f} pane redraws/token, TTFT local pane p50/p95 "
         f"{percentile(ttft.get('first', []), 50):.2f}/{percentile(ttft.get('first', []), 95):.2f} s, both panes "
         f"done p50/p95 {percentile(ttft.get('done', []), 50):.2f}/{percentile(ttft.get('done', []), 95):.2f} s; "
