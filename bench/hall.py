@@ -3,7 +3,7 @@ the shared limits store, the local engine and the cloud stand-in.
 
     python -m bench.hall                          # short default run
     python -m bench.hall --rates 0.05,0.1,0.2 --attendees 20 --replicas 2
-    python -m bench.hall --app 8                  # the app's own overhead: 8 attendees at once vs the engine alone
+    python -m bench.hall --app 8                  # only the app's own overhead: 8 attendees at once vs the engine alone
 
 Each replica is its own process doing what one ``handoff serve`` process does for its sessions:
 the attendee page's services (``playground.attendee_session``: consent, ``start_turn`` with the
@@ -51,6 +51,7 @@ DEFAULT_RATES = (0.05, 0.2)  # attendees arriving per second
 DEFAULT_ATTENDEES = 5  # per rate: the first N arrivals of the Poisson process
 NEW_TOKENS = 48
 FOLLOW_UP = 0.5  # share of attendees who send the question's second turn
+APP_SESSIONS = 8  # the default run's app-overhead leg (bench/hall_app.py): attendees at once through one app
 EVENT_CODE = "HALL-BENCH"
 
 
@@ -465,7 +466,8 @@ def main() -> list[Target]:
         "--app",
         type=int,
         metavar="N",
-        help="instead: N attendees through one `handoff serve` at once vs the engine alone (bench/hall_app.py)",
+        help="only the app's own overhead, N attendees through one `handoff serve` at once vs the engine alone "
+        f"(bench/hall_app.py; the default run ends with it for {APP_SESSIONS}, 0 leaves it out)",
     )
     parser.add_argument(
         "--app-client",
@@ -474,7 +476,7 @@ def main() -> list[Target]:
         help="with --app: Streamlit's protocol over a websocket per attendee, nothing drawn (default), or Chromium "
         "pages drawing on the same cores",
     )
-    parser.add_argument("--app-tokens", type=int, default=128, help="new tokens per answer with --app")
+    parser.add_argument("--app-tokens", type=int, default=64, help="new tokens per answer in the app-overhead leg")
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     rates = tuple(float(r) for r in args.rates.split(","))
@@ -482,10 +484,10 @@ def main() -> list[Target]:
     targets: list[Target] = []
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        if args.app:
-            run_app(targets, args.app, args.app_tokens, legs, args.app_client)
-        else:
+        if not args.app:  # the levels, unless only the app leg was asked for
             run(targets, rates, args.attendees, args.replicas, legs)
+        if args.app != 0:
+            run_app(targets, args.app or APP_SESSIONS, args.app_tokens, legs, args.app_client)
     except Exception as error:  # noqa: BLE001 - every line it can, and a MISS naming the crash
         traceback.print_exc()
         targets.append(Target(f"hall: ran to the end ({type(error).__name__}: {error})", 0, 1))
