@@ -161,7 +161,16 @@ def main(argv: list[str] | None = None) -> list[Target]:
             print(missing, flush=True)
             llama = float("inf")
         print(f"llama.cpp batched, same GGUF: {llama:.1f} tok/s aggregate", flush=True)
-        targets.append(Target(f"{BATCH} together: aggregate vs llama.cpp batched", aggregate / llama, 1.0, "x"))
+        targets.append(
+            Target(
+                f"{BATCH} together: aggregate vs llama.cpp batched",
+                aggregate / llama,
+                1.0,
+                "x",
+                why="this is the transformers engine (GPUs, any Hugging Face model); on a CPU `auto` picks llama.cpp's "
+                "server, measured against the same loop in bench.engines",
+            )
+        )
 
     ttfts = staggered(engine, sessions=BATCH, mean_gap_s=0.5)
     starved = sum(t > STARVED_TTFT_S for t in ttfts)
