@@ -33,12 +33,13 @@ from pathlib import Path
 import psutil
 
 from bench.common import Target, percentile, report
+from playground.i18n import translate
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's (`make browser`): Playwright cannot download browsers here
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 EVENT_CODE = "HALL-APP"
 CHAT = "Ask anything: both answers arrive side by side"
-THINKING = "Thinking…"  # the live pane's text before its first token
+THINKING = translate("en", "pane.thinking")  # the live pane's text before its first token
 CLIENTS = ("websocket", "chromium")
 LEG_TIMEOUT_S = 900.0
 # Runs in each page before its prompt is sent: for both live answer panes (A, B in document order), when

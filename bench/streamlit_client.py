@@ -27,10 +27,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 @dataclass
 class Widget:
-    """A widget the page drew in its latest run: its element type (``button``, ``chat_input``...) and state."""
+    """A widget the page drew in its latest run: the id its state is sent under, and whether it takes input."""
 
     id: str
-    kind: str
     disabled: bool
 
 
@@ -107,10 +106,14 @@ class StreamlitPage:
         await self._socket.send(message.SerializeToString())
 
     async def _read(self) -> None:
-        async for data in self._socket:
-            message = ForwardMsg()
-            message.ParseFromString(data)
-            self._apply(message)
+        try:
+            async for data in self._socket:
+                message = ForwardMsg()
+                message.ParseFromString(data)
+                self._apply(message)
+                async with self._changed:
+                    self._changed.notify_all()
+        finally:  # a closed connection wakes the waiters, who then say so
             async with self._changed:
                 self._changed.notify_all()
 
@@ -136,7 +139,7 @@ class StreamlitPage:
         widget_id = getattr(widget, "id", "") if widget is not None else ""
         if widget_id.startswith("$$ID-"):  # "$$ID-<hash>-<user key>"
             key = widget_id.split("-", 2)[2]
-            page.widgets[key] = Widget(widget_id, kind, bool(getattr(widget, "disabled", False)))
+            page.widgets[key] = Widget(widget_id, bool(getattr(widget, "disabled", False)))
         if kind == "markdown" and any(path[:n] in page._assistant_blocks for n in range(1, len(path))):
             text = element.markdown.body
             if page.panes.get(path) != text:
