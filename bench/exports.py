@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from bench.common import Target, demo_database, machine, report
+from feedback.cpus import usable_cpus
 
 SIZES = (100_000, 1_000_000)
 SECONDS_TARGET = 30.0
@@ -123,8 +124,7 @@ def main(sizes: tuple[int, ...] = SIZES, seed: int = 0, jobs: tuple[str, ...] = 
                 SECONDS_TARGET,
                 " s",
                 False,
-                why=f"CPU-bound: {cpu:.0f} s of CPU on {os.cpu_count()} cores"
-                + (REPORT_CPU if job == "report" else ""),
+                why=f"CPU-bound: {cpu:.0f} s of CPU on {usable_cpus()} cores" + (REPORT_CPU if job == "report" else ""),
             )
         )
         if len(sizes) > 1:

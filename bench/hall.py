@@ -473,8 +473,8 @@ def main() -> list[Target]:
         "--app-client",
         choices=CLIENTS,
         default=CLIENTS[0],
-        help="with --app: Streamlit's protocol over a websocket per attendee, nothing drawn (default), or Chromium "
-        "pages drawing on the same cores",
+        help="the app-overhead leg's attendees: Streamlit's protocol over a websocket each, nothing drawn (default), "
+        "or Chromium pages drawing on the same cores",
     )
     parser.add_argument("--app-tokens", type=int, default=64, help="new tokens per answer in the app-overhead leg")
     args = parser.parse_args()

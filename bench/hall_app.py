@@ -199,15 +199,12 @@ async def _pages(base: str, prompts: list[str], serving: list[psutil.Process]) -
             await browser.close()
     if any(h["done"] is None for h in seen):
         raise RuntimeError(f"{sum(h['done'] is None for h in seen)} of {len(seen)} turns did not finish")
-    wall = (max(h["done"] for h in seen) - min(h["sent"] for h in seen)) / 1000
     # The local answer streams in one pane; the handoff pane (random side) shows it once it is complete.
-    ttft = {
-        "first": [(min(f for f in h["first"] if f is not None) if any(h["first"]) else h["done"]) for h in seen],
-        "done": [h["done"] for h in seen],
-    }
-    ttft = {key: [(at - h["sent"]) / 1000 for at, h in zip(values, seen, strict=True)] for key, values in ttft.items()}
-    redraws = sum(sum(h["redraws"]) for h in seen)
-    return Leg(0, wall, cpu1 - cpu0, browser1 - browser0, redraws, ttft)
+    times = [
+        (h["sent"] / 1000, min((f for f in h["first"] if f is not None), default=h["done"]) / 1000, h["done"] / 1000)
+        for h in seen
+    ]
+    return _timed(times, cpu1 - cpu0, browser1 - browser0, sum(sum(h["redraws"]) for h in seen))
 
 
 async def _sockets(base: str, prompts: list[str], serving: list[psutil.Process]) -> Leg:
@@ -240,13 +237,14 @@ async def _sockets(base: str, prompts: list[str], serving: list[psutil.Process])
     finally:
         for page in pages:
             await page.close()
+    return _timed(times, cpu1 - cpu0, client1 - client0, sum(page.page.pane_changes for page in pages))
+
+
+def _timed(times: list[tuple[float, float, float]], cpu_s: float, client_cpu_s: float, redraws: int) -> Leg:
+    """The app leg from each turn's (sent, first pane text, both panes done), in seconds; tokens come later."""
     wall = max(done for _, _, done in times) - min(sent for sent, _, _ in times)
-    ttft = {
-        "first": [first - sent for sent, first, _ in times],
-        "done": [done - sent for sent, _, done in times],
-    }
-    redraws = sum(page.page.pane_changes for page in pages)
-    return Leg(0, wall, cpu1 - cpu0, client1 - client0, redraws, ttft)
+    ttft = {"first": [first - sent for sent, first, _ in times], "done": [done - sent for sent, _, done in times]}
+    return Leg(0, wall, cpu_s, client_cpu_s, redraws, ttft)
 
 
 def _stored_tokens(url: str) -> int:

@@ -126,11 +126,12 @@ class StreamlitPage:
             page.runs_finished += 1
         elif kind == "delta":
             path, delta = tuple(message.metadata.delta_path), message.delta
-            if delta.WhichOneof("type") == "add_block":
+            change = delta.WhichOneof("type")
+            if change == "add_block":
                 block = delta.add_block
                 if block.WhichOneof("type") == "chat_message" and block.chat_message.name == "assistant":
                     page._assistant_blocks.add(path)
-            elif delta.WhichOneof("type") == "new_element":
+            elif change == "new_element":
                 self._element(path, delta.new_element)
 
     def _element(self, path: tuple[int, ...], element) -> None:  # noqa: ANN001 - streamlit.proto Element

@@ -53,7 +53,7 @@ def start_local_servers(settings: Settings) -> tuple[list[subprocess.Popen[bytes
         return [], ()
     urls = llamacpp_server.replica_urls(settings)
     if llamacpp_server.is_up(urls[0]):
-        return [], tuple(url for url in urls if llamacpp_server.is_up(url))
+        return [], (urls[0], *(url for url in urls[1:] if llamacpp_server.is_up(url)))
     threads = llamacpp_server.server_threads(settings)
     hosts = llamacpp_server.served_by(settings, urls).local_host
     typer.echo(f"Starting {len(urls)} llama.cpp server(s) of {threads} thread(s) each on {hosts} …")
